@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Checks on the umbrella chart that a Kubernetes schema cannot make.
+
+Usage: check_manifests.py CHART_DIR ENV=RENDERED.yaml [ENV=RENDERED.yaml ...]
+  ENV is default, dev or prod; RENDERED.yaml is `helm template` output for that env.
+
+What is checked:
+  * custom resources (PrometheusRule, ServiceMonitor, Certificate) against a strict
+    description of the fields we use, since kubernetes-validate has no schema for them;
+  * the values handed to the upstream subcharts (merged the way Helm merges -f files),
+    which the rendered output with stub subcharts cannot show: replica counts, Sentinel,
+    Vault HA Raft, PodDisruptionBudgets;
+  * the BlinkChamber objects: config file shape, secrets wired through Vault annotations,
+    probes, security context, PDBs, NetworkPolicies denying by default.
+
+Prints one `PASS name` or `FAIL name: reason` line per check; exits 1 if any failed.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+RESULTS = []
+
+
+def check(name):
+    """Decorator-free helper: run fn, record PASS/FAIL with the assertion message."""
+
+    def run(fn, *args):
+        try:
+            fn(*args)
+        except AssertionError as err:
+            RESULTS.append((False, f"{name}: {err}"))
+        except Exception as err:  # a crash in a check is a failure, not a traceback
+            RESULTS.append((False, f"{name}: {type(err).__name__}: {err}"))
+        else:
+            RESULTS.append((True, name))
+
+    return run
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (Kubernetes would keep only one)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def merge(base, over):
+    """Helm's coalescing of -f files: maps merge, null deletes, anything else replaces."""
+    out = dict(base)
+    for key, val in over.items():
+        if val is None:
+            out.pop(key, None)
+        elif isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], val)
+        else:
+            out[key] = val
+    return out
+
+
+def dig(tree, path, default=None):
+    node = tree
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+SEVERITIES = {"critical", "warning", "info"}
+BLINKCHAMBER_METRICS = {
+    "blinkchamber_cache_hits_total", "blinkchamber_cache_misses_total",
+    "blinkchamber_events_published_total", "blinkchamber_events_publish_errors_total",
+    "blinkchamber_events_dead_lettered_total", "blinkchamber_events_queue_depth",
+    "blinkchamber_events_queue_oldest_age_seconds", "blinkchamber_ratelimit_checks_total",
+    "blinkchamber_ratelimit_limited_total", "blinkchamber_redis_failovers_total",
+    "blinkchamber_redis_commands_total", "blinkchamber_redis_errors_total",
+    "blinkchamber_http_requests_total",
+}
+REQUIRED_ALERTS = {
+    "VaultSealed", "PostgreSQLDown", "RedisDown", "RedisMemoryHigh", "RedisLatencyHigh",
+    "RedisTooManyConnections", "RedisRejectedConnections", "RedisMasterLinkDown",
+    "RedisEvictionsHigh", "RedisReplicationLag", "BlinkChamberCacheHitRateLow",
+    "BlinkChamberDeadLetterGrowing", "BlinkChamberQueueOldestEventOld",
+    "BlinkChamberPublishErrors", "BlinkChamberRedisFailover",
+}
+
+
+def only_keys(obj, allowed, where):
+    assert isinstance(obj, dict), f"{where} is not a mapping"
+    extra = set(obj) - set(allowed)
+    assert not extra, f"{where}: unknown fields {sorted(extra)}"
+
+
+def check_metadata(doc):
+    only_keys(doc, {"apiVersion", "kind", "metadata", "spec"}, doc["kind"])
+    assert re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", doc["metadata"]["name"]), "bad metadata.name"
+
+
+def balanced(expr):
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack = []
+    for ch in expr:
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in pairs:
+            if not stack or stack.pop() != pairs[ch]:
+                return False
+    return not stack
+
+
+def check_prometheus_rule(doc):
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1", "apiVersion"
+    check_metadata(doc)
+    only_keys(doc["spec"], {"groups"}, "spec")
+    names = set()
+    for group in doc["spec"]["groups"]:
+        only_keys(group, {"name", "interval", "rules"}, "group")
+        assert group["rules"], f"group {group['name']} has no rules"
+        for rule in group["rules"]:
+            only_keys(rule, {"alert", "record", "expr", "for", "labels", "annotations"}, "rule")
+            assert ("alert" in rule) != ("record" in rule), "rule needs exactly one of alert/record"
+            expr = str(rule["expr"])
+            assert expr.strip(), f"{rule.get('alert')}: empty expr"
+            assert balanced(expr), f"{rule.get('alert')}: unbalanced brackets in expr"
+            assert "{{" not in expr, f"{rule.get('alert')}: unrendered template in expr"
+            if "for" in rule:
+                assert DURATION.match(str(rule["for"])), f"{rule.get('alert')}: bad for"
+            if "alert" in rule:
+                assert rule["labels"]["severity"] in SEVERITIES, f"{rule['alert']}: severity"
+                assert rule["annotations"].get("summary"), f"{rule['alert']}: no summary"
+                names.add(rule["alert"])
+            for metric in re.findall(r"\bblinkchamber_[a-z_]+", expr):
+                assert metric in BLINKCHAMBER_METRICS, f"{rule.get('alert')}: unknown metric {metric}"
+    missing = REQUIRED_ALERTS - names
+    assert not missing, f"missing alerts {sorted(missing)}"
+
+
+def check_service_monitor(doc, services):
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1", "apiVersion"
+    check_metadata(doc)
+    spec = doc["spec"]
+    only_keys(spec, {"selector", "endpoints", "namespaceSelector", "jobLabel"}, "spec")
+    sel = spec["selector"]["matchLabels"]
+    assert spec["endpoints"], "no endpoints"
+    for ep in spec["endpoints"]:
+        only_keys(ep, {"port", "path", "interval", "scrapeTimeout", "scheme"}, "endpoint")
+        assert DURATION.match(ep["interval"]) and DURATION.match(ep["scrapeTimeout"]), "durations"
+    matched = [s for s in services if all(s["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
+    assert matched, "selector matches no Service"
+    for svc in matched:
+        ports = {p.get("name") for p in svc["spec"]["ports"]}
+        for ep in spec["endpoints"]:
+            assert ep["port"] in ports, f"Service {svc['metadata']['name']} has no port {ep['port']}"
+
+
+def check_certificate(doc):
+    assert doc["apiVersion"] == "cert-manager.io/v1", "apiVersion"
+    check_metadata(doc)
+    spec = doc["spec"]
+    only_keys(spec, {"secretName", "dnsNames", "issuerRef", "privateKey", "duration", "renewBefore"}, "spec")
+    assert spec["secretName"], "secretName"
+    assert spec["dnsNames"] and all(isinstance(n, str) for n in spec["dnsNames"]), "dnsNames"
+    only_keys(spec["issuerRef"], {"name", "kind", "group"}, "issuerRef")
+    assert spec["issuerRef"]["kind"] in {"Issuer", "ClusterIssuer"}, "issuerRef.kind"
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def named(docs, kind, name):
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert found, f"no {kind}/{name}"
+    return found[0]
+
+
+def check_upstream_values(env, values):
+    ha = env != "dev"
+    want = (lambda n: n) if ha else (lambda n: 1)
+    pg = values["postgresql-ha"]
+    assert pg["enabled"], "postgresql-ha disabled"
+    assert pg["postgresql"]["replicaCount"] == want(3), f"postgresql nodes {pg['postgresql']['replicaCount']}"
+    assert pg["pgpool"]["replicaCount"] == want(2), f"pgpool {pg['pgpool']['replicaCount']}"
+    r = values["redis"]
+    assert r["architecture"] == "replication", "redis architecture"
+    assert r["sentinel"]["enabled"] is True, "sentinel off"
+    n, q = r["replica"]["replicaCount"], r["sentinel"]["quorum"]
+    assert n == want(3), f"redis nodes {n}"
+    assert n % 2 == 1, "even number of sentinels"
+    assert n // 2 < q <= n, f"quorum {q} is not a majority of {n}"
+    assert r["auth"]["enabled"] and r["auth"]["sentinel"], "redis auth"
+    v = values["vault"]
+    assert v["server"]["ha"]["enabled"] and v["server"]["ha"]["raft"]["enabled"], "vault HA raft"
+    assert v["server"]["ha"]["replicas"] == want(3), f"vault replicas {v['server']['ha']['replicas']}"
+    assert v["server"]["ha"]["raft"]["config"].count("retry_join") == want(3), "retry_join per server"
+    assert v["injector"]["enabled"], "vault injector"
+    z = values["zitadel"]
+    assert z["replicaCount"] >= (2 if ha else 1), f"zitadel replicas {z['replicaCount']}"
+    for dep in ("mailu", "longhorn"):
+        assert values[dep]["enabled"] is False, f"{dep} must be off by default"
+
+
+def check_pdbs(env, values, docs):
+    assert values["cert-manager"]["podDisruptionBudget"]["enabled"], "cert-manager PDB"
+    assert values["vault"]["server"]["ha"]["disruptionBudget"]["enabled"], "vault PDB"
+    assert values["postgresql-ha"]["postgresql"]["pdb"]["create"], "postgresql PDB"
+    assert values["postgresql-ha"]["pgpool"]["pdb"]["create"], "pgpool PDB"
+    assert values["redis"]["replica"]["pdb"]["create"], "redis PDB"
+    assert values["zitadel"]["pdb"]["enabled"], "zitadel PDB"
+    for name in ("blinkchamber-serve", "blinkchamber-worker"):
+        pdb = named(docs, "PodDisruptionBudget", name)
+        spec = pdb["spec"]
+        assert ("minAvailable" in spec) != ("maxUnavailable" in spec), f"{name}: one of min/max"
+        dep = named(docs, "Deployment", name)
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items(), f"{name}: PDB selects no pod"
+        if "minAvailable" in spec:
+            assert spec["minAvailable"] < dep["spec"]["replicas"], f"{name}: PDB would block every drain"
+
+
+def check_runtime(env, values, docs):
+    redis = values["redis"]
+    cm = named(docs, "ConfigMap", "blinkchamber-config")
+    cfg = yaml.load(cm["data"]["config.yaml"], Loader=UniqueKeyLoader)
+    assert set(cfg) <= {"server", "backend", "redis", "cache", "events"} | set(values["blinkchamber-runtime"].get("extraConfig") or {}), f"config sections {sorted(cfg)}"
+    assert cfg["server"]["listen"] == "0.0.0.0:8080", "server.listen"
+    assert cfg["server"]["metricsListen"] == "0.0.0.0:9090", "server.metricsListen"
+    assert cfg["server"]["auth"]["tokens"] == {"valueFromFile": "/vault/secrets/API_TOKENS"}, "auth tokens"
+    assert cfg["backend"] == "redis" and cfg["redis"]["mode"] == "sentinel", "backend/mode"
+    s = cfg["redis"]["sentinel"]
+    assert s["masterName"] == redis["sentinel"]["masterSet"], "masterName != redis.sentinel.masterSet"
+    assert len(s["nodes"]) == redis["replica"]["replicaCount"], "one sentinel node per Redis node"
+    ns = values["platform"]["databaseNamespace"]
+    for node in s["nodes"]:
+        assert re.match(rf"^redis-node-\d+\.redis-headless\.{ns}\.svc\.cluster\.local:26379$", node), node
+    assert cfg["redis"]["password"] == {"valueFromFile": "/vault/secrets/REDIS_PASSWORD"}, "redis password"
+    assert cfg["events"]["queues"]["dead_letter"] == "zitadel:events:dead_letter", "queues"
+    files = set(re.findall(r"/vault/secrets/([A-Za-z0-9_.-]+)", cm["data"]["config.yaml"]))
+
+    for comp, args0 in (("serve", "serve"), ("worker", "worker")):
+        dep = named(docs, "Deployment", f"blinkchamber-{comp}")
+        replicas = dep["spec"]["replicas"]
+        if comp == "serve":
+            assert replicas >= (2 if env != "dev" else 1), f"serve replicas {replicas}"
+        pod = dep["spec"]["template"]
+        ann = pod["metadata"]["annotations"]
+        assert ann.get("vault.hashicorp.com/agent-inject") == "true", f"{comp}: no vault agent"
+        assert ann.get("vault.hashicorp.com/role") == "blinkchamber", f"{comp}: vault role"
+        for f in files:
+            assert f"vault.hashicorp.com/agent-inject-secret-{f}" in ann, f"{comp}: /vault/secrets/{f} never injected"
+            assert "{{" in ann[f"vault.hashicorp.com/agent-inject-template-{f}"], f"{comp}: no template for {f}"
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, f"{comp}: runAsNonRoot"
+        aff = spec["affinity"]["podAntiAffinity"]
+        assert aff, f"{comp}: no pod anti-affinity"
+        c = spec["containers"][0]
+        assert c["args"][:3] == [args0, "--config", "/etc/blinkchamber/config.yaml"], f"{comp}: args {c['args']}"
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] and sc["runAsNonRoot"] and sc["allowPrivilegeEscalation"] is False, f"{comp}: security context"
+        assert sc["capabilities"]["drop"] == ["ALL"], f"{comp}: capabilities"
+        for k in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(c["resources"][k]), f"{comp}: resources.{k}"
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports.get("metrics") == 9090, f"{comp}: metrics port"
+        if comp == "serve":
+            assert ports.get("http") == 8080, "serve: http port"
+            assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, "liveness"
+            assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, "readiness"
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert "/etc/blinkchamber" in mounts, f"{comp}: config not mounted"
+        init = [i for i in spec.get("initContainers", []) if i["name"] == "config-check"]
+        assert init and init[0]["args"] == ["config", "check", "/etc/blinkchamber/config.yaml"], f"{comp}: config check"
+
+
+def check_network_policies(values, docs, release_ns):
+    nps = by_kind(docs, "NetworkPolicy")
+    db = values["platform"]["databaseNamespace"]
+    for ns in {release_ns, db}:
+        deny = [p for p in nps if p["metadata"].get("namespace") == ns and p["spec"]["podSelector"] == {}
+                and p["spec"]["policyTypes"] == ["Ingress"] and not p["spec"].get("ingress")]
+        assert deny, f"no default-deny policy in {ns}"
+    redis = [p for p in nps if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "redis"]
+    assert len(redis) == 1, "one policy selects Redis"
+    sources = set()
+    for rule in redis[0]["spec"]["ingress"]:
+        assert rule.get("from"), "a Redis rule without `from` opens it to everyone"
+        for peer in rule["from"]:
+            sources.add(peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"])
+    assert sources == {"zitadel", "blinkchamber-runtime", "prometheus", "redis"}, f"Redis reachable from {sorted(sources)}"
+    # Every policy that opens a port to the whole world must be one of the deliberate ones.
+    for p in nps:
+        for rule in p["spec"].get("ingress") or []:
+            if not rule.get("from"):
+                assert p["metadata"]["name"] in {"webhooks-allow-apiserver", "ingress-controller-allow-public"}, f"{p['metadata']['name']} is open to all"
+
+
+def check_vault_policies(docs):
+    cm = named(docs, "ConfigMap", "vault-policies")
+    apps = cm["data"]["roles"].split()
+    assert sorted(apps) == ["blinkchamber", "postgres", "redis", "zitadel"], f"roles {apps}"
+    for app in apps:
+        hcl = cm["data"][f"{app}-policy.hcl"]
+        for path, caps in re.findall(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]', hcl):
+            assert re.match(rf"^secret/(data|metadata)/{app}(/\*)?$", path), f"{app}: foreign path {path}"
+            assert set(re.findall(r'"(\w+)"', caps)) <= {"read", "list"}, f"{app}: not read-only"
+        role = json.loads(cm["data"][f"{app}-role.json"])
+        assert role["policies"] == [f"{app}-policy"], f"{app}: role policies"
+        assert role["bound_service_account_names"] and role["bound_service_account_namespaces"], f"{app}: unbound role"
+    ep = named(docs, "ConfigMap", "postgresql-vault-entrypoint")
+    assert 'exec "$@"' in ep["data"]["entrypoint.sh"], "entrypoint does not hand over"
+
+
+def check_dashboard(chart):
+    dash = json.loads((chart / "files/dashboards/blinkchamber.json").read_text())
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
+    for metric in ("blinkchamber_cache_hits_total", "blinkchamber_events_queue_depth",
+                   "blinkchamber_ratelimit_limited_total", "redis_up", "redis_memory_used_bytes"):
+        assert metric in exprs, f"dashboard lacks {metric}"
+    for metric in re.findall(r"\bblinkchamber_[a-z_]+", exprs):
+        assert metric in BLINKCHAMBER_METRICS, f"dashboard uses unknown metric {metric}"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+
+
+def main(argv):
+    chart = Path(argv[1])
+    base = yaml.safe_load((chart / "values.yaml").read_text())
+    check("dashboard")(check_dashboard, chart)
+    for arg in argv[2:]:
+        env, path = arg.split("=", 1)
+        values = base
+        if env != "default":
+            values = merge(base, yaml.safe_load((chart / f"values-{env}.yaml").read_text()) or {})
+        try:
+            docs = [d for d in yaml.load_all(Path(path).read_text(), Loader=UniqueKeyLoader) if d]
+        except yaml.YAMLError as err:
+            RESULTS.append((False, f"{env}: rendered YAML: {err}"))
+            continue
+        RESULTS.append((True, f"{env}: rendered YAML has no duplicate keys"))
+        services = by_kind(docs, "Service")
+        for doc in by_kind(docs, "PrometheusRule"):
+            check(f"{env}: PrometheusRule/{doc['metadata']['name']}")(check_prometheus_rule, doc)
+        for doc in by_kind(docs, "ServiceMonitor"):
+            check(f"{env}: ServiceMonitor/{doc['metadata']['name']}")(check_service_monitor, doc, services)
+        for doc in by_kind(docs, "Certificate"):
+            check(f"{env}: Certificate/{doc['metadata']['name']}")(check_certificate, doc)
+        check(f"{env}: PrometheusRule and ServiceMonitor rendered")(
+            lambda: (by_kind(docs, "PrometheusRule") and by_kind(docs, "ServiceMonitor")) or (_ for _ in ()).throw(AssertionError("missing")))
+        check(f"{env}: upstream subchart values")(check_upstream_values, env, values)
+        check(f"{env}: PodDisruptionBudgets")(check_pdbs, env, values, docs)
+        check(f"{env}: BlinkChamber deployments and config")(check_runtime, env, values, docs)
+        check(f"{env}: NetworkPolicies deny by default")(check_network_policies, values, docs, "blinkchamber")
+        check(f"{env}: Vault policies, roles and PostgreSQL entrypoint")(check_vault_policies, docs)
+        if env == "prod":
+            check("prod: TLS certificates rendered")(
+                lambda: len(by_kind(docs, "Certificate")) >= 2 or (_ for _ in ()).throw(AssertionError("expected 2 Certificates")))
+    failed = 0
+    for ok, line in RESULTS:
+        print(("PASS " if ok else "FAIL ") + line)
+        failed += not ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
