@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian/Ubuntu machine.
+#
+# Tests start their own redis-server / redis-sentinel processes on free loopback ports,
+# so the two binaries must be installed; they are installed from the distribution
+# packages when missing. Then: every cargo test (unit, integration, doc), and the
+# deployment tests (Helm chart, scripts) when deploy/ is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing ${missing[*]} from the distribution packages"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo test --locked
+
+if [ -f deploy/tests/run.sh ]; then
+  bash deploy/tests/run.sh
+fi

@@ -1,0 +1,119 @@
+//! Backends: the embedded memory store or Redis (standalone or Sentinel).
+//!
+//! Each capability has its own memory and Redis implementation of its trait; this module
+//! owns what they share: the Redis connection layer and the choice between the two.
+
+pub mod redis;
+
+use crate::config::{BackendKind, Config, RedisMode};
+
+pub use self::redis::{RedisBackend, Retry};
+
+/// Why a backend operation failed. Messages never carry secrets or values.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Redis answered with an error or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// Redis is not reachable right now (no master known, pool timeout, …).
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// The settings cannot be used (unreadable secret or TLS file, bad address).
+    #[error("redis configuration: {0}")]
+    Config(String),
+}
+
+/// The store behind every capability of one process.
+#[derive(Clone)]
+pub enum Backend {
+    /// In-process: single node, not persistent.
+    Memory,
+    /// Redis; each capability may use its own database, so there is one handle per
+    /// distinct effective `redis` block.
+    Redis(RedisBackends),
+}
+
+/// Redis handles per capability (they share connections when their settings match).
+#[derive(Clone)]
+pub struct RedisBackends {
+    /// Defaults (`redis`).
+    pub default: RedisBackend,
+    /// Cache (`cache.redis`).
+    pub cache: RedisBackend,
+    /// Event queues (`events.redis`).
+    pub events: RedisBackend,
+}
+
+impl Backend {
+    /// Builds the backend the config names.
+    ///
+    /// # Errors
+    /// [`BackendError`] when Redis settings are unusable or no Sentinel answers.
+    pub async fn from_config(config: &Config) -> Result<Self, BackendError> {
+        match config.backend {
+            BackendKind::Memory => {
+                tracing::warn!(
+                    "backend: memory (embedded). Single node, contents are lost on restart; \
+                     use `backend: redis` for anything shared or durable"
+                );
+                Ok(Self::Memory)
+            }
+            BackendKind::Redis => {
+                let default = RedisBackend::connect(config.redis.clone()).await?;
+                let reuse = |cfg: crate::config::RedisConfig| {
+                    let default = default.clone();
+                    async move {
+                        if &cfg == default.config() {
+                            Ok(default)
+                        } else {
+                            RedisBackend::connect(cfg).await
+                        }
+                    }
+                };
+                let cache = reuse(config.cache_redis()).await?;
+                let events = reuse(config.events_redis()).await?;
+                let redis = &config.redis;
+                let master = default.master();
+                match redis.mode {
+                    RedisMode::Standalone => tracing::info!(
+                        master = %master.endpoint, tls = redis.tls.enabled,
+                        "backend: redis standalone"
+                    ),
+                    RedisMode::Sentinel => tracing::info!(
+                        master = %master.endpoint, name = %redis.sentinel.master_name,
+                        sentinels = redis.sentinel.nodes.len(), tls = redis.tls.enabled,
+                        "backend: redis through Sentinel"
+                    ),
+                }
+                Ok(Self::Redis(RedisBackends {
+                    default,
+                    cache,
+                    events,
+                }))
+            }
+        }
+    }
+
+    /// Whether the backend can serve requests now (`/readyz`).
+    ///
+    /// # Errors
+    /// The first Redis handle that does not answer `PING`.
+    pub async fn ready(&self) -> Result<(), BackendError> {
+        match self {
+            Self::Memory => Ok(()),
+            Self::Redis(r) => {
+                r.default.ping().await?;
+                r.cache.ping().await?;
+                r.events.ping().await
+            }
+        }
+    }
+
+    /// `memory` or `redis`.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Self::Memory => BackendKind::Memory,
+            Self::Redis(_) => BackendKind::Redis,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Opening connections: address + credentials + TLS + timeouts → a redis-rs connection.
+//!
+//! Credentials and TLS files are read on every connect, never cached, so a rotated Vault
+//! secret is picked up by the next connection without a restart.
+
+use std::time::Duration;
+
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::{
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo,
+    IntoConnectionInfo, RedisConnectionInfo, TlsCertificates,
+};
+
+use crate::backend::BackendError;
+use crate::config::{RedisConfig, SecretSource};
+
+/// Where and as whom to connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Which credentials a connection uses: the data node's or the Sentinel's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A Redis data node (master or replica): `username` / `password` / `database`.
+    Data,
+    /// A Sentinel: `sentinel.username` / `sentinel.password`, no database.
+    Sentinel,
+}
+
+/// Builds a client for `endpoint` from the current secrets and TLS files.
+pub fn client(cfg: &RedisConfig, endpoint: &Endpoint, role: Role) -> Result<Client, BackendError> {
+    let (username, password, db) = match role {
+        Role::Data => (
+            cfg.username.as_deref(),
+            cfg.password.as_ref(),
+            cfg.database.get(),
+        ),
+        Role::Sentinel => (
+            cfg.sentinel.username.as_deref(),
+            cfg.sentinel.password.as_ref(),
+            0,
+        ),
+    };
+    let mut redis_info = RedisConnectionInfo::default().set_db(db);
+    if let Some(user) = username {
+        redis_info = redis_info.set_username(user);
+    }
+    if let Some(source) = password {
+        redis_info = redis_info.set_password(read_secret(source)?.expose());
+    }
+    let addr = if cfg.tls.enabled {
+        ConnectionAddr::TcpTls {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
+    };
+    let info: ConnectionInfo = addr
+        .into_connection_info()
+        .map_err(BackendError::from)?
+        .set_redis_settings(redis_info);
+    if cfg.tls.enabled {
+        Client::build_with_tls(info, tls_certificates(cfg)?).map_err(BackendError::from)
+    } else {
+        Client::open(info).map_err(BackendError::from)
+    }
+}
+
+fn read_secret(source: &SecretSource) -> Result<crate::config::Secret, BackendError> {
+    source
+        .read()
+        .map_err(|e| BackendError::Config(format!("redis credentials: {e}")))
+}
+
+fn tls_certificates(cfg: &RedisConfig) -> Result<TlsCertificates, BackendError> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            BackendError::Config(format!(
+                "redis.tls.{key}: cannot read {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let root_cert = cfg
+        .tls
+        .ca_file
+        .as_deref()
+        .map(|p| read("caFile", p))
+        .transpose()?;
+    let client_tls = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read("certFile", cert)?,
+            client_key: read("keyFile", key)?,
+        }),
+        _ => None,
+    };
+    Ok(TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+/// Opens a multiplexed connection. `response_timeout: None` is for blocking commands.
+pub async fn multiplexed(
+    cfg: &RedisConfig,
+    endpoint: &Endpoint,
+    role: Role,
+    response_timeout: Option<Duration>,
+) -> Result<MultiplexedConnection, BackendError> {
+    let client = client(cfg, endpoint, role)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(cfg.dial_timeout))
+        .set_response_timeout(response_timeout);
+    let conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    metrics::counter!("blinkchamber_redis_connections_opened_total").increment(1);
+    Ok(conn)
+}
+
+/// Opens a pub/sub connection.
+pub async fn pubsub(
+    cfg: &RedisConfig,
+    endpoint: &Endpoint,
+    role: Role,
+) -> Result<PubSub, BackendError> {
+    let client = client(cfg, endpoint, role)?;
+    tokio::time::timeout(cfg.dial_timeout, client.get_async_pubsub())
+        .await
+        .map_err(|_| BackendError::Unavailable(format!("connecting to {endpoint} timed out")))?
+        .map_err(BackendError::from)
+}
+
+/// The deadline of one ordinary command: write plus read timeout.
+pub fn command_timeout(cfg: &RedisConfig) -> Duration {
+    cfg.write_timeout + cfg.read_timeout
+}

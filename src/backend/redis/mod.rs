@@ -1,0 +1,260 @@
+//! The Redis backend: pooled multiplexed connections to a master that may move.
+//!
+//! Every capability talks to Redis through [`RedisBackend::run`], which picks a pooled
+//! connection, applies the command deadline, and on failure decides whether the command
+//! may be retried (see [`Retry`]), re-resolving the master first when the error says it
+//! moved (`READONLY`, connection refused). Blocking commands get connections of their own
+//! ([`RedisBackend::dedicated`]) so they never stall the multiplexed ones.
+
+mod connect;
+mod pool;
+mod pubsub;
+mod topology;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use tokio::sync::watch;
+
+pub use connect::Endpoint;
+pub use pubsub::{Subscription, SubscriptionEvent};
+pub use topology::Master;
+
+use self::pool::Pool;
+use self::topology::Topology;
+use super::BackendError;
+use crate::config::RedisConfig;
+
+/// Whether a failed command may be sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Running it twice is harmless (reads, `SET`, scripts that check state first):
+    /// retried after any connection-level failure.
+    Idempotent,
+    /// Retried only when Redis certainly did not run it (could not connect, `READONLY`,
+    /// `LOADING`, `MASTERDOWN`, `TRYAGAIN`); a lost reply is returned as an error.
+    IfNotRun,
+}
+
+/// A handle to Redis; cheap to clone.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: RedisConfig,
+    topology: Topology,
+    pool: Pool,
+    commands: metrics::Counter,
+    errors: metrics::Counter,
+    retries: metrics::Counter,
+}
+
+impl RedisBackend {
+    /// Resolves the master (through Sentinel when configured) and prepares the pool.
+    /// Connections open lazily; call [`RedisBackend::ping`] to check reachability.
+    ///
+    /// # Errors
+    /// [`BackendError`] when no Sentinel can name the master.
+    pub async fn connect(cfg: RedisConfig) -> Result<Self, BackendError> {
+        let topology = Topology::start(&cfg).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool: Pool::new(&cfg),
+                topology,
+                commands: metrics::counter!("blinkchamber_redis_commands_total"),
+                errors: metrics::counter!("blinkchamber_redis_errors_total"),
+                retries: metrics::counter!("blinkchamber_redis_retries_total"),
+                cfg,
+            }),
+        })
+    }
+
+    /// The settings this backend was built with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.cfg
+    }
+
+    /// The master now.
+    pub fn master(&self) -> Master {
+        self.inner.topology.current()
+    }
+
+    /// A receiver that changes whenever the master does; long-lived connections
+    /// (blocking consumers, subscribers) reconnect when it fires.
+    pub fn master_watch(&self) -> watch::Receiver<Master> {
+        self.inner.topology.watch()
+    }
+
+    /// Runs `op` on a pooled connection, retrying as `retry` allows, up to `maxRetries`
+    /// times with exponential backoff.
+    ///
+    /// # Errors
+    /// The last error once retries are exhausted or the error is not retryable.
+    pub async fn run<T, F, Fut>(&self, retry: Retry, op: F) -> Result<T, BackendError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let inner = &*self.inner;
+        let mut attempt = 0u32;
+        loop {
+            inner.commands.increment(1);
+            let master = inner.topology.current();
+            let (error, ran) = match inner.pool.get(&inner.cfg, &master).await {
+                Ok(lease) => match op(lease.conn.clone()).await {
+                    Ok(value) => return Ok(value),
+                    Err(e) => {
+                        let ran = maybe_ran(&e);
+                        if e.is_io_error()
+                            || e.is_connection_dropped()
+                            || e.is_timeout()
+                            || moved(&e)
+                        {
+                            inner.pool.retire(&lease);
+                        }
+                        (BackendError::from(e), ran)
+                    }
+                },
+                Err(e) => (e, false),
+            };
+            inner.errors.increment(1);
+            let moved = error.master_moved();
+            if moved || error.is_connection() {
+                inner.topology.suspect();
+            }
+            let retryable = error.is_transient() && (!ran || retry == Retry::Idempotent);
+            if !retryable || attempt >= inner.cfg.max_retries {
+                return Err(error);
+            }
+            let backoff = backoff(&inner.cfg, attempt);
+            if moved {
+                // Do not retry against the same demoted node: wait for the new master.
+                inner
+                    .topology
+                    .wait_past(master.epoch, backoff.max(inner.cfg.dial_timeout))
+                    .await;
+            } else {
+                tokio::time::sleep(backoff).await;
+            }
+            inner.retries.increment(1);
+            attempt += 1;
+        }
+    }
+
+    /// Runs one command with [`Retry::Idempotent`].
+    ///
+    /// # Errors
+    /// As [`RedisBackend::run`].
+    pub async fn query<T: redis::FromRedisValue + Send>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, BackendError> {
+        self.run(Retry::Idempotent, |mut c| async move {
+            cmd.query_async(&mut c).await
+        })
+        .await
+    }
+
+    /// `PING` through the pool.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let _: String = self.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    /// A connection of its own to the current master, without a response timeout, for
+    /// blocking commands (`BLMOVE`, `BLMPOP`). The caller reconnects when
+    /// [`RedisBackend::master_watch`] changes or the connection fails.
+    ///
+    /// # Errors
+    /// When the master cannot be reached.
+    pub async fn dedicated(&self) -> Result<(MultiplexedConnection, Master), BackendError> {
+        let master = self.master();
+        let conn =
+            connect::multiplexed(&self.inner.cfg, &master.endpoint, connect::Role::Data, None)
+                .await?;
+        Ok((conn, master))
+    }
+
+    /// Subscribes to `channels` on the master, re-subscribing after disconnects and
+    /// failovers; see [`Subscription`].
+    pub fn subscribe(&self, channels: Vec<String>) -> Subscription {
+        pubsub::spawn(self.clone(), channels)
+    }
+
+    /// Closes every pooled connection; the next commands reconnect.
+    pub fn reset_connections(&self) {
+        self.inner.pool.clear();
+    }
+
+    pub(crate) fn suspect_master(&self) {
+        self.inner.topology.suspect();
+    }
+}
+
+fn backoff(cfg: &RedisConfig, attempt: u32) -> Duration {
+    cfg.min_retry_backoff
+        .saturating_mul(1 << attempt.min(16))
+        .min(cfg.max_retry_backoff)
+}
+
+/// Whether Redis may have executed the command before the error.
+fn maybe_ran(e: &RedisError) -> bool {
+    !(e.is_connection_refusal() || not_run_server_error(e))
+}
+
+fn not_run_server_error(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::ReadOnly
+                | ServerErrorKind::BusyLoading
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::TryAgain
+        )
+    )
+}
+
+fn moved(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+    )
+}
+
+impl BackendError {
+    fn master_moved(&self) -> bool {
+        matches!(self, Self::Redis(e) if moved(e))
+    }
+
+    fn is_connection(&self) -> bool {
+        match self {
+            Self::Redis(e) => {
+                e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+            }
+            Self::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || not_run_server_error(e)
+            }
+            Self::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+}

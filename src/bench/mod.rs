@@ -1,0 +1,134 @@
+//! The benchmark harness behind `blinkchamber bench`.
+//!
+//! Every row is measured in the same run as the raw Redis commands it is compared with,
+//! through the same client library and at the same concurrency, because absolute figures
+//! move by tens of percent with machine load while ratios measured side by side do not.
+
+mod raw;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use raw::{RawBaselines, raw_rows};
+
+/// One measured scenario.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// What was measured.
+    pub name: String,
+    /// Operations completed per second.
+    pub ops_per_sec: f64,
+    /// Median latency of one operation.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// Name of the raw row this one is compared with, if any.
+    pub baseline: Option<String>,
+}
+
+/// Runs `op` from `concurrency` tasks for `duration` and measures it.
+///
+/// `op` gets the task index and a per-task sequence number, so scenarios can spread keys.
+pub async fn measure<F, Fut>(name: &str, concurrency: usize, duration: Duration, op: F) -> Row
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(4096);
+                let mut seq = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    op(task, seq).await;
+                    latencies.push(t.elapsed().as_nanos() as u64);
+                    seq += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p) as usize)
+            .map_or(Duration::ZERO, |n| Duration::from_nanos(*n))
+    };
+    Row {
+        name: name.to_owned(),
+        ops_per_sec: all.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        baseline: None,
+    }
+}
+
+impl Row {
+    /// Marks this row as compared with the raw row named `baseline`.
+    pub fn against(mut self, baseline: &str) -> Self {
+        self.baseline = Some(baseline.to_owned());
+        self
+    }
+}
+
+/// Renders rows as a Markdown table; ratios are ops/s divided by the baseline row's.
+pub fn table(rows: &[Row]) -> String {
+    let mut out =
+        String::from("| scenario | ops/s | p50 | p99 | vs raw |\n|---|---:|---:|---:|---|\n");
+    for row in rows {
+        let ratio = row
+            .baseline
+            .as_ref()
+            .and_then(|b| rows.iter().find(|r| &r.name == b))
+            .map_or_else(
+                || "—".to_owned(),
+                |b| format!("{:.2} × {}", row.ops_per_sec / b.ops_per_sec, b.name),
+            );
+        out.push_str(&format!(
+            "| {} | {:.0} | {} | {} | {} |\n",
+            row.name,
+            row.ops_per_sec,
+            fmt_latency(row.p50),
+            fmt_latency(row.p99),
+            ratio
+        ));
+    }
+    out
+}
+
+fn fmt_latency(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{} µs", d.as_micros())
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn measures_and_renders_ratios() {
+        let fast = measure("fast", 2, Duration::from_millis(50), |_, _| async {}).await;
+        assert!(fast.ops_per_sec > 0.0);
+        let slow = Row {
+            name: "slow".into(),
+            ops_per_sec: fast.ops_per_sec / 2.0,
+            ..fast.clone()
+        }
+        .against("fast");
+        let text = table(&[fast, slow]);
+        assert!(text.contains("0.50 × fast"), "{text}");
+    }
+}

@@ -1,0 +1,87 @@
+//! `blinkchamber serve`: the HTTP API and the `/metrics` listener.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::ConfigArg;
+use crate::config::Config;
+use crate::server::{self, AppState};
+
+/// Arguments of `serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Serve `/v1` without bearer tokens (refused unless `server.listen` is loopback).
+    #[arg(long)]
+    no_auth: bool,
+}
+
+pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load_adjusted(args.config.config.as_deref(), |c| {
+        if args.no_auth {
+            c.server.auth.enabled = false;
+        }
+    })?;
+    crate::metrics::install();
+    let api = bind("server.listen", config.server.listen).await?;
+    let metrics = bind("server.metricsListen", config.server.metrics_listen).await?;
+    let drain = config.server.shutdown_timeout;
+    let state = AppState::from_config(config).await?;
+    if !state.auth.enabled() {
+        tracing::warn!("auth disabled: /v1 accepts requests without a token (loopback only)");
+    }
+    tracing::info!(api = %api.local_addr()?, metrics = %metrics.local_addr()?, "listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let metrics_task = tokio::spawn(server::run_metrics(metrics, stopped()));
+    let api_task = tokio::spawn(server::run(api, state, stopped()));
+
+    shutdown_signal().await;
+    tracing::info!(timeout = ?drain, "shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(drain, api_task).await {
+        Ok(joined) => joined.context("API server task")?.context("API server")?,
+        Err(_) => tracing::warn!("in-flight requests still running after the drain timeout"),
+    }
+    metrics_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key}: cannot listen on {addr}"))
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,265 @@
+//! Per-capability blocks (`cache`, `events`), with the seeds' key names and defaults.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::redis::RedisOverrides;
+use super::types::{DbIndex, duration};
+
+/// The `cache` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Overrides of the top-level `redis` block for the cache.
+    pub redis: RedisOverrides,
+    /// Prefix of every cache key in Redis (the seeds' `InstanceName`).
+    pub key_prefix: String,
+    /// Value compression.
+    pub compression: CompressionConfig,
+    /// Time to live, by category.
+    pub ttl: TtlConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            redis: RedisOverrides {
+                database: Some(DbIndex::default()),
+                ..RedisOverrides::default()
+            },
+            key_prefix: "aikernel_".into(),
+            compression: CompressionConfig::default(),
+            ttl: TtlConfig::default(),
+        }
+    }
+}
+
+/// The `cache.compression` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Compress values above the threshold.
+    pub enabled: bool,
+    /// Values of this many bytes or fewer are stored as they are.
+    pub threshold_bytes: usize,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold_bytes: 1024,
+        }
+    }
+}
+
+/// The `cache.ttl` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TtlConfig {
+    /// TTL of a value whose category has no entry.
+    #[serde(with = "duration")]
+    pub default: Duration,
+    /// TTL per category.
+    #[serde(with = "duration_map")]
+    pub categories: BTreeMap<String, Duration>,
+}
+
+impl Default for TtlConfig {
+    fn default() -> Self {
+        let categories = [
+            ("resource", 300),
+            ("search", 600),
+            ("version_history", 3600),
+            ("lineage", 900),
+            ("relationship", 600),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k.to_owned(), Duration::from_secs(s)))
+        .collect();
+        Self {
+            default: Duration::from_secs(300),
+            categories,
+        }
+    }
+}
+
+mod duration_map {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k, duration::format(v))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Duration>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                duration::parse(&v)
+                    .map(|d| (k.clone(), d))
+                    .map_err(|e| serde::de::Error::custom(format!("category `{k}`: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// The `events` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Turn event streaming on.
+    pub enabled: bool,
+    /// Overrides of the top-level `redis` block for the event queues.
+    pub redis: RedisOverrides,
+    /// Publishing (producer side).
+    pub publishing: PublishingConfig,
+    /// Accepted event types.
+    pub types: Vec<String>,
+    /// Queue (Redis list) names per priority.
+    pub queues: QueuesConfig,
+    /// Worker pool and buffering.
+    pub performance: PerformanceConfig,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        let types = [
+            "user.created",
+            "user.updated",
+            "user.deleted",
+            "org.created",
+            "org.updated",
+            "org.deleted",
+            "project.created",
+            "project.updated",
+            "project.deleted",
+            "app.created",
+            "app.updated",
+            "app.deleted",
+            "auth.login",
+            "auth.logout",
+            "auth.failed",
+            "policy.created",
+            "policy.updated",
+            "policy.deleted",
+            "role.created",
+            "role.updated",
+            "role.deleted",
+        ];
+        Self {
+            enabled: true,
+            redis: RedisOverrides {
+                database: Some(DbIndex::new(1).expect("valid")),
+                pool_size: Some(std::num::NonZeroU32::new(20).expect("nonzero")),
+                max_retries: Some(5),
+                dial_timeout: Some(Duration::from_secs(3)),
+                read_timeout: Some(Duration::from_secs(2)),
+                write_timeout: Some(Duration::from_secs(2)),
+                pool_timeout: Some(Duration::from_secs(3)),
+                idle_timeout: Some(Duration::from_secs(600)),
+                max_conn_age: Some(Duration::from_secs(3600)),
+                ..RedisOverrides::default()
+            },
+            publishing: PublishingConfig::default(),
+            types: types.into_iter().map(String::from).collect(),
+            queues: QueuesConfig::default(),
+            performance: PerformanceConfig::default(),
+        }
+    }
+}
+
+/// The `events.publishing` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PublishingConfig {
+    /// Accept events for publishing.
+    pub enabled: bool,
+    /// Events per Redis round trip.
+    pub batch_size: NonZeroUsize,
+    /// Longest time an event waits for its batch to fill.
+    #[serde(with = "duration")]
+    pub batch_timeout: Duration,
+    /// Retries of a failed batch write.
+    pub max_retries: u32,
+    /// First retry delay; doubles per retry.
+    #[serde(with = "duration")]
+    pub retry_delay: Duration,
+    /// Compress large events (self-identifying frames; small ones stay plain JSON).
+    pub compression: bool,
+}
+
+impl Default for PublishingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch_size: NonZeroUsize::new(100).expect("nonzero"),
+            batch_timeout: Duration::from_secs(1),
+            max_retries: 3,
+            retry_delay: Duration::from_millis(100),
+            compression: true,
+        }
+    }
+}
+
+/// The `events.queues` block (snake_case keys, as in the seeds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueuesConfig {
+    /// List of high-priority events.
+    pub high_priority: String,
+    /// List of normal-priority events.
+    pub normal_priority: String,
+    /// List of low-priority events.
+    pub low_priority: String,
+    /// List of events that failed every retry.
+    pub dead_letter: String,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        Self {
+            high_priority: "zitadel:events:high".into(),
+            normal_priority: "zitadel:events:normal".into(),
+            low_priority: "zitadel:events:low".into(),
+            dead_letter: "zitadel:events:dead_letter".into(),
+        }
+    }
+}
+
+/// The `events.performance` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PerformanceConfig {
+    /// Concurrent consumers in `blinkchamber worker`.
+    pub worker_count: NonZeroUsize,
+    /// Events being published or handled at once.
+    pub max_concurrent_events: NonZeroUsize,
+    /// Events the publish buffer holds before callers are pushed back.
+    pub event_buffer_size: NonZeroUsize,
+    /// Longest time between buffer flushes.
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
+    /// Record event metrics.
+    pub enable_metrics: bool,
+}
+
+impl Default for PerformanceConfig {
+    fn default() -> Self {
+        Self {
+            worker_count: NonZeroUsize::new(10).expect("nonzero"),
+            max_concurrent_events: NonZeroUsize::new(1000).expect("nonzero"),
+            event_buffer_size: NonZeroUsize::new(5000).expect("nonzero"),
+            flush_interval: Duration::from_millis(500),
+            enable_metrics: true,
+        }
+    }
+}

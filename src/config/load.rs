@@ -1,0 +1,346 @@
+//! Reading a config file, layering environment variables, and checking the result.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Serialized};
+
+use super::{BackendKind, Config, RedisConfig, RedisMode};
+
+/// Prefix of environment overrides: `BLINKCHAMBER_REDIS__POOL_SIZE=20` sets `redis.poolSize`.
+pub const ENV_PREFIX: &str = "BLINKCHAMBER_";
+
+/// Variables with the prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["config", "log"];
+
+/// A configuration that cannot be used. Every variant names the key (and file line when
+/// there is one); none carries a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the schema (unknown key, wrong type, bad value).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// An environment override does not fit the schema.
+    #[error("environment override: {0}")]
+    Env(String),
+    /// A value is well-formed but unusable (missing secret, unreadable TLS file, …).
+    #[error("{}{key}: {message}", location.as_deref().map(|l| format!("{l}: ")).unwrap_or_default())]
+    Invalid {
+        /// `file:line` of the key, when it was set in the file.
+        location: Option<String>,
+        /// Dotted key path.
+        key: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads `path` (or the defaults when `None`), applies `BLINKCHAMBER_…` overrides from
+    /// the process environment and validates the result.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_adjusted(path, |_| {})
+    }
+
+    /// As [`Config::load`], with `adjust` applied before validation (command-line flags).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load_adjusted(
+        path: Option<&Path>,
+        adjust: impl FnOnce(&mut Self),
+    ) -> Result<Self, ConfigError> {
+        let (config, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                (Self::from_yaml(&text, p)?, Some(text))
+            }
+            None => (Self::default(), None),
+        };
+        let mut config = config.with_env_overrides()?;
+        adjust(&mut config);
+        config
+            .validate()
+            .map_err(|e| e.located(path.zip(text.as_deref())))?;
+        Ok(config)
+    }
+
+    /// Parses YAML text; `path` is only used in error messages.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] with the line and column of the problem.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies `BLINKCHAMBER_SECTION__KEY=value` variables. Key segments match config keys
+    /// case-insensitively and ignoring `_`, so `POOL_SIZE` and `POOLSIZE` both mean `poolSize`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Env`] naming the variable's key when it is unknown or mistyped.
+    pub fn with_env_overrides(self) -> Result<Self, ConfigError> {
+        let env = Env::prefixed(ENV_PREFIX).ignore(ENV_NOT_KEYS);
+        if env.iter().next().is_none() {
+            return Ok(self);
+        }
+        let names = known_key_names(&self);
+        let env = env.lowercase(false).map(move |key| {
+            key.as_str()
+                .split("__")
+                .map(|segment| {
+                    let norm = normalise(segment);
+                    names
+                        .get(&norm)
+                        .cloned()
+                        .unwrap_or_else(|| segment.to_ascii_lowercase())
+                })
+                .collect::<Vec<_>>()
+                .join(".")
+                .into()
+        });
+        Figment::from(Serialized::defaults(&self))
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Env(e.to_string()))
+    }
+
+    /// Checks that span several keys or touch the file system.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        if server.auth.enabled && server.auth.tokens.is_none() {
+            return Err(invalid(
+                "server.auth.tokens",
+                "required while server.auth.enabled is true (set a token file, or disable \
+                 auth explicitly with `server.auth.enabled: false` / `--no-auth` on a loopback \
+                 address)",
+            ));
+        }
+        if !server.auth.enabled && !server.listen.ip().is_loopback() {
+            return Err(invalid(
+                "server.auth.enabled",
+                format!(
+                    "auth cannot be disabled while listening on non-loopback address {}",
+                    server.listen
+                ),
+            ));
+        }
+        if server.max_body_bytes == 0 {
+            return Err(invalid("server.maxBodyBytes", "expected at least 1 byte"));
+        }
+        if server.auth.enabled
+            && let Some(tokens) = &server.auth.tokens
+        {
+            tokens
+                .read()
+                .map_err(|e| invalid("server.auth.tokens", e.to_string()))?;
+        }
+        if self.backend == BackendKind::Redis {
+            for (key, redis) in self.redis_blocks() {
+                validate_redis(key, &redis)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key name in the schema, normalised → spelled as in the file.
+    fn key_names(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+fn validate_redis(prefix: &str, redis: &RedisConfig) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    if redis.mode == RedisMode::Sentinel {
+        if redis.sentinel.nodes.is_empty() {
+            return Err(invalid(
+                &key("sentinel.nodes"),
+                "at least one `host:port` is required when mode is sentinel",
+            ));
+        }
+        for node in &redis.sentinel.nodes {
+            parse_host_port(node)
+                .map_err(|m| invalid(&key("sentinel.nodes"), format!("`{node}`: {m}")))?;
+        }
+        if redis.sentinel.master_name.is_empty() {
+            return Err(invalid(&key("sentinel.masterName"), "must not be empty"));
+        }
+    } else if redis.host.is_empty() {
+        return Err(invalid(&key("host"), "must not be empty"));
+    }
+    for (k, secret) in redis.clone().secrets_mut() {
+        secret.read().map_err(|e| invalid(&key(k), e.to_string()))?;
+    }
+    let tls = &redis.tls;
+    if tls.enabled {
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(invalid(
+                &key("tls.certFile"),
+                "certFile and keyFile must be set together for mutual TLS",
+            ));
+        }
+        for (k, file) in [
+            ("tls.caFile", &tls.ca_file),
+            ("tls.certFile", &tls.cert_file),
+            ("tls.keyFile", &tls.key_file),
+        ] {
+            if let Some(file) = file {
+                std::fs::read(file).map_err(|e| {
+                    invalid(&key(k), format!("cannot read {}: {e}", file.display()))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Splits `host:port`.
+///
+/// # Errors
+/// A message saying what was expected.
+pub(crate) fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port".to_owned())?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("invalid port `{port}`: expected 1-65535"))?;
+    if host.is_empty() {
+        return Err("expected host:port".into());
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        location: None,
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl ConfigError {
+    /// Adds `file:line` to an [`ConfigError::Invalid`] whose key is set in the file.
+    fn located(self, file: Option<(&Path, &str)>) -> Self {
+        match (self, file) {
+            (Self::Invalid { key, message, .. }, Some((path, text))) => Self::Invalid {
+                location: locate_key(text, &key).map(|line| format!("{}:{line}", path.display())),
+                key,
+                message,
+            },
+            (other, _) => other,
+        }
+    }
+}
+
+/// The 1-based line where the block-style YAML key path `a.b.c` is set, if it is.
+pub(crate) fn locate_key(text: &str, dotted: &str) -> Option<usize> {
+    let mut wanted = dotted.split('.').peekable();
+    let mut target = wanted.next()?;
+    let mut min_indent = 0usize;
+    for (index, line) in text.lines().enumerate() {
+        let content = line.trim_start();
+        let indent = line.len() - content.len();
+        if content.is_empty() || content.starts_with('#') || indent < min_indent {
+            continue;
+        }
+        let Some((key, _)) = content.split_once(':') else {
+            continue;
+        };
+        if key.trim().trim_matches('"') == target {
+            match wanted.next() {
+                Some(next) => {
+                    target = next;
+                    min_indent = indent + 1;
+                }
+                None => return Some(index + 1),
+            }
+        }
+    }
+    None
+}
+
+fn normalise(segment: &str) -> String {
+    segment.replace('_', "").to_ascii_lowercase()
+}
+
+fn known_key_names(config: &Config) -> HashMap<String, String> {
+    fn walk(value: &serde_json::Value, out: &mut HashMap<String, String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    out.insert(normalise(k), k.clone());
+                    walk(v, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = HashMap::new();
+    walk(&config.key_names(), &mut out);
+    walk(&Config::default().key_names(), &mut out);
+    for k in [
+        "value",
+        "valueFromFile",
+        "valueFromEnv",
+        "caFile",
+        "certFile",
+        "keyFile",
+    ] {
+        out.insert(normalise(k), k.to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_nested_keys() {
+        let text = "server:\n  listen: x\nredis:\n  # c\n  sentinel:\n    nodes: []\n";
+        assert_eq!(locate_key(text, "redis.sentinel.nodes"), Some(6));
+        assert_eq!(locate_key(text, "server.listen"), Some(2));
+        assert_eq!(locate_key(text, "redis.host"), None);
+    }
+
+    #[test]
+    fn host_port_is_checked() {
+        assert_eq!(parse_host_port("a:1").unwrap(), ("a".into(), 1));
+        assert!(parse_host_port("a").is_err());
+        assert!(parse_host_port("a:99999").unwrap_err().contains("99999"));
+    }
+}

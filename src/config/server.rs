@@ -1,0 +1,57 @@
+//! The `server` block: listeners, authentication and request limits of `blinkchamber serve`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::SecretSource;
+use super::types::duration;
+
+/// The `server` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP API (`/v1`, `/healthz`, `/readyz`, `/openapi.json`).
+    pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` listener, kept apart from the API.
+    pub metrics_listen: SocketAddr,
+    /// Bearer-token authentication of `/v1`.
+    pub auth: AuthConfig,
+    /// Largest request body accepted; larger bodies get `413`.
+    pub max_body_bytes: usize,
+    /// How long SIGTERM waits for in-flight requests before exiting anyway.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            metrics_listen: ([127, 0, 0, 1], 9090).into(),
+            auth: AuthConfig::default(),
+            max_body_bytes: 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `server.auth` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require a bearer token on `/v1`. Turning it off is refused on non-loopback listeners.
+    pub enabled: bool,
+    /// Accepted tokens, one per line (`#` starts a comment); the file is re-read on change.
+    pub tokens: Option<SecretSource>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tokens: None,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! BlinkChamber: the Redis-backed building blocks every service around an identity
+//! platform needs, as one library and one binary.
+//!
+//! # Layout
+//!
+//! - [`config`] — the YAML/env configuration tree, secrets (`valueFromFile`), validation.
+//! - [`backend`] — the memory backend and the Redis layer: pooled multiplexed
+//!   connections, our Sentinel supervisor, dedicated connections for blocking commands,
+//!   resilient pub/sub.
+//! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
+//! - [`metrics`] — the Prometheus recorder behind `/metrics`.
+//! - [`bench`] — the benchmark harness (`blinkchamber bench`): capability rows side by
+//!   side with raw Redis commands measured in the same run.
+//! - [`cli`] — one file per subcommand of the `blinkchamber` binary.
+//!
+//! `ARCHITECTURE.md` at the repository root explains how data flows between these.
+
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod server;
+
+pub use backend::{Backend, BackendError, RedisBackend, Retry};
+pub use config::Config;

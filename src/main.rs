@@ -1,0 +1,5 @@
+//! The `blinkchamber` binary: see `blinkchamber --help`.
+
+fn main() -> std::process::ExitCode {
+    blinkchamber::cli::main()
+}

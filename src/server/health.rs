@@ -1,0 +1,67 @@
+//! `/healthz`, `/readyz` and `/v1/status`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::backend::Backend;
+
+/// Liveness and readiness answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "alive", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the backend answers (`PING` on every Redis handle).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready", body = Health),
+              (status = 503, description = "backend unreachable", body = super::problem::Problem)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    state.backend.ready().await?;
+    Ok(Json(Health { status: "ok" }))
+}
+
+/// What this instance runs on.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Crate version.
+    pub version: &'static str,
+    /// `memory` or `redis`.
+    pub backend: String,
+    /// The Redis master now (`host:port`), for the Redis backend.
+    pub master: Option<String>,
+    /// How many times the master has changed since start.
+    pub master_epoch: Option<u64>,
+}
+
+/// Version, backend and current Redis master.
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    security(("bearer" = [])),
+    responses((status = 200, description = "status", body = Status),
+              (status = 401, description = "missing or bad token", body = super::problem::Problem)))]
+pub async fn status(State(state): State<AppState>) -> Json<Status> {
+    let (master, master_epoch) = match &state.backend {
+        Backend::Memory => (None, None),
+        Backend::Redis(r) => {
+            let m = r.default.master();
+            (Some(m.endpoint.to_string()), Some(m.epoch))
+        }
+    };
+    Json(Status {
+        version: env!("CARGO_PKG_VERSION"),
+        backend: format!("{:?}", state.backend.kind()).to_lowercase(),
+        master,
+        master_epoch,
+    })
+}

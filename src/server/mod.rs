@@ -1,0 +1,150 @@
+//! The HTTP API of `blinkchamber serve`.
+//!
+//! [`router`] builds the routes from an [`AppState`] so handler tests can drive it with
+//! `oneshot`; [`run`] serves it on a bound listener until a shutdown future resolves, so
+//! the binary, tests and benchmarks start the server the same way.
+
+pub mod auth;
+mod health;
+mod openapi;
+pub mod problem;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+
+use crate::backend::Backend;
+use crate::config::Config;
+use auth::Auth;
+use problem::ApiError;
+
+pub use openapi::ApiDoc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// The store.
+    pub backend: Backend,
+    /// `/v1` authentication.
+    pub auth: Auth,
+}
+
+impl AppState {
+    /// State for `config`, building the backend and the token source.
+    ///
+    /// # Errors
+    /// When the backend cannot be built or the token file cannot be read.
+    pub async fn from_config(config: Config) -> anyhow::Result<Self> {
+        let backend = Backend::from_config(&config).await?;
+        let auth = match (&config.server.auth.tokens, config.server.auth.enabled) {
+            (Some(source), true) => Auth::tokens(source.clone())?,
+            _ => Auth::disabled(),
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            backend,
+            auth,
+        })
+    }
+}
+
+/// All routes: `/healthz`, `/readyz`, `/openapi.json`, and `/v1/…` behind the token check.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.server.max_body_bytes;
+    let v1 = Router::new()
+        .route("/status", get(health::status))
+        .route_layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(limit, reject_large_bodies))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(record_request))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves, then drains in-flight
+/// requests.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves Prometheus text on `/metrics` until `shutdown` resolves.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn run_metrics(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = crate::metrics::install();
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Answers `413` from `Content-Length` before any body is read.
+async fn reject_large_bodies(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return ApiError::too_large(limit).into_response();
+    }
+    next.run(request).await
+}
+
+/// Counts requests by route template and status, and times them.
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("blinkchamber_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("blinkchamber_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

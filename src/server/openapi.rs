@@ -1,0 +1,33 @@
+//! The OpenAPI document served at `/openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{health, problem};
+
+/// Every route of the API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "BlinkChamber", description = "Redis-backed platform runtime: HTTP API"),
+    paths(health::healthz, health::readyz, health::status),
+    components(schemas(problem::Problem, health::Health, health::Status)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

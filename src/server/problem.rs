@@ -1,0 +1,169 @@
+//! RFC 9457 problem details: the one error type every handler returns.
+//!
+//! `type` is a stable relative URI (`lock-not-held`, `unauthorized`, …) that clients can
+//! match on. A 5xx carries a generic detail; the cause goes to the log, never the client.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// An error answered as `application/problem+json`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+}
+
+/// The body of a problem response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable problem type, e.g. `unauthorized`, `payload-too-large`, `lock-not-held`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the type.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+}
+
+impl ApiError {
+    /// A problem with a stable `kind`.
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+        }
+    }
+
+    /// `400 bad-request`.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            detail,
+        )
+    }
+
+    /// `401 unauthorized`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
+    }
+
+    /// `404 not-found`.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// `413 payload-too-large`.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            format!("request body exceeds the limit of {limit} bytes (server.maxBodyBytes)"),
+        )
+    }
+
+    /// `503 backend-unavailable`; the cause is logged, not returned.
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "backend unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend-unavailable",
+            "Backend unavailable",
+            "the backend is not reachable; retry later",
+        )
+    }
+
+    /// `500 internal`; the cause is logged, not returned.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the server failed to handle the request",
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            kind: self.kind.into(),
+            title: self.title.into(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<crate::backend::BackendError> for ApiError {
+    fn from(e: crate::backend::BackendError) -> Self {
+        Self::unavailable(&e)
+    }
+}
+
+/// `Json<T>` whose rejections are problem details naming the field that failed.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            status,
+            "payload-too-large",
+            "Payload too large",
+            rejection.body_text(),
+        );
+    }
+    let kind = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        "unsupported-media-type"
+    } else {
+        "invalid-body"
+    };
+    ApiError::new(status, kind, "Invalid request body", rejection.body_text())
+}
