@@ -88,7 +88,9 @@ vault_pods() {
 
 is_initialized() {
   # `vault status` exits 2 when sealed; the JSON still says whether it is initialised.
-  vault_run status -format=json 2>/dev/null </dev/null | grep -q '"initialized":[[:space:]]*true'
+  local out
+  out=$(vault_run status -format=json 2>/dev/null </dev/null) || true
+  grep -q '"initialized":[[:space:]]*true' <<<"$out"
 }
 
 cmd_init() {
