@@ -1,5 +1,6 @@
 #!/usr/bin/env bats
 # deploy/scripts/deploy-umbrella.sh
+# shellcheck disable=SC2016  # fake bodies are code for the fakes, expanded when they run
 
 load helpers
 

@@ -5,8 +5,8 @@
 # scripts use, so a real tool on the machine can never be reached. Every fake appends
 # one line "NAME ARG ARG ..." to $CALLS and its stdin to $STDIN_LOG.
 
+# shellcheck disable=SC2034  # used by the .bats files that load this one
 SCRIPTS="$(cd "$BATS_TEST_DIRNAME/../../scripts" && pwd)"
-CHART_DIR="$(cd "$BATS_TEST_DIRNAME/../../helm/blinkchamber" && pwd)"
 
 setup() {
   TEST_TMP="$(mktemp -d "${BATS_TMPDIR:-/tmp}/deploy-test.XXXXXX")"
@@ -36,6 +36,8 @@ teardown() {
   rm -rf "$TEST_TMP"
 }
 
+# The fakes are generated code: the single-quoted $ expressions are meant for them.
+# shellcheck disable=SC2016
 # fake NAME [BODY]: install a fake tool. BODY is bash run after the call is recorded; it
 # sees the arguments as "$@". Like the real tools, a fake reads stdin only when told to:
 # an argument "-i" or "-" (kubectl exec -i, vault ... -) or a call to capture_stdin in

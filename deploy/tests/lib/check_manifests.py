@@ -7,9 +7,9 @@ Usage: check_manifests.py CHART_DIR ENV=RENDERED.yaml [ENV=RENDERED.yaml ...]
 What is checked:
   * custom resources (PrometheusRule, ServiceMonitor, Certificate) against a strict
     description of the fields we use, since kubernetes-validate has no schema for them;
-  * the values handed to the upstream subcharts (merged the way Helm merges -f files),
-    which the rendered output with stub subcharts cannot show: replica counts, Sentinel,
-    Vault HA Raft, PodDisruptionBudgets;
+  * the values Helm hands the upstream subcharts (dumped by the stub charts of
+    stub_dependencies.py as ConfigMaps stub-values-<chart>): replica counts, Sentinel,
+    Vault HA Raft, PodDisruptionBudgets, optional charts off;
   * the BlinkChamber objects: config file shape, secrets wired through Vault annotations,
     probes, security context, PDBs, NetworkPolicies denying by default.
 
@@ -194,6 +194,16 @@ def named(docs, kind, name):
     return found[0]
 
 
+def subchart_values(docs):
+    """Values each rendered (enabled) upstream subchart received, from the stub dumps."""
+    out = {}
+    for doc in by_kind(docs, "ConfigMap"):
+        name = doc["metadata"]["name"]
+        if name.startswith("stub-values-"):
+            out[name[len("stub-values-"):]] = json.loads(doc["data"]["values.json"])
+    return out
+
+
 def check_upstream_values(env, values):
     ha = env != "dev"
     want = (lambda n: n) if ha else (lambda n: 1)
@@ -216,8 +226,10 @@ def check_upstream_values(env, values):
     assert v["injector"]["enabled"], "vault injector"
     z = values["zitadel"]
     assert z["replicaCount"] >= (2 if ha else 1), f"zitadel replicas {z['replicaCount']}"
+    for dep in ("cert-manager", "ingress-nginx", "vault", "postgresql-ha", "redis", "zitadel"):
+        assert dep in values, f"{dep} is not rendered"
     for dep in ("mailu", "longhorn"):
-        assert values[dep]["enabled"] is False, f"{dep} must be off by default"
+        assert dep not in values, f"{dep} must be off by default"
 
 
 def check_pdbs(env, values, docs):
@@ -356,6 +368,8 @@ def main(argv):
             RESULTS.append((False, f"{env}: rendered YAML: {err}"))
             continue
         RESULTS.append((True, f"{env}: rendered YAML has no duplicate keys"))
+        upstream = subchart_values(docs)
+        values = dict(values, **upstream)
         services = by_kind(docs, "Service")
         for doc in by_kind(docs, "PrometheusRule"):
             check(f"{env}: PrometheusRule/{doc['metadata']['name']}")(check_prometheus_rule, doc)
@@ -365,7 +379,7 @@ def main(argv):
             check(f"{env}: Certificate/{doc['metadata']['name']}")(check_certificate, doc)
         check(f"{env}: PrometheusRule and ServiceMonitor rendered")(
             lambda: (by_kind(docs, "PrometheusRule") and by_kind(docs, "ServiceMonitor")) or (_ for _ in ()).throw(AssertionError("missing")))
-        check(f"{env}: upstream subchart values")(check_upstream_values, env, values)
+        check(f"{env}: upstream subchart values")(check_upstream_values, env, upstream)
         check(f"{env}: PodDisruptionBudgets")(check_pdbs, env, values, docs)
         check(f"{env}: BlinkChamber deployments and config")(check_runtime, env, values, docs)
         check(f"{env}: NetworkPolicies deny by default")(check_network_policies, values, docs, "blinkchamber")

