@@ -183,6 +183,9 @@ lint_tests() {
   done < <(find "$DEPLOY_DIR" \( -name '*.yaml' -o -name '*.yml' -o -name .yamllint \) \
     -not -path '*/templates/*' -not -path '*/.work/*' -not -path '*/.tools/*' | sort)
   while IFS= read -r f; do
+    check "every value documented in ${f#"$DEPLOY_DIR"/}" "$PYTHON" "$TESTS_DIR/lib/check_values_comments.py" "$f"
+  done < <(find "$DEPLOY_DIR/helm" -name 'values*.yaml' -not -path '*/.work/*' | sort)
+  while IFS= read -r f; do
     check "valid JSON ${f#"$DEPLOY_DIR"/}" "$PYTHON" -m json.tool "$f"
   done < <(find "$DEPLOY_DIR/helm" -name '*.json' | sort)
 }
