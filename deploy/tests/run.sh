@@ -93,6 +93,20 @@ render() {
   "$HELM" template blinkchamber "$chart" --namespace blinkchamber "${CRD_APIS[@]}" $(values_for "$env" "$chart") >"$out"
 }
 
+# notes_render ENV: render NOTES.txt (helm template skips it) through a throwaway template
+# in the work copy, and check it tells the next steps.
+notes_render() {
+  local env=$1 chart="$WORK/chart" check_tpl="$WORK/chart/templates/zz-notes-check.yaml" out rc
+  printf '%s\n' 'apiVersion: v1' 'kind: ConfigMap' 'metadata: {name: notes-check}' \
+    'data: {notes: {{ include "blinkchamber/templates/NOTES.txt" . | quote }}}' >"$check_tpl"
+  # shellcheck disable=SC2046
+  out=$("$HELM" template blinkchamber "$chart" --namespace blinkchamber $(values_for "$env" "$chart") --show-only templates/zz-notes-check.yaml)
+  rc=$?
+  rm -f "$check_tpl"
+  printf '%s\n' "$out"
+  [ "$rc" -eq 0 ] && grep -q 'vault-bootstrap.sh all' <<<"$out" && grep -q 'deploy-umbrella.sh status' <<<"$out"
+}
+
 k8s_validate() {
   local file=$1 out
   out=$(kubernetes-validate --strict -k "$K8S_VERSION" "$file" 2>&1)
@@ -114,6 +128,7 @@ chart_tests() {
     check "helm template ($env)" render "$env" "$chart" "$WORK/$env.yaml"
     check "split manifests ($env)" "$PYTHON" "$TESTS_DIR/lib/split_manifests.py" "$WORK/$env.yaml" "$WORK/$env.core.yaml" "$WORK/$env.custom.yaml"
     check "kubernetes-validate --strict $K8S_VERSION ($env)" k8s_validate "$WORK/$env.core.yaml"
+    check "NOTES.txt renders the next steps ($env)" notes_render "$env"
   done
 
   local log="$WORK/logs/check_manifests.log" line
