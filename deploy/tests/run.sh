@@ -155,6 +155,18 @@ chart_tests() {
   grep -q '^PASS ' "$log" || fail "manifests: checker produced no result" "$log"
 
   # The chart refuses what it must refuse.
+  local bin=${BLINKCHAMBER_BIN:-}
+  [ -n "$bin" ] || for bin in "$DEPLOY_DIR/../target/release/blinkchamber" "$DEPLOY_DIR/../target/debug/blinkchamber" ""; do
+    [ -x "$bin" ] && break
+  done
+  if [ -n "$bin" ] && [ -x "$bin" ]; then
+    for env in "${ENVS[@]}"; do
+      check "blinkchamber config check accepts the rendered config ($env)" binary_config_check "$env" "$bin"
+    done
+  else
+    echo "note: no built blinkchamber binary (target/*/blinkchamber or BLINKCHAMBER_BIN); the rendered config was not fed to 'config check'"
+  fi
+
   expect_failure "lint rejects a misspelt platform key" "$HELM" lint --strict "$chart" --set platform.networkPolicies.enabeld=true
   expect_failure "lint rejects a misspelt runtime key" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.serve.replicas=3
   expect_failure "lint rejects an unknown top-level key" "$HELM" lint --strict "$chart" --set redis-cluster.enabled=true
@@ -194,6 +206,23 @@ broken_render_caught() {
   else
     fail "checker catches: $what (did not say '$message')" "$log"
   fi
+}
+
+# binary_config_check ENV BINARY: the real `blinkchamber config check` accepts the config
+# file the chart renders (secret paths pointed at stand-in files, as the Vault agent would
+# have written them before the init container runs).
+binary_config_check() {
+  local env=$1 bin=$2 dir="$WORK/vault-secrets-$1"
+  mkdir -p "$dir"
+  printf 'token-one\ntoken-two\n' >"$dir/API_TOKENS"
+  printf 'redis-password\n' >"$dir/REDIS_PASSWORD"
+  "$PYTHON" - "$WORK/$env.yaml" "$dir" >"$WORK/$env.config.yaml" <<'PY' || return 1
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "blinkchamber-config")
+print(cm["data"]["config.yaml"].replace("/vault/secrets/", sys.argv[2] + "/"))
+PY
+  timeout 30 "$bin" config check "$WORK/$env.config.yaml"
 }
 
 # --- scripts, YAML, JSON -------------------------------------------------------
