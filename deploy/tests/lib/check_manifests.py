@@ -204,6 +204,10 @@ def subchart_values(docs):
     return out
 
 
+def values_roles(values, app):
+    return values.get("_roles", {}).get(app, {}).get("serviceAccounts", [])
+
+
 def check_upstream_values(env, values):
     ha = env != "dev"
     want = (lambda n: n) if ha else (lambda n: 1)
@@ -224,6 +228,7 @@ def check_upstream_values(env, values):
     assert v["server"]["ha"]["replicas"] == want(3), f"vault replicas {v['server']['ha']['replicas']}"
     assert v["server"]["ha"]["raft"]["config"].count("retry_join") == want(3), "retry_join per server"
     assert v["injector"]["enabled"], "vault injector"
+    assert pg["serviceAccount"]["name"] in values_roles(values, "postgres"), "postgres SA not bound to its Vault role"
     z = values["zitadel"]
     assert z["replicaCount"] >= (2 if ha else 1), f"zitadel replicas {z['replicaCount']}"
     for dep in ("cert-manager", "ingress-nginx", "vault", "postgresql-ha", "redis", "zitadel"):
@@ -281,6 +286,8 @@ def check_runtime(env, values, docs):
             assert f"vault.hashicorp.com/agent-inject-secret-{f}" in ann, f"{comp}: /vault/secrets/{f} never injected"
             assert "{{" in ann[f"vault.hashicorp.com/agent-inject-template-{f}"], f"{comp}: no template for {f}"
         spec = pod["spec"]
+        bound = values["platform"]["vaultAuth"]["roles"]["blinkchamber"]["serviceAccounts"]
+        assert spec["serviceAccountName"] in bound, f"{comp}: service account not bound to the blinkchamber Vault role"
         assert spec["securityContext"]["runAsNonRoot"] is True, f"{comp}: runAsNonRoot"
         aff = spec["affinity"]["podAntiAffinity"]
         assert aff, f"{comp}: no pod anti-affinity"
@@ -379,7 +386,8 @@ def main(argv):
             check(f"{env}: Certificate/{doc['metadata']['name']}")(check_certificate, doc)
         check(f"{env}: PrometheusRule and ServiceMonitor rendered")(
             lambda: (by_kind(docs, "PrometheusRule") and by_kind(docs, "ServiceMonitor")) or (_ for _ in ()).throw(AssertionError("missing")))
-        check(f"{env}: upstream subchart values")(check_upstream_values, env, upstream)
+        check(f"{env}: upstream subchart values")(
+            check_upstream_values, env, dict(upstream, _roles=values["platform"]["vaultAuth"]["roles"]))
         check(f"{env}: PodDisruptionBudgets")(check_pdbs, env, values, docs)
         check(f"{env}: BlinkChamber deployments and config")(check_runtime, env, values, docs)
         check(f"{env}: NetworkPolicies deny by default")(check_network_policies, values, docs, "blinkchamber")
