@@ -3,7 +3,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib/common.sh
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
 . "$SCRIPT_DIR/lib/common.sh"
 
 CLUSTER_NAME=${KIND_CLUSTER_NAME:-blinkchamber}

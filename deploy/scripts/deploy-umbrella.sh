@@ -3,7 +3,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib/common.sh
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
 . "$SCRIPT_DIR/lib/common.sh"
 
 CHART_DIR=${CHART_DIR:-$SCRIPT_DIR/../helm/blinkchamber}
@@ -12,7 +12,7 @@ NAMESPACE=${BLINKCHAMBER_NAMESPACE:-blinkchamber}
 RELEASE=${BLINKCHAMBER_RELEASE:-blinkchamber}
 DB_NAMESPACE=${BLINKCHAMBER_DB_NAMESPACE:-database}
 TIMEOUT=${BLINKCHAMBER_TIMEOUT:-20m}
-ASSUME_YES=0
+export ASSUME_YES=0  # read by confirm() in lib/common.sh
 KEEP_DATA=0
 SKIP_DEPS=0
 TAIL=200
@@ -56,7 +56,7 @@ parse_args() {
       --tail) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; TAIL=$2; shift 2 ;;
       --skip-deps) SKIP_DEPS=1; shift ;;
       --keep-data) KEEP_DATA=1; shift ;;
-      -y | --yes) ASSUME_YES=1; shift ;;
+      -y | --yes) export ASSUME_YES=1; shift ;;
       -h | --help) COMMAND=help; shift ;;
       -*) usage_error "unknown option: $1" ;;
       *)

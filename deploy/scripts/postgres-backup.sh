@@ -6,7 +6,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib/common.sh
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
 . "$SCRIPT_DIR/lib/common.sh"
 
 NAMESPACE=${BLINKCHAMBER_DB_NAMESPACE:-database}
@@ -15,7 +15,7 @@ DATABASE=zitadel
 DB_USER=postgres
 DIRECT=""          # HOST:PORT: use the local pg_dump / pg_restore
 PASSWORD_FILE=${PGPASSWORD_FILE:-}
-ASSUME_YES=0
+export ASSUME_YES=0  # read by confirm() in lib/common.sh
 
 usage() {
   cat <<USAGE
@@ -121,7 +121,7 @@ main() {
       --statefulset) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; STATEFULSET=$2; shift 2 ;;
       --direct) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; DIRECT=$2; shift 2 ;;
       --password-file) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; PASSWORD_FILE=$2; shift 2 ;;
-      -y | --yes) ASSUME_YES=1; shift ;;
+      -y | --yes) export ASSUME_YES=1; shift ;;
       -h | --help) command=help; shift ;;
       -*) usage_error "unknown option: $1" ;;
       *) if [ -z "$command" ]; then command=$1; else args+=("$1"); fi; shift ;;

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib/common.sh
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
 . "$SCRIPT_DIR/lib/common.sh"
 
 NAMESPACE=${BLINKCHAMBER_DB_NAMESPACE:-database}
@@ -18,7 +18,7 @@ PASSWORD_FILE=${REDIS_PASSWORD_FILE:-}
 RESTORE_IMAGE=${RESTORE_IMAGE:-busybox:1.36}
 POLL_INTERVAL=${BACKUP_POLL_INTERVAL:-1}
 POLL_TIMEOUT=${BACKUP_TIMEOUT:-600}
-ASSUME_YES=0
+export ASSUME_YES=0  # read by confirm() in lib/common.sh
 
 usage() {
   cat <<USAGE
@@ -148,7 +148,7 @@ main() {
       --statefulset) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; STATEFULSET=$2; shift 2 ;;
       --direct) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; DIRECT=$2; shift 2 ;;
       --password-file) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; PASSWORD_FILE=$2; shift 2 ;;
-      -y | --yes) ASSUME_YES=1; shift ;;
+      -y | --yes) export ASSUME_YES=1; shift ;;
       -h | --help) command=help; shift ;;
       -*) usage_error "unknown option: $1" ;;
       *) if [ -z "$command" ]; then command=$1; else args+=("$1"); fi; shift ;;

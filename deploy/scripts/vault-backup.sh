@@ -8,7 +8,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib/common.sh
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
 . "$SCRIPT_DIR/lib/common.sh"
 
 NAMESPACE=${BLINKCHAMBER_NAMESPACE:-blinkchamber}
@@ -16,7 +16,7 @@ POD=vault-0
 TOKEN_FILE=""
 KEYS_FILE=${VAULT_KEYS_FILE:-}
 DIRECT=0
-ASSUME_YES=0
+export ASSUME_YES=0  # read by confirm() in lib/common.sh
 
 usage() {
   cat <<USAGE
@@ -97,7 +97,7 @@ main() {
       --token-file) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; TOKEN_FILE=$2; shift 2 ;;
       -k | --keys-file) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; KEYS_FILE=$2; shift 2 ;;
       --direct) DIRECT=1; shift ;;
-      -y | --yes) ASSUME_YES=1; shift ;;
+      -y | --yes) export ASSUME_YES=1; shift ;;
       -h | --help) command=help; shift ;;
       -*) usage_error "unknown option: $1" ;;
       *) if [ -z "$command" ]; then command=$1; else args+=("$1"); fi; shift ;;
