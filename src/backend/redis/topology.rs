@@ -100,9 +100,11 @@ impl Topology {
         self.master.borrow().clone()
     }
 
-    /// A receiver that changes whenever the master does.
+    /// A receiver that fires on the next master change (the current one counts as seen).
     pub fn watch(&self) -> watch::Receiver<Master> {
-        self.master.clone()
+        let mut rx = self.master.clone();
+        rx.borrow_and_update();
+        rx
     }
 
     /// Asks for an immediate re-resolve: a command saw `READONLY` or lost its connection.

@@ -1,0 +1,165 @@
+//! The Redis backend against real `redis-server` processes: databases, credentials,
+//! password rotation, TLS, reconnects and resubscription.
+
+mod support;
+
+use blinkchamber::backend::redis::SubscriptionEvent;
+use blinkchamber::config::{Config, DbIndex, RedisConfig, SecretSource, TlsConfig};
+use blinkchamber::{Backend, RedisBackend};
+use support::{RedisProc, tls::Pki, wait_for_async};
+
+fn set(key: &str, value: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    cmd
+}
+
+fn get(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("GET");
+    cmd.arg(key);
+    cmd
+}
+
+#[tokio::test]
+async fn commands_run_on_the_configured_database_per_capability() {
+    let redis = RedisProc::start();
+    let mut config = Config::default();
+    config.backend = blinkchamber::config::BackendKind::Redis;
+    config.redis = RedisConfig::standalone("127.0.0.1", redis.port);
+    config.cache.redis.database = Some(DbIndex::new(3).unwrap());
+    config.events.redis.database = Some(DbIndex::new(4).unwrap());
+    let Backend::Redis(backends) = Backend::from_config(&config).await.unwrap() else {
+        panic!("expected the Redis backend");
+    };
+    let _: () = backends.cache.query(&set("k", "cache")).await.unwrap();
+    let _: () = backends.events.query(&set("k", "events")).await.unwrap();
+    let _: () = backends.default.query(&set("k", "default")).await.unwrap();
+
+    let mut admin = redis.conn();
+    for (db, expected) in [(0, "default"), (3, "cache"), (4, "events")] {
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut admin).unwrap();
+        let value: String = redis::cmd("GET").arg("k").query(&mut admin).unwrap();
+        assert_eq!(value, expected, "database {db}");
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_password_file_is_used_by_new_connections() {
+    let mut redis = RedisProc::start_with(&["--requirepass", "first-secret"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("REDIS_PASSWORD");
+    std::fs::write(&file, "first-secret\n").unwrap();
+    let backend = RedisBackend::connect(
+        RedisConfig::standalone("127.0.0.1", redis.port).with_password(SecretSource::file(&file)),
+    )
+    .await
+    .unwrap();
+    let _: () = backend.query(&set("rotation", "before")).await.unwrap();
+
+    // The Vault agent rewrites the file, then the operator changes the password in Redis
+    // and existing connections are dropped (as a restart or `CLIENT KILL` would).
+    std::fs::write(&file, "second-secret\n").unwrap();
+    let mut admin = redis.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("second-secret")
+        .query(&mut admin)
+        .unwrap();
+    redis.set_password("second-secret");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut admin)
+        .unwrap();
+    assert!(killed >= 1, "the backend's connection was killed");
+
+    // The next command reconnects with the new secret, transparently.
+    let value: String = backend.query(&get("rotation")).await.unwrap();
+    assert_eq!(value, "before");
+    let _: () = backend.query(&set("rotation", "after")).await.unwrap();
+    let value: String = redis::cmd("GET").arg("rotation").query(&mut redis.conn()).unwrap();
+    assert_eq!(value, "after");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_error_that_does_not_leak_it() {
+    let redis = RedisProc::start_with(&["--requirepass", "right"]);
+    let backend = RedisBackend::connect(
+        RedisConfig::standalone("127.0.0.1", redis.port)
+            .with_password(SecretSource::value("wrong-and-secret"))
+            .with_max_retries(0),
+    )
+    .await
+    .unwrap();
+    let err = backend.ping().await.unwrap_err().to_string();
+    assert!(!err.contains("wrong-and-secret"), "{err}");
+    assert!(!format!("{:?}", backend.config()).contains("wrong-and-secret"));
+}
+
+#[tokio::test]
+async fn mutual_tls_with_a_private_ca() {
+    let pki = Pki::generate();
+    let redis = RedisProc::start_tls(&pki);
+    let mut cfg = RedisConfig::standalone("127.0.0.1", redis.port);
+    cfg.tls = TlsConfig {
+        enabled: true,
+        ca_file: Some(pki.ca_cert.clone()),
+        cert_file: Some(pki.client_cert.clone()),
+        key_file: Some(pki.client_key.clone()),
+    };
+    let backend = RedisBackend::connect(cfg.clone()).await.unwrap();
+    let _: () = backend.query(&set("tls", "yes")).await.unwrap();
+    let value: String = backend.query(&get("tls")).await.unwrap();
+    assert_eq!(value, "yes");
+
+    // Without the client certificate the server refuses the handshake.
+    cfg.tls.cert_file = None;
+    cfg.tls.key_file = None;
+    let refused = RedisBackend::connect(cfg.with_max_retries(0)).await.unwrap();
+    assert!(refused.ping().await.is_err());
+}
+
+#[tokio::test]
+async fn commands_recover_after_redis_restarts() {
+    let mut redis = RedisProc::start();
+    let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    backend.ping().await.unwrap();
+    redis.kill();
+    assert!(backend.ping().await.is_err(), "no server, no answer");
+    redis.restart();
+    wait_for_async("the backend to reconnect", || async { backend.ping().await.ok() }).await;
+}
+
+#[tokio::test]
+async fn subscriptions_resubscribe_after_a_restart() {
+    let mut redis = RedisProc::start();
+    let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    let mut sub = backend.subscribe(vec!["news".into()]);
+    assert_eq!(sub.recv().await, Some(SubscriptionEvent::Subscribed(0)));
+    let _: i64 = redis::cmd("PUBLISH").arg("news").arg("one").query(&mut redis.conn()).unwrap();
+    assert_eq!(
+        sub.recv().await,
+        Some(SubscriptionEvent::Message {
+            channel: "news".into(),
+            payload: b"one".to_vec()
+        })
+    );
+
+    redis.restart();
+    // The resubscription is announced, so a cache can flush what it may have missed.
+    assert_eq!(sub.recv().await, Some(SubscriptionEvent::Subscribed(1)));
+    let _: i64 = redis::cmd("PUBLISH").arg("news").arg("two").query(&mut redis.conn()).unwrap();
+    assert_eq!(
+        sub.recv().await,
+        Some(SubscriptionEvent::Message {
+            channel: "news".into(),
+            payload: b"two".to_vec()
+        })
+    );
+}

@@ -1,0 +1,241 @@
+//! Failover drills against a real master + 2 replicas + 3 Sentinels: the master is killed
+//! with SIGKILL, or demoted with `SENTINEL FAILOVER`, while a writer keeps writing.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blinkchamber::backend::redis::SubscriptionEvent;
+use blinkchamber::config::RedisConfig;
+use blinkchamber::{RedisBackend, Retry};
+use futures_util::StreamExt;
+use support::{SentinelGroup, wait_for_async};
+
+/// One write of the drill: which node ran it and whether replicas acknowledged it.
+#[derive(Clone, Debug)]
+struct Write {
+    key: String,
+    epoch_before: u64,
+    port: Option<u16>,
+    acked: bool,
+    done: Instant,
+}
+
+fn config(group: &SentinelGroup) -> RedisConfig {
+    let mut cfg = RedisConfig::sentinel("mymaster", group.sentinel_nodes());
+    cfg.dial_timeout = Duration::from_millis(500);
+    cfg.read_timeout = Duration::from_secs(1);
+    cfg.write_timeout = Duration::from_secs(1);
+    cfg
+}
+
+/// Writes `drill:<n>` in a loop: `SET`, then `WAIT replicas`, then `CONFIG GET port` on
+/// the same connection so the test knows which node ran the write.
+fn spawn_writer(
+    backend: RedisBackend,
+    replicas: Arc<std::sync::atomic::AtomicUsize>,
+    log: Arc<Mutex<Vec<Write>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let key = format!("drill:{n}");
+            let epoch_before = backend.master().epoch;
+            let replicas = replicas.load(std::sync::atomic::Ordering::Relaxed);
+            let result = backend
+                .run(Retry::Idempotent, |mut c| {
+                    let key = key.clone();
+                    async move {
+                        redis::pipe()
+                            .cmd("SET")
+                            .arg(&key)
+                            .arg(n)
+                            .ignore()
+                            .cmd("WAIT")
+                            .arg(replicas)
+                            .arg(200)
+                            .cmd("CONFIG")
+                            .arg("GET")
+                            .arg("port")
+                            .query_async::<(i64, (String, u16))>(&mut c)
+                            .await
+                    }
+                })
+                .await;
+            let (acked, port) = match result {
+                Ok((replicated, (_, port))) => (replicated >= replicas as i64, Some(port)),
+                Err(_) => (false, None),
+            };
+            log.lock().unwrap().push(Write {
+                key,
+                epoch_before,
+                port,
+                acked,
+                done: Instant::now(),
+            });
+            n += 1;
+            tokio::task::yield_now().await;
+        }
+    })
+}
+
+/// Timestamps the first `+switch-master` a Sentinel announces.
+async fn watch_switch(sentinel_port: u16) -> tokio::task::JoinHandle<Instant> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{sentinel_port}")).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("+switch-master").await.unwrap();
+    tokio::spawn(async move {
+        let mut messages = pubsub.into_on_message();
+        messages.next().await.expect("+switch-master");
+        Instant::now()
+    })
+}
+
+async fn writes_after(log: &Arc<Mutex<Vec<Write>>>, since: Instant, port: u16, count: usize) {
+    wait_for_async("acknowledged writes on the new master", || async {
+        let log = log.lock().unwrap();
+        let n = log
+            .iter()
+            .filter(|w| w.done > since && w.acked && w.port == Some(port))
+            .count();
+        (n >= count).then_some(())
+    })
+    .await;
+}
+
+/// Checks the drill's log and prints the figures the README quotes.
+fn verify(drill: &str, group: &SentinelGroup, log: &[Write], old: u16, new: u16, switched: Instant, new_epoch: u64) {
+    let mut conn = group.nodes[group.index_of(new)].conn();
+    let acked: Vec<&Write> = log.iter().filter(|w| w.acked).collect();
+    assert!(!acked.is_empty());
+    for w in &acked {
+        let value: Option<String> = redis::cmd("GET").arg(&w.key).query(&mut conn).unwrap();
+        assert!(value.is_some(), "{drill}: acknowledged write {} lost", w.key);
+    }
+    for w in log.iter().filter(|w| w.epoch_before >= new_epoch && w.port.is_some()) {
+        assert_eq!(w.port, Some(new), "{drill}: write {} after the switch ran on {old}", w.key);
+    }
+    let first = log
+        .iter()
+        .filter(|w| w.done > switched && w.port == Some(new))
+        .map(|w| w.done)
+        .min()
+        .expect("a write on the new master");
+    let late_on_old = log.iter().filter(|w| w.done > switched && w.port == Some(old)).count();
+    assert!(late_on_old <= 1, "{drill}: {late_on_old} writes ran on the demoted master after +switch-master");
+    eprintln!(
+        "{drill}: first successful write on the new master {:?} after +switch-master; \
+         {} writes, {} acknowledged, {late_on_old} on the old master after the switch",
+        first.saturating_duration_since(switched),
+        log.len(),
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_the_new_master_when_the_old_one_is_killed() {
+    let mut group = tokio::task::spawn_blocking(SentinelGroup::start).await.unwrap();
+    let old = group.nodes[0].port;
+    let backend = RedisBackend::connect(config(&group)).await.unwrap();
+    assert_eq!(backend.master().endpoint.port, old);
+
+    // A subscriber and a blocking consumer, to show both come back on the new master.
+    let mut sub = backend.subscribe(vec!["drill".into()]);
+    assert_eq!(sub.recv().await, Some(SubscriptionEvent::Subscribed(0)));
+    let consumer = {
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut watch = backend.master_watch();
+                let Ok((mut conn, _)) = backend.dedicated().await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let mut blpop = redis::cmd("BLPOP");
+                blpop.arg("drill:queue").arg(0);
+                let popped: redis::RedisResult<Option<(String, String)>> = tokio::select! {
+                    r = blpop.query_async(&mut conn) => r,
+                    _ = watch.changed() => continue,
+                };
+                if let Ok(Some((_, value))) = popped {
+                    return value;
+                }
+            }
+        })
+    };
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Acknowledged = on both replicas, so it is on whichever one Sentinel promotes.
+    let replicas = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let writer = spawn_writer(backend.clone(), replicas.clone(), log.clone(), stop.clone());
+    writes_after(&log, Instant::now() - Duration::from_secs(1), old, 50).await;
+
+    let switch = watch_switch(group.sentinels[0].port).await;
+    group.nodes[0].kill();
+    let switched = switch.await.unwrap();
+    // The new master has one replica left.
+    replicas.store(1, std::sync::atomic::Ordering::Relaxed);
+    let new = wait_for_async("the backend to follow the new master", || async {
+        let m = backend.master();
+        (m.endpoint.port != old).then_some(m)
+    })
+    .await;
+    assert_eq!(Some(new.endpoint.port), group.sentinel_master_port());
+    writes_after(&log, switched, new.endpoint.port, 50).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    verify("kill -9", &group, &log.lock().unwrap(), old, new.endpoint.port, switched, new.epoch);
+
+    // The subscription was re-established on the new master.
+    let mut conn = group.nodes[group.index_of(new.endpoint.port)].conn();
+    loop {
+        match sub.recv().await.unwrap() {
+            SubscriptionEvent::Subscribed(n) if n >= 1 => break,
+            _ => {}
+        }
+    }
+    let _: i64 = redis::cmd("PUBLISH").arg("drill").arg("after").query(&mut conn).unwrap();
+    assert_eq!(
+        sub.recv().await,
+        Some(SubscriptionEvent::Message { channel: "drill".into(), payload: b"after".to_vec() })
+    );
+    // The blocking consumer reconnected to the new master and receives from it.
+    let _: i64 = redis::cmd("RPUSH").arg("drill:queue").arg("job").query(&mut conn).unwrap();
+    assert_eq!(consumer.await.unwrap(), "job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_keeps_writing_to_a_demoted_master() {
+    let group = tokio::task::spawn_blocking(SentinelGroup::start).await.unwrap();
+    let old = group.nodes[0].port;
+    let backend = RedisBackend::connect(config(&group)).await.unwrap();
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Acknowledged = on both replicas, so it is on whichever one Sentinel promotes; after
+    // the failover the demoted master rejoins, so the new master has two replicas again.
+    let replicas = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let writer = spawn_writer(backend.clone(), replicas, log.clone(), stop.clone());
+    writes_after(&log, Instant::now() - Duration::from_secs(1), old, 50).await;
+
+    let switch = watch_switch(group.sentinels[0].port).await;
+    let mut s = group.sentinels[1].conn();
+    let _: () = redis::cmd("SENTINEL").arg("FAILOVER").arg("mymaster").query(&mut s).unwrap();
+    let switched = switch.await.unwrap();
+    let new = wait_for_async("the backend to follow the promoted replica", || async {
+        let m = backend.master();
+        (m.endpoint.port != old).then_some(m)
+    })
+    .await;
+    // The old master is demoted and rejoins as a replica of the new one.
+    support::wait_for("the old master to be demoted", || {
+        (group.nodes[0].role()? == "slave").then_some(())
+    });
+    writes_after(&log, switched, new.endpoint.port, 50).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    verify("SENTINEL FAILOVER", &group, &log.lock().unwrap(), old, new.endpoint.port, switched, new.epoch);
+}

@@ -1,0 +1,313 @@
+//! Test support: real `redis-server` / `redis-sentinel` processes on free loopback ports.
+//!
+//! Every process gets its own temporary directory and is killed (SIGKILL) when dropped.
+//! Readiness is waited for by polling the condition itself, never by sleeping a guess.
+#![allow(dead_code)]
+
+pub mod tls;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest wait for any condition in a test; generous for a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it returns `Some`, panicking with `what` after [`PATIENCE`].
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Async version of [`wait_for`].
+pub async fn wait_for_async<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// One Redis or Sentinel process.
+pub struct RedisProc {
+    /// Its port.
+    pub port: u16,
+    /// Its working directory (config, logs).
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+    sentinel: bool,
+    password: Option<String>,
+}
+
+impl RedisProc {
+    /// A plain Redis server.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A Redis server with extra `redis-server` arguments (`--requirepass x`, …).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let password = args
+            .iter()
+            .position(|a| a == "--requirepass")
+            .map(|i| args[i + 1].clone());
+        let mut proc = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            args,
+            sentinel: false,
+            password,
+        };
+        proc.spawn();
+        proc
+    }
+
+    /// A server listening only with TLS on its port (see [`tls::Pki`]).
+    pub fn start_tls(pki: &tls::Pki) -> Self {
+        let port = free_port();
+        let mut proc = Self {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            args: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(&pki.server_cert),
+                "--tls-key-file".into(),
+                path(&pki.server_key),
+                "--tls-ca-cert-file".into(),
+                path(&pki.ca_cert),
+                "--tls-auth-clients".into(),
+                "yes".into(),
+            ],
+            sentinel: false,
+            password: None,
+        };
+        proc.spawn_inner(false);
+        wait_for("TLS redis to accept connections", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        proc
+    }
+
+    /// A Sentinel monitoring `master_port` as `mymaster`, quorum 2.
+    pub fn sentinel(master_port: u16) -> Self {
+        let mut proc = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            args: Vec::new(),
+            sentinel: true,
+            password: None,
+        };
+        let conf = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds mymaster 1000\n\
+             sentinel failover-timeout mymaster 10000\n\
+             sentinel parallel-syncs mymaster 1\n",
+            port = proc.port,
+            dir = proc.dir.path().display(),
+        );
+        std::fs::write(proc.dir.path().join("sentinel.conf"), conf).expect("sentinel.conf");
+        proc.spawn();
+        proc
+    }
+
+    fn spawn(&mut self) {
+        self.spawn_inner(true);
+    }
+
+    fn spawn_inner(&mut self, wait: bool) {
+        let dir = self.dir.path();
+        let log = std::fs::File::create(dir.join("redis.log")).expect("log file");
+        let mut cmd = if self.sentinel {
+            let mut c = Command::new("redis-sentinel");
+            c.arg(dir.join("sentinel.conf"));
+            c
+        } else {
+            let mut c = Command::new("redis-server");
+            c.args(["--port", &self.port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir);
+            c
+        };
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("redis-server is installed (bash scripts/test.sh installs it)"));
+        if wait {
+            let port = self.port;
+            let password = self.password.clone();
+            wait_for(&format!("redis on port {port}"), || {
+                let mut conn = self.raw_client(password.as_deref()).get_connection().ok()?;
+                redis::cmd("PING").query::<String>(&mut conn).ok()
+            });
+        }
+    }
+
+    fn raw_client(&self, password: Option<&str>) -> redis::Client {
+        let url = match password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        };
+        redis::Client::open(url).expect("client")
+    }
+
+    /// A synchronous admin connection (with the current password, if any).
+    pub fn conn(&self) -> redis::Connection {
+        self.raw_client(self.password.as_deref())
+            .get_connection()
+            .expect("admin connection")
+    }
+
+    /// Records a changed `requirepass`, so [`RedisProc::conn`] keeps working.
+    pub fn set_password(&mut self, password: &str) {
+        self.password = Some(password.to_owned());
+    }
+
+    /// Kills the process with SIGKILL and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same port, after [`RedisProc::kill`].
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The server's `ROLE` (`master`, `slave`, `sentinel`).
+    pub fn role(&self) -> Option<String> {
+        let mut conn = self.raw_client(self.password.as_deref()).get_connection().ok()?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).ok()?;
+        match role.first()? {
+            redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// One field of `INFO`.
+    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let mut conn = self.raw_client(self.password.as_deref()).get_connection().ok()?;
+        let info: String = redis::cmd("INFO").arg(section).query(&mut conn).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .map(|v| v.trim().to_owned())
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A master, two replicas and three Sentinels (quorum 2), all on loopback.
+pub struct SentinelGroup {
+    /// Data nodes; index 0 starts as master.
+    pub nodes: Vec<RedisProc>,
+    /// The Sentinels.
+    pub sentinels: Vec<RedisProc>,
+}
+
+impl SentinelGroup {
+    /// Starts the group and waits until every Sentinel knows both replicas and the other
+    /// Sentinels, so a failover can be agreed.
+    pub fn start() -> Self {
+        let master = RedisProc::start();
+        let mut nodes = vec![master];
+        for _ in 0..2 {
+            let replica = RedisProc::start_with(&["--replica-announce-ip", "127.0.0.1"]);
+            let mut conn = replica.conn();
+            let _: () = redis::cmd("REPLICAOF")
+                .arg("127.0.0.1")
+                .arg(nodes[0].port)
+                .query(&mut conn)
+                .expect("REPLICAOF");
+            nodes.push(replica);
+        }
+        for replica in &nodes[1..] {
+            wait_for("replica link up", || {
+                (replica.info_field("replication", "master_link_status")? == "up").then_some(())
+            });
+        }
+        let sentinels: Vec<_> = (0..3).map(|_| RedisProc::sentinel(nodes[0].port)).collect();
+        for s in &sentinels {
+            wait_for("Sentinel to discover replicas and peers", || {
+                let mut conn = s.conn();
+                let replicas: Vec<redis::Value> =
+                    redis::cmd("SENTINEL").arg("REPLICAS").arg("mymaster").query(&mut conn).ok()?;
+                let peers: Vec<redis::Value> =
+                    redis::cmd("SENTINEL").arg("SENTINELS").arg("mymaster").query(&mut conn).ok()?;
+                (replicas.len() == 2 && peers.len() == 2).then_some(())
+            });
+        }
+        Self { nodes, sentinels }
+    }
+
+    /// `host:port` of every Sentinel.
+    pub fn sentinel_nodes(&self) -> Vec<String> {
+        self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect()
+    }
+
+    /// The port Sentinel currently names as master.
+    pub fn sentinel_master_port(&self) -> Option<u16> {
+        let s = self.sentinels.iter().find(|s| s.child.is_some())?;
+        let mut conn = s.conn();
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg("mymaster")
+            .query(&mut conn)
+            .ok()?;
+        Some(port)
+    }
+
+    /// Index of the node with `port`.
+    pub fn index_of(&self, port: u16) -> usize {
+        self.nodes.iter().position(|n| n.port == port).expect("known node")
+    }
+}
+
+/// Path of the built `blinkchamber` binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_blinkchamber"))
+}
