@@ -89,15 +89,23 @@ impl Config {
     /// Parses YAML text; `path` is only used in error messages.
     ///
     /// # Errors
-    /// [`ConfigError::Parse`] with the line and column of the problem.
+    /// [`ConfigError::Parse`] naming the dotted key and its line (`file:line: key: …`).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
+        let options = serde_saphyr::Options {
+            with_snippet: false,
+            ..serde_saphyr::Options::default()
+        };
+        let mut key = String::new();
+        serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                key = e.path().to_string();
+                e.into_inner()
+            })
         })
+        .map_err(|e| parse_error(path, text, &key, &e))
     }
 
     /// Applies `BLINKCHAMBER_SECTION__KEY=value` variables. Key segments match config keys
@@ -111,24 +119,31 @@ impl Config {
             return Ok(self);
         }
         let names = known_key_names(&self);
-        let env = env.lowercase(false).map(move |key| {
-            key.as_str()
-                .split("__")
-                .map(|segment| {
-                    let norm = normalise(segment);
-                    names
-                        .get(&norm)
-                        .cloned()
-                        .unwrap_or_else(|| segment.to_ascii_lowercase())
-                })
-                .collect::<Vec<_>>()
-                .join(".")
-                .into()
-        });
+        // `map` resets figment's lowercasing, so `lowercase(false)` must come after it.
+        let env = env
+            .map(move |key| {
+                key.as_str()
+                    .split("__")
+                    .map(|segment| {
+                        let norm = normalise(segment);
+                        names
+                            .get(&norm)
+                            .cloned()
+                            .unwrap_or_else(|| segment.to_ascii_lowercase())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(".")
+                    .into()
+            })
+            .lowercase(false);
         Figment::from(Serialized::defaults(&self))
             .merge(env)
             .extract()
-            .map_err(|e| ConfigError::Env(e.to_string()))
+            .map_err(|e| {
+                let key = e.path.join(".");
+                let var = format!("{ENV_PREFIX}{}", e.path.join("__").to_ascii_uppercase());
+                ConfigError::Env(format!("{var} ({key}): {}", e.kind))
+            })
     }
 
     /// Checks that span several keys or touch the file system.
@@ -241,6 +256,30 @@ pub(crate) fn parse_host_port(text: &str) -> Result<(String, u16), String> {
         return Err("expected host:port".into());
     }
     Ok((host.to_owned(), port))
+}
+
+/// `file:line: key: message`, the line taken from the key path when it can be found (the
+/// parser's own position for custom errors is the enclosing mapping, not the key).
+fn parse_error(path: &Path, text: &str, key: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let key = if key == "." || key == "?" { "" } else { key };
+    let line =
+        locate_key(text, key).or_else(|| e.location().and_then(|l| usize::try_from(l.line()).ok()));
+    let message = match e {
+        serde_saphyr::Error::Message { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    };
+    let location = match line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => path.display().to_string(),
+    };
+    ConfigError::Parse {
+        path: location.into(),
+        message: if key.is_empty() {
+            message
+        } else {
+            format!("{key}: {message}")
+        },
+    }
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {

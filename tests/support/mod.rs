@@ -4,6 +4,7 @@
 //! Readiness is waited for by polling the condition itself, never by sleeping a guess.
 #![allow(dead_code)]
 
+pub mod serve;
 pub mod tls;
 
 use std::net::TcpListener;
@@ -165,7 +166,10 @@ impl RedisProc {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        self.child = Some(cmd.spawn().expect("redis-server is installed (bash scripts/test.sh installs it)"));
+        self.child = Some(
+            cmd.spawn()
+                .expect("redis-server is installed (bash scripts/test.sh installs it)"),
+        );
         if wait {
             let port = self.port;
             let password = self.password.clone();
@@ -212,7 +216,10 @@ impl RedisProc {
 
     /// The server's `ROLE` (`master`, `slave`, `sentinel`).
     pub fn role(&self) -> Option<String> {
-        let mut conn = self.raw_client(self.password.as_deref()).get_connection().ok()?;
+        let mut conn = self
+            .raw_client(self.password.as_deref())
+            .get_connection()
+            .ok()?;
         let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).ok()?;
         match role.first()? {
             redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -223,7 +230,10 @@ impl RedisProc {
 
     /// One field of `INFO`.
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
-        let mut conn = self.raw_client(self.password.as_deref()).get_connection().ok()?;
+        let mut conn = self
+            .raw_client(self.password.as_deref())
+            .get_connection()
+            .ok()?;
         let info: String = redis::cmd("INFO").arg(section).query(&mut conn).ok()?;
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("{field}:")))
@@ -274,10 +284,16 @@ impl SentinelGroup {
         for s in &sentinels {
             wait_for("Sentinel to discover replicas and peers", || {
                 let mut conn = s.conn();
-                let replicas: Vec<redis::Value> =
-                    redis::cmd("SENTINEL").arg("REPLICAS").arg("mymaster").query(&mut conn).ok()?;
-                let peers: Vec<redis::Value> =
-                    redis::cmd("SENTINEL").arg("SENTINELS").arg("mymaster").query(&mut conn).ok()?;
+                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg("mymaster")
+                    .query(&mut conn)
+                    .ok()?;
+                let peers: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("SENTINELS")
+                    .arg("mymaster")
+                    .query(&mut conn)
+                    .ok()?;
                 (replicas.len() == 2 && peers.len() == 2).then_some(())
             });
         }
@@ -286,7 +302,10 @@ impl SentinelGroup {
 
     /// `host:port` of every Sentinel.
     pub fn sentinel_nodes(&self) -> Vec<String> {
-        self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect()
+        self.sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect()
     }
 
     /// The port Sentinel currently names as master.
@@ -303,7 +322,10 @@ impl SentinelGroup {
 
     /// Index of the node with `port`.
     pub fn index_of(&self, port: u16) -> usize {
-        self.nodes.iter().position(|n| n.port == port).expect("known node")
+        self.nodes
+            .iter()
+            .position(|n| n.port == port)
+            .expect("known node")
     }
 }
 
