@@ -1,0 +1,240 @@
+//! `blinkchamber serve` as a process: endpoints, bearer tokens (with file rotation),
+//! problem details, the body limit, readiness against a real Redis, and SIGTERM.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::serve::{Served, run, write};
+use support::{RedisProc, wait_for_async};
+
+const PROBLEM: &str = "application/problem+json";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with(PROBLEM),
+        "content-type {content_type}"
+    );
+    let body: Value = response.json().await.expect("problem JSON");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["type"].is_string() && body["title"].is_string(),
+        "{body}"
+    );
+    (status, body)
+}
+
+#[tokio::test]
+async fn memory_backend_answers_health_metrics_and_openapi() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
+    let c = client();
+
+    let ready = c
+        .get(format!("{}/readyz", served.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    let status: Value = c
+        .get(format!("{}/v1/status", served.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["backend"], "memory");
+
+    let doc: Value = c
+        .get(format!("{}/openapi.json", served.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert!(doc["paths"]["/v1/status"].is_object(), "{doc}");
+
+    let metrics = c
+        .get(format!("{}/metrics", served.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("blinkchamber_http_requests_total{route=\"/v1/status\",status=\"200\"}"),
+        "{metrics}"
+    );
+    // The API listener does not serve metrics.
+    let on_api = c
+        .get(format!("{}/metrics", served.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api.status(), StatusCode::NOT_FOUND);
+
+    let logs = served.logs();
+    assert!(logs.contains("backend: memory"), "{logs}");
+    assert!(
+        logs.contains("Single node") && logs.contains("lost on restart"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn v1_needs_a_token_and_follows_the_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = write(dir.path(), "tokens", "# API clients\nfirst-token\n");
+    let config = format!(
+        "backend: memory\nserver:\n  auth:\n    tokens:\n      valueFromFile: {}\n",
+        tokens.display()
+    );
+    let served = Served::start(dir.path(), &config, &[]).await;
+    let c = client();
+    let status_url = format!("{}/v1/status", served.api);
+    let with = |token: &str| c.get(&status_url).bearer_auth(token).send();
+
+    let (code, body) = problem(c.get(&status_url).send().await.unwrap()).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+    let (code, _) = problem(with("wrong-token").await.unwrap()).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert_eq!(with("first-token").await.unwrap().status(), StatusCode::OK);
+    // Health endpoints stay open for the kubelet.
+    let healthz = c
+        .get(format!("{}/healthz", served.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), StatusCode::OK);
+
+    // The agent rewrites the file: the new token works without a restart, the old one stops.
+    write(dir.path(), "tokens.new", "second-token\n");
+    std::fs::rename(dir.path().join("tokens.new"), &tokens).unwrap();
+    wait_for_async("the rotated token to be accepted", || {
+        let request = with("second-token");
+        async { request.await.ok().filter(|r| r.status() == StatusCode::OK) }
+    })
+    .await;
+    assert_eq!(
+        with("first-token").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Tokens never reach the logs.
+    let logs = served.logs();
+    assert!(
+        !logs.contains("first-token") && !logs.contains("second-token"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_problem_details_and_bodies_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(
+        dir.path(),
+        "backend: memory\nserver:\n  maxBodyBytes: 1024\n",
+        &["--no-auth"],
+    )
+    .await;
+    let c = client();
+
+    let (code, body) = problem(
+        c.get(format!("{}/v1/no-such-route", served.api))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+
+    let big = vec![b'x'; 4096];
+    let (code, body) = problem(
+        c.post(format!("{}/v1/status", served.api))
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("1024"), "{body}");
+}
+
+#[tokio::test]
+async fn readyz_follows_redis_without_exposing_internals() {
+    let redis = RedisProc::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "backend: redis\nredis:\n  host: 127.0.0.1\n  port: {}\n  maxRetries: 1\n  dialTimeout: 200ms\n",
+        redis.port
+    );
+    let served = Served::start(dir.path(), &config, &["--no-auth"]).await;
+    let c = client();
+    let readyz = format!("{}/readyz", served.api);
+    assert_eq!(
+        c.get(&readyz).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let logs = served.logs();
+    assert!(logs.contains("backend: redis standalone"), "{logs}");
+
+    let port = redis.port;
+    drop(redis);
+    let body = wait_for_async("/readyz to report Redis down", || {
+        let request = c.get(&readyz).send();
+        async {
+            let response = request.await.ok()?;
+            (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+        }
+    })
+    .await;
+    let (_, body) = problem(body).await;
+    let text = body.to_string();
+    assert!(
+        !text.contains(&port.to_string()),
+        "internals exposed: {text}"
+    );
+    assert_eq!(
+        body["type"].as_str().unwrap().rsplit('/').next(),
+        Some("backend-unavailable")
+    );
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
+    let status = served.terminate();
+    assert!(status.success(), "exit status {status}");
+    let logs = served.logs();
+    assert!(logs.contains("stopped"), "{logs}");
+}
+
+#[test]
+fn no_auth_on_a_public_address_is_refused() {
+    let out = run(
+        &["serve", "--no-auth"],
+        &[("BLINKCHAMBER_SERVER__LISTEN", "0.0.0.0:0")],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.auth.enabled"), "{stderr}");
+    assert!(stderr.contains("0.0.0.0"), "{stderr}");
+}
