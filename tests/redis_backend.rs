@@ -79,7 +79,10 @@ async fn a_rotated_password_file_is_used_by_new_connections() {
     let value: String = backend.query(&get("rotation")).await.unwrap();
     assert_eq!(value, "before");
     let _: () = backend.query(&set("rotation", "after")).await.unwrap();
-    let value: String = redis::cmd("GET").arg("rotation").query(&mut redis.conn()).unwrap();
+    let value: String = redis::cmd("GET")
+        .arg("rotation")
+        .query(&mut redis.conn())
+        .unwrap();
     assert_eq!(value, "after");
 }
 
@@ -117,7 +120,9 @@ async fn mutual_tls_with_a_private_ca() {
     // Without the client certificate the server refuses the handshake.
     cfg.tls.cert_file = None;
     cfg.tls.key_file = None;
-    let refused = RedisBackend::connect(cfg.with_max_retries(0)).await.unwrap();
+    let refused = RedisBackend::connect(cfg.with_max_retries(0))
+        .await
+        .unwrap();
     assert!(refused.ping().await.is_err());
 }
 
@@ -131,7 +136,10 @@ async fn commands_recover_after_redis_restarts() {
     redis.kill();
     assert!(backend.ping().await.is_err(), "no server, no answer");
     redis.restart();
-    wait_for_async("the backend to reconnect", || async { backend.ping().await.ok() }).await;
+    wait_for_async("the backend to reconnect", || async {
+        backend.ping().await.ok()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -142,7 +150,11 @@ async fn subscriptions_resubscribe_after_a_restart() {
         .unwrap();
     let mut sub = backend.subscribe(vec!["news".into()]);
     assert_eq!(sub.recv().await, Some(SubscriptionEvent::Subscribed(0)));
-    let _: i64 = redis::cmd("PUBLISH").arg("news").arg("one").query(&mut redis.conn()).unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("one")
+        .query(&mut redis.conn())
+        .unwrap();
     assert_eq!(
         sub.recv().await,
         Some(SubscriptionEvent::Message {
@@ -154,12 +166,75 @@ async fn subscriptions_resubscribe_after_a_restart() {
     redis.restart();
     // The resubscription is announced, so a cache can flush what it may have missed.
     assert_eq!(sub.recv().await, Some(SubscriptionEvent::Subscribed(1)));
-    let _: i64 = redis::cmd("PUBLISH").arg("news").arg("two").query(&mut redis.conn()).unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("two")
+        .query(&mut redis.conn())
+        .unwrap();
     assert_eq!(
         sub.recv().await,
         Some(SubscriptionEvent::Message {
             channel: "news".into(),
             payload: b"two".to_vec()
         })
+    );
+}
+
+/// Connections the server sees, other than the one asking.
+fn client_count(redis: &RedisProc) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut redis.conn())
+        .unwrap();
+    list.lines()
+        .filter(|l| !l.contains("cmd=client|list"))
+        .count()
+}
+
+#[tokio::test]
+async fn the_pool_opens_connections_only_under_load_and_at_most_pool_size() {
+    let redis = RedisProc::start();
+    let cfg = RedisConfig::standalone("127.0.0.1", redis.port)
+        .with_pool_size(std::num::NonZeroU32::new(2).unwrap());
+    let backend = RedisBackend::connect(cfg).await.unwrap();
+    for i in 0..20 {
+        backend
+            .query::<()>(&set(&format!("k{i}"), "v"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        client_count(&redis),
+        1,
+        "sequential commands share one connection"
+    );
+
+    // Hold every reply for a moment so far more commands are in flight at once than one
+    // connection is given before the pool spreads.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("ALL")
+        .query(&mut redis.conn())
+        .unwrap();
+    let in_flight = blinkchamber::backend::redis::SPREAD_AT * 3;
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|i| {
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                backend
+                    .query::<Option<String>>(&get(&format!("k{i}")))
+                    .await
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let expected = (i < 20).then(|| "v".to_owned());
+        assert_eq!(task.await.unwrap().unwrap(), expected);
+    }
+    assert_eq!(
+        client_count(&redis),
+        2,
+        "poolSize is the most connections opened"
     );
 }

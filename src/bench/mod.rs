@@ -81,6 +81,28 @@ impl Row {
     }
 }
 
+/// The median round of every row (by ops/s), in the order of the first round.
+///
+/// Runs are noisy on a shared machine; measuring every scenario in several interleaved
+/// rounds and keeping the median round of each keeps one slow moment from deciding a
+/// ratio.
+pub fn median_rounds(rounds: &[Vec<Row>]) -> Vec<Row> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|row| {
+            let mut same: Vec<&Row> = rounds
+                .iter()
+                .filter_map(|round| round.iter().find(|r| r.name == row.name))
+                .collect();
+            same.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+            same[same.len() / 2].clone()
+        })
+        .collect()
+}
+
 /// Renders rows as a Markdown table; ratios are ops/s divided by the baseline row's.
 pub fn table(rows: &[Row]) -> String {
     let mut out =
@@ -128,7 +150,17 @@ mod tests {
             ..fast.clone()
         }
         .against("fast");
-        let text = table(&[fast, slow]);
+        let text = table(&[fast.clone(), slow.clone()]);
         assert!(text.contains("0.50 × fast"), "{text}");
+
+        let scaled = |k: f64| {
+            vec![Row {
+                ops_per_sec: fast.ops_per_sec * k,
+                ..fast.clone()
+            }]
+        };
+        let median = median_rounds(&[scaled(3.0), scaled(1.0), scaled(2.0)]);
+        assert_eq!(median.len(), 1);
+        assert_eq!(median[0].ops_per_sec, fast.ops_per_sec * 2.0);
     }
 }

@@ -15,12 +15,19 @@ pub struct BenchArgs {
     /// Redis to measure against (`redis://host:port`); use a scratch instance.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis: String,
-    /// How long each scenario runs.
-    #[arg(long, default_value = "3s", value_parser = duration::parse)]
+    /// How long each scenario runs in each round.
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
     duration: Duration,
+    /// Rounds of every scenario; the table shows each scenario's median round.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Operations in flight at once.
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
+    /// Multiplexed connections in BlinkChamber's pool (`redis.poolSize`); the raw rows
+    /// always use one connection.
+    #[arg(long)]
+    pool_size: Option<std::num::NonZeroU32>,
 }
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -33,7 +40,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p),
         other => anyhow::bail!("--redis: only plain TCP addresses are supported, got {other}"),
     };
-    let cfg = RedisConfig::standalone(host.clone(), port);
+    let mut cfg = RedisConfig::standalone(host.clone(), port);
+    if let Some(size) = args.pool_size {
+        cfg.pool_size = size;
+    }
+    let cfg_pool = cfg.pool_size;
     let backend = RedisBackend::connect(cfg).await?;
     backend
         .ping()
@@ -44,11 +55,26 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?;
     let prefix = format!("blinkchamber:bench:{}:", std::process::id());
     eprintln!(
-        "measuring against {host}:{port}, {} in flight, {} per scenario",
+        "measuring against {host}:{port}, {} in flight, pool of at most {}, {} rounds of {} \
+         per scenario",
         args.concurrency,
+        cfg_pool,
+        args.rounds.max(1),
         duration::format(&args.duration)
     );
-    let rows = bench::raw_rows(raw, backend, args.concurrency, args.duration, &prefix).await;
-    print!("{}", bench::table(&rows));
+    let mut rounds = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        rounds.push(
+            bench::raw_rows(
+                raw.clone(),
+                backend.clone(),
+                args.concurrency,
+                args.duration,
+                &prefix,
+            )
+            .await,
+        );
+    }
+    print!("{}", bench::table(&bench::median_rounds(&rounds)));
     Ok(())
 }

@@ -20,6 +20,7 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tokio::sync::watch;
 
 pub use connect::Endpoint;
+pub use pool::SPREAD_AT;
 pub use pubsub::{Subscription, SubscriptionEvent};
 pub use topology::Master;
 
