@@ -218,6 +218,21 @@ fn print_redacts_every_secret() {
 }
 
 #[test]
+fn a_secret_in_the_wrong_place_is_not_repeated_in_the_error() {
+    // A plain string where `{value: …}` belongs, in the file and in the environment.
+    refused(
+        &format!("{NO_AUTH}redis:\n  password: {SECRET}\n"),
+        &[],
+        &["bc.yaml:5", "redis.password"],
+    );
+    refused(
+        NO_AUTH,
+        &[("BLINKCHAMBER_REDIS__PASSWORD", SECRET)],
+        &["BLINKCHAMBER_REDIS__PASSWORD", "expected"],
+    );
+}
+
+#[test]
 fn a_bad_key_next_to_a_secret_does_not_print_the_secret() {
     refused(
         &format!("{NO_AUTH}redis:\n  password:\n    value: {SECRET}\n    vaule: x\n"),

@@ -106,16 +106,36 @@ async fn writes_after(log: &Arc<Mutex<Vec<Write>>>, since: Instant, port: u16, c
 }
 
 /// Checks the drill's log and prints the figures the README quotes.
-fn verify(drill: &str, group: &SentinelGroup, log: &[Write], old: u16, new: u16, switched: Instant, new_epoch: u64) {
+fn verify(
+    drill: &str,
+    group: &SentinelGroup,
+    log: &[Write],
+    old: u16,
+    new: u16,
+    switched: Instant,
+    new_epoch: u64,
+) {
     let mut conn = group.nodes[group.index_of(new)].conn();
     let acked: Vec<&Write> = log.iter().filter(|w| w.acked).collect();
     assert!(!acked.is_empty());
     for w in &acked {
         let value: Option<String> = redis::cmd("GET").arg(&w.key).query(&mut conn).unwrap();
-        assert!(value.is_some(), "{drill}: acknowledged write {} lost", w.key);
+        assert!(
+            value.is_some(),
+            "{drill}: acknowledged write {} lost",
+            w.key
+        );
     }
-    for w in log.iter().filter(|w| w.epoch_before >= new_epoch && w.port.is_some()) {
-        assert_eq!(w.port, Some(new), "{drill}: write {} after the switch ran on {old}", w.key);
+    for w in log
+        .iter()
+        .filter(|w| w.epoch_before >= new_epoch && w.port.is_some())
+    {
+        assert_eq!(
+            w.port,
+            Some(new),
+            "{drill}: write {} after the switch ran on {old}",
+            w.key
+        );
     }
     let first = log
         .iter()
@@ -123,8 +143,14 @@ fn verify(drill: &str, group: &SentinelGroup, log: &[Write], old: u16, new: u16,
         .map(|w| w.done)
         .min()
         .expect("a write on the new master");
-    let late_on_old = log.iter().filter(|w| w.done > switched && w.port == Some(old)).count();
-    assert!(late_on_old <= 1, "{drill}: {late_on_old} writes ran on the demoted master after +switch-master");
+    let late_on_old = log
+        .iter()
+        .filter(|w| w.done > switched && w.port == Some(old))
+        .count();
+    assert!(
+        late_on_old <= 1,
+        "{drill}: {late_on_old} writes ran on the demoted master after +switch-master"
+    );
     eprintln!(
         "{drill}: first successful write on the new master {:?} after +switch-master; \
          {} writes, {} acknowledged, {late_on_old} on the old master after the switch",
@@ -136,7 +162,9 @@ fn verify(drill: &str, group: &SentinelGroup, log: &[Write], old: u16, new: u16,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_the_new_master_when_the_old_one_is_killed() {
-    let mut group = tokio::task::spawn_blocking(SentinelGroup::start).await.unwrap();
+    let mut group = tokio::task::spawn_blocking(SentinelGroup::start)
+        .await
+        .unwrap();
     let old = group.nodes[0].port;
     let backend = RedisBackend::connect(config(&group)).await.unwrap();
     assert_eq!(backend.master().endpoint.port, old);
@@ -187,7 +215,15 @@ async fn follows_the_new_master_when_the_old_one_is_killed() {
     writes_after(&log, switched, new.endpoint.port, 50).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
-    verify("kill -9", &group, &log.lock().unwrap(), old, new.endpoint.port, switched, new.epoch);
+    verify(
+        "kill -9",
+        &group,
+        &log.lock().unwrap(),
+        old,
+        new.endpoint.port,
+        switched,
+        new.epoch,
+    );
 
     // The subscription was re-established on the new master.
     let mut conn = group.nodes[group.index_of(new.endpoint.port)].conn();
@@ -197,19 +233,32 @@ async fn follows_the_new_master_when_the_old_one_is_killed() {
             _ => {}
         }
     }
-    let _: i64 = redis::cmd("PUBLISH").arg("drill").arg("after").query(&mut conn).unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("drill")
+        .arg("after")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(
         sub.recv().await,
-        Some(SubscriptionEvent::Message { channel: "drill".into(), payload: b"after".to_vec() })
+        Some(SubscriptionEvent::Message {
+            channel: "drill".into(),
+            payload: b"after".to_vec()
+        })
     );
     // The blocking consumer reconnected to the new master and receives from it.
-    let _: i64 = redis::cmd("RPUSH").arg("drill:queue").arg("job").query(&mut conn).unwrap();
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("drill:queue")
+        .arg("job")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(consumer.await.unwrap(), "job");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_keeps_writing_to_a_demoted_master() {
-    let group = tokio::task::spawn_blocking(SentinelGroup::start).await.unwrap();
+    let group = tokio::task::spawn_blocking(SentinelGroup::start)
+        .await
+        .unwrap();
     let old = group.nodes[0].port;
     let backend = RedisBackend::connect(config(&group)).await.unwrap();
 
@@ -223,7 +272,11 @@ async fn never_keeps_writing_to_a_demoted_master() {
 
     let switch = watch_switch(group.sentinels[0].port).await;
     let mut s = group.sentinels[1].conn();
-    let _: () = redis::cmd("SENTINEL").arg("FAILOVER").arg("mymaster").query(&mut s).unwrap();
+    let _: () = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("mymaster")
+        .query(&mut s)
+        .unwrap();
     let switched = switch.await.unwrap();
     let new = wait_for_async("the backend to follow the promoted replica", || async {
         let m = backend.master();
@@ -237,5 +290,13 @@ async fn never_keeps_writing_to_a_demoted_master() {
     writes_after(&log, switched, new.endpoint.port, 50).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
-    verify("SENTINEL FAILOVER", &group, &log.lock().unwrap(), old, new.endpoint.port, switched, new.epoch);
+    verify(
+        "SENTINEL FAILOVER",
+        &group,
+        &log.lock().unwrap(),
+        old,
+        new.endpoint.port,
+        switched,
+        new.epoch,
+    );
 }

@@ -142,7 +142,7 @@ impl Config {
             .map_err(|e| {
                 let key = e.path.join(".");
                 let var = format!("{ENV_PREFIX}{}", e.path.join("__").to_ascii_uppercase());
-                ConfigError::Env(format!("{var} ({key}): {}", e.kind))
+                ConfigError::Env(format!("{var} ({key}): {}", without_value(&e.kind)))
             })
     }
 
@@ -329,6 +329,21 @@ pub(crate) fn locate_key(text: &str, dotted: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// figment's message without the variable's value, which may be a secret
+/// (`BLINKCHAMBER_REDIS__PASSWORD=…` instead of `…__PASSWORD__VALUE=…`).
+fn without_value(kind: &figment::error::Kind) -> String {
+    use figment::error::{Actual, Kind};
+    match kind {
+        Kind::InvalidType(Actual::Str(_), expected) => {
+            format!("invalid type: found a string, expected {expected}")
+        }
+        Kind::InvalidValue(Actual::Str(_), expected) => {
+            format!("invalid value: found a string, expected {expected}")
+        }
+        other => other.to_string(),
+    }
 }
 
 fn normalise(segment: &str) -> String {

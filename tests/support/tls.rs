@@ -26,7 +26,9 @@ impl Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "blinkchamber test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "blinkchamber test CA");
         let ca_key = KeyPair::generate().expect("key");
         let ca = ca_params.self_signed(&ca_key).expect("CA");
 
@@ -37,8 +39,7 @@ impl Pki {
             let cert = params.signed_by(&key, &ca, &ca_key).expect("signed");
             (cert.pem(), key.serialize_pem())
         };
-        let (server_cert, server_key) =
-            leaf(vec!["localhost".into(), "127.0.0.1".into()], "redis");
+        let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "redis");
         let (client_cert, client_key) = leaf(vec!["client".into()], "blinkchamber");
 
         let write = |name: &str, text: &str| {
