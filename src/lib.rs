@@ -7,6 +7,7 @@
 //! - [`backend`] — the memory backend and the Redis layer: pooled multiplexed
 //!   connections, our Sentinel supervisor, dedicated connections for blocking commands,
 //!   resilient pub/sub.
+//! - [`lock`] — distributed locks with fencing tokens and lease renewal.
 //! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
 //! - [`metrics`] — the Prometheus recorder behind `/metrics`.
 //! - [`bench`] — the benchmark harness (`blinkchamber bench`): capability rows side by
@@ -19,6 +20,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod lock;
 pub mod metrics;
 pub mod server;
 

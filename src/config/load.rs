@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Serialized};
 
-use super::{BackendKind, Config, RedisConfig, RedisMode};
+use std::time::Duration;
+
+use super::{Algorithm, BackendKind, Config, LocksConfig, RateLimitConfig, RedisConfig, RedisMode};
 
 /// Prefix of environment overrides: `BLINKCHAMBER_REDIS__POOL_SIZE=20` sets `redis.poolSize`.
 pub const ENV_PREFIX: &str = "BLINKCHAMBER_";
@@ -179,6 +181,8 @@ impl Config {
                 .read()
                 .map_err(|e| invalid("server.auth.tokens", e.to_string()))?;
         }
+        validate_rate_limits(&self.rate_limit)?;
+        validate_locks(&self.locks)?;
         if self.backend == BackendKind::Redis {
             for (key, redis) in self.redis_blocks() {
                 validate_redis(key, &redis)?;
@@ -191,6 +195,71 @@ impl Config {
     fn key_names(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
     }
+}
+
+fn validate_rate_limits(cfg: &RateLimitConfig) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, rule) in cfg.rules.iter().enumerate() {
+        let key = |k: &str| format!("rateLimit.rules[{i}].{k}");
+        if rule.name.is_empty() {
+            return Err(invalid(&key("name"), "must not be empty"));
+        }
+        if !seen.insert(rule.name.as_str()) {
+            return Err(invalid(
+                &key("name"),
+                format!(
+                    "`{}` is defined twice; rule names must be unique",
+                    rule.name
+                ),
+            ));
+        }
+        if rule.descriptor.is_empty() {
+            return Err(invalid(
+                &key("descriptor"),
+                "expected at least one of user, org, apiKey, ip, route",
+            ));
+        }
+        let distinct: std::collections::HashSet<_> = rule.descriptor.iter().collect();
+        if distinct.len() != rule.descriptor.len() {
+            return Err(invalid(&key("descriptor"), "lists a part twice"));
+        }
+        if rule.period < Duration::from_millis(1) {
+            return Err(invalid(&key("period"), "expected at least 1ms"));
+        }
+        if rule.burst.is_some() && rule.algorithm != Algorithm::Gcra {
+            return Err(invalid(
+                &key("burst"),
+                "only the gcra algorithm has a burst",
+            ));
+        }
+    }
+    for (k, name) in [("perToken", &cfg.api.per_token), ("perIp", &cfg.api.per_ip)] {
+        if let Some(name) = name
+            && !seen.contains(name.as_str())
+        {
+            return Err(invalid(
+                &format!("rateLimit.api.{k}"),
+                format!("no rule named `{name}` in rateLimit.rules"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_locks(cfg: &LocksConfig) -> Result<(), ConfigError> {
+    if cfg.default_ttl < Duration::from_millis(1) {
+        return Err(invalid("locks.defaultTtl", "expected at least 1ms"));
+    }
+    if cfg.default_ttl > cfg.max_ttl {
+        return Err(invalid(
+            "locks.defaultTtl",
+            format!(
+                "must not exceed locks.maxTtl ({})",
+                super::types::duration::format(&cfg.max_ttl)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_redis(prefix: &str, redis: &RedisConfig) -> Result<(), ConfigError> {

@@ -6,6 +6,7 @@
 //! top with figment; checks that span several keys run last ([`Config::validate`]).
 
 mod capabilities;
+mod limits;
 mod load;
 mod redis;
 pub mod secret;
@@ -17,6 +18,9 @@ use serde::{Deserialize, Serialize};
 pub use capabilities::{
     CacheConfig, CompressionConfig, EventsConfig, PerformanceConfig, PublishingConfig,
     QueuesConfig, TtlConfig,
+};
+pub use limits::{
+    Algorithm, ApiLimitConfig, Descriptor, FailureMode, LocksConfig, RateLimitConfig, RuleConfig,
 };
 pub(crate) use load::parse_host_port;
 pub use load::{ConfigError, ENV_PREFIX};
@@ -50,6 +54,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Event streaming.
     pub events: EventsConfig,
+    /// Rate-limit rules.
+    pub rate_limit: RateLimitConfig,
+    /// Distributed locks.
+    pub locks: LocksConfig,
 }
 
 impl Config {

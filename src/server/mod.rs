@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod health;
+pub mod locks;
 mod openapi;
 pub mod problem;
 
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub backend: Backend,
     /// `/v1` authentication.
     pub auth: Auth,
+    /// Distributed locks.
+    pub locks: crate::lock::Locks,
 }
 
 impl AppState {
@@ -50,10 +53,12 @@ impl AppState {
             (Some(source), true) => Auth::tokens(source.clone())?,
             _ => Auth::disabled(),
         };
+        let locks = crate::lock::Locks::from_config(&config.locks, &backend);
         Ok(Self {
             config: Arc::new(config),
             backend,
             auth,
+            locks,
         })
     }
 }
@@ -63,6 +68,12 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
     let v1 = Router::new()
         .route("/status", get(health::status))
+        .route(
+            "/locks/{name}",
+            post(locks::acquire)
+                .put(locks::extend)
+                .delete(locks::release),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.auth.clone(),
             auth::require_token,

@@ -3,14 +3,29 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, problem};
+use super::{health, locks, problem};
 
 /// Every route of the API.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "BlinkChamber", description = "Redis-backed platform runtime: HTTP API"),
-    paths(health::healthz, health::readyz, health::status),
-    components(schemas(problem::Problem, health::Health, health::Status)),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::status,
+        locks::acquire,
+        locks::extend,
+        locks::release,
+    ),
+    components(schemas(
+        problem::Problem,
+        health::Health,
+        health::Status,
+        locks::AcquireRequest,
+        locks::ExtendRequest,
+        locks::ReleaseRequest,
+        locks::LeaseBody,
+    )),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

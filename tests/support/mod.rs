@@ -333,3 +333,39 @@ impl SentinelGroup {
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_blinkchamber"))
 }
+
+/// Which store a conformance test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded memory backend.
+    Memory,
+    /// A real `redis-server` started for the test.
+    Redis,
+}
+
+/// Runs the same async tests on both stores: `conformance!(fixture_fn; test_a, test_b)`
+/// generates `memory::test_a`, `redis::test_a`, … where each calls
+/// `test_a(&fixture_fn(Store::…).await)`. The fixture keeps any Redis process alive.
+#[macro_export]
+macro_rules! conformance {
+    ($fixture:ident; $($test:ident),+ $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let fixture = super::$fixture($crate::support::Store::Memory).await;
+                    super::$test(&fixture).await;
+                }
+            )+
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let fixture = super::$fixture($crate::support::Store::Redis).await;
+                    super::$test(&fixture).await;
+                }
+            )+
+        }
+    };
+}

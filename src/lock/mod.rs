@@ -1,0 +1,375 @@
+//! Distributed locks: leases with an owner token and a fencing token.
+//!
+//! A lease names its owner by a random token; only that token can extend or release it.
+//! Every successful acquisition of a name gets a fencing token one higher than the last
+//! one handed out for that name, so a storage system that remembers the highest token it
+//! has seen can refuse a write from a holder whose lease expired while it was paused.
+//!
+//! With Redis the lease lives on the master only. Replication is asynchronous: if the
+//! master fails after granting a lease and before a replica has it, the promoted replica
+//! does not know the lease and a second holder can acquire the name. The fencing counter
+//! can then also repeat a number. The lock is therefore an efficiency lock (it keeps
+//! duplicate work rare); correctness must come from fencing tokens checked by the store
+//! being protected. See README "Locks" for the full statement.
+//!
+//! Waiting acquirers are woken by a release message (Redis pub/sub, or an in-process
+//! channel for the memory backend) and otherwise retry when the current lease would
+//! expire, so a crashed holder delays them by at most its TTL.
+
+mod memory;
+mod redis;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::backend::{Backend, BackendError, RedisBackend};
+use crate::config::LocksConfig;
+
+/// Longest lock name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// A held lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The lock name.
+    pub name: String,
+    /// Proof of ownership for [`Locks::extend`] and [`Locks::release`]; keep it secret.
+    pub token: String,
+    /// Strictly increasing per name across holders; pass it to the protected store.
+    pub fencing_token: u64,
+    /// When the lease runs out unless extended (wall clock of this instance).
+    pub expires_at: SystemTime,
+}
+
+/// Why a lock operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another owner still held the lock when the wait ran out.
+    #[error("lock `{name}` is held by another owner")]
+    Busy {
+        /// The lock name.
+        name: String,
+    },
+    /// The token does not own the lock: the lease expired, was released, or was never
+    /// this token's.
+    #[error("lock `{name}` is not held by this token (expired, released or never acquired)")]
+    NotHeld {
+        /// The lock name.
+        name: String,
+    },
+    /// [`Locks::with_lock`]: the lease was lost while the closure ran (a renewal found it
+    /// expired or taken); the closure's result is withheld because another holder may have
+    /// run concurrently.
+    #[error("lock `{name}` was lost while held; another holder may have run concurrently")]
+    Lost {
+        /// The lock name.
+        name: String,
+    },
+    /// The name is empty, too long or has control characters.
+    #[error("invalid lock name: {0}")]
+    InvalidName(String),
+    /// A zero TTL.
+    #[error("invalid ttl: expected at least 1ms")]
+    InvalidTtl,
+    /// Redis failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// The answer of one acquisition attempt.
+pub(crate) enum Attempt {
+    /// Acquired with this fencing token.
+    Acquired(u64),
+    /// Held by someone else for about this long.
+    Held(Duration),
+}
+
+enum Store {
+    Memory(memory::MemoryLocks),
+    Redis(redis::RedisLocks),
+}
+
+/// Distributed locks on the memory or Redis backend. Cheap to clone.
+#[derive(Clone)]
+pub struct Locks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    released: broadcast::Sender<String>,
+    config: LocksConfig,
+}
+
+/// A wake-up for every waiter, sent when releases may have been missed.
+pub(crate) const WAKE_ALL: &str = "";
+
+impl Locks {
+    /// Locks on the backend the config names.
+    pub fn from_config(cfg: &LocksConfig, backend: &Backend) -> Self {
+        match backend {
+            Backend::Memory => Self::memory(cfg),
+            Backend::Redis(r) => Self::redis(cfg, r.default.clone()),
+        }
+    }
+
+    /// In-process locks (single instance).
+    pub fn memory(cfg: &LocksConfig) -> Self {
+        let (released, _) = broadcast::channel(1024);
+        let store = Store::Memory(memory::MemoryLocks::new(released.clone()));
+        Self::with_store(cfg, store, released)
+    }
+
+    /// Locks in Redis. Must be called inside a Tokio runtime (it subscribes to release
+    /// messages).
+    pub fn redis(cfg: &LocksConfig, backend: RedisBackend) -> Self {
+        let (released, _) = broadcast::channel(1024);
+        let store = Store::Redis(redis::RedisLocks::new(
+            backend,
+            &cfg.key_prefix,
+            released.clone(),
+        ));
+        Self::with_store(cfg, store, released)
+    }
+
+    fn with_store(cfg: &LocksConfig, store: Store, released: broadcast::Sender<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                released,
+                config: cfg.clone(),
+            }),
+        }
+    }
+
+    /// Resolves once waiting acquirers will be woken by releases on other instances (the
+    /// Redis release channel is subscribed). Acquiring works before that; waiters then
+    /// only notice a release when the holder's lease would have expired.
+    pub async fn ready(&self) {
+        if let Store::Redis(r) = &self.inner.store {
+            r.subscribed().await;
+        }
+    }
+
+    /// The settings these locks were built with.
+    pub fn config(&self) -> &LocksConfig {
+        &self.inner.config
+    }
+
+    /// Acquires `name` for `ttl`, waiting up to `wait` while another owner holds it.
+    ///
+    /// # Errors
+    /// [`LockError::Busy`] when still held after `wait`; invalid name or TTL; Redis errors.
+    pub async fn acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        check_name(name)?;
+        let ttl = check_ttl(ttl)?;
+        let token = new_token();
+        let started = Instant::now();
+        let deadline = started + wait;
+        // Subscribe before the first attempt so a release in between is not missed.
+        let mut released = self.inner.released.subscribe();
+        loop {
+            match self.attempt(name, &token, ttl).await? {
+                Attempt::Acquired(fencing_token) => {
+                    metrics::counter!("blinkchamber_lock_acquisitions_total", "result" => "acquired")
+                        .increment(1);
+                    metrics::histogram!("blinkchamber_lock_wait_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    return Ok(Lease {
+                        name: name.to_owned(),
+                        token,
+                        fencing_token,
+                        expires_at: SystemTime::now() + ttl,
+                    });
+                }
+                Attempt::Held(remaining) => {
+                    metrics::counter!("blinkchamber_lock_contention_total").increment(1);
+                    let now = Instant::now();
+                    if now >= deadline {
+                        metrics::counter!("blinkchamber_lock_acquisitions_total", "result" => "busy")
+                            .increment(1);
+                        return Err(LockError::Busy {
+                            name: name.to_owned(),
+                        });
+                    }
+                    let nap = remaining.max(Duration::from_millis(1)).min(deadline - now);
+                    tokio::select! {
+                        () = released_name(&mut released, name) => {}
+                        () = tokio::time::sleep(nap) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Extends the lease of `token` on `name` to `ttl` from now.
+    ///
+    /// # Errors
+    /// [`LockError::NotHeld`] when `token` does not own `name`; Redis errors.
+    pub async fn extend(&self, name: &str, token: &str, ttl: Duration) -> Result<Lease, LockError> {
+        check_name(name)?;
+        let ttl = check_ttl(ttl)?;
+        let fence = match &self.inner.store {
+            Store::Memory(m) => m.extend(name, token, ttl),
+            Store::Redis(r) => r.extend(name, token, ttl).await?,
+        };
+        match fence {
+            Some(fencing_token) => Ok(Lease {
+                name: name.to_owned(),
+                token: token.to_owned(),
+                fencing_token,
+                expires_at: SystemTime::now() + ttl,
+            }),
+            None => Err(LockError::NotHeld {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Releases `name` if `token` owns it, waking waiting acquirers.
+    ///
+    /// # Errors
+    /// [`LockError::NotHeld`] when `token` does not own `name`; Redis errors.
+    pub async fn release(&self, name: &str, token: &str) -> Result<(), LockError> {
+        check_name(name)?;
+        let released = match &self.inner.store {
+            Store::Memory(m) => m.release(name, token),
+            Store::Redis(r) => r.release(name, token).await?,
+        };
+        let result = if released { "released" } else { "not_held" };
+        metrics::counter!("blinkchamber_lock_releases_total", "result" => result).increment(1);
+        if released {
+            Ok(())
+        } else {
+            Err(LockError::NotHeld {
+                name: name.to_owned(),
+            })
+        }
+    }
+
+    /// Runs `work` while holding `name`: acquires (waiting up to `wait`), renews the lease
+    /// every `ttl / 3` while `work` runs, and releases it afterwards, also when `work`
+    /// panics (the panic then continues).
+    ///
+    /// # Errors
+    /// Those of [`Locks::acquire`], and [`LockError::Lost`] when a renewal found the lease
+    /// gone (the result of `work` is then withheld).
+    pub async fn with_lock<T, F, Fut>(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+        work: F,
+    ) -> Result<T, LockError>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let lease = self.acquire(name, ttl, wait).await?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn(renew(self.clone(), lease.clone(), ttl, lost.clone()));
+        let outcome = AssertUnwindSafe(work(lease.clone())).catch_unwind().await;
+        renewer.abort();
+        let released = self.release(&lease.name, &lease.token).await;
+        match outcome {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(_)
+                if lost.load(Ordering::Relaxed)
+                    || matches!(released, Err(LockError::NotHeld { .. })) =>
+            {
+                Err(LockError::Lost { name: lease.name })
+            }
+            Ok(value) => {
+                if let Err(e) = released {
+                    tracing::warn!(lock = %lease.name, error = %e, "release after with_lock failed; the lease will expire");
+                }
+                Ok(value)
+            }
+        }
+    }
+
+    async fn attempt(&self, name: &str, token: &str, ttl: Duration) -> Result<Attempt, LockError> {
+        Ok(match &self.inner.store {
+            Store::Memory(m) => m.try_acquire(name, token, ttl),
+            Store::Redis(r) => r.try_acquire(name, token, ttl).await?,
+        })
+    }
+}
+
+/// Keeps `lease` alive until aborted or until it is found lost.
+async fn renew(locks: Locks, lease: Lease, ttl: Duration, lost: Arc<AtomicBool>) {
+    let every = (ttl / 3).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match locks.extend(&lease.name, &lease.token, ttl).await {
+            Ok(_) => metrics::counter!("blinkchamber_lock_renewals_total").increment(1),
+            Err(LockError::NotHeld { .. }) => {
+                metrics::counter!("blinkchamber_lock_expired_while_held_total").increment(1);
+                tracing::warn!(lock = %lease.name, "lease lost while held");
+                lost.store(true, Ordering::Relaxed);
+                return;
+            }
+            // Redis unreachable: keep trying; the lease may still be valid.
+            Err(e) => tracing::warn!(lock = %lease.name, error = %e, "lease renewal failed"),
+        }
+    }
+}
+
+/// Resolves when a release of `name` (or a wake-all) is announced.
+async fn released_name(rx: &mut broadcast::Receiver<String>, name: &str) {
+    loop {
+        match rx.recv().await {
+            Ok(n) if n == name || n == WAKE_ALL => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), LockError> {
+    if name.is_empty() {
+        return Err(LockError::InvalidName("must not be empty".into()));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(LockError::InvalidName(format!(
+            "{} bytes, expected at most {MAX_NAME_LEN}",
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(LockError::InvalidName(
+            "control characters are not allowed".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_ttl(ttl: Duration) -> Result<Duration, LockError> {
+    if ttl < Duration::from_millis(1) {
+        return Err(LockError::InvalidTtl);
+    }
+    Ok(ttl)
+}
+
+/// 128 random bits, hex.
+fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Milliseconds for Redis, at least 1.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}

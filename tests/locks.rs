@@ -1,0 +1,321 @@
+//! Distributed locks: the same behaviour on the memory backend and on real Redis, then the
+//! HTTP contract through the `blinkchamber` binary.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use blinkchamber::config::{LocksConfig, RedisConfig};
+use blinkchamber::lock::{LockError, Locks};
+use blinkchamber::{Backend, RedisBackend};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::serve::Served;
+use support::{RedisProc, Store, wait_for_async};
+
+/// Locks on one store, and the Redis process behind them (if any).
+struct Fixture {
+    locks: Locks,
+    _redis: Option<RedisProc>,
+}
+
+async fn fixture(store: Store) -> Fixture {
+    let cfg = LocksConfig::default();
+    match store {
+        Store::Memory => Fixture {
+            locks: Locks::from_config(&cfg, &Backend::Memory),
+            _redis: None,
+        },
+        Store::Redis => {
+            let redis = RedisProc::start();
+            let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+                .await
+                .unwrap();
+            let locks = Locks::redis(&cfg, backend);
+            locks.ready().await;
+            Fixture {
+                locks,
+                _redis: Some(redis),
+            }
+        }
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+conformance!(fixture;
+    one_holder_at_a_time_with_increasing_fencing_tokens,
+    only_the_owner_extends_and_releases,
+    an_expired_holder_cannot_release_or_extend,
+    a_renewing_holder_keeps_the_lock_across_several_ttls,
+    a_panic_inside_with_lock_releases_the_lock,
+    a_release_wakes_a_waiting_acquirer,
+    bad_names_and_ttls_are_refused,
+);
+
+async fn one_holder_at_a_time_with_increasing_fencing_tokens(f: &Fixture) {
+    let inside = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (locks, inside, entered) = (f.locks.clone(), inside.clone(), entered.clone());
+            tokio::spawn(async move {
+                locks
+                    .with_lock(
+                        "contended",
+                        Duration::from_secs(30),
+                        LONG,
+                        |lease| async move {
+                            assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                            entered.lock().unwrap().push(lease.fencing_token);
+                            for _ in 0..3 {
+                                tokio::task::yield_now().await;
+                            }
+                            inside.store(false, Ordering::SeqCst);
+                        },
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let fences = entered.lock().unwrap().clone();
+    assert_eq!(fences.len(), 200);
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "fencing tokens must strictly increase in order of holding: {fences:?}"
+    );
+}
+
+async fn only_the_owner_extends_and_releases(f: &Fixture) {
+    let lease = f
+        .locks
+        .acquire("owned", LONG, Duration::ZERO)
+        .await
+        .unwrap();
+    let other = "0".repeat(32);
+    assert!(matches!(
+        f.locks.release("owned", &other).await,
+        Err(LockError::NotHeld { .. })
+    ));
+    assert!(matches!(
+        f.locks.extend("owned", &other, LONG).await,
+        Err(LockError::NotHeld { .. })
+    ));
+    assert!(matches!(
+        f.locks.acquire("owned", LONG, Duration::ZERO).await,
+        Err(LockError::Busy { .. })
+    ));
+    let extended = f.locks.extend("owned", &lease.token, LONG).await.unwrap();
+    assert_eq!(extended.fencing_token, lease.fencing_token);
+    f.locks.release("owned", &lease.token).await.unwrap();
+    assert!(matches!(
+        f.locks.release("owned", &lease.token).await,
+        Err(LockError::NotHeld { .. })
+    ));
+    let next = f
+        .locks
+        .acquire("owned", LONG, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(next.fencing_token > lease.fencing_token);
+}
+
+async fn an_expired_holder_cannot_release_or_extend(f: &Fixture) {
+    let first = f
+        .locks
+        .acquire("expiring", Duration::from_millis(50), Duration::ZERO)
+        .await
+        .unwrap();
+    let second = wait_for_async("the short lease to expire", || async {
+        f.locks.acquire("expiring", LONG, Duration::ZERO).await.ok()
+    })
+    .await;
+    assert!(second.fencing_token > first.fencing_token);
+    assert!(matches!(
+        f.locks.release("expiring", &first.token).await,
+        Err(LockError::NotHeld { .. })
+    ));
+    assert!(matches!(
+        f.locks.extend("expiring", &first.token, LONG).await,
+        Err(LockError::NotHeld { .. })
+    ));
+    f.locks.release("expiring", &second.token).await.unwrap();
+}
+
+async fn a_renewing_holder_keeps_the_lock_across_several_ttls(f: &Fixture) {
+    let ttl = Duration::from_millis(1500);
+    let busy_answers = Arc::new(AtomicUsize::new(0));
+    let counted = busy_answers.clone();
+    let locks = f.locks.clone();
+    f.locks
+        .with_lock("renewed", ttl, Duration::ZERO, |_| async move {
+            // Four TTLs pass while the holder works; nobody else gets the lock meanwhile.
+            let until = tokio::time::Instant::now() + ttl * 4;
+            while tokio::time::Instant::now() < until {
+                match locks.acquire("renewed", ttl, Duration::ZERO).await {
+                    Err(LockError::Busy { .. }) => counted.fetch_add(1, Ordering::Relaxed),
+                    other => panic!("the renewed lock was taken: {other:?}"),
+                };
+                tokio::time::sleep(ttl / 4).await;
+            }
+        })
+        .await
+        .unwrap();
+    assert!(busy_answers.load(Ordering::Relaxed) >= 8);
+    let after = f.locks.acquire("renewed", ttl, Duration::ZERO).await;
+    assert!(after.is_ok(), "released after the work: {after:?}");
+}
+
+async fn a_panic_inside_with_lock_releases_the_lock(f: &Fixture) {
+    let locks = f.locks.clone();
+    let joined = tokio::spawn(async move {
+        locks
+            .with_lock("panicky", LONG, Duration::ZERO, |_| async {
+                panic!("work failed");
+            })
+            .await
+    })
+    .await;
+    assert!(joined.unwrap_err().is_panic());
+    let lease = f.locks.acquire("panicky", LONG, Duration::ZERO).await;
+    assert!(lease.is_ok(), "the panic released the lock: {lease:?}");
+}
+
+async fn a_release_wakes_a_waiting_acquirer(f: &Fixture) {
+    // The holder's lease outlives the waiter's patience, so only a wake-up on release
+    // lets the waiter in.
+    let held = f
+        .locks
+        .acquire("wakeup", LONG, Duration::ZERO)
+        .await
+        .unwrap();
+    let locks = f.locks.clone();
+    let waiter =
+        tokio::spawn(async move { locks.acquire("wakeup", LONG, Duration::from_secs(30)).await });
+    tokio::task::yield_now().await;
+    f.locks.release("wakeup", &held.token).await.unwrap();
+    let lease = waiter
+        .await
+        .unwrap()
+        .expect("the waiter acquires after the release");
+    assert!(lease.fencing_token > held.fencing_token);
+}
+
+async fn bad_names_and_ttls_are_refused(f: &Fixture) {
+    for name in ["", "a\nb", &"x".repeat(300)] {
+        assert!(matches!(
+            f.locks.acquire(name, LONG, Duration::ZERO).await,
+            Err(LockError::InvalidName(_))
+        ));
+    }
+    assert!(matches!(
+        f.locks.acquire("ok", Duration::ZERO, Duration::ZERO).await,
+        Err(LockError::InvalidTtl)
+    ));
+}
+
+async fn post(c: &reqwest::Client, url: &str, body: Value) -> (StatusCode, Value) {
+    send(c.post(url).json(&body)).await
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn http_acquire_extend_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
+    let c = reqwest::Client::new();
+    let url = format!("{}/v1/locks/report-job", served.api);
+
+    let (status, lease) = post(&c, &url, json!({"ttl": "10s"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{lease}");
+    let token = lease["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 32);
+    assert_eq!(lease["fencingToken"], 1);
+    assert!(
+        lease["expiresAt"].as_str().unwrap().ends_with('Z'),
+        "{lease}"
+    );
+
+    let (status, problem) = post(&c, &url, json!({"wait": "0s"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(problem["type"], "lock-busy");
+
+    let (status, problem) = send(c.put(&url).json(&json!({"token": "nope"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(problem["type"], "lock-not-held");
+
+    let (status, extended) = send(c.put(&url).json(&json!({"token": token, "ttl": "20s"}))).await;
+    assert_eq!(status, StatusCode::OK, "{extended}");
+    assert_eq!(extended["fencingToken"], 1);
+
+    let (status, _) = send(c.delete(&url).json(&json!({"token": token}))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, problem) = send(c.delete(&url).json(&json!({"token": token}))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(problem["type"], "lock-not-held");
+
+    let (status, lease) = post(&c, &url, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(lease["fencingToken"], 2);
+
+    let (status, problem) = post(&c, &url, json!({"ttl": "11m"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("locks.maxTtl"),
+        "{problem}"
+    );
+
+    let (status, problem) = post(&c, &url, json!({"ttl": "5 seconds"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("ttl"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_waiting_request_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
+    let c = reqwest::Client::new();
+    let url = format!("{}/v1/locks/drain", served.api);
+    let (status, _) = post(&c, &url, json!({"ttl": "1m"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // A second acquirer waits for the lock: a request in flight.
+    let waiting = tokio::spawn({
+        let (c, url) = (c.clone(), url.clone());
+        async move { post(&c, &url, json!({"wait": "2s"})).await }
+    });
+    let metrics = format!("{}/metrics", served.metrics);
+    wait_for_async("the waiting request to reach the server", || {
+        let request = c.get(&metrics).send();
+        async {
+            let text = request.await.ok()?.text().await.ok()?;
+            text.contains("blinkchamber_lock_contention_total")
+                .then_some(())
+        }
+    })
+    .await;
+    let status = tokio::task::spawn_blocking(move || served.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    let (code, problem) = waiting.await.unwrap();
+    assert_eq!(
+        code,
+        StatusCode::CONFLICT,
+        "the in-flight request was answered: {problem}"
+    );
+}
