@@ -64,16 +64,19 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let mut rounds = Vec::new();
     for _ in 0..args.rounds.max(1) {
-        rounds.push(
-            bench::raw_rows(
-                raw.clone(),
-                backend.clone(),
-                args.concurrency,
-                args.duration,
-                &prefix,
-            )
-            .await,
+        let mut rows = bench::raw_rows(
+            raw.clone(),
+            backend.clone(),
+            args.concurrency,
+            args.duration,
+            &prefix,
+        )
+        .await;
+        rows.extend(
+            bench::locks::lock_rows(backend.clone(), args.concurrency, args.duration, &prefix)
+                .await,
         );
+        rounds.push(rows);
     }
     print!("{}", bench::table(&bench::median_rounds(&rounds)));
     Ok(())

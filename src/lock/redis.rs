@@ -3,6 +3,8 @@
 //!
 //! Keys: `{prefix}{name}` (the lease), `{prefix}fence:{name}` (the counter, kept without
 //! expiry so fencing tokens never go back), channel `{prefix}released` (payload: the name).
+//! An attempt that finds the lease held marks it (`waiters` field) in the same script, and
+//! only a release of a marked lease publishes, so uncontended cycles cost two scripts.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use crate::backend::{BackendError, RedisBackend, Retry};
 
 const ACQUIRE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'waiters', 1)
   return {0, redis.call('PTTL', KEYS[1])}
 end
 local fence = redis.call('INCR', KEYS[2])
@@ -33,8 +36,11 @@ return 0
 
 const RELEASE: &str = r"
 if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  local waiters = redis.call('HGET', KEYS[1], 'waiters')
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', KEYS[2], ARGV[2])
+  if waiters then
+    redis.call('PUBLISH', KEYS[2], ARGV[2])
+  end
   return 1
 end
 return 0
