@@ -7,6 +7,7 @@
 //! - [`backend`] — the memory backend and the Redis layer: pooled multiplexed
 //!   connections, our Sentinel supervisor, dedicated connections for blocking commands,
 //!   resilient pub/sub.
+//! - [`ratelimit`] — rate limits (GCRA, fixed and sliding windows) on memory or Redis.
 //! - [`lock`] — distributed locks with fencing tokens and lease renewal.
 //! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
 //! - [`metrics`] — the Prometheus recorder behind `/metrics`.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod lock;
 pub mod metrics;
+pub mod ratelimit;
 pub mod server;
 
 pub use backend::{Backend, BackendError, RedisBackend, Retry};

@@ -9,6 +9,7 @@ mod health;
 pub mod locks;
 mod openapi;
 pub mod problem;
+pub mod ratelimit;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Distributed locks.
     pub locks: crate::lock::Locks,
+    /// Rate limits.
+    pub rate_limiter: crate::ratelimit::RateLimiter,
 }
 
 impl AppState {
@@ -54,11 +57,14 @@ impl AppState {
             _ => Auth::disabled(),
         };
         let locks = crate::lock::Locks::from_config(&config.locks, &backend);
+        let rate_limiter =
+            crate::ratelimit::RateLimiter::from_config(&config.rate_limit, &backend)?;
         Ok(Self {
             config: Arc::new(config),
             backend,
             auth,
             locks,
+            rate_limiter,
         })
     }
 }
@@ -68,6 +74,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
     let v1 = Router::new()
         .route("/status", get(health::status))
+        .route("/ratelimit/check", post(ratelimit::check))
         .route(
             "/locks/{name}",
             post(locks::acquire)
@@ -77,6 +84,11 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.auth.clone(),
             auth::require_token,
+        ))
+        // Outside the token check, so the per-IP limit also slows down token guessing.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::protect_api,
         ));
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -100,7 +112,8 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

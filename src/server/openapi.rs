@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, locks, problem};
+use super::{health, locks, problem, ratelimit};
 
 /// Every route of the API.
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use super::{health, locks, problem};
         locks::acquire,
         locks::extend,
         locks::release,
+        ratelimit::check,
     ),
     components(schemas(
         problem::Problem,
@@ -25,6 +26,11 @@ use super::{health, locks, problem};
         locks::ExtendRequest,
         locks::ReleaseRequest,
         locks::LeaseBody,
+        ratelimit::CheckRequest,
+        ratelimit::DescriptorCheck,
+        ratelimit::KeyForm,
+        ratelimit::CheckResponse,
+        ratelimit::DescriptorResult,
     )),
     modifiers(&BearerAuth),
 )]

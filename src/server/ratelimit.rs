@@ -1,0 +1,476 @@
+//! `POST /v1/ratelimit/check`, and the middleware that applies `rateLimit.api` to `/v1`.
+//!
+//! Answers carry the IETF `RateLimit-Policy` and `RateLimit` fields
+//! (draft-ietf-httpapi-ratelimit-headers, structured-field lists with one item per rule):
+//! `RateLimit-Policy: "<rule>";q=<limit>;w=<period in s>` and
+//! `RateLimit: "<rule>";r=<remaining>;t=<s until reset, rounded up>`, plus
+//! `Retry-After: <s, rounded up>` on `429`. The most restrictive descriptor comes first.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::problem::{ApiError, ApiJson};
+use crate::config::types::duration;
+use crate::ratelimit::{self, Decision, RateLimitError, RateLimiter};
+
+/// Most descriptors one check may carry.
+pub const MAX_DESCRIPTORS: usize = 32;
+
+/// `RateLimit-Policy` header name.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` header name.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// `POST /v1/ratelimit/check` body: either `rule` + `key` (+ `cost`), or `descriptors`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckRequest {
+    /// Rule name (single form).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Key (single form): a string, or an object with exactly the rule's descriptors.
+    #[serde(default)]
+    #[schema(value_type = Option<KeyForm>)]
+    pub key: Option<Value>,
+    /// Cost units (single form); default 1.
+    #[serde(default)]
+    pub cost: Option<u64>,
+    /// Several checks at once; limited if any of them is.
+    #[serde(default)]
+    pub descriptors: Option<Vec<DescriptorCheck>>,
+}
+
+/// One check of a multi-descriptor request.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DescriptorCheck {
+    /// Rule name.
+    pub rule: String,
+    /// A string, or an object with exactly the rule's descriptors.
+    #[schema(value_type = KeyForm)]
+    pub key: Value,
+    /// Cost units; default 1.
+    #[serde(default)]
+    pub cost: Option<u64>,
+}
+
+/// A key: used as given when a string; when an object, its fields must be exactly the
+/// rule's descriptors (`user`, `org`, `apiKey`, `ip`, `route`) with string values, and
+/// the key is `user=u1|route=/x` in the rule's descriptor order (`%`, `|`, `=` in values
+/// percent-encoded).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum KeyForm {
+    /// The key itself.
+    Text(String),
+    /// Descriptor values by name.
+    Parts(BTreeMap<String, String>),
+}
+
+/// The answer of one descriptor.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DescriptorResult {
+    /// Rule name.
+    pub rule: String,
+    /// Whether this descriptor admitted the cost.
+    pub allowed: bool,
+    /// The rule's limit per period.
+    pub limit: u64,
+    /// Units still admissible now.
+    pub remaining: u64,
+    /// How long until the same cost can pass (`"0s"` when allowed).
+    #[schema(example = "1s500ms")]
+    pub retry_after: String,
+    /// How long until the key is idle again.
+    #[schema(example = "1m")]
+    pub reset_after: String,
+}
+
+/// `POST /v1/ratelimit/check` answer; the top-level fields are those of the most
+/// restrictive descriptor.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResponse {
+    /// `false` if any descriptor is limited.
+    pub allowed: bool,
+    /// Limit of the most restrictive descriptor.
+    pub limit: u64,
+    /// Remaining of the most restrictive descriptor.
+    pub remaining: u64,
+    /// Retry-after of the most restrictive descriptor.
+    #[schema(example = "1s500ms")]
+    pub retry_after: String,
+    /// Reset-after of the most restrictive descriptor.
+    #[schema(example = "1m")]
+    pub reset_after: String,
+    /// Every descriptor, in request order.
+    pub descriptors: Vec<DescriptorResult>,
+}
+
+/// Check (and consume) rate limits: `200` when allowed, `429` when limited.
+#[utoipa::path(post, path = "/v1/ratelimit/check", tag = "rate limits",
+    operation_id = "ratelimitCheck",
+    security(("bearer" = [])),
+    request_body = CheckRequest,
+    responses(
+        (status = 200, description = "allowed", body = CheckResponse, headers(
+            ("RateLimit-Policy" = String, description = "`\"<rule>\";q=<limit>;w=<period s>` per descriptor"),
+            ("RateLimit" = String, description = "`\"<rule>\";r=<remaining>;t=<reset s>` per descriptor"))),
+        (status = 429, description = "limited", body = CheckResponse, headers(
+            ("RateLimit-Policy" = String, description = "as for 200"),
+            ("RateLimit" = String, description = "as for 200"),
+            ("Retry-After" = String, description = "seconds, rounded up"))),
+        (status = 400, description = "unknown rule (`unknown-rule`), bad key or cost", body = super::problem::Problem),
+        (status = 401, description = "missing or bad token", body = super::problem::Problem)))]
+pub async fn check(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CheckRequest>,
+) -> Result<Response, ApiError> {
+    check_with(&state.rate_limiter, body).await
+}
+
+/// The handler's work, on any limiter.
+async fn check_with(limiter: &RateLimiter, body: CheckRequest) -> Result<Response, ApiError> {
+    let requested = parse_request(limiter, body)?;
+    let checks: Vec<(&str, &str, u64)> = requested
+        .iter()
+        .map(|(rule, key, cost)| (rule.as_str(), key.as_str(), *cost))
+        .collect();
+    let decisions = limiter.check_many(&checks).await.map_err(problem)?;
+    let rules: Vec<&str> = checks.iter().map(|c| c.0).collect();
+    let top = ratelimit::most_restrictive(&decisions).unwrap_or(0);
+    let results: Vec<DescriptorResult> = rules
+        .iter()
+        .zip(&decisions)
+        .map(|(rule, d)| DescriptorResult {
+            rule: (*rule).to_owned(),
+            allowed: d.allowed,
+            limit: d.limit,
+            remaining: d.remaining,
+            retry_after: duration::format(&d.retry_after),
+            reset_after: duration::format(&d.reset_after),
+        })
+        .collect();
+    let allowed = decisions.iter().all(|d| d.allowed);
+    let main = &decisions[top];
+    let body = CheckResponse {
+        allowed,
+        limit: main.limit,
+        remaining: main.remaining,
+        retry_after: duration::format(&main.retry_after),
+        reset_after: duration::format(&main.reset_after),
+        descriptors: results,
+    };
+    let status = if allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    let mut response = (status, Json(body)).into_response();
+    add_headers(response.headers_mut(), limiter, &rules, &decisions, top);
+    Ok(response)
+}
+
+/// `(rule, key, cost)` of every check in the body.
+fn parse_request(
+    limiter: &RateLimiter,
+    body: CheckRequest,
+) -> Result<Vec<(String, String, u64)>, ApiError> {
+    let single = body.rule.is_some() || body.key.is_some() || body.cost.is_some();
+    match (single, body.descriptors) {
+        (true, Some(_)) => Err(ApiError::bad_request(
+            "give either `rule` and `key` (and `cost`) or `descriptors`, not both",
+        )),
+        (false, None) => Err(ApiError::bad_request(
+            "give `rule` and `key` (and optionally `cost`), or `descriptors`",
+        )),
+        (false, Some(descriptors)) => {
+            if descriptors.is_empty() {
+                return Err(ApiError::bad_request(
+                    "`descriptors` must hold at least one check",
+                ));
+            }
+            if descriptors.len() > MAX_DESCRIPTORS {
+                return Err(ApiError::bad_request(format!(
+                    "`descriptors` holds {} checks; at most {MAX_DESCRIPTORS} are accepted",
+                    descriptors.len()
+                )));
+            }
+            descriptors
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    parse_one(
+                        limiter,
+                        &format!("descriptors[{i}]."),
+                        d.rule,
+                        d.key,
+                        d.cost,
+                    )
+                })
+                .collect()
+        }
+        (true, None) => {
+            let rule = body
+                .rule
+                .ok_or_else(|| ApiError::bad_request("`rule` is required"))?;
+            let key = body
+                .key
+                .ok_or_else(|| ApiError::bad_request("`key` is required"))?;
+            Ok(vec![parse_one(limiter, "", rule, key, body.cost)?])
+        }
+    }
+}
+
+fn parse_one(
+    limiter: &RateLimiter,
+    at: &str,
+    rule: String,
+    key: Value,
+    cost: Option<u64>,
+) -> Result<(String, String, u64), ApiError> {
+    let Some(cfg) = limiter.rule(&rule) else {
+        return Err(problem(RateLimitError::UnknownRule(rule)));
+    };
+    let key = match key {
+        Value::String(s) if s.is_empty() => {
+            return Err(ApiError::bad_request(format!(
+                "`{at}key` must not be empty"
+            )));
+        }
+        Value::String(s) => s,
+        Value::Object(fields) => {
+            let expected = || {
+                cfg.descriptor
+                    .iter()
+                    .map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            for (name, value) in &fields {
+                if !cfg.descriptor.iter().any(|d| d.as_str() == name) {
+                    return Err(ApiError::bad_request(format!(
+                        "`{at}key.{name}` is not a descriptor of rule `{rule}` (expected {})",
+                        expected()
+                    )));
+                }
+                if !value.is_string() {
+                    return Err(ApiError::bad_request(format!(
+                        "`{at}key.{name}` must be a string"
+                    )));
+                }
+            }
+            ratelimit::compose_key(cfg, |d| fields.get(d.as_str()).and_then(Value::as_str))
+                .map_err(|missing| {
+                    ApiError::bad_request(format!(
+                        "`{at}key.{}` is missing: rule `{rule}` is keyed by {}",
+                        missing.as_str(),
+                        expected()
+                    ))
+                })?
+        }
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "`{at}key` must be a string or an object of descriptor values"
+            )));
+        }
+    };
+    Ok((rule, key, cost.unwrap_or(1)))
+}
+
+/// The problem answered for a check that cannot be made.
+fn problem(e: RateLimitError) -> ApiError {
+    match e {
+        RateLimitError::UnknownRule(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown-rule",
+            "Unknown rate-limit rule",
+            e.to_string(),
+        ),
+        e => ApiError::bad_request(e.to_string()),
+    }
+}
+
+/// Seconds, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `rule` as a structured-field string (printable ASCII, `"` and `\` escaped).
+fn sf_string(rule: &str) -> String {
+    let mut out = String::with_capacity(rule.len() + 2);
+    out.push('"');
+    for c in rule.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Sets `RateLimit-Policy`, `RateLimit` and, when limited, `Retry-After`; `top` first.
+fn add_headers(
+    headers: &mut HeaderMap,
+    limiter: &RateLimiter,
+    rules: &[&str],
+    decisions: &[Decision],
+    top: usize,
+) {
+    let order = std::iter::once(top).chain((0..decisions.len()).filter(|&i| i != top));
+    let mut policies: Vec<String> = Vec::new();
+    let mut states: Vec<String> = Vec::new();
+    for i in order {
+        let (rule, d) = (rules[i], &decisions[i]);
+        let name = sf_string(rule);
+        let window = limiter.rule(rule).map_or(0, |r| ceil_secs(r.period).max(1));
+        let policy = format!("{name};q={};w={window}", d.limit);
+        if !policies.contains(&policy) {
+            policies.push(policy);
+        }
+        states.push(format!(
+            "{name};r={};t={}",
+            d.remaining,
+            ceil_secs(d.reset_after)
+        ));
+    }
+    let mut set = |name: HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set(RATELIMIT_POLICY, policies.join(", "));
+    set(RATELIMIT, states.join(", "));
+    let top = &decisions[top];
+    if !top.allowed {
+        set(header::RETRY_AFTER, ceil_secs(top.retry_after).to_string());
+    }
+}
+
+/// Middleware for `/v1`: applies `rateLimit.api.perToken` (keyed `apiKey=<hex SHA-256 of
+/// the bearer token>`, never the token) and `rateLimit.api.perIp` (keyed `ip=<address>`,
+/// the address from `rateLimit.api.clientIpHeader` when set and present, else the peer
+/// address). A limited request gets `429` problem `rate-limited` with the rate-limit
+/// headers; otherwise the request goes on untouched. Does nothing when neither limit is
+/// configured.
+pub async fn protect_api(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    protect_with(&state.rate_limiter, request, next).await
+}
+
+async fn protect_with(limiter: &RateLimiter, request: Request, next: Next) -> Response {
+    let api = &limiter.config().api;
+    if api.per_token.is_none() && api.per_ip.is_none() {
+        return next.run(request).await;
+    }
+    let mut checks: Vec<(&str, String)> = Vec::with_capacity(2);
+    if let Some(rule) = &api.per_token
+        && let Some(token) = bearer(request.headers())
+    {
+        checks.push((rule, format!("apiKey={}", hex_digest(token))));
+    }
+    if let Some(rule) = &api.per_ip
+        && let Some(ip) = client_ip(&request, api.client_ip_header.as_deref())
+    {
+        checks.push((rule, format!("ip={ip}")));
+    }
+    if checks.is_empty() {
+        return next.run(request).await;
+    }
+    let refs: Vec<(&str, &str, u64)> = checks.iter().map(|(r, k)| (*r, k.as_str(), 1)).collect();
+    let decisions = match limiter.check_many(&refs).await {
+        Ok(d) => d,
+        Err(e) => return ApiError::internal(&e).into_response(),
+    };
+    if decisions.iter().all(|d| d.allowed) {
+        return next.run(request).await;
+    }
+    let rules: Vec<&str> = refs.iter().map(|c| c.0).collect();
+    let top = ratelimit::most_restrictive(&decisions).unwrap_or(0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+        format!(
+            "rate limit `{}` exceeded; retry after {}",
+            rules[top],
+            duration::format(&decisions[top].retry_after)
+        ),
+    )
+    .into_response();
+    add_headers(response.headers_mut(), limiter, &rules, &decisions, top);
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!token.is_empty()).then_some(token)
+}
+
+fn hex_digest(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The client address: the last entry of `header` (the one the nearest proxy wrote) when
+/// it holds an IP address, else the peer address of the connection.
+fn client_ip(request: &Request, header: Option<&str>) -> Option<IpAddr> {
+    let from_header = header
+        .and_then(|name| request.headers().get(name))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    from_header.or_else(|| {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_structured_field_strings_and_rounded_seconds() {
+        assert_eq!(sf_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(sf_string("é"), "\"?\"");
+        assert_eq!(ceil_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ceil_secs(Duration::from_secs(3)), 3);
+        assert_eq!(ceil_secs(Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn token_digests_are_hex_sha256() {
+        assert_eq!(
+            hex_digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
