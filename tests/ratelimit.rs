@@ -133,6 +133,42 @@ async fn redis_admits_exactly_the_limit_under_1000_concurrent_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_sharing_a_script_call_each_get_their_own_answer() {
+    // Callers that arrive together are decided in one script call; each must get the
+    // answer for its own key and cost, not a neighbour's.
+    let redis = RedisProc::start();
+    let limiter = RateLimiter::redis(
+        &config(vec![rule(
+            "own",
+            Algorithm::FixedWindow,
+            10,
+            Duration::from_secs(86_400),
+        )]),
+        backend(&redis).await,
+    );
+    let tasks: Vec<_> = (0..500u64)
+        .map(|i| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let cost = i % 7 + 1;
+                let first = limiter.check("own", &format!("k{i}"), cost).await.unwrap();
+                let second = limiter.check("own", &format!("k{i}"), cost).await.unwrap();
+                (cost, first, second)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (cost, first, second) = task.await.unwrap();
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 10 - cost, "{first:?}");
+        assert_eq!(second.allowed, 2 * cost <= 10, "cost {cost}: {second:?}");
+        if second.allowed {
+            assert_eq!(second.remaining, 10 - 2 * cost);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_admits_exactly_the_limit_under_1000_concurrent_checks() {
     let limiter = RateLimiter::memory(&every_algorithm(100, DAY));
     for algorithm in ALGORITHMS {

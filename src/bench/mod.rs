@@ -131,7 +131,9 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 fn fmt_latency(d: Duration) -> String {
-    if d < Duration::from_millis(1) {
+    if d < Duration::from_micros(10) {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    } else if d < Duration::from_millis(1) {
         format!("{} µs", d.as_micros())
     } else {
         format!("{:.2} ms", d.as_secs_f64() * 1e3)
