@@ -1,10 +1,13 @@
-//! Locks in Redis: one hash per held name (`token`, `fence`) with a `PEXPIRE`, a fencing
-//! counter per name, and a release channel that wakes waiters on every instance.
+//! Locks in Redis: one string per held name, `{token}:{fence}` with a `PX` expiry, a
+//! fencing counter per name, and a release channel that wakes waiters on every instance.
 //!
 //! Keys: `{prefix}{name}` (the lease), `{prefix}fence:{name}` (the counter, kept without
 //! expiry so fencing tokens never go back), channel `{prefix}released` (payload: the name).
-//! An attempt that finds the lease held marks it (`waiters` field) in the same script, and
-//! only a release of a marked lease publishes, so uncontended cycles cost two scripts.
+//! An attempt that finds the lease held appends `!` to it (once), and only the release of a
+//! marked lease publishes, so an uncontended cycle is `INCR` + `SET NX PX`, then `GET` +
+//! `DEL`. Acquisitions and releases of concurrent callers share script calls
+//! ([`ScriptBatcher`]); a contended attempt also takes a fencing number, which leaves gaps
+//! but never lets the counter go back.
 
 use std::time::Duration;
 
@@ -13,37 +16,57 @@ use tokio::sync::{broadcast, watch};
 
 use super::{Attempt, WAKE_ALL, millis};
 use crate::backend::redis::SubscriptionEvent;
+use crate::backend::redis::batch::{Item, ScriptBatcher};
 use crate::backend::{BackendError, RedisBackend, Retry};
 
+/// Per item: KEYS lock, fence; ARGV token, ttl in ms. Answers acquired (1/0) and the
+/// fencing token, or 0 and the remaining lease in ms.
 const ACQUIRE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'waiters', 1)
-  return {0, redis.call('PTTL', KEYS[1])}
-end
-local fence = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'token', ARGV[1], 'fence', fence)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {1, fence}
-";
-
-const EXTEND: &str = r"
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(redis.call('HGET', KEYS[1], 'fence'))
-end
-return 0
-";
-
-const RELEASE: &str = r"
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
-  local waiters = redis.call('HGET', KEYS[1], 'waiters')
-  redis.call('DEL', KEYS[1])
-  if waiters then
-    redis.call('PUBLISH', KEYS[2], ARGV[2])
+local out = {}
+for i = 1, #KEYS, 2 do
+  local lock, token, ttl = KEYS[i], ARGV[i], ARGV[i + 1]
+  local fence = redis.call('INCR', KEYS[i + 1])
+  if redis.call('SET', lock, token .. ':' .. fence, 'NX', 'PX', ttl) then
+    out[#out + 1] = 1
+    out[#out + 1] = fence
+  else
+    local held = redis.call('GET', lock)
+    if held and string.sub(held, -1) ~= '!' then
+      redis.call('APPEND', lock, '!')
+    end
+    out[#out + 1] = 0
+    out[#out + 1] = redis.call('PTTL', lock)
   end
-  return 1
+end
+return out
+";
+
+/// KEYS lock; ARGV token, ttl in ms. Answers the fencing token, or 0 when not the owner.
+const EXTEND: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and string.match(held, '^([^:]*):') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(string.match(held, ':(%d+)'))
 end
 return 0
+";
+
+/// Per item: KEYS lock, channel; ARGV token, name. Answers 1 when released.
+const RELEASE: &str = r"
+local out = {}
+for i = 1, #KEYS, 2 do
+  local held = redis.call('GET', KEYS[i])
+  local released = 0
+  if held and string.match(held, '^([^:]*):') == ARGV[i] then
+    redis.call('DEL', KEYS[i])
+    if string.sub(held, -1) == '!' then
+      redis.call('PUBLISH', KEYS[i + 1], ARGV[i + 1])
+    end
+    released = 1
+  end
+  out[#out + 1] = released
+end
+return out
 ";
 
 /// The Redis store.
@@ -51,9 +74,9 @@ pub(super) struct RedisLocks {
     backend: RedisBackend,
     prefix: String,
     channel: String,
-    acquire: Script,
+    acquire: ScriptBatcher,
     extend: Script,
-    release: Script,
+    release: ScriptBatcher,
     listener: tokio::task::JoinHandle<()>,
     subscribed: watch::Receiver<bool>,
 }
@@ -89,12 +112,13 @@ impl RedisLocks {
             }
         });
         Self {
-            backend,
+            backend: backend.clone(),
             prefix: prefix.to_owned(),
             channel,
-            acquire: Script::new(ACQUIRE),
+            // Not idempotent (INCR, SET): resent only when they certainly did not run.
+            acquire: ScriptBatcher::new(backend.clone(), ACQUIRE, 2, Retry::IfNotRun),
             extend: Script::new(EXTEND),
-            release: Script::new(RELEASE),
+            release: ScriptBatcher::new(backend.clone(), RELEASE, 1, Retry::IfNotRun),
             listener,
             subscribed,
         }
@@ -116,22 +140,17 @@ impl RedisLocks {
         token: &str,
         ttl: Duration,
     ) -> Result<Attempt, BackendError> {
-        let (key, fence_key) = (self.key(name), format!("{}fence:{name}", self.prefix));
-        let ms = millis(ttl);
-        // Not idempotent (INCR): resent only when it certainly did not run.
-        let (acquired, value): (i64, i64) = self
-            .backend
-            .run(Retry::IfNotRun, |mut c| {
-                let mut call = self.acquire.prepare_invoke();
-                call.key(&key).key(&fence_key).arg(token).arg(ms);
-                async move { call.invoke_async(&mut c).await }
-            })
-            .await?;
-        Ok(if acquired == 1 {
-            Attempt::Acquired(u64::try_from(value).unwrap_or_default())
+        let item = Item {
+            keys: vec![self.key(name), format!("{}fence:{name}", self.prefix)],
+            args: vec![token.to_owned(), millis(ttl).to_string()],
+        };
+        let answer = self.acquire.call(vec![item]).await?;
+        Ok(if answer[0] == 1 {
+            Attempt::Acquired(u64::try_from(answer[1]).unwrap_or_default())
         } else {
-            // PTTL is -1 only for a key without expiry, which this module never writes.
-            Attempt::Held(Duration::from_millis(u64::try_from(value).unwrap_or(1)))
+            // PTTL is -1 only for a key without expiry, which this module never writes, and
+            // -2 when the lease expired between the two commands: retry at once.
+            Attempt::Held(Duration::from_millis(u64::try_from(answer[1]).unwrap_or(0)))
         })
     }
 
@@ -155,15 +174,10 @@ impl RedisLocks {
     }
 
     pub(super) async fn release(&self, name: &str, token: &str) -> Result<bool, BackendError> {
-        let key = self.key(name);
-        let released: i64 = self
-            .backend
-            .run(Retry::IfNotRun, |mut c| {
-                let mut call = self.release.prepare_invoke();
-                call.key(&key).key(&self.channel).arg(token).arg(name);
-                async move { call.invoke_async(&mut c).await }
-            })
-            .await?;
-        Ok(released == 1)
+        let item = Item {
+            keys: vec![self.key(name), self.channel.clone()],
+            args: vec![token.to_owned(), name.to_owned()],
+        };
+        Ok(self.release.call(vec![item]).await?[0] == 1)
     }
 }

@@ -6,6 +6,7 @@
 //! moved (`READONLY`, connection refused). Blocking commands get connections of their own
 //! ([`RedisBackend::dedicated`]) so they never stall the multiplexed ones.
 
+pub mod batch;
 mod connect;
 mod pool;
 mod pubsub;
