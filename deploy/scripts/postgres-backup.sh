@@ -15,7 +15,12 @@ DATABASE=zitadel
 DB_USER=postgres
 DIRECT=""          # HOST:PORT: use the local pg_dump / pg_restore
 PASSWORD_FILE=${PGPASSWORD_FILE:-}
-export ASSUME_YES=0  # read by confirm() in lib/common.sh
+RUNBOOK_OPTIONS=(   # read by runbook_main() in lib/common.sh, which adds -n, -y and -h
+  "-d --database DATABASE"
+  "-U --user DB_USER"
+  "--statefulset STATEFULSET"
+  "${RUNBOOK_DIRECT_OPTIONS[@]}"
+)
 
 usage() {
   cat <<USAGE
@@ -44,15 +49,6 @@ pg_in() {
     'PGPASSWORD="$(cat "${POSTGRES_PASSWORD_FILE:-/opt/bitnami/postgresql/secrets/password}")" exec "$@"' pg "$@"
 }
 
-direct_env() {
-  require_tools "$@"
-  if [ -n "$PASSWORD_FILE" ]; then
-    [ -r "$PASSWORD_FILE" ] || usage_error "password file not readable: $PASSWORD_FILE"
-    PGPASSWORD=$(cat "$PASSWORD_FILE")
-    export PGPASSWORD
-  fi
-}
-
 primary_pod() {
   local pods pod state
   pods=$(kubectl get pods --namespace "$NAMESPACE" -l app.kubernetes.io/name=postgresql-ha,app.kubernetes.io/component=postgresql \
@@ -72,7 +68,7 @@ cmd_backup() {
   local file=${1:-$(default_backup_file "postgres-$DATABASE" dump)}
   mkdir -p "$(dirname "$file")"
   if [ -n "$DIRECT" ]; then
-    direct_env pg_dump
+    direct_client PGPASSWORD pg_dump
     log "pg_dump $DATABASE from $DIRECT"
     pg_dump -Fc -h "${DIRECT%:*}" -p "${DIRECT##*:}" -U "$DB_USER" -d "$DATABASE" -f "$file" ||
       die "$EXIT_FAILED" "pg_dump failed"
@@ -87,17 +83,15 @@ cmd_backup() {
 }
 
 cmd_restore() {
-  local file=${1:-}
-  [ -n "$file" ] || usage_error "restore needs a FILE"
+  local file=$1
   verify_backup "$file" PGDMP
   if [ -n "$DIRECT" ]; then
-    direct_env pg_restore
+    direct_client PGPASSWORD pg_restore
   else
     require_tools kubectl
     require_cluster
   fi
-  confirm "Replace the contents of database '$DATABASE' with '$file'?" ||
-    die "$EXIT_FAILED" "aborted; nothing was changed"
+  confirm_restore "Replace the contents of database '$DATABASE' with '$file'?"
   if [ -n "$DIRECT" ]; then
     pg_restore --clean --if-exists --no-owner -h "${DIRECT%:*}" -p "${DIRECT##*:}" -U "$DB_USER" -d "$DATABASE" "$file" ||
       die "$EXIT_FAILED" "pg_restore failed"
@@ -111,34 +105,10 @@ cmd_restore() {
   log "restore finished"
 }
 
-main() {
-  local command="" args=()
-  while [ "$#" -gt 0 ]; do
-    case "$1" in
-      -n | --namespace) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; NAMESPACE=$2; shift 2 ;;
-      -d | --database) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; DATABASE=$2; shift 2 ;;
-      -U | --user) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; DB_USER=$2; shift 2 ;;
-      --statefulset) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; STATEFULSET=$2; shift 2 ;;
-      --direct) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; DIRECT=$2; shift 2 ;;
-      --password-file) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; PASSWORD_FILE=$2; shift 2 ;;
-      -y | --yes) export ASSUME_YES=1; shift ;;
-      -h | --help) command=help; shift ;;
-      -*) usage_error "unknown option: $1" ;;
-      *) if [ -z "$command" ]; then command=$1; else args+=("$1"); fi; shift ;;
-    esac
-  done
-  [ -n "$command" ] || usage_error "no command given"
-  [ "${#args[@]}" -le 1 ] || usage_error "too many arguments"
+# runbook_check COMMAND: checks of the options, before any command.
+runbook_check() {
   [[ "$DATABASE" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || usage_error "invalid database name '$DATABASE'"
-  if [ -n "$DIRECT" ] && ! [[ "$DIRECT" =~ ^[^:]+:[0-9]+$ ]]; then
-    usage_error "--direct needs HOST:PORT, got '$DIRECT'"
-  fi
-  case "$command" in
-    backup) cmd_backup "${args[@]}" ;;
-    restore) cmd_restore "${args[@]}" ;;
-    help) usage ;;
-    *) usage_error "unknown command '$command'" ;;
-  esac
+  check_direct_address
 }
 
-main "$@"
+runbook_main "$@"

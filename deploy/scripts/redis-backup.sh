@@ -18,7 +18,11 @@ PASSWORD_FILE=${REDIS_PASSWORD_FILE:-}
 RESTORE_IMAGE=${RESTORE_IMAGE:-busybox:1.36}
 POLL_INTERVAL=${BACKUP_POLL_INTERVAL:-1}
 POLL_TIMEOUT=${BACKUP_TIMEOUT:-600}
-export ASSUME_YES=0  # read by confirm() in lib/common.sh
+RUNBOOK_OPTIONS=(   # read by runbook_main() in lib/common.sh, which adds -n, -y and -h
+  "--master-set MASTER_SET"
+  "--statefulset STATEFULSET"
+  "${RUNBOOK_DIRECT_OPTIONS[@]}"
+)
 
 usage() {
   cat <<USAGE
@@ -87,12 +91,7 @@ cmd_backup() {
   local file=${1:-$(default_backup_file redis rdb)}
   mkdir -p "$(dirname "$file")"
   if [ -n "$DIRECT" ]; then
-    require_tools redis-cli
-    if [ -n "$PASSWORD_FILE" ]; then
-      [ -r "$PASSWORD_FILE" ] || usage_error "password file not readable: $PASSWORD_FILE"
-      REDISCLI_AUTH=$(cat "$PASSWORD_FILE")
-      export REDISCLI_AUTH
-    fi
+    direct_client REDISCLI_AUTH redis-cli
     log "BGSAVE on $DIRECT"
     bgsave_and_wait redis_direct
     redis_direct --rdb "$file" >/dev/null
@@ -109,14 +108,12 @@ cmd_backup() {
 }
 
 cmd_restore() {
-  local file=${1:-}
-  [ -n "$file" ] || usage_error "restore needs a FILE"
+  local file=$1
   [ -z "$DIRECT" ] || usage_error "restore works on the cluster only (it stops the StatefulSet); drop --direct"
   verify_backup "$file" REDIS
   require_tools kubectl
   require_cluster
-  confirm "Replace ALL Redis data in '$NAMESPACE' with '$file'? Redis is down during the restore." ||
-    die "$EXIT_FAILED" "aborted; nothing was changed"
+  confirm_restore "Replace ALL Redis data in '$NAMESPACE' with '$file'? Redis is down during the restore."
   local replicas
   replicas=$(kubectl get statefulset "$STATEFULSET" --namespace "$NAMESPACE" -o jsonpath='{.spec.replicas}') ||
     die "$EXIT_FAILED" "StatefulSet '$STATEFULSET' not found in '$NAMESPACE'"
@@ -139,32 +136,9 @@ cmd_restore() {
   log "restore finished"
 }
 
-main() {
-  local command="" args=()
-  while [ "$#" -gt 0 ]; do
-    case "$1" in
-      -n | --namespace) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; NAMESPACE=$2; shift 2 ;;
-      --master-set) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; MASTER_SET=$2; shift 2 ;;
-      --statefulset) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; STATEFULSET=$2; shift 2 ;;
-      --direct) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; DIRECT=$2; shift 2 ;;
-      --password-file) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; PASSWORD_FILE=$2; shift 2 ;;
-      -y | --yes) export ASSUME_YES=1; shift ;;
-      -h | --help) command=help; shift ;;
-      -*) usage_error "unknown option: $1" ;;
-      *) if [ -z "$command" ]; then command=$1; else args+=("$1"); fi; shift ;;
-    esac
-  done
-  [ -n "$command" ] || usage_error "no command given"
-  [ "${#args[@]}" -le 1 ] || usage_error "too many arguments"
-  if [ -n "$DIRECT" ] && ! [[ "$DIRECT" =~ ^[^:]+:[0-9]+$ ]]; then
-    usage_error "--direct needs HOST:PORT, got '$DIRECT'"
-  fi
-  case "$command" in
-    backup) cmd_backup "${args[@]}" ;;
-    restore) cmd_restore "${args[@]}" ;;
-    help) usage ;;
-    *) usage_error "unknown command '$command'" ;;
-  esac
+# runbook_check COMMAND: checks of the options, before any command.
+runbook_check() {
+  check_direct_address
 }
 
-main "$@"
+runbook_main "$@"

@@ -16,7 +16,12 @@ POD=vault-0
 TOKEN_FILE=""
 KEYS_FILE=${VAULT_KEYS_FILE:-}
 DIRECT=0
-export ASSUME_YES=0  # read by confirm() in lib/common.sh
+RUNBOOK_OPTIONS=(   # read by runbook_main() in lib/common.sh, which adds -n, -y and -h
+  "--pod POD"
+  "--token-file TOKEN_FILE"
+  "-k --keys-file KEYS_FILE"
+  "--direct DIRECT=1"
+)
 
 usage() {
   cat <<USAGE
@@ -72,13 +77,11 @@ cmd_backup() {
 }
 
 cmd_restore() {
-  local file=${1:-} tok
-  [ -n "$file" ] || usage_error "restore needs a FILE"
+  local file=$1 tok
   verify_backup "$file" ""
   tok=$(token)
   [ "$DIRECT" = 1 ] || require_cluster
-  confirm "Replace ALL Vault data with snapshot '$file'? Secrets written since it was taken are lost." ||
-    die "$EXIT_FAILED" "aborted; nothing was changed"
+  confirm_restore "Replace ALL Vault data with snapshot '$file'? Secrets written since it was taken are lost."
   if [ "$DIRECT" = 1 ]; then
     VAULT_TOKEN=$tok vault operator raft snapshot restore "$file" || die "$EXIT_FAILED" "snapshot restore failed"
   else
@@ -88,24 +91,9 @@ cmd_restore() {
   log "restore finished; if the snapshot came from another cluster, unseal with its keys"
 }
 
-main() {
-  local command="" args=()
-  while [ "$#" -gt 0 ]; do
-    case "$1" in
-      -n | --namespace) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; NAMESPACE=$2; shift 2 ;;
-      --pod) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; POD=$2; shift 2 ;;
-      --token-file) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; TOKEN_FILE=$2; shift 2 ;;
-      -k | --keys-file) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; KEYS_FILE=$2; shift 2 ;;
-      --direct) DIRECT=1; shift ;;
-      -y | --yes) export ASSUME_YES=1; shift ;;
-      -h | --help) command=help; shift ;;
-      -*) usage_error "unknown option: $1" ;;
-      *) if [ -z "$command" ]; then command=$1; else args+=("$1"); fi; shift ;;
-    esac
-  done
-  [ -n "$command" ] || usage_error "no command given"
-  [ "${#args[@]}" -le 1 ] || usage_error "too many arguments"
-  case "$command" in
+# runbook_check COMMAND: the client backup and restore talk through, checked before they run.
+runbook_check() {
+  case "$1" in
     backup | restore)
       if [ "$DIRECT" = 1 ]; then
         require_tools vault
@@ -113,11 +101,8 @@ main() {
       else
         require_tools kubectl
       fi
-      "cmd_$command" "${args[@]}"
       ;;
-    help) usage ;;
-    *) usage_error "unknown command '$command'" ;;
   esac
 }
 
-main "$@"
+runbook_main "$@"

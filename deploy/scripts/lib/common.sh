@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Helpers shared by the deploy scripts: messages, exit codes, tool and cluster checks,
-# confirmation prompts. Sourced, never run.
+# confirmation prompts, and the backup files and command line of the backup runbooks.
+# Sourced, never run.
 #
 # Exit codes: 0 ok, 1 operation failed or aborted, 2 bad usage, 3 missing tool,
 # 4 cluster or service unreachable.
@@ -107,4 +108,99 @@ verify_backup() {
   if [ -n "$magic" ] && [ "$(head -c "${#magic}" "$file")" != "$magic" ]; then
     die "$EXIT_FAILED" "'$file' does not look like the expected backup (no $magic header)"
   fi
+}
+
+# --- backup runbooks ------------------------------------------------------------
+# postgres-backup.sh, redis-backup.sh and vault-backup.sh share one command line:
+#   [options] backup [FILE] | restore FILE | help
+# Common to all: -n/--namespace (sets NAMESPACE), -y/--yes, -h/--help. A runbook lists its
+# own options in RUNBOOK_OPTIONS, one entry each:
+#   "SPELLING... VARIABLE"        the option takes a value, stored in VARIABLE
+#   "SPELLING... VARIABLE=VALUE"  a switch: VARIABLE is set to VALUE
+# and defines usage, runbook_check COMMAND (its own checks of the options, run before any
+# command), cmd_backup [FILE] and cmd_restore FILE.
+
+# --direct HOST:PORT and --password-file F, for the runbooks that can use a local client
+# (see check_direct_address and direct_client).
+# shellcheck disable=SC2034  # used by the scripts that source this file
+readonly RUNBOOK_DIRECT_OPTIONS=("--direct DIRECT" "--password-file PASSWORD_FILE")
+
+# runbook_main ARGS...: parse the command line and run the command.
+runbook_main() {
+  local command="" args=() target
+  export ASSUME_YES=0  # read by confirm()
+  while [ "$#" -gt 0 ]; do
+    case "$1" in
+      -n | --namespace) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; NAMESPACE=$2; shift 2 ;;
+      -y | --yes) export ASSUME_YES=1; shift ;;
+      -h | --help) command=help; shift ;;
+      -*)
+        target=$(runbook_option_target "$1") || usage_error "unknown option: $1"
+        if [[ "$target" == *=* ]]; then
+          printf -v "${target%%=*}" '%s' "${target#*=}"
+          shift
+        else
+          [ "$#" -ge 2 ] || usage_error "$1 needs a value"
+          printf -v "$target" '%s' "$2"
+          shift 2
+        fi
+        ;;
+      *) if [ -z "$command" ]; then command=$1; else args+=("$1"); fi; shift ;;
+    esac
+  done
+  [ -n "$command" ] || usage_error "no command given"
+  [ "${#args[@]}" -le 1 ] || usage_error "too many arguments"
+  runbook_check "$command"
+  case "$command" in
+    backup) cmd_backup "${args[@]}" ;;
+    restore)
+      [ -n "${args[0]:-}" ] || usage_error "restore needs a FILE"
+      cmd_restore "${args[0]}"
+      ;;
+    help) usage ;;
+    *) usage_error "unknown command '$command'" ;;
+  esac
+}
+
+# runbook_option_target OPTION: the VARIABLE or VARIABLE=VALUE RUNBOOK_OPTIONS gives
+# OPTION; fails when OPTION is not one of them.
+runbook_option_target() {
+  local spec words i
+  for spec in "${RUNBOOK_OPTIONS[@]}"; do
+    read -ra words <<<"$spec"
+    for ((i = 0; i < ${#words[@]} - 1; i++)); do
+      if [ "${words[i]}" = "$1" ]; then
+        printf '%s\n' "${words[-1]}"
+        return 0
+      fi
+    done
+  done
+  return 1
+}
+
+# check_direct_address: --direct, when given, must be HOST:PORT (read from DIRECT).
+check_direct_address() {
+  if [ -n "$DIRECT" ] && ! [[ "$DIRECT" =~ ^[^:]+:[0-9]+$ ]]; then
+    usage_error "--direct needs HOST:PORT, got '$DIRECT'"
+  fi
+}
+
+# direct_client VARIABLE TOOL...: for --direct, the local TOOLs must be on PATH; the
+# password of --password-file (PASSWORD_FILE, if set) is exported as VARIABLE, where the
+# client reads it, so it never shows on a command line.
+direct_client() {
+  local variable=$1 password
+  shift
+  require_tools "$@"
+  if [ -n "$PASSWORD_FILE" ]; then
+    [ -r "$PASSWORD_FILE" ] || usage_error "password file not readable: $PASSWORD_FILE"
+    password=$(cat "$PASSWORD_FILE")
+    printf -v "$variable" '%s' "$password"
+    export "${variable?}"
+  fi
+}
+
+# confirm_restore QUESTION: go on only when confirmed; otherwise fail with nothing changed.
+confirm_restore() {
+  confirm "$1" || die "$EXIT_FAILED" "aborted; nothing was changed"
 }

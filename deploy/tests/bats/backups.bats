@@ -286,3 +286,23 @@ fake_vault_cluster() {
   not_called "hvs.DIRECT"
   grep -q "token=hvs.DIRECT" "$TEST_TMP/env.log"
 }
+
+# --- Command line shared by the three runbooks ------------------------------------
+
+@test "all runbooks: unknown option, missing value, extra argument and unknown command are usage errors" {
+  local s
+  for s in postgres-backup.sh redis-backup.sh vault-backup.sh; do
+    run bash "$SCRIPTS/$s" --bogus backup
+    [ "$status" -eq 2 ]
+    [[ "$output" == *"unknown option: --bogus"* && "$output" == *"Run '$s help' for usage."* ]]
+    run bash "$SCRIPTS/$s" backup --namespace
+    [ "$status" -eq 2 ]
+    [[ "$output" == *"--namespace needs a value"* ]]
+    run bash "$SCRIPTS/$s" backup a b
+    [ "$status" -eq 2 ]
+    [[ "$output" == *"too many arguments"* ]]
+    run bash "$SCRIPTS/$s" frobnicate
+    [ "$status" -eq 2 ]
+    [[ "$output" == *"unknown command 'frobnicate'"* ]]
+  done
+}
