@@ -238,3 +238,49 @@ async fn the_pool_opens_connections_only_under_load_and_at_most_pool_size() {
         "poolSize is the most connections opened"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_script_calls_answer_each_caller_once_even_when_some_are_cancelled() {
+    use blinkchamber::backend::redis::batch::{Item, ScriptBatcher};
+    const SCRIPT: &str = r"
+        local out = {}
+        for i = 1, #KEYS do out[#out + 1] = redis.call('INCRBY', KEYS[i], ARGV[i]) end
+        return out";
+    let redis = RedisProc::start();
+    let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    let batcher = ScriptBatcher::new(backend, SCRIPT, 1, blinkchamber::Retry::IfNotRun);
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move {
+                let item = |k: &str| Item {
+                    keys: vec![format!("{k}{i}")],
+                    args: vec!["1".into()],
+                };
+                batcher.call(vec![item("a"), item("b")]).await
+            })
+        })
+        .collect();
+    // Cancel every third caller wherever it is: queued, leading a call, or waiting.
+    for task in tasks.iter().step_by(3) {
+        task.abort();
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await {
+            Ok(replies) => assert_eq!(replies.unwrap(), vec![1, 1], "caller {i}"),
+            Err(e) => assert!(e.is_cancelled() && i % 3 == 0, "caller {i}: {e}"),
+        }
+    }
+    let mut conn = redis.conn();
+    for i in 0..400 {
+        for k in ["a", "b"] {
+            let n: Option<i64> = redis::cmd("GET")
+                .arg(format!("{k}{i}"))
+                .query(&mut conn)
+                .unwrap();
+            assert!(matches!(n, None | Some(1)), "{k}{i} applied {n:?} times");
+        }
+    }
+}
