@@ -15,29 +15,37 @@ use serde_json::{Value, json};
 use support::serve::Served;
 use support::{RedisProc, Store, wait_for_async};
 
-/// Locks on one store, and the Redis process behind them (if any).
+/// Locks on one store, a second instance on the same store (another process's view), and
+/// the Redis process behind them (if any).
 struct Fixture {
     locks: Locks,
-    _redis: Option<RedisProc>,
+    other: Locks,
+    redis: Option<RedisProc>,
 }
 
 async fn fixture(store: Store) -> Fixture {
     let cfg = LocksConfig::default();
     match store {
-        Store::Memory => Fixture {
-            locks: Locks::from_config(&cfg, &Backend::Memory),
-            _redis: None,
-        },
+        Store::Memory => {
+            let locks = Locks::from_config(&cfg, &Backend::Memory);
+            Fixture {
+                other: locks.clone(),
+                locks,
+                redis: None,
+            }
+        }
         Store::Redis => {
             let redis = RedisProc::start();
-            let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
-                .await
-                .unwrap();
-            let locks = Locks::redis(&cfg, backend);
+            let connect =
+                || RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port));
+            let locks = Locks::redis(&cfg, connect().await.unwrap());
+            let other = Locks::redis(&cfg, connect().await.unwrap());
             locks.ready().await;
+            other.ready().await;
             Fixture {
                 locks,
-                _redis: Some(redis),
+                other,
+                redis: Some(redis),
             }
         }
     }
@@ -53,6 +61,8 @@ conformance!(fixture;
     a_panic_inside_with_lock_releases_the_lock,
     a_release_wakes_a_waiting_acquirer,
     bad_names_and_ttls_are_refused,
+    names_cannot_reach_other_keys,
+    a_cancelled_with_lock_releases_the_lock,
 );
 
 async fn one_holder_at_a_time_with_increasing_fencing_tokens(f: &Fixture) {
@@ -187,23 +197,83 @@ async fn a_panic_inside_with_lock_releases_the_lock(f: &Fixture) {
 }
 
 async fn a_release_wakes_a_waiting_acquirer(f: &Fixture) {
-    // The holder's lease outlives the waiter's patience, so only a wake-up on release
-    // lets the waiter in.
+    // The holder's lease outlives the waiter's patience, so only a wake-up on release lets
+    // the waiter in. On Redis the waiter is another instance, as in another process.
     let held = f
         .locks
         .acquire("wakeup", LONG, Duration::ZERO)
         .await
         .unwrap();
-    let locks = f.locks.clone();
+    let other = f.other.clone();
     let waiter =
-        tokio::spawn(async move { locks.acquire("wakeup", LONG, Duration::from_secs(30)).await });
-    tokio::task::yield_now().await;
+        tokio::spawn(async move { other.acquire("wakeup", LONG, Duration::from_secs(30)).await });
+    if let Some(redis) = &f.redis {
+        // The waiter has tried once and marked the lease: it is waiting now.
+        wait_for_async("the waiter to mark the lease", || async {
+            let held: Option<String> = ::redis::cmd("GET")
+                .arg("blinkchamber:lock:lease:wakeup")
+                .query(&mut redis.conn())
+                .unwrap();
+            held.filter(|v| v.ends_with('!'))
+        })
+        .await;
+    }
     f.locks.release("wakeup", &held.token).await.unwrap();
     let lease = waiter
         .await
         .unwrap()
         .expect("the waiter acquires after the release");
     assert!(lease.fencing_token > held.fencing_token);
+}
+
+async fn names_cannot_reach_other_keys(f: &Fixture) {
+    let x = f.locks.acquire("x", LONG, Duration::ZERO).await.unwrap();
+    // Names that spell other keys of the lock namespace are just names.
+    for name in ["fence", "fence:x", "released", "lease:x", "x!"] {
+        let lease = f.locks.acquire(name, LONG, Duration::ZERO).await.unwrap();
+        assert!(lease.fencing_token > x.fencing_token, "{name}");
+        f.locks.release(name, &lease.token).await.unwrap();
+    }
+    assert!(matches!(
+        f.locks.acquire("x", LONG, Duration::ZERO).await,
+        Err(LockError::Busy { .. })
+    ));
+    f.locks.release("x", &x.token).await.unwrap();
+    let again = f.locks.acquire("x", LONG, Duration::ZERO).await.unwrap();
+    assert!(again.fencing_token > x.fencing_token);
+}
+
+async fn a_cancelled_with_lock_releases_the_lock(f: &Fixture) {
+    // A lease far longer than the test's patience: only a release frees it.
+    let locks = f.locks.clone();
+    let (started, working) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        locks
+            .with_lock(
+                "cancelled",
+                Duration::from_secs(600),
+                Duration::ZERO,
+                |_| async move {
+                    let _ = started.send(());
+                    std::future::pending::<()>().await
+                },
+            )
+            .await
+    });
+    working.await.expect("with_lock runs the work");
+    assert!(matches!(
+        f.other.acquire("cancelled", LONG, Duration::ZERO).await,
+        Err(LockError::Busy { .. })
+    ));
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    wait_for_async("the cancelled holder to release", || async {
+        f.other
+            .acquire("cancelled", LONG, Duration::ZERO)
+            .await
+            .ok()
+    })
+    .await;
 }
 
 async fn bad_names_and_ttls_are_refused(f: &Fixture) {

@@ -1,4 +1,4 @@
-//! Locks in this process: a map of leases and a fencing counter per name.
+//! Locks in this process: a map of leases and one fencing counter.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,7 +18,8 @@ struct Held {
 #[derive(Default)]
 struct State {
     held: HashMap<String, Held>,
-    fences: HashMap<String, u64>,
+    /// The last fencing token handed out, for every name.
+    fence: u64,
     /// Size of `held` after the last sweep of expired leases.
     swept_at: usize,
 }
@@ -49,11 +50,8 @@ impl MemoryLocks {
         {
             return Attempt::Held(held.expires - now);
         }
-        let fence = {
-            let counter = state.fences.entry(name.to_owned()).or_insert(0);
-            *counter += 1;
-            *counter
-        };
+        state.fence += 1;
+        let fence = state.fence;
         state.held.insert(
             name.to_owned(),
             Held {

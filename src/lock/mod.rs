@@ -181,6 +181,8 @@ impl Locks {
         // Subscribe before the first attempt so a release in between is not missed.
         let mut released = self.inner.released.subscribe();
         loop {
+            // The lease starts no earlier than the request is sent.
+            let sent = SystemTime::now();
             match self.attempt(name, &token, ttl).await? {
                 Attempt::Acquired(fencing_token) => {
                     metrics::counter!("blinkchamber_lock_acquisitions_total", "result" => "acquired")
@@ -191,7 +193,7 @@ impl Locks {
                         name: name.to_owned(),
                         token,
                         fencing_token,
-                        expires_at: SystemTime::now() + ttl,
+                        expires_at: sent + ttl,
                     });
                 }
                 Attempt::Held(remaining) => {
@@ -221,6 +223,7 @@ impl Locks {
     pub async fn extend(&self, name: &str, token: &str, ttl: Duration) -> Result<Lease, LockError> {
         check_name(name)?;
         let ttl = check_ttl(ttl)?;
+        let sent = SystemTime::now();
         let fence = match &self.inner.store {
             Store::Memory(m) => m.extend(name, token, ttl),
             Store::Redis(r) => r.extend(name, token, ttl).await?,
@@ -230,7 +233,7 @@ impl Locks {
                 name: name.to_owned(),
                 token: token.to_owned(),
                 fencing_token,
-                expires_at: SystemTime::now() + ttl,
+                expires_at: sent + ttl,
             }),
             None => Err(LockError::NotHeld {
                 name: name.to_owned(),
@@ -279,9 +282,14 @@ impl Locks {
     {
         let lease = self.acquire(name, ttl, wait).await?;
         let lost = Arc::new(AtomicBool::new(false));
-        let renewer = tokio::spawn(renew(self.clone(), lease.clone(), ttl, lost.clone()));
+        let mut held = Held {
+            renewer: tokio::spawn(renew(self.clone(), lease.clone(), ttl, lost.clone())),
+            locks: self.clone(),
+            lease: Some(lease.clone()),
+        };
         let outcome = AssertUnwindSafe(work(lease.clone())).catch_unwind().await;
-        renewer.abort();
+        held.renewer.abort();
+        held.lease = None;
         let released = self.release(&lease.name, &lease.token).await;
         match outcome {
             Err(panic) => std::panic::resume_unwind(panic),
@@ -293,7 +301,8 @@ impl Locks {
             }
             Ok(value) => {
                 if let Err(e) = released {
-                    tracing::warn!(lock = %lease.name, error = %e, "release after with_lock failed; the lease will expire");
+                    tracing::warn!(lock = %lease.name, error = %e,
+                        "release after with_lock failed; the lease will expire");
                 }
                 Ok(value)
             }
@@ -305,6 +314,29 @@ impl Locks {
             Store::Memory(m) => m.try_acquire(name, token, ttl),
             Store::Redis(r) => r.try_acquire(name, token, ttl).await?,
         })
+    }
+}
+
+/// What [`Locks::with_lock`] holds while the work runs. If the `with_lock` future is
+/// dropped mid-work (a timeout, a `select!`, a disconnected client), renewal stops and the
+/// lease is released in the background instead of being renewed forever.
+struct Held {
+    renewer: tokio::task::JoinHandle<()>,
+    locks: Locks,
+    lease: Option<Lease>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if let Some(lease) = self.lease.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let locks = self.locks.clone();
+            runtime.spawn(async move {
+                let _ = locks.release(&lease.name, &lease.token).await;
+            });
+        }
     }
 }
 

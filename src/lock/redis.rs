@@ -1,8 +1,11 @@
-//! Locks in Redis: one string per held name, `{token}:{fence}` with a `PX` expiry, a
-//! fencing counter per name, and a release channel that wakes waiters on every instance.
+//! Locks in Redis: one string per held name, `{token}:{fence}` with a `PX` expiry, one
+//! fencing counter, and a release channel that wakes waiters on every instance.
 //!
-//! Keys: `{prefix}{name}` (the lease), `{prefix}fence:{name}` (the counter, kept without
-//! expiry so fencing tokens never go back), channel `{prefix}released` (payload: the name).
+//! Keys: `{prefix}lease:{name}` (the lease; no name can reach another key), `{prefix}fence`
+//! (the counter, shared by every name and kept without expiry: a token larger than every
+//! earlier one is also larger than every earlier token of the same name, and the state
+//! stays one key however many names are used), channel `{prefix}released` (payload: the
+//! name).
 //! An attempt that finds the lease held appends `!` to it (once), and only the release of a
 //! marked lease publishes, so an uncontended cycle is `INCR` + `SET NX PX`, then `GET` +
 //! `DEL`. Acquisitions and releases of concurrent callers share script calls
@@ -74,6 +77,7 @@ pub(super) struct RedisLocks {
     backend: RedisBackend,
     prefix: String,
     channel: String,
+    fence: String,
     acquire: ScriptBatcher,
     extend: Script,
     release: ScriptBatcher,
@@ -94,6 +98,7 @@ impl RedisLocks {
         released: broadcast::Sender<String>,
     ) -> Self {
         let channel = format!("{prefix}released");
+        let fence = format!("{prefix}fence");
         let mut subscription = backend.subscribe(vec![channel.clone()]);
         let (subscribed_tx, subscribed) = watch::channel(false);
         let listener = tokio::spawn(async move {
@@ -115,6 +120,7 @@ impl RedisLocks {
             backend: backend.clone(),
             prefix: prefix.to_owned(),
             channel,
+            fence,
             // Not idempotent (INCR, SET): resent only when they certainly did not run.
             acquire: ScriptBatcher::new(backend.clone(), ACQUIRE, 2, Retry::IfNotRun),
             extend: Script::new(EXTEND),
@@ -131,7 +137,7 @@ impl RedisLocks {
     }
 
     fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        format!("{}lease:{name}", self.prefix)
     }
 
     pub(super) async fn try_acquire(
@@ -141,7 +147,7 @@ impl RedisLocks {
         ttl: Duration,
     ) -> Result<Attempt, BackendError> {
         let item = Item {
-            keys: vec![self.key(name), format!("{}fence:{name}", self.prefix)],
+            keys: vec![self.key(name), self.fence.clone()],
             args: vec![token.to_owned(), millis(ttl).to_string()],
         };
         let answer = self.acquire.call(vec![item]).await?;
