@@ -240,3 +240,32 @@ fn a_bad_key_next_to_a_secret_does_not_print_the_secret() {
         &["redis.password", "vaule"],
     );
 }
+
+#[test]
+fn rate_limit_rules_are_checked() {
+    let rules = |extra: &str| {
+        format!(
+            "{NO_AUTH}rateLimit:\n  rules:\n    - name: login:v2\n      descriptor: [ip]\n      limit: 5\n      period: 1m\n{extra}"
+        )
+    };
+    refused(&rules(""), &[], &["rateLimit.rules[0].name", "`:`"]);
+    refused(
+        &format!("{NO_AUTH}rateLimit:\n  api:\n    perIp: nope\n"),
+        &[],
+        &["rateLimit.api.perIp", "`nope`"],
+    );
+    refused(
+        &format!(
+            "{NO_AUTH}rateLimit:\n  rules:\n    - name: a\n      descriptor: [ip]\n      limit: 5\n      period: 1m\n      algorithm: fixedWindow\n      burst: 2\n"
+        ),
+        &[],
+        &["rateLimit.rules[0].burst", "gcra"],
+    );
+    refused(
+        &format!(
+            "{NO_AUTH}rateLimit:\n  rules:\n    - name: a\n      descriptor: [ip]\n      limit: 5\n      period: 1 minute\n"
+        ),
+        &[],
+        &["period", "1 minute"],
+    );
+}

@@ -305,6 +305,46 @@ async fn impossible_checks_are_errors_naming_the_rule() {
 }
 
 #[tokio::test]
+async fn overlong_keys_are_refused() {
+    let limiter = RateLimiter::memory(&config(vec![rule("r", Algorithm::Gcra, 5, DAY)]));
+    assert!(limiter.check("r", &"k".repeat(512), 1).await.is_ok());
+    match limiter.check("r", &"k".repeat(513), 1).await {
+        Err(e @ RateLimitError::KeyTooLong { len: 513, .. }) => {
+            assert!(e.to_string().contains("`r`"), "{e}");
+        }
+        other => panic!("expected KeyTooLong, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_falls_back_within_the_redis_timeout() {
+    // A paused Redis accepts connections and commands but answers nothing, like a network
+    // black hole; the read timeout (3 s) is far longer than rateLimit.redisTimeout.
+    let redis = RedisProc::start();
+    let mut cfg = config(vec![rule("open", Algorithm::Gcra, 3, DAY)]);
+    cfg.redis_timeout = Duration::from_millis(100);
+    let limiter = RateLimiter::redis(&cfg, backend(&redis).await);
+    assert_eq!(
+        limiter.check("open", "k", 1).await.unwrap().source,
+        DecisionSource::Redis
+    );
+    // Paused for 5 s (an unpause would itself wait behind the pause).
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5_000)
+        .arg("ALL")
+        .query(&mut redis.conn())
+        .unwrap();
+    let d = limiter.check("open", "k", 1).await.unwrap();
+    assert_eq!((d.allowed, d.source), (true, DecisionSource::Insurance));
+    wait_for_async("checks to come from Redis again", || async {
+        (limiter.check("open", "k2", 1).await.unwrap().source == DecisionSource::Redis)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn redis_down_fails_open_to_the_insurance_limiter_or_closed_then_recovers() {
     let mut redis = RedisProc::start();
     let mut closed = rule("closed", Algorithm::Gcra, 3, DAY);
@@ -506,8 +546,19 @@ struct Server {
 
 impl Server {
     async fn start(rate_limit: RateLimitConfig) -> Self {
+        Self::start_with_tokens(rate_limit, None).await
+    }
+
+    /// With `tokens` (one per line), `/v1` requires one of them.
+    async fn start_with_tokens(rate_limit: RateLimitConfig, tokens: Option<&str>) -> Self {
         let mut config = Config::default();
-        config.server.auth.enabled = false;
+        match tokens {
+            Some(t) => {
+                config.server.auth.tokens =
+                    Some(blinkchamber::config::SecretSource::value(t.to_owned()));
+            }
+            None => config.server.auth.enabled = false,
+        }
         config.rate_limit = rate_limit;
         let state = blinkchamber::server::AppState::from_config(config)
             .await
@@ -571,7 +622,8 @@ fn http_rules() -> RateLimitConfig {
     let mut composite = rule("composite", Algorithm::Gcra, 1, DAY);
     composite.descriptor = vec![Descriptor::User, Descriptor::Route];
     config(vec![
-        rule("api", Algorithm::FixedWindow, 2, Duration::from_secs(60)),
+        // A day-long window: no window boundary falls between a test's requests.
+        rule("api", Algorithm::FixedWindow, 2, DAY),
         rule("wide", Algorithm::Gcra, 100, Duration::from_secs(60)),
         composite,
     ])
@@ -583,12 +635,12 @@ async fn http_check_answers_ratelimit_headers_and_429_with_retry_after() {
     for left in [1, 0] {
         let response = server.check(json!({"rule": "api", "key": "k"})).await;
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(header(&response, "ratelimit-policy"), "\"api\";q=2;w=60");
+        assert_eq!(header(&response, "ratelimit-policy"), "\"api\";q=2;w=86400");
         let (rule, params) = sf_item(header(&response, "ratelimit"));
         assert_eq!(rule, "api");
         assert_eq!(params[0], ("r".to_owned(), left));
         assert_eq!(params[1].0, "t");
-        assert!((1..=60).contains(&params[1].1), "{params:?}");
+        assert!((1..=86_400).contains(&params[1].1), "{params:?}");
         assert!(response.headers().get("retry-after").is_none());
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["allowed"], true);
@@ -603,7 +655,7 @@ async fn http_check_answers_ratelimit_headers_and_429_with_retry_after() {
         .await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = header(&response, "retry-after").parse().unwrap();
-    assert!((1..=60).contains(&retry), "{retry}");
+    assert!((1..=86_400).contains(&retry), "{retry}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["allowed"], false);
     let retry_after = duration::parse(body["retryAfter"].as_str().unwrap()).unwrap();
@@ -740,7 +792,7 @@ async fn the_v1_api_is_limited_per_client_ip_and_per_token() {
     cfg.api.per_ip = Some("per-ip".into());
     cfg.api.per_token = Some("per-token".into());
     cfg.api.client_ip_header = Some("X-Real-IP".into());
-    let server = Server::start(cfg).await;
+    let server = Server::start_with_tokens(cfg, Some("token-a\ntoken-b\ntoken-c\n")).await;
     let status = |ip: &'static str, token: Option<&'static str>| {
         let mut request = server
             .client
@@ -752,13 +804,14 @@ async fn the_v1_api_is_limited_per_client_ip_and_per_token() {
         request.send()
     };
 
+    // Per IP, before the token check: requests without a valid token count too.
     for _ in 0..2 {
         assert_eq!(
-            status("10.0.0.1", None).await.unwrap().status(),
-            StatusCode::OK
+            status("10.0.0.1", Some("guessed")).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
         );
     }
-    let limited = status("10.0.0.1", None).await.unwrap();
+    let limited = status("10.0.0.1", Some("guessed")).await.unwrap();
     assert!(header(&limited, "retry-after").parse::<u64>().unwrap() >= 1);
     assert!(header(&limited, "ratelimit-policy").starts_with("\"per-ip\";q=2;w=86400"));
     assert!(header(&limited, "ratelimit").starts_with("\"per-ip\";r=0;t="));
@@ -768,9 +821,20 @@ async fn the_v1_api_is_limited_per_client_ip_and_per_token() {
         (StatusCode::TOO_MANY_REQUESTS, Some("rate-limited"))
     );
     assert_eq!(
-        status("10.0.0.2", None).await.unwrap().status(),
+        status("10.0.0.2", Some("token-b")).await.unwrap().status(),
         StatusCode::OK
     );
+    // The client IP is the last value of the header (the nearest proxy's line).
+    let spoofed = server
+        .client
+        .get(format!("{}/v1/status", server.url))
+        .header("x-real-ip", "10.0.0.9")
+        .header("x-real-ip", "10.0.0.1")
+        .bearer_auth("token-b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // Per token: three requests from different addresses, the fourth is limited.
     for ip in ["10.1.0.1", "10.1.0.2", "10.1.0.3"] {
@@ -788,5 +852,23 @@ async fn the_v1_api_is_limited_per_client_ip_and_per_token() {
     assert_eq!(
         status("10.1.0.5", Some("token-b")).await.unwrap().status(),
         StatusCode::OK
+    );
+    // The API's own rules cannot be checked (and used up) through the check endpoint.
+    let (code, body) = problem(
+        server
+            .client
+            .post(format!("{}/v1/ratelimit/check", server.url))
+            .header("x-real-ip", "10.3.0.1")
+            .bearer_auth("token-c")
+            .json(&json!({"rule": "per-ip", "key": "ip=10.0.0.2", "cost": 2}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("rateLimit.api"),
+        "{body}"
     );
 }

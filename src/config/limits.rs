@@ -20,6 +20,10 @@ pub struct RateLimitConfig {
     pub local_shed: bool,
     /// Most keys remembered by the local shed cache.
     pub local_shed_capacity: u64,
+    /// How long a check waits for Redis before the rule's failure mode answers (a Redis
+    /// that stops answering must not stall every request for the full read timeout).
+    #[serde(with = "duration")]
+    pub redis_timeout: Duration,
     /// The rules, by name.
     pub rules: Vec<RuleConfig>,
     /// Limits on BlinkChamber's own `/v1` API.
@@ -32,6 +36,7 @@ impl Default for RateLimitConfig {
             key_prefix: "blinkchamber:rl:".into(),
             local_shed: true,
             local_shed_capacity: 100_000,
+            redis_timeout: Duration::from_millis(250),
             rules: Vec::new(),
             api: ApiLimitConfig::default(),
         }
@@ -42,7 +47,8 @@ impl Default for RateLimitConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleConfig {
-    /// Name clients use (`rule` in a check) and the `rule` label of metrics.
+    /// Name clients use (`rule` in a check) and the `rule` label of metrics; no `:`, which
+    /// separates the rule from the key in Redis.
     pub name: String,
     /// What the key is made of, in order: `user`, `org`, `apiKey`, `ip`, `route`
     /// (one or several). Checks give a value for each.
@@ -50,7 +56,8 @@ pub struct RuleConfig {
     /// `gcra` (default), `fixedWindow` or `slidingWindow`.
     #[serde(default)]
     pub algorithm: Algorithm,
-    /// Requests (cost units) admitted per `period`.
+    /// Requests (cost units) admitted per `period`, at most 2^53 (exact in the script's
+    /// double arithmetic).
     pub limit: NonZeroU64,
     /// The period, from `1s` to days (quotas).
     #[serde(with = "duration")]

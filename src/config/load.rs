@@ -198,11 +198,24 @@ impl Config {
 }
 
 fn validate_rate_limits(cfg: &RateLimitConfig) -> Result<(), ConfigError> {
+    validate_rate_limit_timeout(cfg)?;
     let mut seen = std::collections::HashSet::new();
     for (i, rule) in cfg.rules.iter().enumerate() {
         let key = |k: &str| format!("rateLimit.rules[{i}].{k}");
         if rule.name.is_empty() {
             return Err(invalid(&key("name"), "must not be empty"));
+        }
+        if rule.name.contains(':') {
+            return Err(invalid(
+                &key("name"),
+                format!(
+                    "`{}` contains `:`, which separates rule and key in Redis",
+                    rule.name
+                ),
+            ));
+        }
+        if rule.limit.get() > 1 << 53 {
+            return Err(invalid(&key("limit"), "expected at most 2^53"));
         }
         if !seen.insert(rule.name.as_str()) {
             return Err(invalid(
@@ -242,6 +255,13 @@ fn validate_rate_limits(cfg: &RateLimitConfig) -> Result<(), ConfigError> {
                 format!("no rule named `{name}` in rateLimit.rules"),
             ));
         }
+    }
+    Ok(())
+}
+
+fn validate_rate_limit_timeout(cfg: &RateLimitConfig) -> Result<(), ConfigError> {
+    if cfg.redis_timeout < Duration::from_millis(1) {
+        return Err(invalid("rateLimit.redisTimeout", "expected at least 1ms"));
     }
     Ok(())
 }

@@ -38,6 +38,9 @@ use crate::config::{Descriptor, FailureMode, RateLimitConfig, RuleConfig};
 /// How long checks skip Redis after it failed, before the next check tries it again.
 pub const REDIS_RETRY_AFTER: Duration = Duration::from_millis(500);
 
+/// Longest key a check may give, in bytes; keys are stored in Redis and in memory.
+pub const MAX_KEY_LEN: usize = 512;
+
 /// `retry_after` of a check denied because Redis is down and the rule fails closed.
 pub const FAIL_CLOSED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -51,6 +54,17 @@ pub enum RateLimitError {
     /// A check must cost at least 1.
     #[error("cost must be at least 1")]
     ZeroCost,
+    /// The key is longer than [`MAX_KEY_LEN`] bytes.
+    #[error(
+        "key for rule `{rule}` is {len} bytes; at most {} are accepted",
+        MAX_KEY_LEN
+    )]
+    KeyTooLong {
+        /// The rule.
+        rule: String,
+        /// The key's length in bytes.
+        len: usize,
+    },
     /// The cost is larger than the rule could ever admit at once (its burst for GCRA, its
     /// limit for windows), so the check could never pass.
     #[error(
@@ -434,6 +448,12 @@ impl RateLimiter {
                         },
                     });
                 }
+                if key.len() > MAX_KEY_LEN {
+                    return Err(RateLimitError::KeyTooLong {
+                        rule: name.to_owned(),
+                        len: key.len(),
+                    });
+                }
                 let mut full = String::with_capacity(prefix.len() + name.len() + key.len() + 1);
                 full.push_str(prefix);
                 full.push_str(name);
@@ -483,11 +503,31 @@ impl RateLimiter {
         }
         let elapsed = |at: Instant| at.duration_since(*clock_start).as_nanos() as u64;
         let skip = skip_until.load(Ordering::Relaxed);
-        let answered = if skip != 0 && elapsed(now) < skip {
+        // After a failure, one check probes Redis when the pause is over; the others keep
+        // using the failure mode meanwhile instead of all waiting on a dead Redis.
+        let ask_redis = skip == 0
+            || (elapsed(now) >= skip
+                && skip_until
+                    .compare_exchange(
+                        skip,
+                        elapsed(now + REDIS_RETRY_AFTER),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok());
+        let answered = if !ask_redis {
             None
         } else {
             let checks = as_checks(pending.iter().map(|&i| &resolved[i]));
-            match redis.check_many(&checks).await {
+            let timeout = self.inner.cfg.redis_timeout;
+            let result = match tokio::time::timeout(timeout, redis.check_many(&checks)).await {
+                Ok(result) => result,
+                Err(_) => Err(crate::backend::BackendError::Unavailable(format!(
+                    "no answer within rateLimit.redisTimeout ({})",
+                    crate::config::types::duration::format(&timeout)
+                ))),
+            };
+            match result {
                 Ok(outcomes) => {
                     skip_until.store(0, Ordering::Relaxed);
                     Some(outcomes)
@@ -508,7 +548,8 @@ impl RateLimiter {
         };
         match answered {
             Some(outcomes) => {
-                let now = Instant::now();
+                // `now` was taken before the call, so it is no later than Redis's TIME: the
+                // shed stops denying no later than Redis would.
                 for (&i, o) in pending.iter().zip(outcomes) {
                     let r = &resolved[i];
                     let d = Decision::from_outcome(o, r.rule.limits.limit, DecisionSource::Redis);

@@ -245,6 +245,18 @@ fn parse_one(
     let Some(cfg) = limiter.rule(&rule) else {
         return Err(problem(RateLimitError::UnknownRule(rule)));
     };
+    let api = &limiter.config().api;
+    if [&api.per_token, &api.per_ip]
+        .into_iter()
+        .flatten()
+        .any(|r| *r == rule)
+    {
+        // Checking it here would let any client use up another client's API quota.
+        return Err(ApiError::bad_request(format!(
+            "`{at}rule`: `{rule}` limits this API itself (rateLimit.api) and cannot be checked \
+             through it"
+        )));
+    }
     let key = match key {
         Value::String(s) if s.is_empty() => {
             return Err(ApiError::bad_request(format!(
@@ -372,10 +384,15 @@ fn add_headers(
 /// headers; otherwise the request goes on untouched. Does nothing when neither limit is
 /// configured.
 pub async fn protect_api(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    protect_with(&state.rate_limiter, request, next).await
+    protect_with(&state.rate_limiter, &state.auth, request, next).await
 }
 
-async fn protect_with(limiter: &RateLimiter, request: Request, next: Next) -> Response {
+async fn protect_with(
+    limiter: &RateLimiter,
+    auth: &super::auth::Auth,
+    request: Request,
+    next: Next,
+) -> Response {
     let api = &limiter.config().api;
     if api.per_token.is_none() && api.per_ip.is_none() {
         return next.run(request).await;
@@ -383,6 +400,10 @@ async fn protect_with(limiter: &RateLimiter, request: Request, next: Next) -> Re
     let mut checks: Vec<(&str, String)> = Vec::with_capacity(2);
     if let Some(rule) = &api.per_token
         && let Some(token) = bearer(request.headers())
+        // Only real tokens get a bucket: random ones would each get a fresh one. Requests
+        // with a wrong token are counted per IP and then refused by the token check.
+        && auth.enabled()
+        && auth.accepts(token)
     {
         checks.push((rule, format!("apiKey={}", hex_digest(token))));
     }
@@ -441,7 +462,7 @@ fn hex_digest(token: &str) -> String {
 /// it holds an IP address, else the peer address of the connection.
 fn client_ip(request: &Request, header: Option<&str>) -> Option<IpAddr> {
     let from_header = header
-        .and_then(|name| request.headers().get(name))
+        .and_then(|name| request.headers().get_all(name).iter().next_back())
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse::<IpAddr>().ok());

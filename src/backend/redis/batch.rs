@@ -52,7 +52,7 @@ struct Shared {
     retry: Retry,
     replies_per_item: usize,
     queue: Mutex<VecDeque<Pending>>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
 }
 
 /// A script whose concurrent calls are coalesced. Cheap to clone.
@@ -76,7 +76,7 @@ impl ScriptBatcher {
                 retry,
                 replies_per_item,
                 queue: Mutex::new(VecDeque::new()),
-                slots: Semaphore::new(CALLS_IN_FLIGHT),
+                slots: Arc::new(Semaphore::new(CALLS_IN_FLIGHT)),
             }),
         }
     }
@@ -98,8 +98,8 @@ impl ScriptBatcher {
             tokio::select! {
                 biased;
                 replies = &mut answer => return received(replies),
-                permit = shared.slots.acquire() => {
-                    let Ok(_permit) = permit else {
+                permit = shared.slots.clone().acquire_owned() => {
+                    let Ok(permit) = permit else {
                         return received(answer.await);
                     };
                     let batch = shared.take_batch();
@@ -110,6 +110,9 @@ impl ScriptBatcher {
                     let shared = self.shared.clone();
                     FinishOnDrop(Some(Box::pin(async move {
                         let result = run(&shared, &batch).await;
+                        // The slot stays taken until the call is over, even if the caller
+                        // that sent it was cancelled.
+                        drop(permit);
                         deliver(batch, result, shared.replies_per_item);
                     })))
                     .await;
@@ -159,8 +162,11 @@ impl Shared {
     }
 
     /// Queued callers, oldest first, up to [`MAX_ITEMS`] items (at least one caller).
+    /// Items of callers that gave up waiting are dropped unsent: a cancelled request must
+    /// not take a lock or use up a rate limit.
     fn take_batch(&self) -> Vec<Pending> {
         let mut queue = self.queue();
+        queue.retain(|p| !p.reply.is_closed());
         let mut batch = Vec::new();
         let mut count = 0;
         while let Some(next) = queue.front() {
