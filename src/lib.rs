@@ -19,6 +19,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod lock;

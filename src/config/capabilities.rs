@@ -21,6 +21,35 @@ pub struct CacheConfig {
     pub compression: CompressionConfig,
     /// Time to live, by category.
     pub ttl: TtlConfig,
+    /// Each TTL is shortened by a random amount up to this percentage, so entries written
+    /// together do not expire together.
+    pub jitter_percent: u8,
+    /// The in-process level.
+    pub l1: L1Config,
+    /// Evict L1 entries on every instance when one instance writes or removes (Redis
+    /// pub/sub); off, other instances serve their L1 copy until it expires.
+    pub backplane: bool,
+}
+
+/// The `cache.l1` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct L1Config {
+    /// Most entries kept in memory.
+    pub max_entries: u64,
+    /// Longest an entry read from Redis stays in memory (entries written by this instance
+    /// keep their own TTL when shorter).
+    #[serde(with = "duration")]
+    pub max_ttl: Duration,
+}
+
+impl Default for L1Config {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            max_ttl: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -33,6 +62,9 @@ impl Default for CacheConfig {
             key_prefix: "aikernel_".into(),
             compression: CompressionConfig::default(),
             ttl: TtlConfig::default(),
+            jitter_percent: 10,
+            l1: L1Config::default(),
+            backplane: true,
         }
     }
 }

@@ -16,7 +16,7 @@ pub mod types;
 use serde::{Deserialize, Serialize};
 
 pub use capabilities::{
-    CacheConfig, CompressionConfig, EventsConfig, PerformanceConfig, PublishingConfig,
+    CacheConfig, CompressionConfig, EventsConfig, L1Config, PerformanceConfig, PublishingConfig,
     QueuesConfig, TtlConfig,
 };
 pub use limits::{

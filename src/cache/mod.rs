@@ -1,0 +1,455 @@
+//! Two-level cache: an in-process L1 (moka) in front of Redis (L2).
+//!
+//! Values are JSON (serde). A read looks in L1, then Redis; a Redis hit is kept in L1 for
+//! at most `cache.l1.maxTtl`. A write goes to Redis, then L1, and tells the other
+//! instances to drop their L1 copy through the backplane (Redis pub/sub; the value is not
+//! broadcast). [`Cache::get_or_load`] runs the loader once for any number of concurrent
+//! callers of the same key on this instance. On the memory backend L1 is the only level,
+//! with the same API and the same TTLs.
+//!
+//! Keys are `(namespace, key)`. In Redis a value lives at `{keyPrefix}{namespace}:{key}`;
+//! [`Cache::clear`] removes a namespace with `SCAN` + `UNLINK`, never `FLUSHDB`, so the
+//! database can be shared.
+
+mod frame;
+mod redis;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use frame::{FrameError, MAGIC};
+
+use crate::backend::{Backend, BackendError, RedisBackend};
+use crate::config::CacheConfig;
+
+/// Longest namespace, in bytes.
+pub const MAX_NAMESPACE_LEN: usize = 128;
+
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Why a cache operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The namespace is empty, too long, or has characters other than letters, digits,
+    /// `_`, `-` and `.`.
+    #[error("invalid namespace `{0}`: expected 1-128 of A-Z a-z 0-9 _ - .")]
+    InvalidNamespace(String),
+    /// The key is empty or longer than [`MAX_KEY_LEN`] bytes.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// The value could not be serialized, or a stored value not read as the asked type.
+    #[error("value is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A stored value is not a valid frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The loader failed or panicked; nothing was cached.
+    #[error("loader failed: {0}")]
+    Load(String),
+    /// Redis failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// How [`Cache::set`] stores a value.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetOptions<'a> {
+    /// Time to live; without it, the category's TTL (or `cache.ttl.default`).
+    pub ttl: Option<Duration>,
+    /// TTL category (`cache.ttl.categories`).
+    pub category: Option<&'a str>,
+}
+
+/// One L1 entry: the value's JSON and how long it may stay.
+#[derive(Clone)]
+struct Entry {
+    json: Arc<[u8]>,
+    ttl: Duration,
+}
+
+struct EntryExpiry;
+
+impl moka::Expiry<String, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _: &String, entry: &Entry, _: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+type L1 = moka::future::Cache<String, Entry>;
+
+/// The two-level cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: CacheConfig,
+    l1: L1,
+    l2: Option<redis::RedisLevel>,
+}
+
+impl Cache {
+    /// The cache on the backend the config names (`cache.redis` for Redis).
+    pub fn from_config(cfg: &CacheConfig, backend: &Backend) -> Self {
+        match backend {
+            Backend::Memory => Self::memory(cfg),
+            Backend::Redis(r) => Self::redis(cfg, r.cache.clone()),
+        }
+    }
+
+    /// L1 only (single instance).
+    pub fn memory(cfg: &CacheConfig) -> Self {
+        Self::build(cfg, |_| None)
+    }
+
+    /// L1 in front of Redis, with the backplane when `cache.backplane` is on. Must be called
+    /// inside a Tokio runtime.
+    pub fn redis(cfg: &CacheConfig, backend: RedisBackend) -> Self {
+        Self::build(cfg, |l1| Some(redis::RedisLevel::new(cfg, backend, l1)))
+    }
+
+    fn build(cfg: &CacheConfig, l2: impl FnOnce(L1) -> Option<redis::RedisLevel>) -> Self {
+        let l1: L1 = moka::future::Cache::builder()
+            .max_capacity(cfg.l1.max_entries)
+            .expire_after(EntryExpiry)
+            .support_invalidation_closures()
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                cfg: cfg.clone(),
+                l2: l2(l1.clone()),
+                l1,
+            }),
+        }
+    }
+
+    /// Resolves once other instances' writes evict this instance's L1 (the backplane is
+    /// subscribed). Reads and writes work before that.
+    pub async fn ready(&self) {
+        if let Some(l2) = &self.inner.l2 {
+            l2.subscribed().await;
+        }
+    }
+
+    /// The value of `key`, if cached.
+    ///
+    /// # Errors
+    /// Invalid namespace or key, a value that is not a `T`, Redis errors.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<T>, CacheError> {
+        match self.get_json(namespace, key).await? {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The JSON of `key`, if cached.
+    ///
+    /// # Errors
+    /// Invalid namespace or key, Redis errors.
+    pub async fn get_json(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<Arc<[u8]>>, CacheError> {
+        let l1_key = l1_key(namespace, key)?;
+        if let Some(entry) = self.inner.l1.get(&l1_key).await {
+            record(Level::L1, true);
+            return Ok(Some(entry.json));
+        }
+        record(Level::L1, false);
+        let Some(l2) = &self.inner.l2 else {
+            return Ok(None);
+        };
+        let found = l2.get(namespace, key).await?;
+        record(Level::L2, found.is_some());
+        match found {
+            Some(json) => {
+                let json: Arc<[u8]> = json.into();
+                self.inner
+                    .l1
+                    .insert(
+                        l1_key,
+                        Entry {
+                            json: json.clone(),
+                            ttl: self.inner.cfg.l1.max_ttl,
+                        },
+                    )
+                    .await;
+                Ok(Some(json))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `value` under `key`.
+    ///
+    /// # Errors
+    /// Invalid namespace or key, a value that does not serialize, Redis errors.
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &T,
+        options: SetOptions<'_>,
+    ) -> Result<(), CacheError> {
+        self.set_json(namespace, key, serde_json::to_vec(value)?, options)
+            .await
+    }
+
+    /// Stores JSON bytes under `key` (the caller vouches they are JSON).
+    ///
+    /// # Errors
+    /// Invalid namespace or key, Redis errors.
+    pub async fn set_json(
+        &self,
+        namespace: &str,
+        key: &str,
+        json: Vec<u8>,
+        options: SetOptions<'_>,
+    ) -> Result<(), CacheError> {
+        let l1_key = l1_key(namespace, key)?;
+        let ttl = self.ttl(options);
+        if let Some(l2) = &self.inner.l2 {
+            l2.set(namespace, key, &json, ttl).await?;
+        }
+        let l1_ttl = match self.inner.l2 {
+            Some(_) => ttl.min(self.inner.cfg.l1.max_ttl),
+            None => ttl,
+        };
+        self.inner
+            .l1
+            .insert(
+                l1_key,
+                Entry {
+                    json: json.into(),
+                    ttl: l1_ttl,
+                },
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Removes `key` here, in Redis, and from every instance's L1.
+    ///
+    /// # Errors
+    /// Invalid namespace or key, Redis errors.
+    pub async fn remove(&self, namespace: &str, key: &str) -> Result<(), CacheError> {
+        let l1_key = l1_key(namespace, key)?;
+        if let Some(l2) = &self.inner.l2 {
+            l2.remove(namespace, key).await?;
+        }
+        self.inner.l1.invalidate(&l1_key).await;
+        Ok(())
+    }
+
+    /// Removes every key of `namespace` (in Redis with `SCAN` + `UNLINK`) and tells the
+    /// other instances. Returns how many Redis keys were removed (L1 entries on the memory
+    /// backend).
+    ///
+    /// # Errors
+    /// Invalid namespace, Redis errors.
+    pub async fn clear(&self, namespace: &str) -> Result<u64, CacheError> {
+        check_namespace(namespace)?;
+        let prefix = format!("{namespace}:");
+        let mut removed = 0;
+        if let Some(l2) = &self.inner.l2 {
+            removed = l2.clear(namespace).await?;
+        } else {
+            removed += self
+                .inner
+                .l1
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .count() as u64;
+        }
+        evict_namespace(&self.inner.l1, namespace);
+        Ok(removed)
+    }
+
+    /// The cached value of `key`, or `loader`'s, which is then cached. Concurrent callers
+    /// of the same key on this instance share one loader run; a failing or panicking
+    /// loader caches nothing and every waiting caller gets [`CacheError::Load`].
+    ///
+    /// # Errors
+    /// Those of [`Cache::get`] and [`Cache::set`], and [`CacheError::Load`].
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        namespace: &str,
+        key: &str,
+        category: Option<&str>,
+        loader: F,
+    ) -> Result<T, CacheError>
+    where
+        T: Serialize + DeserializeOwned,
+        E: std::fmt::Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let l1_key = l1_key(namespace, key)?;
+        if let Some(entry) = self.inner.l1.get(&l1_key).await {
+            record(Level::L1, true);
+            return Ok(serde_json::from_slice(&entry.json)?);
+        }
+        record(Level::L1, false);
+        let init = async {
+            if let Some(l2) = &self.inner.l2 {
+                let found = l2.get(namespace, key).await?;
+                record(Level::L2, found.is_some());
+                if let Some(json) = found {
+                    return Ok(Entry {
+                        json: json.into(),
+                        ttl: self.inner.cfg.l1.max_ttl,
+                    });
+                }
+            }
+            let started = Instant::now();
+            metrics::counter!("blinkchamber_cache_loads_total").increment(1);
+            let loaded = AssertUnwindSafe(loader()).catch_unwind().await;
+            metrics::histogram!("blinkchamber_cache_load_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            let value = match loaded {
+                Ok(Ok(value)) => value,
+                Ok(Err(e)) => return Err(load_error(e.to_string())),
+                Err(panic) => return Err(load_error(panic_message(&panic))),
+            };
+            let json = serde_json::to_vec(&value)?;
+            let ttl = self.ttl(SetOptions {
+                ttl: None,
+                category,
+            });
+            if let Some(l2) = &self.inner.l2 {
+                l2.set(namespace, key, &json, ttl).await?;
+            }
+            let ttl = match self.inner.l2 {
+                Some(_) => ttl.min(self.inner.cfg.l1.max_ttl),
+                None => ttl,
+            };
+            Ok::<_, CacheError>(Entry {
+                json: json.into(),
+                ttl,
+            })
+        };
+        let entry =
+            self.inner.l1.try_get_with(l1_key, init).await.map_err(
+                |shared| match Arc::try_unwrap(shared) {
+                    Ok(e) => e,
+                    Err(shared) => CacheError::Load(shared.to_string()),
+                },
+            )?;
+        Ok(serde_json::from_slice(&entry.json)?)
+    }
+
+    /// The TTL for `options`, shortened by up to `jitterPercent`.
+    fn ttl(&self, options: SetOptions<'_>) -> Duration {
+        let cfg = &self.inner.cfg;
+        let base = options.ttl.unwrap_or_else(|| {
+            options
+                .category
+                .and_then(|c| cfg.ttl.categories.get(c))
+                .copied()
+                .unwrap_or(cfg.ttl.default)
+        });
+        let jitter = f64::from(cfg.jitter_percent.min(100)) / 100.0;
+        if jitter == 0.0 {
+            return base;
+        }
+        base.mul_f64(1.0 - rand::random::<f64>() * jitter)
+            .max(Duration::from_millis(1))
+    }
+}
+
+fn load_error(message: String) -> CacheError {
+    metrics::counter!("blinkchamber_cache_load_errors_total").increment(1);
+    CacheError::Load(message)
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into());
+    format!("loader panicked: {detail}")
+}
+
+/// Drops every L1 entry of `namespace`.
+fn evict_namespace(l1: &L1, namespace: &str) {
+    let prefix = format!("{namespace}:");
+    if l1
+        .invalidate_entries_if(move |k, _| k.starts_with(&prefix))
+        .is_err()
+    {
+        l1.invalidate_all();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Level {
+    L1,
+    L2,
+}
+
+fn record(level: Level, hit: bool) {
+    let level = match level {
+        Level::L1 => "l1",
+        Level::L2 => "l2",
+    };
+    if hit {
+        metrics::counter!("blinkchamber_cache_hits_total", "level" => level).increment(1);
+    } else {
+        metrics::counter!("blinkchamber_cache_misses_total", "level" => level).increment(1);
+    }
+}
+
+fn check_namespace(namespace: &str) -> Result<(), CacheError> {
+    let ok = !namespace.is_empty()
+        && namespace.len() <= MAX_NAMESPACE_LEN
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CacheError::InvalidNamespace(
+            namespace.chars().take(MAX_NAMESPACE_LEN).collect(),
+        ))
+    }
+}
+
+/// `namespace:key`, after checking both (the namespace has no `:`, so this is unambiguous).
+fn l1_key(namespace: &str, key: &str) -> Result<String, CacheError> {
+    check_namespace(namespace)?;
+    if key.is_empty() {
+        return Err(CacheError::InvalidKey("must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(CacheError::InvalidKey(format!(
+            "{} bytes, expected at most {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    Ok(format!("{namespace}:{key}"))
+}

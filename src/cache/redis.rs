@@ -1,0 +1,236 @@
+//! L2 in Redis, and the backplane that keeps other instances' L1 honest.
+//!
+//! Values: `{keyPrefix}{namespace}:{key}`, stored as [`super::frame`] encodes them, with
+//! `PX` set to the TTL. Backplane: channel `{keyPrefix}backplane`, messages
+//! `{instance} k {namespace}:{key}` (evict a key) and `{instance} n {namespace}` (evict a
+//! namespace). An instance ignores its own messages; after a reconnect it flushes its
+//! whole L1, since messages may have been missed meanwhile.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{CacheError, L1, evict_namespace, frame};
+use crate::backend::redis::SubscriptionEvent;
+use crate::backend::{RedisBackend, Retry};
+use crate::config::{CacheConfig, CompressionConfig};
+
+/// Keys removed per `UNLINK` while clearing a namespace.
+const CLEAR_BATCH: usize = 1000;
+
+pub(super) struct RedisLevel {
+    backend: RedisBackend,
+    prefix: String,
+    compression: CompressionConfig,
+    /// `None` with the backplane off.
+    channel: Option<String>,
+    instance: String,
+    listener: Option<tokio::task::JoinHandle<()>>,
+    subscribed: watch::Receiver<bool>,
+}
+
+impl Drop for RedisLevel {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
+}
+
+impl RedisLevel {
+    pub(super) fn new(cfg: &CacheConfig, backend: RedisBackend, l1: L1) -> Self {
+        let instance = format!("{:016x}", rand::random::<u64>());
+        let (subscribed_tx, subscribed) = watch::channel(!cfg.backplane);
+        let (channel, listener) = if cfg.backplane {
+            let channel = format!("{}backplane", cfg.key_prefix);
+            let subscription = backend.subscribe(vec![channel.clone()]);
+            let listener = tokio::spawn(listen(subscription, l1, instance.clone(), subscribed_tx));
+            (Some(channel), Some(listener))
+        } else {
+            (None, None)
+        };
+        Self {
+            backend,
+            prefix: cfg.key_prefix.clone(),
+            compression: cfg.compression.clone(),
+            channel,
+            instance,
+            listener,
+            subscribed,
+        }
+    }
+
+    pub(super) async fn subscribed(&self) {
+        let mut rx = self.subscribed.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    fn key(&self, namespace: &str, key: &str) -> String {
+        format!("{}{namespace}:{key}", self.prefix)
+    }
+
+    pub(super) async fn get(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, CacheError> {
+        let stored: Option<Vec<u8>> = self
+            .backend
+            .query(redis::cmd("GET").arg(self.key(namespace, key)))
+            .await?;
+        Ok(match stored {
+            Some(bytes) => Some(frame::decode(&bytes)?),
+            None => None,
+        })
+    }
+
+    /// `SET … PX` and the eviction notice, in one round trip.
+    pub(super) async fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        json: &[u8],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let stored = frame::encode(json, &self.compression);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.key(namespace, key))
+            .arg(stored)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore();
+        self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
+        self.backend
+            .run(Retry::Idempotent, |mut c| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async::<()>(&mut c).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn remove(&self, namespace: &str, key: &str) -> Result<(), CacheError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("UNLINK").arg(self.key(namespace, key)).ignore();
+        self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
+        self.backend
+            .run(Retry::Idempotent, |mut c| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async::<()>(&mut c).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `SCAN` + `UNLINK` over the namespace; returns how many keys went.
+    pub(super) async fn clear(&self, namespace: &str) -> Result<u64, CacheError> {
+        let pattern = format!("{}{namespace}:*", glob_escape(&self.prefix));
+        let mut cursor = 0u64;
+        let mut removed = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .backend
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(CLEAR_BATCH),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = self.backend.query(redis::cmd("UNLINK").arg(&keys)).await?;
+                removed += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut pipe = redis::pipe();
+        self.notify(&mut pipe, 'n', namespace);
+        self.backend
+            .run(Retry::Idempotent, |mut c| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async::<()>(&mut c).await }
+            })
+            .await?;
+        Ok(removed)
+    }
+
+    fn notify(&self, pipe: &mut redis::Pipeline, kind: char, what: &str) {
+        if let Some(channel) = &self.channel {
+            pipe.cmd("PUBLISH")
+                .arg(channel)
+                .arg(format!("{} {kind} {what}", self.instance))
+                .ignore();
+            metrics::counter!("blinkchamber_cache_backplane_sent_total").increment(1);
+        }
+    }
+}
+
+async fn listen(
+    mut subscription: crate::backend::redis::Subscription,
+    l1: L1,
+    instance: String,
+    subscribed: watch::Sender<bool>,
+) {
+    while let Some(event) = subscription.recv().await {
+        match event {
+            SubscriptionEvent::Subscribed(reconnects) => {
+                if reconnects > 0 {
+                    // Evictions may have been published while we were away.
+                    l1.invalidate_all();
+                    metrics::counter!("blinkchamber_cache_backplane_flushes_total").increment(1);
+                }
+                subscribed.send_replace(true);
+            }
+            SubscriptionEvent::Message { payload, .. } => {
+                let text = String::from_utf8_lossy(&payload);
+                let mut parts = text.splitn(3, ' ');
+                let (Some(from), Some(kind), Some(what)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                if from == instance {
+                    continue;
+                }
+                metrics::counter!("blinkchamber_cache_backplane_received_total").increment(1);
+                match kind {
+                    "k" => l1.invalidate(what).await,
+                    "n" => evict_namespace(&l1, what),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// `text` with the glob characters of `SCAN MATCH` escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("app_*[x]?\\"), "app_\\*\\[x\\]\\?\\\\");
+    }
+}

@@ -1,0 +1,353 @@
+//! The two-level cache: one suite on the memory backend and on real Redis, then what only
+//! Redis has (L2, the backplane between instances, compression, reconnects).
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use blinkchamber::cache::{Cache, CacheError, MAGIC, SetOptions};
+use blinkchamber::config::{CacheConfig, RedisConfig};
+use blinkchamber::{Backend, RedisBackend};
+use serde_json::{Value, json};
+use support::{RedisProc, Store, wait_for_async};
+
+struct Fixture {
+    cache: Cache,
+    _redis: Option<RedisProc>,
+}
+
+fn config() -> CacheConfig {
+    CacheConfig {
+        key_prefix: "test:cache:".into(),
+        ..CacheConfig::default()
+    }
+}
+
+async fn connect(redis: &RedisProc) -> RedisBackend {
+    RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+        .await
+        .unwrap()
+}
+
+async fn redis_cache(redis: &RedisProc, cfg: &CacheConfig) -> Cache {
+    let cache = Cache::redis(cfg, connect(redis).await);
+    cache.ready().await;
+    cache
+}
+
+async fn fixture(store: Store) -> Fixture {
+    match store {
+        Store::Memory => Fixture {
+            cache: Cache::from_config(&config(), &Backend::Memory),
+            _redis: None,
+        },
+        Store::Redis => {
+            let redis = RedisProc::start();
+            Fixture {
+                cache: redis_cache(&redis, &config()).await,
+                _redis: Some(redis),
+            }
+        }
+    }
+}
+
+conformance!(fixture;
+    values_round_trip_and_are_removed,
+    concurrent_misses_run_the_loader_once,
+    failing_or_panicking_loaders_cache_nothing,
+    clear_removes_one_namespace_only,
+    entries_expire_after_their_ttl,
+    bad_namespaces_and_keys_are_refused,
+);
+
+async fn values_round_trip_and_are_removed(f: &Fixture) {
+    let c = &f.cache;
+    assert_eq!(c.get::<Value>("users", "u1").await.unwrap(), None);
+    let user = json!({"id": "u1", "roles": ["admin"], "n": 3});
+    c.set("users", "u1", &user, SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(c.get::<Value>("users", "u1").await.unwrap(), Some(user));
+    c.set("users", "u1", &json!("replaced"), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get::<String>("users", "u1").await.unwrap().as_deref(),
+        Some("replaced")
+    );
+    assert!(matches!(
+        c.get::<u64>("users", "u1").await,
+        Err(CacheError::Json(_))
+    ));
+    c.remove("users", "u1").await.unwrap();
+    assert_eq!(c.get::<Value>("users", "u1").await.unwrap(), None);
+}
+
+async fn concurrent_misses_run_the_loader_once(f: &Fixture) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (cache, runs) = (f.cache.clone(), runs.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("resource", "hot", Some("resource"), || async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        // Stay in flight while the other callers arrive.
+                        for _ in 0..50 {
+                            tokio::task::yield_now().await;
+                        }
+                        Ok::<_, std::io::Error>(json!({"loaded": true}))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), json!({"loaded": true}));
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the loader ran more than once"
+    );
+    // Later callers are served from the cache.
+    let again: Value = f
+        .cache
+        .get_or_load("resource", "hot", None, || async {
+            Err::<Value, _>("must not run")
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, json!({"loaded": true}));
+}
+
+async fn failing_or_panicking_loaders_cache_nothing(f: &Fixture) {
+    let failed = f
+        .cache
+        .get_or_load("resource", "flaky", None, || async {
+            Err::<Value, _>("upstream 503")
+        })
+        .await;
+    match failed {
+        Err(CacheError::Load(m)) => assert!(m.contains("upstream 503"), "{m}"),
+        other => panic!("expected a load error, got {other:?}"),
+    }
+    let panicked = f
+        .cache
+        .get_or_load("resource", "flaky", None, || async {
+            if true {
+                panic!("loader bug");
+            }
+            Ok::<Value, String>(Value::Null)
+        })
+        .await;
+    match panicked {
+        Err(CacheError::Load(m)) => assert!(m.contains("loader bug"), "{m}"),
+        other => panic!("expected a load error, got {other:?}"),
+    }
+    assert_eq!(
+        f.cache.get::<Value>("resource", "flaky").await.unwrap(),
+        None
+    );
+    let loaded: u32 = f
+        .cache
+        .get_or_load("resource", "flaky", None, || async { Ok::<_, String>(7) })
+        .await
+        .unwrap();
+    assert_eq!(loaded, 7);
+}
+
+async fn clear_removes_one_namespace_only(f: &Fixture) {
+    let c = &f.cache;
+    for i in 0..30 {
+        c.set("search", &format!("q{i}"), &i, SetOptions::default())
+            .await
+            .unwrap();
+    }
+    c.set("search2", "q1", &1, SetOptions::default())
+        .await
+        .unwrap();
+    c.set("lineage", "x", &"kept", SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(c.clear("search").await.unwrap(), 30);
+    for i in 0..30 {
+        assert_eq!(
+            c.get::<u32>("search", &format!("q{i}")).await.unwrap(),
+            None
+        );
+    }
+    assert_eq!(c.get::<u32>("search2", "q1").await.unwrap(), Some(1));
+    assert_eq!(
+        c.get::<String>("lineage", "x").await.unwrap().as_deref(),
+        Some("kept")
+    );
+}
+
+async fn entries_expire_after_their_ttl(f: &Fixture) {
+    let short = SetOptions {
+        ttl: Some(Duration::from_millis(50)),
+        category: None,
+    };
+    f.cache.set("session-like", "k", &1, short).await.unwrap();
+    wait_for_async("the entry to expire", || async {
+        f.cache
+            .get::<u32>("session-like", "k")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+async fn bad_namespaces_and_keys_are_refused(f: &Fixture) {
+    for ns in ["", "a:b", "a b", "a*", &"n".repeat(129)] {
+        assert!(
+            matches!(
+                f.cache.get::<Value>(ns, "k").await,
+                Err(CacheError::InvalidNamespace(_))
+            ),
+            "{ns:?}"
+        );
+    }
+    for key in ["", &"k".repeat(1025)] {
+        assert!(matches!(
+            f.cache.set("ns", key, &1, SetOptions::default()).await,
+            Err(CacheError::InvalidKey(_))
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_instance_evicts_the_other_instances_l1() {
+    let redis = RedisProc::start();
+    let cfg = config();
+    let (a, b) = (
+        redis_cache(&redis, &cfg).await,
+        redis_cache(&redis, &cfg).await,
+    );
+    b.set("users", "u1", &"v1", SetOptions::default())
+        .await
+        .unwrap();
+    // A reads it into its L1.
+    assert_eq!(
+        a.get::<String>("users", "u1").await.unwrap().as_deref(),
+        Some("v1")
+    );
+    b.set("users", "u1", &"v2", SetOptions::default())
+        .await
+        .unwrap();
+    wait_for_async("A to see B's write", || async {
+        (a.get::<String>("users", "u1").await.unwrap().as_deref() == Some("v2")).then_some(())
+    })
+    .await;
+    // Once evicted, A never goes back to the old value.
+    for _ in 0..20 {
+        assert_eq!(
+            a.get::<String>("users", "u1").await.unwrap().as_deref(),
+            Some("v2")
+        );
+    }
+    b.remove("users", "u1").await.unwrap();
+    wait_for_async("A to see B's removal", || async {
+        a.get::<String>("users", "u1")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    a.set("users", "u2", &1, SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(b.get::<u32>("users", "u2").await.unwrap(), Some(1));
+    a.clear("users").await.unwrap();
+    wait_for_async("B to see A's clear", || async {
+        b.get::<u32>("users", "u2")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backplane_reconnect_flushes_l1() {
+    let mut redis = RedisProc::start();
+    let cache = redis_cache(&redis, &config()).await;
+    cache
+        .set("users", "u1", &"before", SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get::<String>("users", "u1").await.unwrap().as_deref(),
+        Some("before")
+    );
+    // While the instance is cut off, someone changes the value; the eviction notice is
+    // lost with the connection.
+    redis.kill();
+    redis.restart();
+    let _: () = ::redis::cmd("SET")
+        .arg("test:cache:users:u1")
+        .arg("\"after\"")
+        .query(&mut redis.conn())
+        .unwrap();
+    // L1 holds "before" for up to l1.maxTtl (5 min) unless the reconnect flushes it.
+    wait_for_async("the reconnect to flush L1", || async {
+        (cache.get::<String>("users", "u1").await.ok()?.as_deref() == Some("after")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn large_values_are_compressed_in_redis_and_small_ones_stay_readable() {
+    let redis = RedisProc::start();
+    let cache = redis_cache(&redis, &config()).await;
+    let big = json!({"text": "lorem ipsum ".repeat(500)});
+    cache
+        .set("docs", "big", &big, SetOptions::default())
+        .await
+        .unwrap();
+    cache
+        .set("docs", "small", &json!({"a": 1}), SetOptions::default())
+        .await
+        .unwrap();
+    let mut conn = redis.conn();
+    let raw_big: Vec<u8> = ::redis::cmd("GET")
+        .arg("test:cache:docs:big")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        raw_big.starts_with(MAGIC) && raw_big.len() < 1000,
+        "{} bytes",
+        raw_big.len()
+    );
+    let raw_small: String = ::redis::cmd("GET")
+        .arg("test:cache:docs:small")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(raw_small, r#"{"a":1}"#);
+    // A fresh instance (empty L1) reads both back from Redis.
+    let other = redis_cache(&redis, &config()).await;
+    assert_eq!(other.get::<Value>("docs", "big").await.unwrap(), Some(big));
+    assert_eq!(
+        other.get::<Value>("docs", "small").await.unwrap(),
+        Some(json!({"a": 1}))
+    );
+    // Keys of other applications in the same database are left alone by clear.
+    let _: () = ::redis::cmd("SET")
+        .arg("docs:unrelated")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    cache.clear("docs").await.unwrap();
+    let kept: Option<u32> = ::redis::cmd("GET")
+        .arg("docs:unrelated")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(kept, Some(1));
+}
