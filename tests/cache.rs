@@ -351,3 +351,96 @@ async fn large_values_are_compressed_in_redis_and_small_ones_stay_readable() {
         .unwrap();
     assert_eq!(kept, Some(1));
 }
+
+#[tokio::test]
+async fn http_put_get_delete_and_invalidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = support::serve::Served::start(
+        dir.path(),
+        "backend: memory\nserver:\n  maxBodyBytes: 4096\n",
+        &["--no-auth"],
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let url = |path: &str| format!("{}/v1/cache/{path}", served.api);
+
+    let put = c
+        .put(url("users/u1"))
+        .json(&json!({"value": {"name": "Ada", "tags": [1, 2]}, "ttl": "10m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), reqwest::StatusCode::NO_CONTENT);
+    let got: Value = c
+        .get(url("users/u1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"value": {"name": "Ada", "tags": [1, 2]}}));
+
+    let missing = c.get(url("users/nobody")).send().await.unwrap();
+    assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+    let problem: Value = missing.json().await.unwrap();
+    assert_eq!(problem["type"], "not-found");
+
+    let too_big = c
+        .put(url("users/big"))
+        .json(&json!({"value": "x".repeat(5000)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        c.get(url("users/big")).send().await.unwrap().status(),
+        reqwest::StatusCode::NOT_FOUND,
+        "nothing of the refused value was stored"
+    );
+
+    let bad_category = c
+        .put(url("users/u2"))
+        .json(&json!({"value": 1, "category": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_category.status(), reqwest::StatusCode::BAD_REQUEST);
+    let problem: Value = bad_category.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("`nope`"),
+        "{problem}"
+    );
+
+    let bad_namespace = c.get(url("a*b/k")).send().await.unwrap();
+    assert_eq!(bad_namespace.status(), reqwest::StatusCode::BAD_REQUEST);
+
+    let deleted = c.delete(url("users/u1")).send().await.unwrap();
+    assert_eq!(deleted.status(), reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.get(url("users/u1")).send().await.unwrap().status(),
+        reqwest::StatusCode::NOT_FOUND
+    );
+
+    for k in ["a", "b"] {
+        c.put(url(&format!("search/{k}")))
+            .json(&json!({"value": k}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let cleared: Value = c
+        .post(url("search/invalidate"))
+        .json(&json!({"all": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared, json!({"removed": 2}));
+    assert_eq!(
+        c.get(url("search/a")).send().await.unwrap().status(),
+        reqwest::StatusCode::NOT_FOUND
+    );
+}

@@ -4,6 +4,7 @@
 //! through the same client library and at the same concurrency, because absolute figures
 //! move by tens of percent with machine load while ratios measured side by side do not.
 
+pub mod cache;
 pub mod locks;
 pub mod ratelimit;
 mod raw;

@@ -105,6 +105,8 @@ struct Inner {
     cfg: CacheConfig,
     l1: L1,
     l2: Option<redis::RedisLevel>,
+    /// Hits and misses of L1 and L2, registered once.
+    counts: [[metrics::Counter; 2]; 2],
 }
 
 impl Cache {
@@ -133,11 +135,22 @@ impl Cache {
             .expire_after(EntryExpiry)
             .support_invalidation_closures()
             .build();
+        let counter = |level: &'static str, hit: bool| {
+            if hit {
+                metrics::counter!("blinkchamber_cache_hits_total", "level" => level)
+            } else {
+                metrics::counter!("blinkchamber_cache_misses_total", "level" => level)
+            }
+        };
         Self {
             inner: Arc::new(Inner {
                 cfg: cfg.clone(),
                 l2: l2(l1.clone()),
                 l1,
+                counts: [
+                    [counter("l1", false), counter("l1", true)],
+                    [counter("l2", false), counter("l2", true)],
+                ],
             }),
         }
     }
@@ -176,28 +189,19 @@ impl Cache {
     ) -> Result<Option<Arc<[u8]>>, CacheError> {
         let l1_key = l1_key(namespace, key)?;
         if let Some(entry) = self.inner.l1.get(&l1_key).await {
-            record(Level::L1, true);
+            self.inner.record(Level::L1, true);
             return Ok(Some(entry.json));
         }
-        record(Level::L1, false);
+        self.inner.record(Level::L1, false);
         let Some(l2) = &self.inner.l2 else {
             return Ok(None);
         };
         let found = l2.get(namespace, key).await?;
-        record(Level::L2, found.is_some());
+        self.inner.record(Level::L2, found.is_some());
         match found {
             Some(json) => {
                 let json: Arc<[u8]> = json.into();
-                self.inner
-                    .l1
-                    .insert(
-                        l1_key,
-                        Entry {
-                            json: json.clone(),
-                            ttl: self.inner.cfg.l1.max_ttl,
-                        },
-                    )
-                    .await;
+                self.inner.keep(l1_key, json.clone()).await;
                 Ok(Some(json))
             }
             None => Ok(None),
@@ -310,14 +314,14 @@ impl Cache {
     {
         let l1_key = l1_key(namespace, key)?;
         if let Some(entry) = self.inner.l1.get(&l1_key).await {
-            record(Level::L1, true);
+            self.inner.record(Level::L1, true);
             return Ok(serde_json::from_slice(&entry.json)?);
         }
-        record(Level::L1, false);
+        self.inner.record(Level::L1, false);
         let init = async {
             if let Some(l2) = &self.inner.l2 {
                 let found = l2.get(namespace, key).await?;
-                record(Level::L2, found.is_some());
+                self.inner.record(Level::L2, found.is_some());
                 if let Some(json) = found {
                     return Ok(Entry {
                         json: json.into(),
@@ -408,19 +412,21 @@ fn evict_namespace(l1: &L1, namespace: &str) {
 
 #[derive(Clone, Copy)]
 enum Level {
-    L1,
-    L2,
+    L1 = 0,
+    L2 = 1,
 }
 
-fn record(level: Level, hit: bool) {
-    let level = match level {
-        Level::L1 => "l1",
-        Level::L2 => "l2",
-    };
-    if hit {
-        metrics::counter!("blinkchamber_cache_hits_total", "level" => level).increment(1);
-    } else {
-        metrics::counter!("blinkchamber_cache_misses_total", "level" => level).increment(1);
+impl Inner {
+    fn record(&self, level: Level, hit: bool) {
+        self.counts[level as usize][usize::from(hit)].increment(1);
+    }
+
+    /// Keeps a value read from Redis in L1 (unless L1 is configured to hold nothing).
+    async fn keep(&self, l1_key: String, json: Arc<[u8]>) {
+        if self.cfg.l1.max_entries > 0 {
+            let ttl = self.cfg.l1.max_ttl;
+            self.l1.insert(l1_key, Entry { json, ttl }).await;
+        }
     }
 }
 

@@ -79,7 +79,7 @@ impl RedisLevel {
             .query(redis::cmd("GET").arg(self.key(namespace, key)))
             .await?;
         Ok(match stored {
-            Some(bytes) => Some(frame::decode(&bytes)?),
+            Some(bytes) => Some(frame::decode(bytes)?),
             None => None,
         })
     }

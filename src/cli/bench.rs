@@ -73,6 +73,10 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await;
         rows.extend(
+            bench::cache::cache_rows(backend.clone(), args.concurrency, args.duration, &prefix)
+                .await,
+        );
+        rows.extend(
             bench::ratelimit::ratelimit_rows(
                 backend.clone(),
                 args.concurrency,

@@ -5,6 +5,7 @@
 //! the binary, tests and benchmarks start the server the same way.
 
 pub mod auth;
+pub mod cache;
 mod health;
 pub mod locks;
 mod openapi;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub backend: Backend,
     /// `/v1` authentication.
     pub auth: Auth,
+    /// The two-level cache.
+    pub cache: crate::cache::Cache,
     /// Distributed locks.
     pub locks: crate::lock::Locks,
     /// Rate limits.
@@ -56,6 +59,7 @@ impl AppState {
             (Some(source), true) => Auth::tokens(source.clone())?,
             _ => Auth::disabled(),
         };
+        let cache = crate::cache::Cache::from_config(&config.cache, &backend);
         let locks = crate::lock::Locks::from_config(&config.locks, &backend);
         let rate_limiter =
             crate::ratelimit::RateLimiter::from_config(&config.rate_limit, &backend)?;
@@ -63,6 +67,7 @@ impl AppState {
             config: Arc::new(config),
             backend,
             auth,
+            cache,
             locks,
             rate_limiter,
         })
@@ -75,6 +80,11 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/status", get(health::status))
         .route("/ratelimit/check", post(ratelimit::check))
+        .route(
+            "/cache/{namespace}/{key}",
+            get(cache::get).put(cache::put).delete(cache::delete),
+        )
+        .route("/cache/{namespace}/invalidate", post(cache::invalidate))
         .route(
             "/locks/{name}",
             post(locks::acquire)

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, locks, problem, ratelimit};
+use super::{cache, health, locks, problem, ratelimit};
 
 /// Every route of the API.
 #[derive(OpenApi)]
@@ -17,6 +17,10 @@ use super::{health, locks, problem, ratelimit};
         locks::extend,
         locks::release,
         ratelimit::check,
+        cache::get,
+        cache::put,
+        cache::delete,
+        cache::invalidate,
     ),
     components(schemas(
         problem::Problem,
@@ -31,6 +35,9 @@ use super::{health, locks, problem, ratelimit};
         ratelimit::KeyForm,
         ratelimit::CheckResponse,
         ratelimit::DescriptorResult,
+        cache::PutRequest,
+        cache::InvalidateRequest,
+        cache::InvalidateResponse,
     )),
     modifiers(&BearerAuth),
 )]
