@@ -60,6 +60,7 @@ conformance!(fixture;
     clear_removes_one_namespace_only,
     entries_expire_after_their_ttl,
     bad_namespaces_and_keys_are_refused,
+    a_failing_loader_gets_the_stale_value_within_the_fail_safe_window,
 );
 
 async fn values_round_trip_and_are_removed(f: &Fixture) {
@@ -203,6 +204,42 @@ async fn entries_expire_after_their_ttl(f: &Fixture) {
     .await;
 }
 
+async fn a_failing_loader_gets_the_stale_value_within_the_fail_safe_window(f: &Fixture) {
+    let short = SetOptions {
+        ttl: Some(Duration::from_millis(50)),
+        category: None,
+    };
+    f.cache
+        .set("resource", "r1", &"last good", short)
+        .await
+        .unwrap();
+    // Until the value expires it is served fresh and the loader does not run; after, the
+    // loader runs, fails, and the last good value is served instead of the error.
+    let runs = AtomicUsize::new(0);
+    wait_for_async("the value to expire and the loader to run", || async {
+        let got: String = f
+            .cache
+            .get_or_load("resource", "r1", None, || async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err::<String, _>("database down")
+            })
+            .await
+            .expect("the fail-safe serves the stale value");
+        assert_eq!(got, "last good");
+        (runs.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    // Once the loader succeeds, the new value replaces the stale one.
+    let fresh: String = f
+        .cache
+        .get_or_load("resource", "r1", None, || async {
+            Ok::<_, String>("new".into())
+        })
+        .await
+        .unwrap();
+    assert_eq!(fresh, "new");
+}
+
 async fn bad_namespaces_and_keys_are_refused(f: &Fixture) {
     for ns in ["", "a:b", "a b", "a*", &"n".repeat(129)] {
         assert!(
@@ -301,6 +338,88 @@ async fn a_backplane_reconnect_flushes_l1() {
         (cache.get::<String>("users", "u1").await.ok()?.as_deref() == Some("after")).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn without_the_fail_safe_a_failing_loader_is_an_error() {
+    let cfg = CacheConfig {
+        fail_safe_max_duration: Duration::ZERO,
+        ..config()
+    };
+    let cache = Cache::memory(&cfg);
+    let short = SetOptions {
+        ttl: Some(Duration::from_millis(50)),
+        category: None,
+    };
+    cache.set("resource", "r1", &"old", short).await.unwrap();
+    wait_for_async("the value to expire", || async {
+        cache
+            .get_or_load("resource", "r1", None, || async {
+                Err::<String, _>("down")
+            })
+            .await
+            .err()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_serves_stale_values_and_loads_still_run_then_recovers() {
+    let mut redis = RedisProc::start();
+    let cache = redis_cache(&redis, &config()).await;
+    let short = SetOptions {
+        ttl: Some(Duration::from_millis(50)),
+        category: None,
+    };
+    cache
+        .set("resource", "r1", &"last good", short)
+        .await
+        .unwrap();
+    redis.kill();
+    // Reads keep answering: fresh from L1, then stale once expired (Redis cannot be asked).
+    let runs = AtomicUsize::new(0);
+    wait_for_async("the loader to run with Redis down", || async {
+        let got: String = cache
+            .get_or_load("resource", "r1", None, || async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err::<String, _>("database down too")
+            })
+            .await
+            .expect("the fail-safe serves the stale value");
+        assert_eq!(got, "last good");
+        (runs.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        cache
+            .get::<String>("resource", "r1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("last good")
+    );
+    // A working loader is enough, even with Redis down.
+    let loaded: String = cache
+        .get_or_load("resource", "r2", None, || async {
+            Ok::<_, String>("from the loader".into())
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, "from the loader");
+    // Redis back: writes reach it again.
+    redis.restart();
+    wait_for_async("writes to reach Redis again", || async {
+        cache
+            .set("resource", "r3", &3, SetOptions::default())
+            .await
+            .ok()
+    })
+    .await;
+    let stored: Option<String> = ::redis::cmd("GET")
+        .arg("test:cache:resource:r3")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("3"));
 }
 
 #[tokio::test]

@@ -68,11 +68,20 @@ pub struct SetOptions<'a> {
     pub category: Option<&'a str>,
 }
 
-/// One L1 entry: the value's JSON and how long it may stay.
+/// One L1 entry: the value's JSON, until when it is fresh, and how long it may stay in
+/// memory at all (fresh time plus `failSafeMaxDuration`, to be served if Redis or the
+/// loader fails).
 #[derive(Clone)]
 struct Entry {
     json: Arc<[u8]>,
+    fresh_until: Instant,
     ttl: Duration,
+}
+
+impl Entry {
+    fn is_fresh(&self) -> bool {
+        Instant::now() < self.fresh_until
+    }
 }
 
 struct EntryExpiry;
@@ -188,15 +197,20 @@ impl Cache {
         key: &str,
     ) -> Result<Option<Arc<[u8]>>, CacheError> {
         let l1_key = l1_key(namespace, key)?;
-        if let Some(entry) = self.inner.l1.get(&l1_key).await {
+        let cached = self.inner.l1.get(&l1_key).await;
+        if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh()) {
             self.inner.record(Level::L1, true);
-            return Ok(Some(entry.json));
+            return Ok(Some(entry.json.clone()));
         }
         self.inner.record(Level::L1, false);
         let Some(l2) = &self.inner.l2 else {
             return Ok(None);
         };
-        let found = l2.get(namespace, key).await?;
+        let found = match l2.get(namespace, key).await {
+            Ok(found) => found,
+            // Redis is failing: the last good value, if it is within the fail-safe window.
+            Err(e) => return self.inner.stale_or(cached, e).map(Some),
+        };
         self.inner.record(Level::L2, found.is_some());
         match found {
             Some(json) => {
@@ -204,7 +218,12 @@ impl Cache {
                 self.inner.keep(l1_key, json.clone()).await;
                 Ok(Some(json))
             }
-            None => Ok(None),
+            None => {
+                if cached.is_some() {
+                    self.inner.l1.invalidate(&l1_key).await;
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -239,20 +258,8 @@ impl Cache {
         if let Some(l2) = &self.inner.l2 {
             l2.set(namespace, key, &json, ttl).await?;
         }
-        let l1_ttl = match self.inner.l2 {
-            Some(_) => ttl.min(self.inner.cfg.l1.max_ttl),
-            None => ttl,
-        };
-        self.inner
-            .l1
-            .insert(
-                l1_key,
-                Entry {
-                    json: json.into(),
-                    ttl: l1_ttl,
-                },
-            )
-            .await;
+        let entry = self.inner.entry(json.into(), ttl);
+        self.inner.l1.insert(l1_key, entry).await;
         Ok(())
     }
 
@@ -313,20 +320,29 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let l1_key = l1_key(namespace, key)?;
-        if let Some(entry) = self.inner.l1.get(&l1_key).await {
+        let cached = self.inner.l1.get(&l1_key).await;
+        if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh()) {
             self.inner.record(Level::L1, true);
             return Ok(serde_json::from_slice(&entry.json)?);
         }
         self.inner.record(Level::L1, false);
+        if cached.is_some() {
+            // A stale copy stays in memory only for the fail-safe; it must not stand in for
+            // a load. It is kept in `cached` in case the load fails.
+            self.inner.l1.invalidate(&l1_key).await;
+        }
         let init = async {
             if let Some(l2) = &self.inner.l2 {
-                let found = l2.get(namespace, key).await?;
-                self.inner.record(Level::L2, found.is_some());
-                if let Some(json) = found {
-                    return Ok(Entry {
-                        json: json.into(),
-                        ttl: self.inner.cfg.l1.max_ttl,
-                    });
+                // A failing Redis does not stop loads: the loader is the source of truth.
+                match l2.get(namespace, key).await {
+                    Ok(found) => {
+                        self.inner.record(Level::L2, found.is_some());
+                        if let Some(json) = found {
+                            let max = self.inner.cfg.l1.max_ttl;
+                            return Ok(self.inner.entry(json.into(), max));
+                        }
+                    }
+                    Err(e) => l2_failed("read", &e),
                 }
             }
             let started = Instant::now();
@@ -344,25 +360,33 @@ impl Cache {
                 ttl: None,
                 category,
             });
-            if let Some(l2) = &self.inner.l2 {
-                l2.set(namespace, key, &json, ttl).await?;
+            if let Some(l2) = &self.inner.l2
+                && let Err(e) = l2.set(namespace, key, &json, ttl).await
+            {
+                l2_failed("write", &e);
             }
-            let ttl = match self.inner.l2 {
-                Some(_) => ttl.min(self.inner.cfg.l1.max_ttl),
-                None => ttl,
-            };
-            Ok::<_, CacheError>(Entry {
-                json: json.into(),
-                ttl,
-            })
+            Ok::<_, CacheError>(self.inner.entry(json.into(), ttl))
         };
-        let entry =
-            self.inner.l1.try_get_with(l1_key, init).await.map_err(
-                |shared| match Arc::try_unwrap(shared) {
-                    Ok(e) => e,
-                    Err(shared) => CacheError::Load(shared.to_string()),
-                },
-            )?;
+        let loaded = self
+            .inner
+            .l1
+            .try_get_with(l1_key.clone(), init)
+            .await
+            .map_err(|shared| match Arc::try_unwrap(shared) {
+                Ok(e) => e,
+                Err(shared) => CacheError::Load(shared.to_string()),
+            });
+        let entry = match loaded {
+            Ok(entry) => entry,
+            Err(e) => {
+                let json = self.inner.stale_or(cached.clone(), e)?;
+                if let Some(stale) = cached {
+                    // Keep serving it from memory until the window ends or a load succeeds.
+                    self.inner.l1.insert(l1_key, stale).await;
+                }
+                return Ok(serde_json::from_slice(&json)?);
+            }
+        };
         Ok(serde_json::from_slice(&entry.json)?)
     }
 
@@ -383,6 +407,11 @@ impl Cache {
         base.mul_f64(1.0 - rand::random::<f64>() * jitter)
             .max(Duration::from_millis(1))
     }
+}
+
+fn l2_failed(what: &str, error: &CacheError) {
+    metrics::counter!("blinkchamber_cache_l2_errors_total").increment(1);
+    tracing::warn!(%error, "cache: Redis {what} failed during a load; carrying on without L2");
 }
 
 fn load_error(message: String) -> CacheError {
@@ -424,8 +453,35 @@ impl Inner {
     /// Keeps a value read from Redis in L1 (unless L1 is configured to hold nothing).
     async fn keep(&self, l1_key: String, json: Arc<[u8]>) {
         if self.cfg.l1.max_entries > 0 {
-            let ttl = self.cfg.l1.max_ttl;
-            self.l1.insert(l1_key, Entry { json, ttl }).await;
+            let entry = self.entry(json, self.cfg.l1.max_ttl);
+            self.l1.insert(l1_key, entry).await;
+        }
+    }
+
+    /// An L1 entry fresh for `ttl` (at most `l1.maxTtl` in front of Redis), then kept for
+    /// `failSafeMaxDuration` more as a fail-safe copy.
+    fn entry(&self, json: Arc<[u8]>, ttl: Duration) -> Entry {
+        let fresh = match self.l2 {
+            Some(_) => ttl.min(self.cfg.l1.max_ttl),
+            None => ttl,
+        };
+        Entry {
+            json,
+            fresh_until: Instant::now() + fresh,
+            ttl: fresh.saturating_add(self.cfg.fail_safe_max_duration),
+        }
+    }
+
+    /// The stale copy when Redis or the loader failed and there is one (moka already dropped
+    /// it if the fail-safe window is over); otherwise the error.
+    fn stale_or(&self, cached: Option<Entry>, error: CacheError) -> Result<Arc<[u8]>, CacheError> {
+        match cached {
+            Some(stale) if self.cfg.fail_safe_max_duration > Duration::ZERO => {
+                metrics::counter!("blinkchamber_cache_stale_served_total").increment(1);
+                tracing::warn!(%error, "cache: serving a stale value (fail-safe)");
+                Ok(stale.json)
+            }
+            _ => Err(error),
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct CacheConfig {
     /// Evict L1 entries on every instance when one instance writes or removes (Redis
     /// pub/sub); off, other instances serve their L1 copy until it expires.
     pub backplane: bool,
+    /// How long past its expiry a value is still served when Redis or the loader fails
+    /// (`0s` turns the fail-safe off).
+    #[serde(with = "duration")]
+    pub fail_safe_max_duration: Duration,
 }
 
 /// The `cache.l1` block.
@@ -65,6 +69,7 @@ impl Default for CacheConfig {
             jitter_percent: 10,
             l1: L1Config::default(),
             backplane: true,
+            fail_safe_max_duration: Duration::from_secs(600),
         }
     }
 }
