@@ -563,3 +563,60 @@ async fn http_put_get_delete_and_invalidate() {
         reqwest::StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_costs_a_read_only_the_l2_timeout() {
+    let redis = RedisProc::start();
+    let mut redis_cfg = RedisConfig::standalone("127.0.0.1", redis.port);
+    // Far beyond the test's patience: only cache.l2Timeout can end the read.
+    redis_cfg.read_timeout = Duration::from_secs(600);
+    let cfg = CacheConfig {
+        l2_timeout: Duration::from_millis(100),
+        ..config()
+    };
+    let cache = Cache::redis(&cfg, RedisBackend::connect(redis_cfg).await.unwrap());
+    cache.ready().await;
+    assert_eq!(cache.get::<u32>("ns", "k").await.unwrap(), None);
+    // A paused Redis accepts commands and answers nothing.
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5_000)
+        .arg("ALL")
+        .query(&mut redis.conn())
+        .unwrap();
+    let read = tokio::time::timeout(support::PATIENCE, cache.get::<u32>("ns", "k2"))
+        .await
+        .expect("the read ends at cache.l2Timeout");
+    match read {
+        Err(CacheError::Backend(e)) => assert!(e.to_string().contains("l2Timeout"), "{e}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_redis_is_skipped_for_a_while_then_asked_again() {
+    let mut redis = RedisProc::start();
+    let mut cfg = config();
+    cfg.circuit_breaker.failure_threshold = 3;
+    cfg.circuit_breaker.open_for = Duration::from_millis(200);
+    let cache = redis_cache(&redis, &cfg).await;
+    redis.kill();
+    for i in 0..3 {
+        assert!(
+            matches!(
+                cache.get::<u32>("ns", &format!("k{i}")).await,
+                Err(CacheError::Backend(_))
+            ),
+            "read {i} while Redis is down"
+        );
+    }
+    assert!(cache.l2_circuit_open());
+    let skipped = cache.get::<u32>("ns", "k").await.unwrap_err();
+    assert!(skipped.to_string().contains("circuit breaker"), "{skipped}");
+    redis.restart();
+    wait_for_async("the cache to use Redis again", || async {
+        cache.get::<u32>("ns", "k").await.ok()
+    })
+    .await;
+    assert!(!cache.l2_circuit_open());
+}

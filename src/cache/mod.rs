@@ -11,6 +11,7 @@
 //! [`Cache::clear`] removes a namespace with `SCAN` + `UNLINK`, never `FLUSHDB`, so the
 //! database can be shared.
 
+mod breaker;
 mod frame;
 mod redis;
 
@@ -162,6 +163,11 @@ impl Cache {
                 ],
             }),
         }
+    }
+
+    /// Whether Redis is being skipped after repeated failures (circuit breaker open).
+    pub fn l2_circuit_open(&self) -> bool {
+        self.inner.l2.as_ref().is_some_and(|l2| l2.circuit_open())
     }
 
     /// Resolves once other instances' writes evict this instance's L1 (the backplane is

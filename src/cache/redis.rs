@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::breaker::Breaker;
 use super::{CacheError, L1, evict_namespace, frame};
 use crate::backend::redis::SubscriptionEvent;
 use crate::backend::{RedisBackend, Retry};
@@ -27,6 +28,7 @@ pub(super) struct RedisLevel {
     instance: String,
     listener: Option<tokio::task::JoinHandle<()>>,
     subscribed: watch::Receiver<bool>,
+    breaker: Breaker,
 }
 
 impl Drop for RedisLevel {
@@ -57,6 +59,7 @@ impl RedisLevel {
             instance,
             listener,
             subscribed,
+            breaker: Breaker::new(cfg),
         }
     }
 
@@ -69,15 +72,24 @@ impl RedisLevel {
         format!("{}{namespace}:{key}", self.prefix)
     }
 
+    /// Whether Redis is being skipped after repeated failures.
+    pub(super) fn circuit_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
     pub(super) async fn get(
         &self,
         namespace: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, CacheError> {
-        let stored: Option<Vec<u8>> = self
-            .backend
-            .query(redis::cmd("GET").arg(self.key(namespace, key)))
-            .await?;
+        let get = async {
+            let stored: Option<Vec<u8>> = self
+                .backend
+                .query(redis::cmd("GET").arg(self.key(namespace, key)))
+                .await?;
+            Ok(stored)
+        };
+        let stored = self.breaker.call(get).await?;
         Ok(match stored {
             Some(bytes) => Some(frame::decode(bytes)?),
             None => None,
@@ -101,6 +113,10 @@ impl RedisLevel {
             .arg(millis(ttl))
             .ignore();
         self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
+        self.breaker.call(self.send(pipe)).await
+    }
+
+    async fn send(&self, pipe: redis::Pipeline) -> Result<(), CacheError> {
         self.backend
             .run(Retry::Idempotent, |mut c| {
                 let pipe = pipe.clone();
@@ -114,13 +130,7 @@ impl RedisLevel {
         let mut pipe = redis::pipe();
         pipe.cmd("UNLINK").arg(self.key(namespace, key)).ignore();
         self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
-        self.backend
-            .run(Retry::Idempotent, |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
-            .await?;
-        Ok(())
+        self.breaker.call(self.send(pipe)).await
     }
 
     /// `SCAN` + `UNLINK` over the namespace; returns how many keys went.
@@ -151,12 +161,7 @@ impl RedisLevel {
         }
         let mut pipe = redis::pipe();
         self.notify(&mut pipe, 'n', namespace);
-        self.backend
-            .run(Retry::Idempotent, |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
-            .await?;
+        self.send(pipe).await?;
         Ok(removed)
     }
 

@@ -33,6 +33,31 @@ pub struct CacheConfig {
     /// (`0s` turns the fail-safe off).
     #[serde(with = "duration")]
     pub fail_safe_max_duration: Duration,
+    /// Deadline of each Redis read or write of the cache.
+    #[serde(with = "duration")]
+    pub l2_timeout: Duration,
+    /// When to stop asking a failing Redis for a while.
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+/// The `cache.circuitBreaker` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Failed or timed-out Redis calls in a row that open the circuit.
+    pub failure_threshold: u32,
+    /// How long Redis is skipped once the circuit is open.
+    #[serde(with = "duration")]
+    pub open_for: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_for: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The `cache.l1` block.
@@ -70,6 +95,8 @@ impl Default for CacheConfig {
             l1: L1Config::default(),
             backplane: true,
             fail_safe_max_duration: Duration::from_secs(600),
+            l2_timeout: Duration::from_millis(250),
+            circuit_breaker: CircuitBreakerConfig::default(),
         }
     }
 }
