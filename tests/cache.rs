@@ -61,6 +61,7 @@ conformance!(fixture;
     entries_expire_after_their_ttl,
     bad_namespaces_and_keys_are_refused,
     a_failing_loader_gets_the_stale_value_within_the_fail_safe_window,
+    remove_by_tag_removes_exactly_the_tagged_keys,
 );
 
 async fn values_round_trip_and_are_removed(f: &Fixture) {
@@ -190,7 +191,7 @@ async fn clear_removes_one_namespace_only(f: &Fixture) {
 async fn entries_expire_after_their_ttl(f: &Fixture) {
     let short = SetOptions {
         ttl: Some(Duration::from_millis(50)),
-        category: None,
+        ..SetOptions::default()
     };
     f.cache.set("session-like", "k", &1, short).await.unwrap();
     wait_for_async("the entry to expire", || async {
@@ -207,7 +208,7 @@ async fn entries_expire_after_their_ttl(f: &Fixture) {
 async fn a_failing_loader_gets_the_stale_value_within_the_fail_safe_window(f: &Fixture) {
     let short = SetOptions {
         ttl: Some(Duration::from_millis(50)),
-        category: None,
+        ..SetOptions::default()
     };
     f.cache
         .set("resource", "r1", &"last good", short)
@@ -238,6 +239,39 @@ async fn a_failing_loader_gets_the_stale_value_within_the_fail_safe_window(f: &F
         .await
         .unwrap();
     assert_eq!(fresh, "new");
+}
+
+async fn remove_by_tag_removes_exactly_the_tagged_keys(f: &Fixture) {
+    let c = &f.cache;
+    let tagged = |tags: &'static [&'static str]| SetOptions {
+        tags,
+        ..SetOptions::default()
+    };
+    c.set("docs", "a", &1, tagged(&["org-1", "public"]))
+        .await
+        .unwrap();
+    c.set("docs", "b", &2, tagged(&["org-1"])).await.unwrap();
+    c.set("docs", "c", &3, tagged(&["org-2"])).await.unwrap();
+    c.set("docs", "d", &4, SetOptions::default()).await.unwrap();
+    c.set("other", "a", &5, tagged(&["org-1"])).await.unwrap();
+    assert_eq!(c.remove_by_tag("docs", "org-1").await.unwrap(), 2);
+    for (key, expected) in [("a", None), ("b", None), ("c", Some(3)), ("d", Some(4))] {
+        assert_eq!(c.get::<u32>("docs", key).await.unwrap(), expected, "{key}");
+    }
+    assert_eq!(
+        c.get::<u32>("other", "a").await.unwrap(),
+        Some(5),
+        "other namespace"
+    );
+    assert_eq!(
+        c.remove_by_tag("docs", "org-1").await.unwrap(),
+        0,
+        "the tag is gone"
+    );
+    assert!(matches!(
+        c.set("docs", "e", &1, tagged(&["bad tag"])).await,
+        Err(CacheError::InvalidTag(_))
+    ));
 }
 
 async fn bad_namespaces_and_keys_are_refused(f: &Fixture) {
@@ -349,7 +383,7 @@ async fn without_the_fail_safe_a_failing_loader_is_an_error() {
     let cache = Cache::memory(&cfg);
     let short = SetOptions {
         ttl: Some(Duration::from_millis(50)),
-        category: None,
+        ..SetOptions::default()
     };
     cache.set("resource", "r1", &"old", short).await.unwrap();
     wait_for_async("the value to expire", || async {
@@ -369,7 +403,7 @@ async fn redis_down_serves_stale_values_and_loads_still_run_then_recovers() {
     let cache = redis_cache(&redis, &config()).await;
     let short = SetOptions {
         ttl: Some(Duration::from_millis(50)),
-        category: None,
+        ..SetOptions::default()
     };
     cache
         .set("resource", "r1", &"last good", short)
@@ -541,13 +575,30 @@ async fn http_put_get_delete_and_invalidate() {
         reqwest::StatusCode::NOT_FOUND
     );
 
-    for k in ["a", "b"] {
+    for (k, tag) in [("a", "t1"), ("b", "t2"), ("c", "t2")] {
         c.put(url(&format!("search/{k}")))
-            .json(&json!({"value": k}))
+            .json(&json!({"value": k, "tags": [tag]}))
             .send()
             .await
             .unwrap();
     }
+    let by_tag: Value = c
+        .post(url("search/invalidate"))
+        .json(&json!({"tags": ["t2"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_tag, json!({"removed": 2}));
+    let neither = c
+        .post(url("search/invalidate"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(neither.status(), reqwest::StatusCode::BAD_REQUEST);
     let cleared: Value = c
         .post(url("search/invalidate"))
         .json(&json!({"all": true}))
@@ -557,7 +608,7 @@ async fn http_put_get_delete_and_invalidate() {
         .json()
         .await
         .unwrap();
-    assert_eq!(cleared, json!({"removed": 2}));
+    assert_eq!(cleared, json!({"removed": 1}));
     assert_eq!(
         c.get(url("search/a")).send().await.unwrap().status(),
         reqwest::StatusCode::NOT_FOUND

@@ -15,6 +15,7 @@ mod breaker;
 mod frame;
 mod redis;
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -43,6 +44,10 @@ pub enum CacheError {
     /// `_`, `-` and `.`.
     #[error("invalid namespace `{0}`: expected 1-128 of A-Z a-z 0-9 _ - .")]
     InvalidNamespace(String),
+    /// A tag is empty, too long, or has characters other than letters, digits, `_`, `-`
+    /// and `.`.
+    #[error("invalid tag `{0}`: expected 1-128 of A-Z a-z 0-9 _ - .")]
+    InvalidTag(String),
     /// The key is empty or longer than [`MAX_KEY_LEN`] bytes.
     #[error("invalid key: {0}")]
     InvalidKey(String),
@@ -67,6 +72,8 @@ pub struct SetOptions<'a> {
     pub ttl: Option<Duration>,
     /// TTL category (`cache.ttl.categories`).
     pub category: Option<&'a str>,
+    /// Tags for [`Cache::remove_by_tag`] (same characters as namespaces).
+    pub tags: &'a [&'a str],
 }
 
 /// One L1 entry: the value's JSON, until when it is fresh, and how long it may stay in
@@ -117,6 +124,8 @@ struct Inner {
     l2: Option<redis::RedisLevel>,
     /// Hits and misses of L1 and L2, registered once.
     counts: [[metrics::Counter; 2]; 2],
+    /// Memory backend: `namespace:tag` → keys (Redis keeps this in sets).
+    tags: std::sync::Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl Cache {
@@ -161,6 +170,7 @@ impl Cache {
                     [counter("l1", false), counter("l1", true)],
                     [counter("l2", false), counter("l2", true)],
                 ],
+                tags: std::sync::Mutex::default(),
             }),
         }
     }
@@ -260,9 +270,13 @@ impl Cache {
         options: SetOptions<'_>,
     ) -> Result<(), CacheError> {
         let l1_key = l1_key(namespace, key)?;
+        for tag in options.tags {
+            check_name(tag).map_err(|()| CacheError::InvalidTag((*tag).to_owned()))?;
+        }
         let ttl = self.ttl(options);
-        if let Some(l2) = &self.inner.l2 {
-            l2.set(namespace, key, &json, ttl).await?;
+        match &self.inner.l2 {
+            Some(l2) => l2.set(namespace, key, &json, ttl, options.tags).await?,
+            None => self.inner.tag_locally(namespace, key, options.tags),
         }
         let entry = self.inner.entry(json.into(), ttl);
         self.inner.l1.insert(l1_key, entry).await;
@@ -280,6 +294,27 @@ impl Cache {
         }
         self.inner.l1.invalidate(&l1_key).await;
         Ok(())
+    }
+
+    /// Removes every key of `namespace` set with `tag`, here, in Redis and from every
+    /// instance's L1. Returns how many keys were removed.
+    ///
+    /// # Errors
+    /// Invalid namespace or tag, Redis errors.
+    pub async fn remove_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, CacheError> {
+        check_namespace(namespace)?;
+        check_name(tag).map_err(|()| CacheError::InvalidTag(tag.to_owned()))?;
+        let keys = match &self.inner.l2 {
+            Some(l2) => l2.remove_by_tag(namespace, tag).await?,
+            None => self.inner.untag_locally(namespace, tag),
+        };
+        for key in &keys {
+            self.inner
+                .l1
+                .invalidate(&format!("{namespace}:{key}"))
+                .await;
+        }
+        Ok(keys.len() as u64)
     }
 
     /// Removes every key of `namespace` (in Redis with `SCAN` + `UNLINK`) and tells the
@@ -363,11 +398,11 @@ impl Cache {
             };
             let json = serde_json::to_vec(&value)?;
             let ttl = self.ttl(SetOptions {
-                ttl: None,
                 category,
+                ..SetOptions::default()
             });
             if let Some(l2) = &self.inner.l2
-                && let Err(e) = l2.set(namespace, key, &json, ttl).await
+                && let Err(e) = l2.set(namespace, key, &json, ttl, &[]).await
             {
                 l2_failed("write", &e);
             }
@@ -452,6 +487,32 @@ enum Level {
 }
 
 impl Inner {
+    fn tag_locally(&self, namespace: &str, key: &str, tags: &[&str]) {
+        if tags.is_empty() {
+            return;
+        }
+        let mut index = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        for tag in tags {
+            index
+                .entry(format!("{namespace}:{tag}"))
+                .or_default()
+                .insert(key.to_owned());
+        }
+    }
+
+    /// The keys tagged `tag` that are still cached, and forgets the tag.
+    fn untag_locally(&self, namespace: &str, tag: &str) -> Vec<String> {
+        let keys = self
+            .tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&format!("{namespace}:{tag}"))
+            .unwrap_or_default();
+        keys.into_iter()
+            .filter(|k| self.l1.contains_key(&format!("{namespace}:{k}")))
+            .collect()
+    }
+
     fn record(&self, level: Level, hit: bool) {
         self.counts[level as usize][usize::from(hit)].increment(1);
     }
@@ -492,19 +553,20 @@ impl Inner {
     }
 }
 
-fn check_namespace(namespace: &str) -> Result<(), CacheError> {
-    let ok = !namespace.is_empty()
-        && namespace.len() <= MAX_NAMESPACE_LEN
-        && namespace
+/// Namespaces and tags: 1-128 of `A-Z a-z 0-9 _ - .`.
+fn check_name(name: &str) -> Result<(), ()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAMESPACE_LEN
+        && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(CacheError::InvalidNamespace(
-            namespace.chars().take(MAX_NAMESPACE_LEN).collect(),
-        ))
-    }
+    if ok { Ok(()) } else { Err(()) }
+}
+
+fn check_namespace(namespace: &str) -> Result<(), CacheError> {
+    check_name(namespace).map_err(|()| {
+        CacheError::InvalidNamespace(namespace.chars().take(MAX_NAMESPACE_LEN).collect())
+    })
 }
 
 /// `namespace:key`, after checking both (the namespace has no `:`, so this is unambiguous).

@@ -96,13 +96,20 @@ impl RedisLevel {
         })
     }
 
-    /// `SET … PX` and the eviction notice, in one round trip.
+    /// `{prefix}~tags:{namespace}:{tag}`: the keys set with `tag` (namespaces cannot
+    /// contain `~`, so no namespace's keys can collide with it).
+    fn tag_key(&self, namespace: &str, tag: &str) -> String {
+        format!("{}~tags:{namespace}:{tag}", self.prefix)
+    }
+
+    /// `SET … PX`, the tag sets and the eviction notice, in one round trip.
     pub(super) async fn set(
         &self,
         namespace: &str,
         key: &str,
         json: &[u8],
         ttl: Duration,
+        tags: &[&str],
     ) -> Result<(), CacheError> {
         let stored = frame::encode(json, &self.compression);
         let mut pipe = redis::pipe();
@@ -112,8 +119,48 @@ impl RedisLevel {
             .arg("PX")
             .arg(millis(ttl))
             .ignore();
+        for tag in tags {
+            // The set lives as long as its longest-lived member.
+            let tag_key = self.tag_key(namespace, tag);
+            pipe.cmd("SADD").arg(&tag_key).arg(key).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&tag_key)
+                .arg(millis(ttl))
+                .arg("NX")
+                .ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&tag_key)
+                .arg(millis(ttl))
+                .arg("GT")
+                .ignore();
+        }
         self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
         self.breaker.call(self.send(pipe)).await
+    }
+
+    /// Removes the keys of a tag set (and the set), and tells the other instances; returns
+    /// the keys that were tagged.
+    pub(super) async fn remove_by_tag(
+        &self,
+        namespace: &str,
+        tag: &str,
+    ) -> Result<Vec<String>, CacheError> {
+        let tag_key = self.tag_key(namespace, tag);
+        let keys: Vec<String> = self
+            .backend
+            .query(redis::cmd("SMEMBERS").arg(&tag_key))
+            .await?;
+        let mut pipe = redis::pipe();
+        for chunk in keys.chunks(CLEAR_BATCH) {
+            let full: Vec<String> = chunk.iter().map(|k| self.key(namespace, k)).collect();
+            pipe.cmd("UNLINK").arg(full).ignore();
+        }
+        pipe.cmd("UNLINK").arg(&tag_key).ignore();
+        for key in &keys {
+            self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
+        }
+        self.send(pipe).await?;
+        Ok(keys)
     }
 
     async fn send(&self, pipe: redis::Pipeline) -> Result<(), CacheError> {

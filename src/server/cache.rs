@@ -30,13 +30,20 @@ pub struct PutRequest {
     /// TTL category from `cache.ttl.categories`.
     #[serde(default)]
     pub category: Option<String>,
+    /// Tags for invalidation by tag.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
-/// `POST /v1/cache/{namespace}/invalidate` body.
+/// `POST /v1/cache/{namespace}/invalidate` body: `{"tags": [...]}` or `{"all": true}`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InvalidateRequest {
-    /// Remove every key of the namespace (required: `true`).
+    /// Remove the keys set with any of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Remove every key of the namespace.
+    #[serde(default)]
     pub all: bool,
 }
 
@@ -97,9 +104,11 @@ pub async fn put(
             "`category`: no category `{category}` in cache.ttl.categories"
         )));
     }
+    let tags: Vec<&str> = body.tags.iter().map(String::as_str).collect();
     let options = SetOptions {
         ttl: body.ttl,
         category: body.category.as_deref(),
+        tags: &tags,
     };
     state
         .cache
@@ -140,18 +149,31 @@ pub async fn invalidate(
     Path(namespace): Path<String>,
     ApiJson(body): ApiJson<InvalidateRequest>,
 ) -> Result<Json<InvalidateResponse>, ApiError> {
-    if !body.all {
-        return Err(ApiError::bad_request(
-            "`all` must be true: invalidation by tag is not supported yet",
-        ));
-    }
-    let removed = state.cache.clear(&namespace).await.map_err(cache_error)?;
+    let removed = match (body.all, body.tags.is_empty()) {
+        (true, true) => state.cache.clear(&namespace).await.map_err(cache_error)?,
+        (false, false) => {
+            let mut removed = 0;
+            for tag in &body.tags {
+                removed += state
+                    .cache
+                    .remove_by_tag(&namespace, tag)
+                    .await
+                    .map_err(cache_error)?;
+            }
+            removed
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "expected either `tags` (a non-empty list) or `all: true`",
+            ));
+        }
+    };
     Ok(Json(InvalidateResponse { removed }))
 }
 
 fn cache_error(e: CacheError) -> ApiError {
     match e {
-        CacheError::InvalidNamespace(_) | CacheError::InvalidKey(_) => {
+        CacheError::InvalidNamespace(_) | CacheError::InvalidKey(_) | CacheError::InvalidTag(_) => {
             ApiError::bad_request(e.to_string())
         }
         CacheError::Backend(b) => b.into(),
