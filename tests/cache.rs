@@ -397,6 +397,42 @@ async fn without_the_fail_safe_a_failing_loader_is_an_error() {
     .await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_loader_past_the_loader_timeout_fails_and_the_stale_value_is_served() {
+    // Tokio's clock is paused: the 2 s loader timeout passes as soon as the loader waits.
+    let cfg = CacheConfig {
+        loader_timeout: Duration::from_secs(2),
+        ..config()
+    };
+    let cache = Cache::memory(&cfg);
+    let runs = AtomicUsize::new(0);
+    let hanging = || async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+        Ok::<u32, String>(0)
+    };
+    match cache.get_or_load("resource", "slow", None, hanging).await {
+        Err(CacheError::Load(m)) => assert!(m.contains("loaderTimeout"), "{m}"),
+        other => panic!("expected a load timeout, got {other:?}"),
+    }
+    // With a last good value, a hanging loader gets it served instead.
+    let short = SetOptions {
+        ttl: Some(Duration::from_millis(1)),
+        ..SetOptions::default()
+    };
+    cache.set("resource", "slow", &7u32, short).await.unwrap();
+    let before = runs.load(Ordering::SeqCst);
+    wait_for_async("the value to expire and the loader to run", || async {
+        let got: u32 = cache
+            .get_or_load("resource", "slow", None, hanging)
+            .await
+            .expect("the stale value is served");
+        assert_eq!(got, 7);
+        (runs.load(Ordering::SeqCst) > before).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_serves_stale_values_and_loads_still_run_then_recovers() {
     let mut redis = RedisProc::start();

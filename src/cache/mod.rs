@@ -388,13 +388,25 @@ impl Cache {
             }
             let started = Instant::now();
             metrics::counter!("blinkchamber_cache_loads_total").increment(1);
-            let loaded = AssertUnwindSafe(loader()).catch_unwind().await;
+            let load = AssertUnwindSafe(loader()).catch_unwind();
+            let hard = self.inner.cfg.loader_timeout;
+            let loaded = if hard.is_zero() {
+                Some(load.await)
+            } else {
+                tokio::time::timeout(hard, load).await.ok()
+            };
             metrics::histogram!("blinkchamber_cache_load_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             let value = match loaded {
-                Ok(Ok(value)) => value,
-                Ok(Err(e)) => return Err(load_error(e.to_string())),
-                Err(panic) => return Err(load_error(panic_message(&panic))),
+                Some(Ok(Ok(value))) => value,
+                Some(Ok(Err(e))) => return Err(load_error(e.to_string())),
+                Some(Err(panic)) => return Err(load_error(panic_message(&panic))),
+                None => {
+                    return Err(load_error(format!(
+                        "no value within cache.loaderTimeout ({})",
+                        crate::config::types::duration::format(&hard)
+                    )));
+                }
             };
             let json = serde_json::to_vec(&value)?;
             let ttl = self.ttl(SetOptions {

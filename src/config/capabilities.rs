@@ -36,6 +36,10 @@ pub struct CacheConfig {
     /// Deadline of each Redis read or write of the cache.
     #[serde(with = "duration")]
     pub l2_timeout: Duration,
+    /// Longest a loader may run; past it the load fails (and the fail-safe copy is served
+    /// if there is one). `0s`: no limit.
+    #[serde(with = "duration")]
+    pub loader_timeout: Duration,
     /// When to stop asking a failing Redis for a while.
     pub circuit_breaker: CircuitBreakerConfig,
 }
@@ -96,6 +100,7 @@ impl Default for CacheConfig {
             backplane: true,
             fail_safe_max_duration: Duration::from_secs(600),
             l2_timeout: Duration::from_millis(250),
+            loader_timeout: Duration::from_secs(30),
             circuit_breaker: CircuitBreakerConfig::default(),
         }
     }
