@@ -149,10 +149,17 @@ impl Cache {
     }
 
     fn build(cfg: &CacheConfig, l2: impl FnOnce(L1) -> Option<redis::RedisLevel>) -> Self {
+        let evictions = metrics::counter!("blinkchamber_cache_evictions_total", "level" => "l1");
         let l1: L1 = moka::future::Cache::builder()
             .max_capacity(cfg.l1.max_entries)
             .expire_after(EntryExpiry)
             .support_invalidation_closures()
+            .eviction_listener(move |_, _, cause| {
+                // Capacity evictions only: expiry and explicit removal are not pressure.
+                if cause == moka::notification::RemovalCause::Size {
+                    evictions.increment(1);
+                }
+            })
             .build();
         let counter = |level: &'static str, hit: bool| {
             if hit {

@@ -2,8 +2,8 @@
 //!
 //! Values: `{keyPrefix}{namespace}:{key}`, stored as [`super::frame`] encodes them, with
 //! `PX` set to the TTL. Backplane: channel `{keyPrefix}backplane`, messages
-//! `{instance} k {namespace}:{key}` (evict a key) and `{instance} n {namespace}` (evict a
-//! namespace). An instance ignores its own messages; after a reconnect it flushes its
+//! `{instance} {sent µs} k {namespace}:{key}` (evict a key) and
+//! `{instance} {sent µs} n {namespace}` (evict a namespace). An instance ignores its own messages; after a reconnect it flushes its
 //! whole L1, since messages may have been missed meanwhile.
 
 use std::time::Duration;
@@ -216,7 +216,7 @@ impl RedisLevel {
         if let Some(channel) = &self.channel {
             pipe.cmd("PUBLISH")
                 .arg(channel)
-                .arg(format!("{} {kind} {what}", self.instance))
+                .arg(format!("{} {} {kind} {what}", self.instance, unix_micros()))
                 .ignore();
             metrics::counter!("blinkchamber_cache_backplane_sent_total").increment(1);
         }
@@ -241,9 +241,9 @@ async fn listen(
             }
             SubscriptionEvent::Message { payload, .. } => {
                 let text = String::from_utf8_lossy(&payload);
-                let mut parts = text.splitn(3, ' ');
-                let (Some(from), Some(kind), Some(what)) =
-                    (parts.next(), parts.next(), parts.next())
+                let mut parts = text.splitn(4, ' ');
+                let (Some(from), Some(sent), Some(kind), Some(what)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
                 else {
                     continue;
                 };
@@ -251,6 +251,11 @@ async fn listen(
                     continue;
                 }
                 metrics::counter!("blinkchamber_cache_backplane_received_total").increment(1);
+                // Across hosts this includes clock skew; on one host it is the lag itself.
+                if let Ok(sent) = sent.parse::<u64>() {
+                    let lag = unix_micros().saturating_sub(sent) as f64 / 1e6;
+                    metrics::histogram!("blinkchamber_cache_invalidation_lag_seconds").record(lag);
+                }
                 match kind {
                     "k" => l1.invalidate(what).await,
                     "n" => evict_namespace(&l1, what),
@@ -271,6 +276,13 @@ fn glob_escape(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Wall-clock microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn millis(d: Duration) -> u64 {
