@@ -62,7 +62,35 @@ conformance!(fixture;
     bad_namespaces_and_keys_are_refused,
     a_failing_loader_gets_the_stale_value_within_the_fail_safe_window,
     remove_by_tag_removes_exactly_the_tagged_keys,
+    a_removed_value_is_not_served_by_the_fail_safe,
+    ttls_out_of_range_are_refused,
 );
+
+async fn a_removed_value_is_not_served_by_the_fail_safe(f: &Fixture) {
+    f.cache
+        .set("resource", "gone", &1, SetOptions::default())
+        .await
+        .unwrap();
+    f.cache.remove("resource", "gone").await.unwrap();
+    let loaded = f
+        .cache
+        .get_or_load("resource", "gone", None, || async { Err::<u32, _>("down") })
+        .await;
+    assert!(matches!(loaded, Err(CacheError::Load(_))), "{loaded:?}");
+}
+
+async fn ttls_out_of_range_are_refused(f: &Fixture) {
+    for ttl in [Duration::ZERO, Duration::from_secs(367 * 24 * 3600)] {
+        let options = SetOptions {
+            ttl: Some(ttl),
+            ..SetOptions::default()
+        };
+        assert!(matches!(
+            f.cache.set("ns", "k", &1, options).await,
+            Err(CacheError::InvalidTtl(_))
+        ));
+    }
+}
 
 async fn values_round_trip_and_are_removed(f: &Fixture) {
     let c = &f.cache;
@@ -190,10 +218,14 @@ async fn clear_removes_one_namespace_only(f: &Fixture) {
 
 async fn entries_expire_after_their_ttl(f: &Fixture) {
     let short = SetOptions {
-        ttl: Some(Duration::from_millis(50)),
+        ttl: Some(Duration::from_secs(2)),
         ..SetOptions::default()
     };
     f.cache.set("session-like", "k", &1, short).await.unwrap();
+    assert_eq!(
+        f.cache.get::<u32>("session-like", "k").await.unwrap(),
+        Some(1)
+    );
     wait_for_async("the entry to expire", || async {
         f.cache
             .get::<u32>("session-like", "k")
@@ -338,6 +370,34 @@ async fn a_write_on_one_instance_evicts_the_other_instances_l1() {
     a.clear("users").await.unwrap();
     wait_for_async("B to see A's clear", || async {
         b.get::<u32>("users", "u2")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_keeps_a_value_no_longer_than_redis_does() {
+    let redis = RedisProc::start();
+    let cfg = config();
+    let (a, b) = (
+        redis_cache(&redis, &cfg).await,
+        redis_cache(&redis, &cfg).await,
+    );
+    let short = SetOptions {
+        ttl: Some(Duration::from_secs(1)),
+        ..SetOptions::default()
+    };
+    b.set("tokens", "t1", &"v", short).await.unwrap();
+    // A reads it from Redis; l1.maxTtl is 5 min, but Redis drops it after 1 s.
+    assert_eq!(
+        a.get::<String>("tokens", "t1").await.unwrap().as_deref(),
+        Some("v")
+    );
+    wait_for_async("A to drop the value with Redis", || async {
+        a.get::<String>("tokens", "t1")
             .await
             .unwrap()
             .is_none()
@@ -685,7 +745,7 @@ async fn a_failing_redis_is_skipped_for_a_while_then_asked_again() {
     let mut redis = RedisProc::start();
     let mut cfg = config();
     cfg.circuit_breaker.failure_threshold = 3;
-    cfg.circuit_breaker.open_for = Duration::from_millis(200);
+    cfg.circuit_breaker.open_for = Duration::from_secs(5);
     let cache = redis_cache(&redis, &cfg).await;
     redis.kill();
     for i in 0..3 {
@@ -706,4 +766,47 @@ async fn a_failing_redis_is_skipped_for_a_while_then_asked_again() {
     })
     .await;
     assert!(!cache.l2_circuit_open());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_writes_on_another_instance_never_keep_an_old_value() {
+    // Readers on A keep reading while B writes; a read of Redis that started before an
+    // eviction must not put its (old) value in A's L1 after the eviction. If it did, A would
+    // serve that old value for l1.maxTtl (5 min) and the final wait would time out.
+    let redis = RedisProc::start();
+    let cfg = config();
+    let (a, b) = (
+        redis_cache(&redis, &cfg).await,
+        redis_cache(&redis, &cfg).await,
+    );
+    b.set("race", "k", &0u32, SetOptions::default())
+        .await
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (a, stop) = (a.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = a.get::<u32>("race", "k").await;
+                    // L1 hits complete without waiting: let the writer and the backplane run.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for i in 1..=300u32 {
+        b.set("race", "k", &i, SetOptions::default()).await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    wait_for_async("A to see the last write", || async {
+        (a.get::<u32>("race", "k").await.unwrap() == Some(300)).then_some(())
+    })
+    .await;
+    for _ in 0..50 {
+        assert_eq!(a.get::<u32>("race", "k").await.unwrap(), Some(300));
+    }
 }

@@ -54,7 +54,9 @@ impl Breaker {
                 Ok(value)
             }
             Ok(Err(e)) => {
-                if matches!(e, CacheError::Backend(_)) {
+                // Only an unreachable Redis counts; an error reply (a bad argument, a key of
+                // another type) says Redis is fine, and must not let a client open the circuit.
+                if matches!(&e, CacheError::Backend(b) if b.is_unreachable()) {
                     self.failed();
                 }
                 Err(e)

@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -36,6 +37,9 @@ pub const MAX_NAMESPACE_LEN: usize = 128;
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 
+/// Longest TTL a value may be given.
+pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Why a cache operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -48,6 +52,9 @@ pub enum CacheError {
     /// and `.`.
     #[error("invalid tag `{0}`: expected 1-128 of A-Z a-z 0-9 _ - .")]
     InvalidTag(String),
+    /// A TTL of zero or above [`MAX_TTL`].
+    #[error("invalid ttl {}: expected 1ms to 366d", crate::config::types::duration::format(.0))]
+    InvalidTtl(Duration),
     /// The key is empty or longer than [`MAX_KEY_LEN`] bytes.
     #[error("invalid key: {0}")]
     InvalidKey(String),
@@ -83,7 +90,9 @@ pub struct SetOptions<'a> {
 struct Entry {
     json: Arc<[u8]>,
     fresh_until: Instant,
-    ttl: Duration,
+    /// End of the fail-safe window: the entry leaves memory then, however often it is put
+    /// back.
+    stale_until: Instant,
 }
 
 impl Entry {
@@ -95,18 +104,18 @@ impl Entry {
 struct EntryExpiry;
 
 impl moka::Expiry<String, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _: &String, entry: &Entry, _: Instant) -> Option<Duration> {
-        Some(entry.ttl)
+    fn expire_after_create(&self, _: &String, entry: &Entry, now: Instant) -> Option<Duration> {
+        Some(entry.stale_until.saturating_duration_since(now))
     }
 
     fn expire_after_update(
         &self,
         _: &String,
         entry: &Entry,
-        _: Instant,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(entry.ttl)
+        Some(entry.stale_until.saturating_duration_since(now))
     }
 }
 
@@ -124,6 +133,8 @@ struct Inner {
     l2: Option<redis::RedisLevel>,
     /// Hits and misses of L1 and L2, registered once.
     counts: [[metrics::Counter; 2]; 2],
+    /// Evictions applied from the backplane so far (see [`Inner::read_l2`]).
+    evictions: Arc<AtomicU64>,
     /// Memory backend: `namespace:tag` → keys (Redis keeps this in sets).
     tags: std::sync::Mutex<HashMap<String, HashSet<String>>>,
 }
@@ -139,16 +150,21 @@ impl Cache {
 
     /// L1 only (single instance).
     pub fn memory(cfg: &CacheConfig) -> Self {
-        Self::build(cfg, |_| None)
+        Self::build(cfg, |_, _| None)
     }
 
     /// L1 in front of Redis, with the backplane when `cache.backplane` is on. Must be called
     /// inside a Tokio runtime.
     pub fn redis(cfg: &CacheConfig, backend: RedisBackend) -> Self {
-        Self::build(cfg, |l1| Some(redis::RedisLevel::new(cfg, backend, l1)))
+        Self::build(cfg, |l1, evictions| {
+            Some(redis::RedisLevel::new(cfg, backend, l1, evictions))
+        })
     }
 
-    fn build(cfg: &CacheConfig, l2: impl FnOnce(L1) -> Option<redis::RedisLevel>) -> Self {
+    fn build(
+        cfg: &CacheConfig,
+        l2: impl FnOnce(L1, Arc<AtomicU64>) -> Option<redis::RedisLevel>,
+    ) -> Self {
         let evictions = metrics::counter!("blinkchamber_cache_evictions_total", "level" => "l1");
         let l1: L1 = moka::future::Cache::builder()
             .max_capacity(cfg.l1.max_entries)
@@ -168,10 +184,12 @@ impl Cache {
                 metrics::counter!("blinkchamber_cache_misses_total", "level" => level)
             }
         };
+        let evictions = Arc::new(AtomicU64::new(0));
         Self {
             inner: Arc::new(Inner {
                 cfg: cfg.clone(),
-                l2: l2(l1.clone()),
+                l2: l2(l1.clone(), evictions.clone()),
+                evictions,
                 l1,
                 counts: [
                     [counter("l1", false), counter("l1", true)],
@@ -229,16 +247,22 @@ impl Cache {
         let Some(l2) = &self.inner.l2 else {
             return Ok(None);
         };
-        let found = match l2.get(namespace, key).await {
-            Ok(found) => found,
+        let (found, seen, stable) = match self.inner.read_l2(l2, namespace, key).await {
+            Ok(read) => read,
             // Redis is failing: the last good value, if it is within the fail-safe window.
             Err(e) => return self.inner.stale_or(cached, e).map(Some),
         };
         self.inner.record(Level::L2, found.is_some());
         match found {
-            Some(json) => {
+            Some((json, left)) => {
                 let json: Arc<[u8]> = json.into();
-                self.inner.keep(l1_key, json.clone()).await;
+                if stable && self.inner.cfg.l1.max_entries > 0 {
+                    let entry = self.inner.entry(json.clone(), left);
+                    self.inner
+                        .keep_if_unchanged(l1_key.clone(), entry, seen)
+                        .await;
+                    self.inner.recheck(&l1_key, seen).await;
+                }
                 Ok(Some(json))
             }
             None => {
@@ -280,13 +304,20 @@ impl Cache {
         for tag in options.tags {
             check_name(tag).map_err(|()| CacheError::InvalidTag((*tag).to_owned()))?;
         }
+        if let Some(ttl) = options.ttl
+            && (ttl.is_zero() || ttl > MAX_TTL)
+        {
+            return Err(CacheError::InvalidTtl(ttl));
+        }
         let ttl = self.ttl(options);
+        // Dropped first, so a failed or cancelled Redis write cannot leave the old value here.
+        self.inner.replace(l1_key.clone(), None).await;
         match &self.inner.l2 {
             Some(l2) => l2.set(namespace, key, &json, ttl, options.tags).await?,
             None => self.inner.tag_locally(namespace, key, options.tags),
         }
         let entry = self.inner.entry(json.into(), ttl);
-        self.inner.l1.insert(l1_key, entry).await;
+        self.inner.replace(l1_key, Some(entry)).await;
         Ok(())
     }
 
@@ -296,10 +327,12 @@ impl Cache {
     /// Invalid namespace or key, Redis errors.
     pub async fn remove(&self, namespace: &str, key: &str) -> Result<(), CacheError> {
         let l1_key = l1_key(namespace, key)?;
+        // First here, so a failed or cancelled Redis call cannot leave the old value in L1.
+        self.inner.replace(l1_key.clone(), None).await;
         if let Some(l2) = &self.inner.l2 {
             l2.remove(namespace, key).await?;
         }
-        self.inner.l1.invalidate(&l1_key).await;
+        self.inner.replace(l1_key, None).await;
         Ok(())
     }
 
@@ -344,6 +377,7 @@ impl Cache {
                 .filter(|(k, _)| k.starts_with(&prefix))
                 .count() as u64;
         }
+        self.inner.evictions.fetch_add(1, Ordering::SeqCst);
         evict_namespace(&self.inner.l1, namespace);
         Ok(removed)
     }
@@ -379,15 +413,17 @@ impl Cache {
             // a load. It is kept in `cached` in case the load fails.
             self.inner.l1.invalidate(&l1_key).await;
         }
+        let seen = self.inner.evictions.load(Ordering::SeqCst);
         let init = async {
             if let Some(l2) = &self.inner.l2 {
                 // A failing Redis does not stop loads: the loader is the source of truth.
-                match l2.get(namespace, key).await {
-                    Ok(found) => {
+                match self.inner.read_l2(l2, namespace, key).await {
+                    Ok((found, _, stable)) => {
                         self.inner.record(Level::L2, found.is_some());
-                        if let Some(json) = found {
-                            let max = self.inner.cfg.l1.max_ttl;
-                            return Ok(self.inner.entry(json.into(), max));
+                        if let Some((json, left)) = found {
+                            // An unstable read is handed to the callers but not kept.
+                            let ttl = if stable { left } else { Duration::ZERO };
+                            return Ok(self.inner.entry(json.into(), ttl));
                         }
                     }
                     Err(e) => l2_failed("read", &e),
@@ -437,16 +473,27 @@ impl Cache {
                 Err(shared) => CacheError::Load(shared.to_string()),
             });
         let entry = match loaded {
-            Ok(entry) => entry,
+            Ok(entry) if entry.is_fresh() || entry.fresh_until == entry.stale_until => entry,
+            // Another caller put a fail-safe copy back meanwhile: the load failed for it.
+            Ok(stale) => {
+                self.inner.record_stale();
+                stale
+            }
             Err(e) => {
                 let json = self.inner.stale_or(cached.clone(), e)?;
                 if let Some(stale) = cached {
-                    // Keep serving it from memory until the window ends or a load succeeds.
-                    self.inner.l1.insert(l1_key, stale).await;
+                    // Keep serving it from memory until its window ends or a load succeeds,
+                    // unless it was removed or replaced meanwhile.
+                    self.inner.keep_if_unchanged(l1_key, stale, seen).await;
                 }
                 return Ok(serde_json::from_slice(&json)?);
             }
         };
+        // An eviction during the load may have been applied before moka put its result in
+        // L1: drop it then (at worst, one more miss).
+        if self.inner.evictions.load(Ordering::SeqCst) != seen {
+            self.inner.l1.invalidate(&l1_key).await;
+        }
         Ok(serde_json::from_slice(&entry.json)?)
     }
 
@@ -505,7 +552,78 @@ enum Level {
     L2 = 1,
 }
 
+/// Reads of Redis retried when an eviction arrives meanwhile, before giving up on caching.
+const STABLE_READ_ATTEMPTS: usize = 3;
+
 impl Inner {
+    /// Reads `key` from Redis, with the eviction count seen before the read and whether
+    /// none arrived during it (then the value may be kept in L1). When one did, the value
+    /// read may be the one it replaced: it is read again, and after a few tries returned
+    /// uncached.
+    async fn read_l2(
+        &self,
+        l2: &redis::RedisLevel,
+        namespace: &str,
+        key: &str,
+    ) -> Result<(Option<(Vec<u8>, Duration)>, u64, bool), CacheError> {
+        let mut attempt = 0;
+        loop {
+            let before = self.evictions.load(Ordering::SeqCst);
+            let found = l2.get(namespace, key).await?;
+            attempt += 1;
+            let stable = self.evictions.load(Ordering::SeqCst) == before;
+            if stable || attempt == STABLE_READ_ATTEMPTS {
+                return Ok((found, before, stable));
+            }
+        }
+    }
+
+    fn record_stale(&self) {
+        metrics::counter!("blinkchamber_cache_stale_served_total").increment(1);
+    }
+
+    /// Puts `entry` in L1 unless an eviction was applied since `seen` (the eviction count
+    /// before the value was read). Check and insert are one step for the key, ordered with
+    /// [`Inner::replace`] and the backplane's per-key evictions, so a value read before an
+    /// eviction never lands in L1 after it.
+    async fn keep_if_unchanged(&self, l1_key: String, entry: Entry, seen: u64) {
+        let evictions = &self.evictions;
+        self.l1
+            .entry(l1_key)
+            .and_compute_with(|_| async move {
+                if evictions.load(Ordering::SeqCst) == seen {
+                    moka::ops::compute::Op::Put(entry)
+                } else {
+                    moka::ops::compute::Op::Nop
+                }
+            })
+            .await;
+    }
+
+    /// After [`Inner::keep_if_unchanged`]: a namespace clear or a reconnect flush is not
+    /// ordered with the per-key step, so check once more and drop the entry if one came.
+    async fn recheck(&self, l1_key: &str, seen: u64) {
+        if self.evictions.load(Ordering::SeqCst) != seen {
+            self.l1.invalidate(l1_key).await;
+        }
+    }
+
+    /// This instance's own write or removal (after Redis has it): counts as an eviction for
+    /// concurrent readers, then puts or removes the entry in one step for the key.
+    async fn replace(&self, l1_key: String, entry: Option<Entry>) {
+        let evictions = &self.evictions;
+        self.l1
+            .entry(l1_key)
+            .and_compute_with(|_| async move {
+                evictions.fetch_add(1, Ordering::SeqCst);
+                match entry {
+                    Some(entry) => moka::ops::compute::Op::Put(entry),
+                    None => moka::ops::compute::Op::Remove,
+                }
+            })
+            .await;
+    }
+
     fn tag_locally(&self, namespace: &str, key: &str, tags: &[&str]) {
         if tags.is_empty() {
             return;
@@ -536,14 +654,6 @@ impl Inner {
         self.counts[level as usize][usize::from(hit)].increment(1);
     }
 
-    /// Keeps a value read from Redis in L1 (unless L1 is configured to hold nothing).
-    async fn keep(&self, l1_key: String, json: Arc<[u8]>) {
-        if self.cfg.l1.max_entries > 0 {
-            let entry = self.entry(json, self.cfg.l1.max_ttl);
-            self.l1.insert(l1_key, entry).await;
-        }
-    }
-
     /// An L1 entry fresh for `ttl` (at most `l1.maxTtl` in front of Redis), then kept for
     /// `failSafeMaxDuration` more as a fail-safe copy.
     fn entry(&self, json: Arc<[u8]>, ttl: Duration) -> Entry {
@@ -551,10 +661,17 @@ impl Inner {
             Some(_) => ttl.min(self.cfg.l1.max_ttl),
             None => ttl,
         };
+        let now = Instant::now();
+        let fresh_until = now + fresh;
+        let stale_until = if fresh.is_zero() {
+            now
+        } else {
+            fresh_until + self.cfg.fail_safe_max_duration
+        };
         Entry {
             json,
-            fresh_until: Instant::now() + fresh,
-            ttl: fresh.saturating_add(self.cfg.fail_safe_max_duration),
+            fresh_until,
+            stale_until,
         }
     }
 
@@ -562,8 +679,8 @@ impl Inner {
     /// it if the fail-safe window is over); otherwise the error.
     fn stale_or(&self, cached: Option<Entry>, error: CacheError) -> Result<Arc<[u8]>, CacheError> {
         match cached {
-            Some(stale) if self.cfg.fail_safe_max_duration > Duration::ZERO => {
-                metrics::counter!("blinkchamber_cache_stale_served_total").increment(1);
+            Some(stale) if Instant::now() < stale.stale_until => {
+                self.record_stale();
                 tracing::warn!(%error, "cache: serving a stale value (fail-safe)");
                 Ok(stale.json)
             }

@@ -6,6 +6,8 @@
 //! `{instance} {sent µs} n {namespace}` (evict a namespace). An instance ignores its own messages; after a reconnect it flushes its
 //! whole L1, since messages may have been missed meanwhile.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -40,13 +42,26 @@ impl Drop for RedisLevel {
 }
 
 impl RedisLevel {
-    pub(super) fn new(cfg: &CacheConfig, backend: RedisBackend, l1: L1) -> Self {
+    /// `evictions` is bumped before every eviction the backplane applies, so readers can
+    /// tell that one happened while they were reading Redis.
+    pub(super) fn new(
+        cfg: &CacheConfig,
+        backend: RedisBackend,
+        l1: L1,
+        evictions: Arc<AtomicU64>,
+    ) -> Self {
         let instance = format!("{:016x}", rand::random::<u64>());
         let (subscribed_tx, subscribed) = watch::channel(!cfg.backplane);
         let (channel, listener) = if cfg.backplane {
             let channel = format!("{}backplane", cfg.key_prefix);
             let subscription = backend.subscribe(vec![channel.clone()]);
-            let listener = tokio::spawn(listen(subscription, l1, instance.clone(), subscribed_tx));
+            let listener = tokio::spawn(listen(
+                subscription,
+                l1,
+                evictions,
+                instance.clone(),
+                subscribed_tx,
+            ));
             (Some(channel), Some(listener))
         } else {
             (None, None)
@@ -77,22 +92,34 @@ impl RedisLevel {
         self.breaker.is_open()
     }
 
+    /// The stored JSON and how long Redis keeps it (`GET` and `PTTL` in one round trip),
+    /// so another instance's L1 never keeps a value longer than Redis does.
     pub(super) async fn get(
         &self,
         namespace: &str,
         key: &str,
-    ) -> Result<Option<Vec<u8>>, CacheError> {
+    ) -> Result<Option<(Vec<u8>, Duration)>, CacheError> {
+        let full = self.key(namespace, key);
         let get = async {
-            let stored: Option<Vec<u8>> = self
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
+            let (stored, pttl): (Option<Vec<u8>>, i64) = self
                 .backend
-                .query(redis::cmd("GET").arg(self.key(namespace, key)))
+                .run(Retry::Idempotent, |mut c| {
+                    let pipe = pipe.clone();
+                    async move { pipe.query_async(&mut c).await }
+                })
                 .await?;
-            Ok(stored)
+            Ok((stored, pttl))
         };
-        let stored = self.breaker.call(get).await?;
+        let (stored, pttl) = self.breaker.call(get).await?;
         Ok(match stored {
-            Some(bytes) => Some(frame::decode(bytes)?),
-            None => None,
+            // -1: no expiry (written by something else); -2: expired between the two.
+            Some(bytes) if pttl != -2 => {
+                let left = u64::try_from(pttl).map_or(Duration::MAX, Duration::from_millis);
+                Some((frame::decode(bytes)?, left))
+            }
+            _ => None,
         })
     }
 
@@ -226,15 +253,18 @@ impl RedisLevel {
 async fn listen(
     mut subscription: crate::backend::redis::Subscription,
     l1: L1,
+    evictions: Arc<AtomicU64>,
     instance: String,
     subscribed: watch::Sender<bool>,
 ) {
     while let Some(event) = subscription.recv().await {
         match event {
             SubscriptionEvent::Subscribed(reconnects) => {
+                // Evictions may have been published while we were not subscribed (also before
+                // the first subscription: the cache may already have been used).
+                evictions.fetch_add(1, Ordering::SeqCst);
+                l1.invalidate_all();
                 if reconnects > 0 {
-                    // Evictions may have been published while we were away.
-                    l1.invalidate_all();
                     metrics::counter!("blinkchamber_cache_backplane_flushes_total").increment(1);
                 }
                 subscribed.send_replace(true);
@@ -257,8 +287,20 @@ async fn listen(
                     metrics::histogram!("blinkchamber_cache_invalidation_lag_seconds").record(lag);
                 }
                 match kind {
-                    "k" => l1.invalidate(what).await,
-                    "n" => evict_namespace(&l1, what),
+                    // Counted and removed in one step for the key (see keep_if_unchanged).
+                    "k" => {
+                        let evictions = &evictions;
+                        l1.entry(what.to_owned())
+                            .and_compute_with(|_| async move {
+                                evictions.fetch_add(1, Ordering::SeqCst);
+                                moka::ops::compute::Op::Remove
+                            })
+                            .await;
+                    }
+                    "n" => {
+                        evictions.fetch_add(1, Ordering::SeqCst);
+                        evict_namespace(&l1, what);
+                    }
                     _ => {}
                 }
             }

@@ -181,6 +181,7 @@ impl Config {
                 .read()
                 .map_err(|e| invalid("server.auth.tokens", e.to_string()))?;
         }
+        validate_cache(&self.cache)?;
         validate_rate_limits(&self.rate_limit)?;
         validate_locks(&self.locks)?;
         if self.backend == BackendKind::Redis {
@@ -255,6 +256,26 @@ fn validate_rate_limits(cfg: &RateLimitConfig) -> Result<(), ConfigError> {
                 format!("no rule named `{name}` in rateLimit.rules"),
             ));
         }
+    }
+    Ok(())
+}
+
+fn validate_cache(cfg: &super::CacheConfig) -> Result<(), ConfigError> {
+    let at_least_1ms = |key: &str, d: Duration| {
+        if d < Duration::from_millis(1) {
+            Err(invalid(key, "expected at least 1ms"))
+        } else {
+            Ok(())
+        }
+    };
+    at_least_1ms("cache.ttl.default", cfg.ttl.default)?;
+    for (name, ttl) in &cfg.ttl.categories {
+        at_least_1ms(&format!("cache.ttl.categories.{name}"), *ttl)?;
+    }
+    at_least_1ms("cache.l1.maxTtl", cfg.l1.max_ttl)?;
+    at_least_1ms("cache.l2Timeout", cfg.l2_timeout)?;
+    if cfg.jitter_percent > 100 {
+        return Err(invalid("cache.jitterPercent", "expected 0 to 100"));
     }
     Ok(())
 }

@@ -74,7 +74,13 @@ pub async fn get(
             "`{key}` is not cached in namespace `{namespace}`"
         )));
     };
-    // `{"value": <stored JSON>}` without parsing the stored JSON again.
+    // `{"value": <stored JSON>}` around the stored bytes, once they are known to be one
+    // JSON value (the database may be shared, and `set_json` trusts its caller).
+    if serde_json::from_slice::<&RawValue>(&json).is_err() {
+        return Err(ApiError::internal(&format!(
+            "stored value of `{key}` in `{namespace}` is not JSON"
+        )));
+    }
     let mut body = Vec::with_capacity(json.len() + 10);
     body.extend_from_slice(b"{\"value\":");
     body.extend_from_slice(&json);

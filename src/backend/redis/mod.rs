@@ -246,6 +246,12 @@ impl BackendError {
         }
     }
 
+    /// Whether Redis could not be reached or did not answer (as opposed to answering with
+    /// an error): what a circuit breaker should count.
+    pub fn is_unreachable(&self) -> bool {
+        self.is_transient()
+    }
+
     fn is_transient(&self) -> bool {
         match self {
             Self::Redis(e) => {
