@@ -379,6 +379,11 @@ impl Cache {
         }
         self.inner.evictions.fetch_add(1, Ordering::SeqCst);
         evict_namespace(&self.inner.l1, namespace);
+        self.inner
+            .tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|tagged, _| !tagged.starts_with(&prefix));
         Ok(removed)
     }
 
@@ -634,6 +639,16 @@ impl Inner {
                 .entry(format!("{namespace}:{tag}"))
                 .or_default()
                 .insert(key.to_owned());
+        }
+        // Keys leave L1 by expiry and eviction without telling the index: prune it whenever
+        // it has grown past the number of entries L1 can hold.
+        let members: usize = index.values().map(HashSet::len).sum();
+        if members as u64 > self.cfg.l1.max_entries.max(1024) {
+            index.retain(|tagged, keys| {
+                let namespace = tagged.split_once(':').map_or("", |(ns, _)| ns);
+                keys.retain(|k| self.l1.contains_key(&format!("{namespace}:{k}")));
+                !keys.is_empty()
+            });
         }
     }
 

@@ -173,16 +173,34 @@ impl RedisLevel {
         tag: &str,
     ) -> Result<Vec<String>, CacheError> {
         let tag_key = self.tag_key(namespace, tag);
-        let keys: Vec<String> = self
-            .backend
-            .query(redis::cmd("SMEMBERS").arg(&tag_key))
-            .await?;
+        // Read and drop the set in one transaction, so a key tagged meanwhile is either in
+        // this removal or in the next set.
+        let take = async {
+            let mut take = redis::pipe();
+            take.atomic()
+                .cmd("SMEMBERS")
+                .arg(&tag_key)
+                .cmd("UNLINK")
+                .arg(&tag_key)
+                .ignore();
+            let (keys,): (Vec<String>,) = self
+                .backend
+                .run(Retry::Idempotent, |mut c| {
+                    let take = take.clone();
+                    async move { take.query_async(&mut c).await }
+                })
+                .await?;
+            Ok(keys)
+        };
+        let keys = self.breaker.call(take).await?;
+        if keys.is_empty() {
+            return Ok(keys);
+        }
         let mut pipe = redis::pipe();
         for chunk in keys.chunks(CLEAR_BATCH) {
             let full: Vec<String> = chunk.iter().map(|k| self.key(namespace, k)).collect();
             pipe.cmd("UNLINK").arg(full).ignore();
         }
-        pipe.cmd("UNLINK").arg(&tag_key).ignore();
         for key in &keys {
             self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
         }
