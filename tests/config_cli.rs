@@ -242,6 +242,20 @@ fn a_bad_key_next_to_a_secret_does_not_print_the_secret() {
 }
 
 #[test]
+fn algorithms_may_be_written_in_snake_case_too() {
+    let yaml = format!(
+        "{NO_AUTH}rateLimit:\n  rules:\n    - name: a\n      descriptor: [ip]\n      limit: 5\n      period: 1m\n      algorithm: fixed_window\n    - name: b\n      descriptor: [user, route]\n      limit: 5\n      period: 1d\n      algorithm: slidingWindow\n"
+    );
+    let (ok, text) = check(&yaml, &[]);
+    assert!(ok, "{text}");
+    refused(
+        &yaml.replace("fixed_window", "fixed-window"),
+        &[],
+        &["rateLimit.rules[0].algorithm", "fixedWindow"],
+    );
+}
+
+#[test]
 fn rate_limit_rules_are_checked() {
     let rules = |extra: &str| {
         format!(

@@ -108,8 +108,10 @@ pub enum Algorithm {
     #[default]
     Gcra,
     /// At most `limit` per calendar-aligned window of `period`.
+    #[serde(alias = "fixed_window")]
     FixedWindow,
     /// At most `limit` in any `period`, the previous window weighted by its overlap.
+    #[serde(alias = "sliding_window")]
     SlidingWindow,
 }
 
