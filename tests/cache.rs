@@ -37,6 +37,19 @@ async fn redis_cache(redis: &RedisProc, cfg: &CacheConfig) -> Cache {
     cache
 }
 
+/// Waits until `cache` no longer has `namespace`/`key`.
+async fn wait_until_absent(cache: &Cache, namespace: &str, key: &str, what: &str) {
+    wait_for_async(what, || async {
+        cache
+            .get::<Value>(namespace, key)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
 async fn fixture(store: Store) -> Fixture {
     match store {
         Store::Memory => Fixture {
@@ -218,7 +231,7 @@ async fn clear_removes_one_namespace_only(f: &Fixture) {
 
 async fn entries_expire_after_their_ttl(f: &Fixture) {
     let short = SetOptions {
-        ttl: Some(Duration::from_secs(2)),
+        ttl: Some(Duration::from_secs(5)),
         ..SetOptions::default()
     };
     f.cache.set("session-like", "k", &1, short).await.unwrap();
@@ -226,15 +239,7 @@ async fn entries_expire_after_their_ttl(f: &Fixture) {
         f.cache.get::<u32>("session-like", "k").await.unwrap(),
         Some(1)
     );
-    wait_for_async("the entry to expire", || async {
-        f.cache
-            .get::<u32>("session-like", "k")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_until_absent(&f.cache, "session-like", "k", "the entry to expire").await;
 }
 
 async fn a_failing_loader_gets_the_stale_value_within_the_fail_safe_window(f: &Fixture) {
@@ -355,27 +360,13 @@ async fn a_write_on_one_instance_evicts_the_other_instances_l1() {
         );
     }
     b.remove("users", "u1").await.unwrap();
-    wait_for_async("A to see B's removal", || async {
-        a.get::<String>("users", "u1")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_until_absent(&a, "users", "u1", "A to see B's removal").await;
     a.set("users", "u2", &1, SetOptions::default())
         .await
         .unwrap();
     assert_eq!(b.get::<u32>("users", "u2").await.unwrap(), Some(1));
     a.clear("users").await.unwrap();
-    wait_for_async("B to see A's clear", || async {
-        b.get::<u32>("users", "u2")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_until_absent(&b, "users", "u2", "B to see A's clear").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,23 +378,16 @@ async fn another_instance_keeps_a_value_no_longer_than_redis_does() {
         redis_cache(&redis, &cfg).await,
     );
     let short = SetOptions {
-        ttl: Some(Duration::from_secs(1)),
+        ttl: Some(Duration::from_secs(5)),
         ..SetOptions::default()
     };
     b.set("tokens", "t1", &"v", short).await.unwrap();
-    // A reads it from Redis; l1.maxTtl is 5 min, but Redis drops it after 1 s.
+    // A reads it from Redis; l1.maxTtl is 5 min, but Redis drops it after 5 s.
     assert_eq!(
         a.get::<String>("tokens", "t1").await.unwrap().as_deref(),
         Some("v")
     );
-    wait_for_async("A to drop the value with Redis", || async {
-        a.get::<String>("tokens", "t1")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_until_absent(&a, "tokens", "t1", "A to drop the value with Redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

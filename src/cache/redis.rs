@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::breaker::Breaker;
 use super::{CacheError, L1, evict_namespace, frame};
 use crate::backend::redis::SubscriptionEvent;
+use crate::backend::redis::px;
 use crate::backend::{RedisBackend, Retry};
 use crate::config::{CacheConfig, CompressionConfig};
 
@@ -144,7 +145,7 @@ impl RedisLevel {
             .arg(self.key(namespace, key))
             .arg(stored)
             .arg("PX")
-            .arg(millis(ttl))
+            .arg(px(ttl))
             .ignore();
         for tag in tags {
             // The set lives as long as its longest-lived member.
@@ -152,12 +153,12 @@ impl RedisLevel {
             pipe.cmd("SADD").arg(&tag_key).arg(key).ignore();
             pipe.cmd("PEXPIRE")
                 .arg(&tag_key)
-                .arg(millis(ttl))
+                .arg(px(ttl))
                 .arg("NX")
                 .ignore();
             pipe.cmd("PEXPIRE")
                 .arg(&tag_key)
-                .arg(millis(ttl))
+                .arg(px(ttl))
                 .arg("GT")
                 .ignore();
         }
@@ -343,10 +344,6 @@ fn unix_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[cfg(test)]

@@ -400,8 +400,3 @@ fn check_ttl(ttl: Duration) -> Result<Duration, LockError> {
 fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
-
-/// Milliseconds for Redis, at least 1.
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}

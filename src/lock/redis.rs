@@ -17,9 +17,10 @@ use std::time::Duration;
 use redis::Script;
 use tokio::sync::{broadcast, watch};
 
-use super::{Attempt, WAKE_ALL, millis};
+use super::{Attempt, WAKE_ALL};
 use crate::backend::redis::SubscriptionEvent;
 use crate::backend::redis::batch::{Item, ScriptBatcher};
+use crate::backend::redis::px;
 use crate::backend::{BackendError, RedisBackend, Retry};
 
 /// Per item: KEYS lock, fence; ARGV token, ttl in ms. Answers acquired (1/0) and the
@@ -148,7 +149,7 @@ impl RedisLocks {
     ) -> Result<Attempt, BackendError> {
         let item = Item {
             keys: vec![self.key(name), self.fence.clone()],
-            args: vec![token.to_owned(), millis(ttl).to_string()],
+            args: vec![token.to_owned(), px(ttl).to_string()],
         };
         let answer = self.acquire.call(vec![item]).await?;
         Ok(if answer[0] == 1 {
@@ -167,7 +168,7 @@ impl RedisLocks {
         ttl: Duration,
     ) -> Result<Option<u64>, BackendError> {
         let key = self.key(name);
-        let ms = millis(ttl);
+        let ms = px(ttl);
         let fence: u64 = self
             .backend
             .run(Retry::Idempotent, |mut c| {

@@ -201,6 +201,11 @@ impl RedisBackend {
     }
 }
 
+/// A duration as Redis `PX` / `PEXPIRE` milliseconds: at least 1 (0 is an error there).
+pub fn px(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 fn backoff(cfg: &RedisConfig, attempt: u32) -> Duration {
     cfg.min_retry_backoff
         .saturating_mul(1 << attempt.min(16))
