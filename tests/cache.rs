@@ -50,6 +50,24 @@ async fn wait_until_absent(cache: &Cache, namespace: &str, key: &str, what: &str
     .await;
 }
 
+/// Calls `get_or_load` with a failing loader until the loader has run (the value expired),
+/// asserting that every answer is `expected`, the last good value.
+async fn stale_is_served_until_the_loader_runs(cache: &Cache, key: &str, expected: &str) {
+    let runs = AtomicUsize::new(0);
+    wait_for_async("the value to expire and the loader to run", || async {
+        let got: String = cache
+            .get_or_load("resource", key, None, || async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err::<String, _>("source down")
+            })
+            .await
+            .expect("the fail-safe serves the stale value");
+        assert_eq!(got, expected);
+        (runs.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+}
+
 async fn fixture(store: Store) -> Fixture {
     match store {
         Store::Memory => Fixture {
@@ -253,20 +271,7 @@ async fn a_failing_loader_gets_the_stale_value_within_the_fail_safe_window(f: &F
         .unwrap();
     // Until the value expires it is served fresh and the loader does not run; after, the
     // loader runs, fails, and the last good value is served instead of the error.
-    let runs = AtomicUsize::new(0);
-    wait_for_async("the value to expire and the loader to run", || async {
-        let got: String = f
-            .cache
-            .get_or_load("resource", "r1", None, || async {
-                runs.fetch_add(1, Ordering::SeqCst);
-                Err::<String, _>("database down")
-            })
-            .await
-            .expect("the fail-safe serves the stale value");
-        assert_eq!(got, "last good");
-        (runs.load(Ordering::SeqCst) > 0).then_some(())
-    })
-    .await;
+    stale_is_served_until_the_loader_runs(&f.cache, "r1", "last good").await;
     // Once the loader succeeds, the new value replaces the stale one.
     let fresh: String = f
         .cache
@@ -491,19 +496,7 @@ async fn redis_down_serves_stale_values_and_loads_still_run_then_recovers() {
         .unwrap();
     redis.kill();
     // Reads keep answering: fresh from L1, then stale once expired (Redis cannot be asked).
-    let runs = AtomicUsize::new(0);
-    wait_for_async("the loader to run with Redis down", || async {
-        let got: String = cache
-            .get_or_load("resource", "r1", None, || async {
-                runs.fetch_add(1, Ordering::SeqCst);
-                Err::<String, _>("database down too")
-            })
-            .await
-            .expect("the fail-safe serves the stale value");
-        assert_eq!(got, "last good");
-        (runs.load(Ordering::SeqCst) > 0).then_some(())
-    })
-    .await;
+    stale_is_served_until_the_loader_runs(&cache, "r1", "last good").await;
     assert_eq!(
         cache
             .get::<String>("resource", "r1")

@@ -14,6 +14,10 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+async fn get_json(c: &reqwest::Client, url: String) -> Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let content_type = response
@@ -47,24 +51,10 @@ async fn memory_backend_answers_health_metrics_and_openapi() {
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 
-    let status: Value = c
-        .get(format!("{}/v1/status", served.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&c, format!("{}/v1/status", served.api)).await;
     assert_eq!(status["backend"], "memory");
 
-    let doc: Value = c
-        .get(format!("{}/openapi.json", served.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&c, format!("{}/openapi.json", served.api)).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     assert!(doc["paths"]["/v1/status"].is_object(), "{doc}");
 

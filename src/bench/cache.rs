@@ -34,24 +34,7 @@ pub async fn cache_rows(
     }
     let mut rows = Vec::new();
 
-    let l1 = cache.clone();
-    rows.push(
-        measure(
-            "cache get, L1 hit",
-            concurrency,
-            duration,
-            move |task, seq| {
-                let l1 = l1.clone();
-                async move {
-                    let key = format!("k{}", (task as u64 * 7919 + seq) % KEYS);
-                    let _ = l1.get_json("bench", &key).await;
-                }
-            },
-        )
-        .await
-        .against(RawBaselines::GET),
-    );
-
+    rows.push(get_row("cache get, L1 hit", cache.clone(), concurrency, duration).await);
     let no_l1 = CacheConfig {
         l1: crate::config::L1Config {
             max_entries: 0,
@@ -61,22 +44,7 @@ pub async fn cache_rows(
         ..cfg.clone()
     };
     let l2 = Cache::redis(&no_l1, backend.clone());
-    rows.push(
-        measure(
-            "cache get, L2 hit",
-            concurrency,
-            duration,
-            move |task, seq| {
-                let l2 = l2.clone();
-                async move {
-                    let key = format!("k{}", (task as u64 * 7919 + seq) % KEYS);
-                    let _ = l2.get_json("bench", &key).await;
-                }
-            },
-        )
-        .await
-        .against(RawBaselines::GET),
-    );
+    rows.push(get_row("cache get, L2 hit", l2, concurrency, duration).await);
 
     // One writer, one reader instance: write, then read on the other until the new value
     // shows (its L1 copy was evicted by the backplane).
@@ -104,4 +72,17 @@ pub async fn cache_rows(
         .await,
     );
     rows
+}
+
+/// `get_json` of the preloaded keys, spread over [`KEYS`], against raw `GET`.
+async fn get_row(name: &str, cache: Cache, concurrency: usize, duration: Duration) -> Row {
+    measure(name, concurrency, duration, move |task, seq| {
+        let cache = cache.clone();
+        async move {
+            let key = format!("k{}", (task as u64 * 7919 + seq) % KEYS);
+            let _ = cache.get_json("bench", &key).await;
+        }
+    })
+    .await
+    .against(RawBaselines::GET)
 }
