@@ -53,11 +53,12 @@ async fn wait_until_absent(cache: &Cache, namespace: &str, key: &str, what: &str
 /// Calls `get_or_load` with a failing loader until the loader has run (the value expired),
 /// asserting that every answer is `expected`, the last good value.
 async fn stale_is_served_until_the_loader_runs(cache: &Cache, key: &str, expected: &str) {
-    let runs = AtomicUsize::new(0);
+    let runs = Arc::new(AtomicUsize::new(0));
     wait_for_async("the value to expire and the loader to run", || async {
+        let counter = runs.clone();
         let got: String = cache
-            .get_or_load("resource", key, None, || async {
-                runs.fetch_add(1, Ordering::SeqCst);
+            .get_or_load("resource", key, None, move || async move {
+                counter.fetch_add(1, Ordering::SeqCst);
                 Err::<String, _>("source down")
             })
             .await
@@ -454,13 +455,18 @@ async fn a_loader_past_the_loader_timeout_fails_and_the_stale_value_is_served() 
         ..config()
     };
     let cache = Cache::memory(&cfg);
-    let runs = AtomicUsize::new(0);
-    let hanging = || async {
-        runs.fetch_add(1, Ordering::SeqCst);
-        std::future::pending::<()>().await;
-        Ok::<u32, String>(0)
+    let runs = Arc::new(AtomicUsize::new(0));
+    let hanging = |runs: Arc<AtomicUsize>| {
+        move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            Ok::<u32, String>(0)
+        }
     };
-    match cache.get_or_load("resource", "slow", None, hanging).await {
+    match cache
+        .get_or_load("resource", "slow", None, hanging(runs.clone()))
+        .await
+    {
         Err(CacheError::Load(m)) => assert!(m.contains("loaderTimeout"), "{m}"),
         other => panic!("expected a load timeout, got {other:?}"),
     }
@@ -473,7 +479,7 @@ async fn a_loader_past_the_loader_timeout_fails_and_the_stale_value_is_served() 
     let before = runs.load(Ordering::SeqCst);
     wait_for_async("the value to expire and the loader to run", || async {
         let got: u32 = cache
-            .get_or_load("resource", "slow", None, hanging)
+            .get_or_load("resource", "slow", None, hanging(runs.clone()))
             .await
             .expect("the stale value is served");
         assert_eq!(got, 7);
@@ -522,11 +528,23 @@ async fn redis_down_serves_stale_values_and_loads_still_run_then_recovers() {
             .ok()
     })
     .await;
-    let stored: Option<String> = ::redis::cmd("GET")
+    let stored: String = ::redis::cmd("GET")
         .arg("test:cache:resource:r3")
         .query(&mut redis.conn())
         .unwrap();
-    assert_eq!(stored.as_deref(), Some("3"));
+    assert_eq!(stored_value(&stored), json!(3));
+}
+
+/// The value in a stored `{"expiresAt": <unix ms>, "value": …}`, checking the expiry.
+fn stored_value(stored: &str) -> Value {
+    let stored: Value = serde_json::from_str(stored).expect("stored values are JSON");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let expires_at = stored["expiresAt"].as_u64().expect("an expiry in ms");
+    assert!(expires_at > now_ms, "{stored}");
+    stored["value"].clone()
 }
 
 #[tokio::test]
@@ -556,7 +574,7 @@ async fn large_values_are_compressed_in_redis_and_small_ones_stay_readable() {
         .arg("test:cache:docs:small")
         .query(&mut conn)
         .unwrap();
-    assert_eq!(raw_small, r#"{"a":1}"#);
+    assert_eq!(stored_value(&raw_small), json!({"a": 1}));
     // A fresh instance (empty L1) reads both back from Redis.
     let other = redis_cache(&redis, &config()).await;
     assert_eq!(other.get::<Value>("docs", "big").await.unwrap(), Some(big));
@@ -786,4 +804,136 @@ async fn reads_racing_writes_on_another_instance_never_keep_an_old_value() {
     for _ in 0..50 {
         assert_eq!(a.get::<u32>("race", "k").await.unwrap(), Some(300));
     }
+}
+
+/// A loader that counts its runs and returns `value` once `gate` is opened.
+fn gated_loader(
+    runs: &Arc<AtomicUsize>,
+    gate: &Arc<tokio::sync::Notify>,
+    value: &'static str,
+) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>
++ Send
++ 'static {
+    let (runs, gate) = (runs.clone(), gate.clone());
+    move || {
+        Box::pin(async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            gate.notified().await;
+            Ok(value.to_owned())
+        })
+    }
+}
+
+#[tokio::test]
+async fn past_the_soft_timeout_the_stale_value_is_served_and_the_load_finishes_in_the_background() {
+    let cfg = CacheConfig {
+        loader_soft_timeout: Duration::from_millis(20),
+        ..config()
+    };
+    let cache = Cache::memory(&cfg);
+    let short = SetOptions {
+        ttl: Some(Duration::from_millis(20)),
+        ..SetOptions::default()
+    };
+    cache.set("resource", "soft", &"old", short).await.unwrap();
+    wait_until_absent(&cache, "resource", "soft", "the value to go stale").await;
+    let (runs, gate) = (Arc::default(), Arc::default());
+    for _ in 0..3 {
+        let got: String = cache
+            .get_or_load("resource", "soft", None, gated_loader(&runs, &gate, "new"))
+            .await
+            .unwrap();
+        assert_eq!(
+            got, "old",
+            "the stale value is served while the loader runs"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "callers share one load");
+    gate.notify_one();
+    wait_for_async("the background load to be cached", || async {
+        let got = cache.get::<String>("resource", "soft").await.unwrap();
+        (got.as_deref() == Some("new")).then_some(())
+    })
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_distributed_load_one_instance_loads_and_the_others_wait_for_its_value() {
+    let redis = RedisProc::start();
+    let mut cfg = config();
+    cfg.distributed_load.enabled = true;
+    let (a, b) = (
+        redis_cache(&redis, &cfg).await,
+        redis_cache(&redis, &cfg).await,
+    );
+    let (runs, gate) = (Arc::<AtomicUsize>::default(), Arc::default());
+    let loading = {
+        let (a, loader) = (a.clone(), gated_loader(&runs, &gate, "from a"));
+        tokio::spawn(async move {
+            a.get_or_load::<String, _, _, _>("resource", "k", None, loader)
+                .await
+        })
+    };
+    wait_for_async("instance a to start loading", || async {
+        (runs.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let waiting = {
+        let (b, loader) = (b.clone(), gated_loader(&runs, &gate, "from b"));
+        tokio::spawn(async move {
+            b.get_or_load::<String, _, _, _>("resource", "k", None, loader)
+                .await
+        })
+    };
+    // The lock marks its lease when someone waits for it: b is waiting, not loading.
+    wait_for_async("instance b to wait for the load lock", || async {
+        let mut conn = redis.conn();
+        let leases: Vec<String> = ::redis::cmd("KEYS")
+            .arg("test:cache:~load:lease:*")
+            .query(&mut conn)
+            .unwrap();
+        let lease = leases.first()?;
+        let held: String = ::redis::cmd("GET").arg(lease).query(&mut conn).ok()?;
+        held.ends_with('!').then_some(())
+    })
+    .await;
+    gate.notify_one();
+    assert_eq!(loading.await.unwrap().unwrap(), "from a");
+    assert_eq!(waiting.await.unwrap().unwrap(), "from a");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "b's loader must not run");
+}
+
+#[tokio::test]
+async fn a_value_set_during_a_load_wins_over_the_loaded_one() {
+    let redis = RedisProc::start();
+    let cache = redis_cache(&redis, &config()).await;
+    let (runs, gate) = (Arc::<AtomicUsize>::default(), Arc::default());
+    let loading = {
+        let (cache, loader) = (cache.clone(), gated_loader(&runs, &gate, "loaded"));
+        tokio::spawn(async move {
+            cache
+                .get_or_load::<String, _, _, _>("resource", "k", None, loader)
+                .await
+        })
+    };
+    wait_for_async("the loader to start", || async {
+        (runs.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    cache
+        .set("resource", "k", &"set meanwhile", SetOptions::default())
+        .await
+        .unwrap();
+    gate.notify_one();
+    assert_eq!(loading.await.unwrap().unwrap(), "set meanwhile");
+    let other = redis_cache(&redis, &config()).await;
+    assert_eq!(
+        other
+            .get::<String>("resource", "k")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("set meanwhile")
+    );
 }

@@ -283,3 +283,12 @@ fn rate_limit_rules_are_checked() {
         &["period", "1 minute"],
     );
 }
+
+#[test]
+fn a_soft_loader_timeout_past_the_hard_one_is_refused() {
+    refused(
+        &format!("{NO_AUTH}cache:\n  loaderTimeout: 2s\n  loaderSoftTimeout: 5s\n"),
+        &[],
+        &["cache.loaderSoftTimeout", "shorter than cache.loaderTimeout (2s)"],
+    );
+}

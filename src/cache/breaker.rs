@@ -3,8 +3,7 @@
 //! Redis costs a request nothing instead of its timeout.
 
 use std::future::Future;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::CacheError;
@@ -17,7 +16,10 @@ pub(super) struct Breaker {
     threshold: u32,
     open_for: Duration,
     failures: AtomicU32,
-    open_until: Mutex<Option<Instant>>,
+    /// Microseconds after `since` until which the circuit is open (0: closed); an atomic so
+    /// that every read does not take a lock.
+    open_until: AtomicU64,
+    since: Instant,
 }
 
 impl Breaker {
@@ -27,14 +29,15 @@ impl Breaker {
             threshold: cfg.circuit_breaker.failure_threshold.max(1),
             open_for: cfg.circuit_breaker.open_for,
             failures: AtomicU32::new(0),
-            open_until: Mutex::new(None),
+            open_until: AtomicU64::new(0),
+            since: Instant::now(),
         }
     }
 
     /// Whether Redis is being skipped now.
     pub(super) fn is_open(&self) -> bool {
-        let open_until = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
-        open_until.is_some_and(|until| Instant::now() < until)
+        let until = self.open_until.load(Ordering::Relaxed);
+        until != 0 && self.micros_since(Instant::now()) < until
     }
 
     /// Runs `call` unless the circuit is open, within the deadline.
@@ -72,12 +75,16 @@ impl Breaker {
         }
     }
 
+    fn micros_since(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.since).as_micros()).unwrap_or(u64::MAX)
+    }
+
     fn failed(&self) {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= self.threshold {
             self.failures.store(0, Ordering::Relaxed);
-            *self.open_until.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Instant::now() + self.open_for);
+            let until = self.micros_since(Instant::now() + self.open_for);
+            self.open_until.store(until.max(1), Ordering::Relaxed);
             metrics::counter!("blinkchamber_cache_circuit_opened_total").increment(1);
             tracing::warn!(
                 failures,

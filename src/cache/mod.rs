@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -137,7 +138,12 @@ struct Inner {
     evictions: Arc<AtomicU64>,
     /// Memory backend: `namespace:tag` → keys (Redis keeps this in sets).
     tags: std::sync::Mutex<HashMap<String, HashSet<String>>>,
+    /// Loads running on this instance, by L1 key; callers of the same key share one.
+    loads: std::sync::Mutex<HashMap<String, SharedLoad>>,
 }
+
+/// A load's outcome, shared by every caller waiting for it.
+type SharedLoad = Shared<BoxFuture<'static, Result<Entry, Arc<CacheError>>>>;
 
 impl Cache {
     /// The cache on the backend the config names (`cache.redis` for Redis).
@@ -196,6 +202,7 @@ impl Cache {
                     [counter("l2", false), counter("l2", true)],
                 ],
                 tags: std::sync::Mutex::default(),
+                loads: std::sync::Mutex::default(),
             }),
         }
     }
@@ -255,7 +262,6 @@ impl Cache {
         self.inner.record(Level::L2, found.is_some());
         match found {
             Some((json, left)) => {
-                let json: Arc<[u8]> = json.into();
                 if stable && self.inner.cfg.l1.max_entries > 0 {
                     let entry = self.inner.entry(json.clone(), left);
                     self.inner
@@ -309,7 +315,7 @@ impl Cache {
         {
             return Err(CacheError::InvalidTtl(ttl));
         }
-        let ttl = self.ttl(options);
+        let ttl = self.inner.ttl(options.category, options.ttl);
         // Dropped first, so a failed or cancelled Redis write cannot leave the old value here.
         self.inner.replace(l1_key.clone(), None).await;
         match &self.inner.l2 {
@@ -388,8 +394,13 @@ impl Cache {
     }
 
     /// The cached value of `key`, or `loader`'s, which is then cached. Concurrent callers
-    /// of the same key on this instance share one loader run; a failing or panicking
-    /// loader caches nothing and every waiting caller gets [`CacheError::Load`].
+    /// of the same key on this instance share one loader run (with
+    /// `cache.distributedLoad`, across instances too); a failing or panicking loader caches
+    /// nothing and every waiting caller gets [`CacheError::Load`], or the fail-safe copy.
+    ///
+    /// The loader runs in a task of its own: it finishes and caches its value even if every
+    /// caller has gone. A caller holding a stale fail-safe copy waits at most
+    /// `cache.loaderSoftTimeout` for it, then gets the stale copy.
     ///
     /// # Errors
     /// Those of [`Cache::get`] and [`Cache::set`], and [`CacheError::Load`].
@@ -401,10 +412,10 @@ impl Cache {
         loader: F,
     ) -> Result<T, CacheError>
     where
-        T: Serialize + DeserializeOwned,
-        E: std::fmt::Display,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let l1_key = l1_key(namespace, key)?;
         let cached = self.inner.l1.get(&l1_key).await;
@@ -413,111 +424,30 @@ impl Cache {
             return Ok(serde_json::from_slice(&entry.json)?);
         }
         self.inner.record(Level::L1, false);
-        if cached.is_some() {
-            // A stale copy stays in memory only for the fail-safe; it must not stand in for
-            // a load. It is kept in `cached` in case the load fails.
-            self.inner.l1.invalidate(&l1_key).await;
-        }
-        let seen = self.inner.evictions.load(Ordering::SeqCst);
-        let init = async {
-            if let Some(l2) = &self.inner.l2 {
-                // A failing Redis does not stop loads: the loader is the source of truth.
-                match self.inner.read_l2(l2, namespace, key).await {
-                    Ok((found, _, stable)) => {
-                        self.inner.record(Level::L2, found.is_some());
-                        if let Some((json, left)) = found {
-                            // An unstable read is handed to the callers but not kept.
-                            let ttl = if stable { left } else { Duration::ZERO };
-                            return Ok(self.inner.entry(json.into(), ttl));
-                        }
-                    }
-                    Err(e) => l2_failed("read", &e),
+        let load = Inner::load(&self.inner, l1_key, namespace, key, category, loader);
+        // A stale copy stays in L1 during the load, for the fail-safe and the soft timeout.
+        let stale = cached.filter(|e| Instant::now() < e.stale_until);
+        let soft = self.inner.cfg.loader_soft_timeout;
+        let loaded = match &stale {
+            Some(stale) if !soft.is_zero() => match tokio::time::timeout(soft, load).await {
+                Ok(loaded) => loaded,
+                Err(_) => {
+                    metrics::counter!("blinkchamber_cache_soft_timeouts_total").increment(1);
+                    self.inner.record_stale();
+                    return Ok(serde_json::from_slice(&stale.json)?);
                 }
-            }
-            let started = Instant::now();
-            metrics::counter!("blinkchamber_cache_loads_total").increment(1);
-            let load = AssertUnwindSafe(loader()).catch_unwind();
-            let hard = self.inner.cfg.loader_timeout;
-            let loaded = if hard.is_zero() {
-                Some(load.await)
-            } else {
-                tokio::time::timeout(hard, load).await.ok()
-            };
-            metrics::histogram!("blinkchamber_cache_load_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-            let value = match loaded {
-                Some(Ok(Ok(value))) => value,
-                Some(Ok(Err(e))) => return Err(load_error(e.to_string())),
-                Some(Err(panic)) => return Err(load_error(panic_message(&panic))),
-                None => {
-                    return Err(load_error(format!(
-                        "no value within cache.loaderTimeout ({})",
-                        crate::config::types::duration::format(&hard)
-                    )));
-                }
-            };
-            let json = serde_json::to_vec(&value)?;
-            let ttl = self.ttl(SetOptions {
-                category,
-                ..SetOptions::default()
-            });
-            if let Some(l2) = &self.inner.l2
-                && let Err(e) = l2.set(namespace, key, &json, ttl, &[]).await
-            {
-                l2_failed("write", &e);
-            }
-            Ok::<_, CacheError>(self.inner.entry(json.into(), ttl))
+            },
+            _ => load.await,
         };
-        let loaded = self
-            .inner
-            .l1
-            .try_get_with(l1_key.clone(), init)
-            .await
-            .map_err(|shared| match Arc::try_unwrap(shared) {
-                Ok(e) => e,
-                Err(shared) => CacheError::Load(shared.to_string()),
-            });
-        let entry = match loaded {
-            Ok(entry) if entry.is_fresh() || entry.fresh_until == entry.stale_until => entry,
-            // Another caller put a fail-safe copy back meanwhile: the load failed for it.
-            Ok(stale) => {
-                self.inner.record_stale();
-                stale
-            }
-            Err(e) => {
-                let json = self.inner.stale_or(cached.clone(), e)?;
-                if let Some(stale) = cached {
-                    // Keep serving it from memory until its window ends or a load succeeds,
-                    // unless it was removed or replaced meanwhile.
-                    self.inner.keep_if_unchanged(l1_key, stale, seen).await;
-                }
-                return Ok(serde_json::from_slice(&json)?);
+        let json = match loaded {
+            Ok(entry) => entry.json,
+            Err(shared) => {
+                let error = Arc::try_unwrap(shared)
+                    .unwrap_or_else(|shared| CacheError::Load(shared.to_string()));
+                self.inner.stale_or(stale, error)?
             }
         };
-        // An eviction during the load may have been applied before moka put its result in
-        // L1: drop it then (at worst, one more miss).
-        if self.inner.evictions.load(Ordering::SeqCst) != seen {
-            self.inner.l1.invalidate(&l1_key).await;
-        }
-        Ok(serde_json::from_slice(&entry.json)?)
-    }
-
-    /// The TTL for `options`, shortened by up to `jitterPercent`.
-    fn ttl(&self, options: SetOptions<'_>) -> Duration {
-        let cfg = &self.inner.cfg;
-        let base = options.ttl.unwrap_or_else(|| {
-            options
-                .category
-                .and_then(|c| cfg.ttl.categories.get(c))
-                .copied()
-                .unwrap_or(cfg.ttl.default)
-        });
-        let jitter = f64::from(cfg.jitter_percent.min(100)) / 100.0;
-        if jitter == 0.0 {
-            return base;
-        }
-        base.mul_f64(1.0 - rand::random::<f64>() * jitter)
-            .max(Duration::from_millis(1))
+        Ok(serde_json::from_slice(&json)?)
     }
 }
 
@@ -570,7 +500,7 @@ impl Inner {
         l2: &redis::RedisLevel,
         namespace: &str,
         key: &str,
-    ) -> Result<(Option<(Vec<u8>, Duration)>, u64, bool), CacheError> {
+    ) -> Result<(Option<redis::Stored>, u64, bool), CacheError> {
         let mut attempt = 0;
         loop {
             let before = self.evictions.load(Ordering::SeqCst);
@@ -581,6 +511,196 @@ impl Inner {
                 return Ok((found, before, stable));
             }
         }
+    }
+
+    /// The running load of `l1_key`, or a new one in a task of its own. The task puts its
+    /// value in L1 unless an eviction came meanwhile.
+    fn load<T, E, F, Fut>(
+        this: &Arc<Self>,
+        l1_key: String,
+        namespace: &str,
+        key: &str,
+        category: Option<&str>,
+        loader: F,
+    ) -> SharedLoad
+    where
+        T: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let mut loads = this.loads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = loads.get(&l1_key) {
+            return running.clone();
+        }
+        let seen = this.evictions.load(Ordering::SeqCst);
+        let inner = Arc::clone(this);
+        let (namespace, key, category) = (
+            namespace.to_owned(),
+            key.to_owned(),
+            category.map(str::to_owned),
+        );
+        let task_key = l1_key.clone();
+        let task = tokio::spawn(async move {
+            let loaded = inner
+                .run_load(&namespace, &key, category.as_deref(), seen, loader)
+                .await;
+            if let Ok(entry) = &loaded
+                && entry.stale_until > Instant::now()
+                && inner.cfg.l1.max_entries > 0
+            {
+                inner
+                    .keep_if_unchanged(task_key.clone(), entry.clone(), seen)
+                    .await;
+                inner.recheck(&task_key, seen).await;
+            }
+            inner
+                .loads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&task_key);
+            loaded.map_err(Arc::new)
+        });
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Arc::new(load_error(format!("the load task failed: {e}")))))
+        }
+        .boxed()
+        .shared();
+        loads.insert(l1_key, shared.clone());
+        shared
+    }
+
+    /// Redis, then (under the load lock, when configured) the loader; the loader's value
+    /// goes to Redis unless a value was set there meanwhile, which then wins.
+    async fn run_load<T, E, F, Fut>(
+        &self,
+        namespace: &str,
+        key: &str,
+        category: Option<&str>,
+        seen: u64,
+        loader: F,
+    ) -> Result<Entry, CacheError>
+    where
+        T: Serialize,
+        E: std::fmt::Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let read = async || -> Option<Entry> {
+            let l2 = self.l2.as_ref()?;
+            // A failing Redis does not stop loads: the loader is the source of truth.
+            match self.read_l2(l2, namespace, key).await {
+                Ok((found, before, stable)) => {
+                    self.record(Level::L2, found.is_some());
+                    let (json, left) = found?;
+                    // An unstable read is handed to the callers but not kept.
+                    let ttl = if stable && before == seen {
+                        left
+                    } else {
+                        Duration::ZERO
+                    };
+                    Some(self.entry(json, ttl))
+                }
+                Err(e) => {
+                    l2_failed("read", &e);
+                    None
+                }
+            }
+        };
+        if let Some(entry) = read().await {
+            return Ok(entry);
+        }
+        let lease = match &self.l2 {
+            Some(l2) if l2.locks_loads() => l2.lock_load(namespace, key).await,
+            _ => None,
+        };
+        if lease.is_some()
+            && let Some(entry) = read().await
+        {
+            // Another instance loaded it while this one waited for the lock.
+            if let (Some(l2), Some(lease)) = (&self.l2, lease) {
+                l2.unlock_load(lease).await;
+            }
+            return Ok(entry);
+        }
+        let loaded = self.call_loader(category, loader).await;
+        let entry = match loaded {
+            Ok((json, ttl)) => match &self.l2 {
+                Some(l2) => match l2.set_loaded(namespace, key, &json, ttl).await {
+                    Ok(None) => Ok(self.entry(json.into(), ttl)),
+                    // Set by someone else meanwhile: that value is newer than the load.
+                    Ok(Some((existing, left))) => Ok(self.entry(existing, left)),
+                    Err(e) => {
+                        l2_failed("write", &e);
+                        Ok(self.entry(json.into(), ttl))
+                    }
+                },
+                None => Ok(self.entry(json.into(), ttl)),
+            },
+            Err(e) => Err(e),
+        };
+        if let (Some(l2), Some(lease)) = (&self.l2, lease) {
+            l2.unlock_load(lease).await;
+        }
+        entry
+    }
+
+    /// Runs the loader under `cache.loaderTimeout`, catching panics; its value as JSON and
+    /// the TTL to store it with.
+    async fn call_loader<T, E, F, Fut>(
+        &self,
+        category: Option<&str>,
+        loader: F,
+    ) -> Result<(Vec<u8>, Duration), CacheError>
+    where
+        T: Serialize,
+        E: std::fmt::Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let started = Instant::now();
+        metrics::counter!("blinkchamber_cache_loads_total").increment(1);
+        let load = AssertUnwindSafe(loader()).catch_unwind();
+        let hard = self.cfg.loader_timeout;
+        let loaded = if hard.is_zero() {
+            Some(load.await)
+        } else {
+            tokio::time::timeout(hard, load).await.ok()
+        };
+        metrics::histogram!("blinkchamber_cache_load_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let value = match loaded {
+            Some(Ok(Ok(value))) => value,
+            Some(Ok(Err(e))) => return Err(load_error(e.to_string())),
+            Some(Err(panic)) => return Err(load_error(panic_message(&panic))),
+            None => {
+                return Err(load_error(format!(
+                    "no value within cache.loaderTimeout ({})",
+                    crate::config::types::duration::format(&hard)
+                )));
+            }
+        };
+        let json = serde_json::to_vec(&value)?;
+        Ok((json, self.ttl(category, None)))
+    }
+
+    /// `ttl`, else the category's TTL, else `cache.ttl.default`; shortened by up to
+    /// `jitterPercent`.
+    fn ttl(&self, category: Option<&str>, ttl: Option<Duration>) -> Duration {
+        let cfg = &self.cfg;
+        let base = ttl.unwrap_or_else(|| {
+            category
+                .and_then(|c| cfg.ttl.categories.get(c))
+                .copied()
+                .unwrap_or(cfg.ttl.default)
+        });
+        let jitter = f64::from(cfg.jitter_percent.min(100)) / 100.0;
+        if jitter == 0.0 {
+            return base;
+        }
+        base.mul_f64(1.0 - rand::random::<f64>() * jitter)
+            .max(Duration::from_millis(1))
     }
 
     fn record_stale(&self) {

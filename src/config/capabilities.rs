@@ -40,6 +40,14 @@ pub struct CacheConfig {
     /// if there is one). `0s`: no limit.
     #[serde(with = "duration")]
     pub loader_timeout: Duration,
+    /// How long a caller waits for a loader when a stale fail-safe copy exists; past it the
+    /// stale copy is served and the loader finishes in the background, caching its result.
+    /// `0s`: always wait (up to `loaderTimeout`).
+    #[serde(with = "duration")]
+    pub loader_soft_timeout: Duration,
+    /// Run a key's loader on one instance at a time (a short Redis lock), so a miss on many
+    /// instances at once loads once; the others wait and read the value from Redis.
+    pub distributed_load: DistributedLoadConfig,
     /// When to stop asking a failing Redis for a while.
     pub circuit_breaker: CircuitBreakerConfig,
 }
@@ -60,6 +68,30 @@ impl Default for CircuitBreakerConfig {
         Self {
             failure_threshold: 5,
             open_for: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The `cache.distributedLoad` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DistributedLoadConfig {
+    /// Take the lock before loading a key missing from Redis (Redis backend only).
+    pub enabled: bool,
+    /// Lease of the lock; a loader running longer lets another instance load too.
+    #[serde(with = "duration")]
+    pub lock_ttl: Duration,
+    /// Longest an instance waits for another's load before loading itself.
+    #[serde(with = "duration")]
+    pub wait: Duration,
+}
+
+impl Default for DistributedLoadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lock_ttl: Duration::from_secs(10),
+            wait: Duration::from_secs(5),
         }
     }
 }
@@ -101,6 +133,8 @@ impl Default for CacheConfig {
             fail_safe_max_duration: Duration::from_secs(600),
             l2_timeout: Duration::from_millis(250),
             loader_timeout: Duration::from_secs(30),
+            loader_soft_timeout: Duration::ZERO,
+            distributed_load: DistributedLoadConfig::default(),
             circuit_breaker: CircuitBreakerConfig::default(),
         }
     }

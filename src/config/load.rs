@@ -277,6 +277,22 @@ fn validate_cache(cfg: &super::CacheConfig) -> Result<(), ConfigError> {
     if cfg.jitter_percent > 100 {
         return Err(invalid("cache.jitterPercent", "expected 0 to 100"));
     }
+    let soft = cfg.loader_soft_timeout;
+    if !soft.is_zero() && !cfg.loader_timeout.is_zero() && soft >= cfg.loader_timeout {
+        return Err(invalid(
+            "cache.loaderSoftTimeout",
+            format!(
+                "must be shorter than cache.loaderTimeout ({}), or 0s",
+                super::types::duration::format(&cfg.loader_timeout)
+            ),
+        ));
+    }
+    if cfg.distributed_load.enabled {
+        at_least_1ms(
+            "cache.distributedLoad.lockTtl",
+            cfg.distributed_load.lock_ttl,
+        )?;
+    }
     Ok(())
 }
 

@@ -16,8 +16,8 @@ pub mod types;
 use serde::{Deserialize, Serialize};
 
 pub use capabilities::{
-    CacheConfig, CompressionConfig, EventsConfig, L1Config, PerformanceConfig, PublishingConfig,
-    QueuesConfig, TtlConfig,
+    CacheConfig, CircuitBreakerConfig, CompressionConfig, DistributedLoadConfig, EventsConfig,
+    L1Config, PerformanceConfig, PublishingConfig, QueuesConfig, TtlConfig,
 };
 pub use limits::{
     Algorithm, ApiLimitConfig, Descriptor, FailureMode, LocksConfig, RateLimitConfig, RuleConfig,
