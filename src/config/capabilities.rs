@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::redis::RedisOverrides;
 use super::types::{DbIndex, duration};
+use crate::events::Priority;
 
 /// The `cache` block.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -191,12 +192,39 @@ pub struct EventsConfig {
     pub redis: RedisOverrides,
     /// Publishing (producer side).
     pub publishing: PublishingConfig,
-    /// Accepted event types.
+    /// Accepted event types: exact names or globs with `*` (`user.*`). An empty list
+    /// accepts every type.
     pub types: Vec<String>,
+    /// Priority by event type: the first rule whose `match` fits the type wins; a type no
+    /// rule matches is `low`, and an event's own `priority` attribute overrides routing.
+    /// Setting the list replaces the default rules.
+    pub routing: Vec<RouteRule>,
     /// Queue (Redis list) names per priority.
     pub queues: QueuesConfig,
     /// Worker pool and buffering.
     pub performance: PerformanceConfig,
+}
+
+/// One `events.routing[]` rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Event type pattern: an exact type or a glob where `*` matches any run of
+    /// characters (`auth.*`, `*.deleted`, `*`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// `high`, `normal` or `low`.
+    pub priority: Priority,
+}
+
+impl RouteRule {
+    /// A rule sending types that match `pattern` to `priority`.
+    pub fn new(pattern: impl Into<String>, priority: Priority) -> Self {
+        Self {
+            pattern: pattern.into(),
+            priority,
+        }
+    }
 }
 
 impl Default for EventsConfig {
@@ -240,6 +268,12 @@ impl Default for EventsConfig {
             },
             publishing: PublishingConfig::default(),
             types: types.into_iter().map(String::from).collect(),
+            routing: vec![
+                RouteRule::new("auth.*", Priority::High),
+                RouteRule::new("*.created", Priority::Normal),
+                RouteRule::new("*.updated", Priority::Normal),
+                RouteRule::new("*.deleted", Priority::Normal),
+            ],
             queues: QueuesConfig::default(),
             performance: PerformanceConfig::default(),
         }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use capabilities::{
     CacheConfig, CompressionConfig, EventsConfig, L1Config, PerformanceConfig, PublishingConfig,
-    QueuesConfig, TtlConfig,
+    QueuesConfig, RouteRule, TtlConfig,
 };
 pub use limits::{
     Algorithm, ApiLimitConfig, Descriptor, FailureMode, LocksConfig, RateLimitConfig, RuleConfig,
