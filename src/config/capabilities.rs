@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::redis::RedisOverrides;
+use super::secret::SecretSource;
 use super::types::{DbIndex, duration};
 use crate::events::Priority;
 
@@ -203,6 +204,8 @@ pub struct EventsConfig {
     pub queues: QueuesConfig,
     /// Worker pool and buffering.
     pub performance: PerformanceConfig,
+    /// ZITADEL Actions v2 ingestion (`POST /v1/ingest/zitadel`).
+    pub zitadel: ZitadelConfig,
 }
 
 /// One `events.routing[]` rule.
@@ -223,6 +226,34 @@ impl RouteRule {
         Self {
             pattern: pattern.into(),
             priority,
+        }
+    }
+}
+
+/// The `events.zitadel` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ZitadelConfig {
+    /// The Actions v2 target's signing key, which checks the `ZITADEL-Signature` header.
+    pub signing_key: Option<SecretSource>,
+    /// How far the signature's timestamp may be from now, either way.
+    #[serde(with = "duration")]
+    pub tolerance: Duration,
+    /// `source` of the events built from ZITADEL bodies.
+    pub source: String,
+    /// ZITADEL event type (exact, or a glob with `*`) → one of `events.types`. An exact key
+    /// wins over globs; a type with no entry is ignored. Setting the map replaces the
+    /// default table.
+    pub type_map: BTreeMap<String, String>,
+}
+
+impl Default for ZitadelConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            tolerance: crate::events::DEFAULT_TOLERANCE,
+            source: "zitadel".into(),
+            type_map: crate::events::zitadel::default_type_map(),
         }
     }
 }
@@ -276,6 +307,7 @@ impl Default for EventsConfig {
             ],
             queues: QueuesConfig::default(),
             performance: PerformanceConfig::default(),
+            zitadel: ZitadelConfig::default(),
         }
     }
 }
