@@ -9,6 +9,8 @@
 //!   resilient pub/sub.
 //! - [`ratelimit`] — rate limits (GCRA, fixed and sliding windows) on memory or Redis.
 //! - [`lock`] — distributed locks with fencing tokens and lease renewal.
+//! - [`events`] — the CloudEvents envelope, priority routing, accepted types, and ZITADEL
+//!   Actions v2 bodies, signatures and type mapping (no I/O).
 //! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
 //! - [`metrics`] — the Prometheus recorder behind `/metrics`.
 //! - [`bench`] — the benchmark harness (`blinkchamber bench`): capability rows side by
@@ -22,6 +24,7 @@ pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod lock;
 pub mod metrics;
 pub mod ratelimit;

@@ -289,6 +289,70 @@ fn a_soft_loader_timeout_past_the_hard_one_is_refused() {
     refused(
         &format!("{NO_AUTH}cache:\n  loaderTimeout: 2s\n  loaderSoftTimeout: 5s\n"),
         &[],
-        &["cache.loaderSoftTimeout", "shorter than cache.loaderTimeout (2s)"],
+        &[
+            "cache.loaderSoftTimeout",
+            "shorter than cache.loaderTimeout (2s)",
+        ],
     );
+}
+
+#[test]
+fn event_routing_and_zitadel_settings_are_checked() {
+    refused(
+        &format!(
+            "{NO_AUTH}events:\n  routing:\n    - match: auth.*\n      priority: high\n    - match: \"*.viewed\"\n      priority: urgent\n"
+        ),
+        &[],
+        &[
+            "bc.yaml:9",
+            "events.routing[1].priority",
+            "`urgent`",
+            "high",
+        ],
+    );
+    refused(
+        &format!(
+            "{NO_AUTH}events:\n  zitadel:\n    typeMap:\n      user.human.added: user.created\n      user.removed: user.gone\n"
+        ),
+        &[],
+        &[
+            "bc.yaml:8",
+            "events.zitadel.typeMap.\"user.removed\"",
+            "`user.gone` is not an accepted event type",
+        ],
+    );
+    refused(
+        &format!("{NO_AUTH}events:\n  queues:\n    normal_priority: zitadel:events:high\n"),
+        &[],
+        &[
+            "bc.yaml:6",
+            "events.queues.normal_priority",
+            "also events.queues.high_priority",
+        ],
+    );
+    let (ok, text) = check(
+        &format!(
+            "{NO_AUTH}events:\n  zitadel:\n    typeMap:\n      user.human.added: user.created\n      \"session.*\": auth.logout\n"
+        ),
+        &[],
+    );
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn print_redacts_the_zitadel_signing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "bc.yaml",
+        &format!("{NO_AUTH}events:\n  zitadel:\n    signingKey:\n      value: {SECRET}\n"),
+    );
+    let (ok, text) = outcome(&run(
+        &["config", "print", "--config", file.to_str().unwrap()],
+        &[],
+    ));
+    assert!(ok, "{text}");
+    assert!(!text.contains(SECRET), "secret printed:\n{text}");
+    assert!(text.contains("value: <redacted>"), "{text}");
+    assert!(text.contains("user.human.added: user.created"), "{text}");
 }

@@ -12,7 +12,7 @@
 //! database can be shared.
 
 mod breaker;
-mod frame;
+pub(crate) mod frame;
 mod redis;
 
 use std::collections::{HashMap, HashSet};

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::redis::RedisOverrides;
+use super::secret::SecretSource;
 use super::types::{DbIndex, duration};
+use crate::events::Priority;
 
 /// The `cache` block.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,12 +227,69 @@ pub struct EventsConfig {
     pub redis: RedisOverrides,
     /// Publishing (producer side).
     pub publishing: PublishingConfig,
-    /// Accepted event types.
+    /// Accepted event types: exact names or globs with `*` (`user.*`). An empty list
+    /// accepts every type.
     pub types: Vec<String>,
+    /// Priority by event type: the first rule whose `match` fits the type wins; a type no
+    /// rule matches is `low`, and an event's own `priority` attribute overrides routing.
+    /// Setting the list replaces the default rules.
+    pub routing: Vec<RouteRule>,
     /// Queue (Redis list) names per priority.
     pub queues: QueuesConfig,
     /// Worker pool and buffering.
     pub performance: PerformanceConfig,
+    /// ZITADEL Actions v2 ingestion (`POST /v1/ingest/zitadel`).
+    pub zitadel: ZitadelConfig,
+}
+
+/// One `events.routing[]` rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Event type pattern: an exact type or a glob where `*` matches any run of
+    /// characters (`auth.*`, `*.deleted`, `*`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// `high`, `normal` or `low`.
+    pub priority: Priority,
+}
+
+impl RouteRule {
+    /// A rule sending types that match `pattern` to `priority`.
+    pub fn new(pattern: impl Into<String>, priority: Priority) -> Self {
+        Self {
+            pattern: pattern.into(),
+            priority,
+        }
+    }
+}
+
+/// The `events.zitadel` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ZitadelConfig {
+    /// The Actions v2 target's signing key, which checks the `ZITADEL-Signature` header.
+    pub signing_key: Option<SecretSource>,
+    /// How far the signature's timestamp may be from now, either way.
+    #[serde(with = "duration")]
+    pub tolerance: Duration,
+    /// `source` of the events built from ZITADEL bodies.
+    pub source: String,
+    /// ZITADEL event type (exact, or a glob with `*`) → one of `events.types`. An exact key
+    /// wins over globs; a type with no entry is ignored. Setting the map replaces the
+    /// default table.
+    pub type_map: BTreeMap<String, String>,
+}
+
+impl Default for ZitadelConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            tolerance: crate::events::DEFAULT_TOLERANCE,
+            source: "zitadel".into(),
+            type_map: crate::events::zitadel::default_type_map(),
+        }
+    }
 }
 
 impl Default for EventsConfig {
@@ -274,8 +333,15 @@ impl Default for EventsConfig {
             },
             publishing: PublishingConfig::default(),
             types: types.into_iter().map(String::from).collect(),
+            routing: vec![
+                RouteRule::new("auth.*", Priority::High),
+                RouteRule::new("*.created", Priority::Normal),
+                RouteRule::new("*.updated", Priority::Normal),
+                RouteRule::new("*.deleted", Priority::Normal),
+            ],
             queues: QueuesConfig::default(),
             performance: PerformanceConfig::default(),
+            zitadel: ZitadelConfig::default(),
         }
     }
 }

@@ -9,7 +9,11 @@ use figment::providers::{Env, Serialized};
 
 use std::time::Duration;
 
-use super::{Algorithm, BackendKind, Config, LocksConfig, RateLimitConfig, RedisConfig, RedisMode};
+use super::{
+    Algorithm, BackendKind, Config, EventsConfig, LocksConfig, RateLimitConfig, RedisConfig,
+    RedisMode,
+};
+use crate::events::{Pattern, TypeFilter};
 
 /// Prefix of environment overrides: `BLINKCHAMBER_REDIS__POOL_SIZE=20` sets `redis.poolSize`.
 pub const ENV_PREFIX: &str = "BLINKCHAMBER_";
@@ -184,6 +188,7 @@ impl Config {
         validate_cache(&self.cache)?;
         validate_rate_limits(&self.rate_limit)?;
         validate_locks(&self.locks)?;
+        validate_events(&self.events)?;
         if self.backend == BackendKind::Redis {
             for (key, redis) in self.redis_blocks() {
                 validate_redis(key, &redis)?;
@@ -292,6 +297,74 @@ fn validate_cache(cfg: &super::CacheConfig) -> Result<(), ConfigError> {
             "cache.distributedLoad.lockTtl",
             cfg.distributed_load.lock_ttl,
         )?;
+    }
+    Ok(())
+}
+
+fn validate_events(cfg: &EventsConfig) -> Result<(), ConfigError> {
+    for (i, ty) in cfg.types.iter().enumerate() {
+        Pattern::new(ty).map_err(|e| invalid(&format!("events.types[{i}]"), e.to_string()))?;
+    }
+    for (i, rule) in cfg.routing.iter().enumerate() {
+        Pattern::new(&rule.pattern)
+            .map_err(|e| invalid(&format!("events.routing[{i}].match"), e.to_string()))?;
+    }
+    let queues = [
+        ("high_priority", &cfg.queues.high_priority),
+        ("normal_priority", &cfg.queues.normal_priority),
+        ("low_priority", &cfg.queues.low_priority),
+        ("dead_letter", &cfg.queues.dead_letter),
+    ];
+    for (i, (key, name)) in queues.iter().enumerate() {
+        let key = format!("events.queues.{key}");
+        if name.is_empty() {
+            return Err(invalid(&key, "must not be empty"));
+        }
+        if let Some((other, _)) = queues[..i].iter().find(|(_, n)| n == name) {
+            return Err(invalid(
+                &key,
+                format!("`{name}` is also events.queues.{other}; each queue needs its own list"),
+            ));
+        }
+    }
+    let publishing = &cfg.publishing;
+    if publishing.batch_size > cfg.performance.event_buffer_size {
+        return Err(invalid(
+            "events.publishing.batchSize",
+            format!(
+                "{} exceeds events.performance.eventBufferSize ({}); a batch must fit in \
+                 the buffer",
+                publishing.batch_size, cfg.performance.event_buffer_size
+            ),
+        ));
+    }
+    let zitadel = &cfg.zitadel;
+    if zitadel.tolerance < Duration::from_secs(1) {
+        return Err(invalid("events.zitadel.tolerance", "expected at least 1s"));
+    }
+    if zitadel.source.is_empty() {
+        return Err(invalid("events.zitadel.source", "must not be empty"));
+    }
+    let accepted =
+        TypeFilter::new(&cfg.types).map_err(|e| invalid("events.types", e.to_string()))?;
+    for (from, to) in &zitadel.type_map {
+        let key = format!("events.zitadel.typeMap.{from:?}");
+        Pattern::new(from).map_err(|e| invalid(&key, format!("key {e}")))?;
+        if !accepted.accepts(to) {
+            return Err(invalid(
+                &key,
+                format!(
+                    "`{to}` is not an accepted event type: expected one of events.types ({})",
+                    cfg.types.join(", ")
+                ),
+            ));
+        }
+    }
+    if cfg.enabled
+        && let Some(key) = &zitadel.signing_key
+    {
+        key.read()
+            .map_err(|e| invalid("events.zitadel.signingKey", e.to_string()))?;
     }
     Ok(())
 }
@@ -430,28 +503,126 @@ impl ConfigError {
     }
 }
 
-/// The 1-based line where the block-style YAML key path `a.b.c` is set, if it is.
+/// The 1-based line where the block-style YAML key path is set, if it is. The path is
+/// dotted (`a.b.c`); a segment may be quoted (`typeMap."user.human.added"`) and may end in
+/// a sequence index (`rules[2].name`). An index that cannot be found (a flow-style list)
+/// gives the line of its key.
 pub(crate) fn locate_key(text: &str, dotted: &str) -> Option<usize> {
-    let mut wanted = dotted.split('.').peekable();
-    let mut target = wanted.next()?;
-    let mut min_indent = 0usize;
-    for (index, line) in text.lines().enumerate() {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut start = 0;
+    let mut min_indent = 0;
+    let mut found = None;
+    for (name, index) in key_segments(dotted) {
+        let (line, indent) = find_key(&lines, start, min_indent, &name)?;
+        found = Some(line);
+        start = line + 1;
+        min_indent = indent + 1;
+        if let Some(n) = index {
+            let Some((item, item_indent)) = find_item(&lines, line + 1, indent, n) else {
+                break;
+            };
+            found = Some(item);
+            // The item's first key is on the item's own line, after `- `.
+            start = item;
+            min_indent = item_indent + 1;
+        }
+    }
+    found.map(|line| line + 1)
+}
+
+/// `a."b.c"[2].d` → `[("a", None), ("b.c", Some(2)), ("d", None)]`.
+fn key_segments(dotted: &str) -> Vec<(String, Option<usize>)> {
+    let mut out = Vec::new();
+    let mut chars = dotted.chars().peekable();
+    loop {
+        let mut name = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => name.extend(chars.next()),
+                    c => name.push(c),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            if c == '.' || c == '[' {
+                break;
+            }
+            name.push(c);
+            chars.next();
+        }
+        let mut index = None;
+        while chars.peek() == Some(&'[') {
+            chars.next();
+            let digits: String = chars.by_ref().take_while(|c| *c != ']').collect();
+            index = digits.parse().ok();
+        }
+        out.push((name, index));
+        if chars.next() != Some('.') {
+            return out;
+        }
+    }
+}
+
+/// A line's indent and content; a sequence item's `- ` counts as indentation.
+fn split_indent(line: &str) -> (usize, &str) {
+    let content = line.trim_start();
+    let indent = line.len() - content.len();
+    match content.strip_prefix("- ") {
+        Some(rest) => {
+            let rest_trimmed = rest.trim_start();
+            (line.len() - rest_trimmed.len(), rest_trimmed)
+        }
+        None => (indent, content),
+    }
+}
+
+/// The first line from `start` setting `name` at an indent of at least `min_indent`.
+fn find_key(lines: &[&str], start: usize, min_indent: usize, name: &str) -> Option<(usize, usize)> {
+    lines
+        .iter()
+        .enumerate()
+        .skip(start)
+        .find_map(|(index, line)| {
+            let (indent, content) = split_indent(line);
+            if content.is_empty() || content.starts_with('#') || indent < min_indent {
+                return None;
+            }
+            let (key, _) = content.split_once(':')?;
+            let key = key.trim();
+            let key = key
+                .strip_prefix('"')
+                .and_then(|k| k.strip_suffix('"'))
+                .or_else(|| key.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')))
+                .unwrap_or(key);
+            (key == name).then_some((index, indent))
+        })
+}
+
+/// The line of item `n` of the block sequence under a key indented `key_indent`, with the
+/// indent of its `-`.
+fn find_item(lines: &[&str], from: usize, key_indent: usize, n: usize) -> Option<(usize, usize)> {
+    let mut item_indent = None;
+    let mut count = 0;
+    for (index, line) in lines.iter().enumerate().skip(from) {
         let content = line.trim_start();
         let indent = line.len() - content.len();
-        if content.is_empty() || content.starts_with('#') || indent < min_indent {
+        if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        let Some((key, _)) = content.split_once(':') else {
-            continue;
-        };
-        if key.trim().trim_matches('"') == target {
-            match wanted.next() {
-                Some(next) => {
-                    target = next;
-                    min_indent = indent + 1;
-                }
-                None => return Some(index + 1),
+        let is_item = content == "-" || content.starts_with("- ");
+        if is_item && item_indent.is_none() && indent >= key_indent {
+            item_indent = Some(indent);
+        }
+        if is_item && item_indent == Some(indent) {
+            if count == n {
+                return Some((index, indent));
             }
+            count += 1;
+        } else if indent <= key_indent {
+            return None;
         }
     }
     None
@@ -515,6 +686,159 @@ mod tests {
         assert_eq!(locate_key(text, "redis.sentinel.nodes"), Some(6));
         assert_eq!(locate_key(text, "server.listen"), Some(2));
         assert_eq!(locate_key(text, "redis.host"), None);
+    }
+
+    #[test]
+    fn locates_sequence_items_and_quoted_keys() {
+        let text = "events:\n  routing:\n    - match: a\n      priority: high\n    - match: b\n      priority: urgent\n  zitadel:\n    typeMap:\n      user.human.added: user.created\n      \"org.added\": org.created\n  types: [a, b]\nlist:\n- x: 1\n- x: 2\n";
+        assert_eq!(locate_key(text, "events.routing[0].match"), Some(3));
+        assert_eq!(locate_key(text, "events.routing[1]"), Some(5));
+        assert_eq!(locate_key(text, "events.routing[1].priority"), Some(6));
+        assert_eq!(locate_key(text, "events.routing[2].match"), Some(2));
+        assert_eq!(
+            locate_key(text, "events.zitadel.typeMap.\"user.human.added\""),
+            Some(9)
+        );
+        assert_eq!(
+            locate_key(text, "events.zitadel.typeMap.\"org.added\""),
+            Some(10)
+        );
+        assert_eq!(locate_key(text, "events.types[1]"), Some(11));
+        assert_eq!(locate_key(text, "list[1].x"), Some(14));
+        assert_eq!(locate_key(text, "events.queues"), None);
+    }
+
+    const NO_AUTH: &str = "server:\n  auth:\n    enabled: false\n";
+
+    /// Loads `yaml` (after the no-auth preamble) from a file named `bc.yaml`.
+    fn load(yaml: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bc.yaml");
+        std::fs::write(&path, format!("{NO_AUTH}{yaml}")).unwrap();
+        Config::load(Some(&path)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn events_routing_and_type_map_load_from_yaml() {
+        let config = load(
+            "events:\n  routing:\n    - match: \"billing.*\"\n      priority: high\n    - match: \"*\"\n      priority: normal\n  zitadel:\n    source: zitadel-prod\n    tolerance: 2m\n    typeMap:\n      user.human.added: user.created\n      \"user.human.*.changed\": user.updated\n",
+        )
+        .unwrap();
+        let events = &config.events;
+        assert_eq!(
+            events.routing,
+            [
+                super::super::RouteRule::new("billing.*", crate::events::Priority::High),
+                super::super::RouteRule::new("*", crate::events::Priority::Normal),
+            ]
+        );
+        assert_eq!(events.zitadel.source, "zitadel-prod");
+        assert_eq!(events.zitadel.tolerance, Duration::from_secs(120));
+        let map = &events.zitadel.type_map;
+        assert_eq!(map.len(), 2, "{map:?}");
+        assert_eq!(map["user.human.added"], "user.created");
+        assert_eq!(map["user.human.*.changed"], "user.updated");
+        let types = crate::events::TypeMap::new(map).unwrap();
+        assert_eq!(types.map("user.human.email.changed"), Some("user.updated"));
+    }
+
+    #[test]
+    fn default_events_config_is_valid() {
+        let config = load("").unwrap();
+        assert_eq!(config.events.routing.len(), 4);
+        assert_eq!(config.events.zitadel.tolerance, Duration::from_secs(300));
+        assert!(config.events.zitadel.type_map.len() > 20);
+    }
+
+    #[test]
+    fn a_bad_routing_priority_names_key_and_line() {
+        let err = load(
+            "events:\n  routing:\n    - match: auth.*\n      priority: high\n    - match: \"*.viewed\"\n      priority: urgent\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("bc.yaml:9"), "{err}");
+        assert!(err.contains("events.routing[1].priority"), "{err}");
+        assert!(err.contains("urgent"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_routing_pattern_names_key_and_line() {
+        let err = load(
+            "events:\n  routing:\n    - match: auth.*\n      priority: high\n    - match: \"user.[ab]\"\n      priority: low\n",
+        )
+        .unwrap_err();
+        assert!(err.contains(":8: events.routing[1].match"), "{err}");
+        assert!(err.contains("only `*`"), "{err}");
+        let err = load("events:\n  types: [user.created, \"\"]\n").unwrap_err();
+        assert!(
+            err.contains(":5: events.types[1]: \"\": must not be empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_type_map_value_must_be_an_accepted_type() {
+        let err = load(
+            "events:\n  types: [user.created, auth.*]\n  zitadel:\n    typeMap:\n      user.human.added: user.created\n      session.terminated: auth.logout\n      user.removed: user.gone\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(":10: events.zitadel.typeMap.\"user.removed\": `user.gone` is not an accepted event type"),
+            "{err}"
+        );
+        assert!(err.contains("events.types (user.created, auth.*)"), "{err}");
+    }
+
+    #[test]
+    fn queue_names_must_be_distinct_and_non_empty() {
+        let err = load("events:\n  queues:\n    high_priority: q:main\n    low_priority: q:main\n")
+            .unwrap_err();
+        assert!(err.contains(":7: events.queues.low_priority"), "{err}");
+        assert!(
+            err.contains("`q:main` is also events.queues.high_priority"),
+            "{err}"
+        );
+        let err = load("events:\n  queues:\n    dead_letter: \"\"\n").unwrap_err();
+        assert!(
+            err.contains(":6: events.queues.dead_letter: must not be empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_batch_must_fit_in_the_buffer() {
+        let err = load(
+            "events:\n  publishing:\n    batchSize: 500\n  performance:\n    eventBufferSize: 100\n",
+        )
+        .unwrap_err();
+        assert!(err.contains(":6: events.publishing.batchSize"), "{err}");
+        assert!(err.contains("eventBufferSize (100)"), "{err}");
+    }
+
+    #[test]
+    fn zitadel_settings_are_checked() {
+        let err = load("events:\n  zitadel:\n    tolerance: 0s\n").unwrap_err();
+        assert!(
+            err.contains("events.zitadel.tolerance: expected at least 1s"),
+            "{err}"
+        );
+        let err = load(
+            "events:\n  zitadel:\n    signingKey:\n      valueFromFile: /nonexistent/zitadel-key\n",
+        )
+        .unwrap_err();
+        assert!(err.contains(":6: events.zitadel.signingKey"), "{err}");
+        assert!(err.contains("/nonexistent/zitadel-key"), "{err}");
+    }
+
+    #[test]
+    fn the_signing_key_is_redacted() {
+        let config =
+            load("events:\n  zitadel:\n    signingKey:\n      value: s3cr3t-signing-key\n")
+                .unwrap();
+        let printed = serde_saphyr::to_string(&config.redacted()).unwrap();
+        assert!(!printed.contains("s3cr3t-signing-key"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(!format!("{config:?}").contains("s3cr3t-signing-key"));
     }
 
     #[test]

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use capabilities::{
     CacheConfig, CircuitBreakerConfig, CompressionConfig, DistributedLoadConfig, EventsConfig,
-    L1Config, PerformanceConfig, PublishingConfig, QueuesConfig, TtlConfig,
+    L1Config, PerformanceConfig, PublishingConfig, QueuesConfig, RouteRule, TtlConfig,
+    ZitadelConfig,
 };
 pub use limits::{
     Algorithm, ApiLimitConfig, Descriptor, FailureMode, LocksConfig, RateLimitConfig, RuleConfig,
@@ -94,6 +95,9 @@ impl Config {
         let mut out: Vec<(String, &mut SecretSource)> = Vec::new();
         if let Some(t) = self.server.auth.tokens.as_mut() {
             out.push(("server.auth.tokens".into(), t));
+        }
+        if let Some(k) = self.events.zitadel.signing_key.as_mut() {
+            out.push(("events.zitadel.signingKey".into(), k));
         }
         let blocks = [
             ("redis", self.redis.secrets_mut()),

@@ -1,0 +1,26 @@
+//! Event streaming: the parts that need no I/O.
+//!
+//! - [`envelope`] — [`Event`], a CloudEvents 1.0 event in structured-mode JSON with the
+//!   payload kept unparsed; [`Event::validate`]; [`encode`] / [`decode`] to and from the
+//!   stored form (plain JSON, or an LZ4 frame above 1024 bytes when compression is on).
+//! - [`routing`] — [`Priority`], the [`Router`] that picks a priority from the event type
+//!   (`events.routing`), and the [`TypeFilter`] of accepted types (`events.types`); both
+//!   use one glob matcher ([`Pattern`]).
+//! - [`zitadel`] — ZITADEL Actions v2 event executions: the body ([`ActionsEvent`]), the
+//!   `ZITADEL-Signature` header ([`verify`], [`sign`]) and the type table ([`TypeMap`],
+//!   `events.zitadel.typeMap`).
+//!
+//! A producer's path: build or parse an [`Event`], [`Event::validate`] it against the
+//! [`TypeFilter`], ask the [`Router`] for its [`Priority`] (which names the queue in
+//! `events.queues`), and store [`encode`]'s bytes; a consumer [`decode`]s them.
+
+pub mod envelope;
+pub mod routing;
+pub mod zitadel;
+
+pub use envelope::{COMPRESS_ABOVE, Event, EventError, SPEC_VERSION, decode, encode, new_id};
+pub use routing::{Pattern, PatternError, Priority, Router, TypeFilter};
+pub use zitadel::{
+    ActionsEvent, ActionsEventError, DEFAULT_TOLERANCE, SIGNATURE_HEADER, SignatureError, TypeMap,
+    sign, verify,
+};
