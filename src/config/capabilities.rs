@@ -238,6 +238,8 @@ pub struct EventsConfig {
     pub queues: QueuesConfig,
     /// Worker pool and buffering.
     pub performance: PerformanceConfig,
+    /// How workers take, lease and retry events.
+    pub consumer: ConsumerConfig,
     /// ZITADEL Actions v2 ingestion (`POST /v1/ingest/zitadel`).
     pub zitadel: ZitadelConfig,
 }
@@ -341,6 +343,7 @@ impl Default for EventsConfig {
             ],
             queues: QueuesConfig::default(),
             performance: PerformanceConfig::default(),
+            consumer: ConsumerConfig::default(),
             zitadel: ZitadelConfig::default(),
         }
     }
@@ -352,9 +355,11 @@ impl Default for EventsConfig {
 pub struct PublishingConfig {
     /// Accept events for publishing.
     pub enabled: bool,
-    /// Events per Redis round trip.
+    /// Most events per Redis round trip. A batch is sent as soon as a write slot is free,
+    /// never held back to fill up, so events only batch while earlier writes are in flight.
     pub batch_size: NonZeroUsize,
-    /// Longest time an event waits for its batch to fill.
+    /// Longest a publish waits for its batch to be written, retries included; past it the
+    /// publish fails (the events may still have been written: delivery is at least once).
     #[serde(with = "duration")]
     pub batch_timeout: Duration,
     /// Retries of a failed batch write.
@@ -364,6 +369,11 @@ pub struct PublishingConfig {
     pub retry_delay: Duration,
     /// Compress large events (self-identifying frames; small ones stay plain JSON).
     pub compression: bool,
+    /// Acknowledge a publish only once this many replicas have its batch (`WAIT`).
+    pub wait_replicas: u32,
+    /// Longest `WAIT` for `waitReplicas`; fewer replicas in time fails the publish.
+    #[serde(with = "duration")]
+    pub wait_timeout: Duration,
 }
 
 impl Default for PublishingConfig {
@@ -375,6 +385,8 @@ impl Default for PublishingConfig {
             max_retries: 3,
             retry_delay: Duration::from_millis(100),
             compression: true,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -391,6 +403,8 @@ pub struct QueuesConfig {
     pub low_priority: String,
     /// List of events that failed every retry.
     pub dead_letter: String,
+    /// Prefix of the consumers' bookkeeping keys (leases, taken events, the doorbell).
+    pub state_prefix: String,
 }
 
 impl Default for QueuesConfig {
@@ -400,6 +414,81 @@ impl Default for QueuesConfig {
             normal_priority: "zitadel:events:normal".into(),
             low_priority: "zitadel:events:low".into(),
             dead_letter: "zitadel:events:dead_letter".into(),
+            state_prefix: "zitadel:events:state:".into(),
+        }
+    }
+}
+
+/// The `events.consumer` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ConsumerConfig {
+    /// `strict`: high, then normal, then low; `weighted`: by `weights`.
+    pub priority: PriorityMode,
+    /// Share of takes per priority in `weighted` mode (an empty queue passes its turn on).
+    pub weights: PriorityWeights,
+    /// Most events a worker takes per round trip.
+    pub batch_size: NonZeroUsize,
+    /// How long taken events stay leased to a worker that stops renewing (a crashed one);
+    /// then they go back to their queue.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// Retries of a failing event before it goes to the dead-letter list.
+    pub max_retries: u32,
+    /// First retry delay; doubles per attempt, up to `maxRetryDelay`.
+    #[serde(with = "duration")]
+    pub retry_delay: Duration,
+    /// Longest retry delay.
+    #[serde(with = "duration")]
+    pub max_retry_delay: Duration,
+    /// Skip an event whose id was handled within this window (`0s`: no de-duplication).
+    #[serde(with = "duration")]
+    pub dedup_window: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            priority: PriorityMode::Strict,
+            weights: PriorityWeights::default(),
+            batch_size: NonZeroUsize::new(50).expect("nonzero"),
+            lease: Duration::from_secs(30),
+            max_retries: 3,
+            retry_delay: Duration::from_secs(1),
+            max_retry_delay: Duration::from_secs(300),
+            dedup_window: Duration::ZERO,
+        }
+    }
+}
+
+/// How workers choose between the priority queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityMode {
+    /// Always the highest non-empty queue.
+    Strict,
+    /// Each take picks a queue at random by weight.
+    Weighted,
+}
+
+/// The `events.consumer.weights` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriorityWeights {
+    /// Weight of the high-priority queue.
+    pub high: u32,
+    /// Weight of the normal-priority queue.
+    pub normal: u32,
+    /// Weight of the low-priority queue.
+    pub low: u32,
+}
+
+impl Default for PriorityWeights {
+    fn default() -> Self {
+        Self {
+            high: 6,
+            normal: 3,
+            low: 1,
         }
     }
 }
@@ -414,7 +503,8 @@ pub struct PerformanceConfig {
     pub max_concurrent_events: NonZeroUsize,
     /// Events the publish buffer holds before callers are pushed back.
     pub event_buffer_size: NonZeroUsize,
-    /// Longest time between buffer flushes.
+    /// Longest an idle worker waits on Redis before it looks for expired leases and due
+    /// retries (new events wake it at once).
     #[serde(with = "duration")]
     pub flush_interval: Duration,
     /// Record event metrics.

@@ -16,9 +16,9 @@ pub mod types;
 use serde::{Deserialize, Serialize};
 
 pub use capabilities::{
-    CacheConfig, CircuitBreakerConfig, CompressionConfig, DistributedLoadConfig, EventsConfig,
-    L1Config, PerformanceConfig, PublishingConfig, QueuesConfig, RouteRule, TtlConfig,
-    ZitadelConfig,
+    CacheConfig, CircuitBreakerConfig, CompressionConfig, ConsumerConfig, DistributedLoadConfig,
+    EventsConfig, L1Config, PerformanceConfig, PriorityMode, PriorityWeights, PublishingConfig,
+    QueuesConfig, RouteRule, TtlConfig, ZitadelConfig,
 };
 pub use limits::{
     Algorithm, ApiLimitConfig, Descriptor, FailureMode, LocksConfig, RateLimitConfig, RuleConfig,

@@ -15,11 +15,18 @@
 //! `events.queues`), and store [`encode`]'s bytes; a consumer [`decode`]s them.
 
 pub mod envelope;
+pub mod publisher;
+pub mod queues;
+mod redis_queues;
 pub mod routing;
+pub mod worker;
 pub mod zitadel;
 
 pub use envelope::{COMPRESS_ABOVE, Event, EventError, SPEC_VERSION, decode, encode, new_id};
+pub use publisher::{PublishError, Publisher};
+pub use queues::{QueueError, QueueStats, Queues, Stats};
 pub use routing::{Pattern, PatternError, Priority, Router, TypeFilter};
+pub use worker::{Handler, LogSink, Workers};
 pub use zitadel::{
     ActionsEvent, ActionsEventError, DEFAULT_TOLERANCE, SIGNATURE_HEADER, SignatureError, TypeMap,
     sign, verify,

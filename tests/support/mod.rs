@@ -208,6 +208,26 @@ impl RedisProc {
         }
     }
 
+    /// Stops the process (SIGSTOP): connections stay open and nothing is answered.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`RedisProc::pause`]d process run again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Starts the process again on the same port, after [`RedisProc::kill`].
     pub fn restart(&mut self) {
         self.kill();

@@ -257,7 +257,7 @@ impl BackendError {
         self.is_transient()
     }
 
-    fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Redis(e) => {
                 e.is_io_error()

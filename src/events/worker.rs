@@ -1,0 +1,263 @@
+//! Consumers: `workerCount` loops that take a batch, hand each event to the [`Handler`],
+//! and settle the batch (failures to retry with backoff, or to the dead-letter list after
+//! `maxRetries`). The lease is renewed every third of `lease` while a batch is handled, so
+//! only a worker that stopped (crashed, hung, lost Redis) lets its events go back.
+//! An idle worker blocks on the doorbell (`BLPOP` on its own connection) for at most
+//! `flushInterval`, or until the next retry is due, and looks for expired leases between.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::envelope::{Event, decode, encode};
+use super::queues::{Queues, Settle, Taken, WaitConn, unix_ms};
+use super::routing::Priority;
+use crate::config::{EventsConfig, PriorityMode};
+
+/// What consumes events. An `Err` is the reason the event failed; it is retried, then
+/// dead-lettered with that reason.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one event.
+    fn handle<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Logs each event (`tracing`, target `blinkchamber::events`): the structured log sink.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogSink;
+
+impl Handler for LogSink {
+    fn handle<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            tracing::info!(
+                target: "blinkchamber::events",
+                id = %event.id,
+                r#type = %event.ty,
+                source = %event.source,
+                subject = event.subject.as_deref().unwrap_or(""),
+                attempt = event.attempt,
+                data = event.data_json().unwrap_or("null"),
+                "event"
+            );
+            Ok(())
+        })
+    }
+}
+
+/// A running worker pool.
+pub struct Workers {
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Workers {
+    /// Starts `events.performance.workerCount` workers on `queues`.
+    pub fn start(cfg: &EventsConfig, queues: Queues, handler: Arc<dyn Handler>) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let tasks = (0..cfg.performance.worker_count.get())
+            .map(|_| {
+                let worker = Worker {
+                    consumer: format!("{:016x}", rand::random::<u64>()),
+                    queues: queues.clone(),
+                    handler: handler.clone(),
+                    cfg: cfg.clone(),
+                    stop: stopped.clone(),
+                };
+                tokio::spawn(worker.run())
+            })
+            .collect();
+        Self { tasks, stop }
+    }
+
+    /// Lets each worker finish and settle the batch it holds, then waits for all of them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Worker {
+    consumer: String,
+    queues: Queues,
+    handler: Arc<dyn Handler>,
+    cfg: EventsConfig,
+    stop: watch::Receiver<bool>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut conn = WaitConn::default();
+        let idle = self
+            .cfg
+            .performance
+            .flush_interval
+            .max(Duration::from_millis(10));
+        let mut last_reap: Option<Instant> = None;
+        let mut failures = 0u32;
+        while !*self.stop.borrow() {
+            if last_reap.is_none_or(|at| at.elapsed() >= idle) {
+                last_reap = Some(Instant::now());
+                if let Err(error) = self.queues.reap().await {
+                    tracing::warn!(%error, "events: looking for expired leases failed");
+                }
+            }
+            let c = &self.cfg.consumer;
+            let taken = self
+                .queues
+                .take(&self.consumer, self.order(), c.batch_size.get(), c.lease)
+                .await;
+            match taken {
+                Ok(Taken::Events { priority, items }) => {
+                    failures = 0;
+                    self.handle_batch(priority, items).await;
+                }
+                Ok(Taken::Empty { next_due }) => {
+                    failures = 0;
+                    let wait = next_due.map_or(idle, |d| d.min(idle));
+                    tokio::select! {
+                        waited = self.queues.wait(&mut conn, wait) => {
+                            if let Err(error) = waited {
+                                tracing::warn!(%error, "events: waiting for events failed");
+                                self.pause(Duration::from_millis(100)).await;
+                            }
+                        }
+                        _ = self.stop.changed() => {}
+                    }
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, "events: taking events failed");
+                    let backoff = Duration::from_millis(50 * 2u64.pow(failures.min(5)));
+                    self.pause(backoff).await;
+                }
+            }
+        }
+    }
+
+    async fn pause(&mut self, d: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            _ = self.stop.changed() => {}
+        }
+    }
+
+    /// Queue order of the next take: strict, or one queue picked by weight first.
+    fn order(&self) -> [Priority; 3] {
+        let c = &self.cfg.consumer;
+        if c.priority == PriorityMode::Strict {
+            return Priority::ALL;
+        }
+        let w = [c.weights.high, c.weights.normal, c.weights.low];
+        let total: u32 = w.iter().sum();
+        if total == 0 {
+            return Priority::ALL;
+        }
+        let mut pick = rand::random_range(0..total);
+        let mut first = Priority::Low;
+        for (p, weight) in Priority::ALL.into_iter().zip(w) {
+            if pick < weight {
+                first = p;
+                break;
+            }
+            pick -= weight;
+        }
+        let mut order = [first; 3];
+        let mut i = 1;
+        for p in Priority::ALL {
+            if p != first {
+                order[i] = p;
+                i += 1;
+            }
+        }
+        order
+    }
+
+    async fn handle_batch(&mut self, priority: Priority, items: Vec<Vec<u8>>) {
+        let labels = [("priority", priority.as_str())];
+        metrics::counter!("blinkchamber_events_consumed_total", &labels)
+            .increment(items.len() as u64);
+        let lease = self.cfg.consumer.lease;
+        let work = self.handle_all(priority, &items);
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval(lease / 3);
+        renew.tick().await;
+        let settle = loop {
+            tokio::select! {
+                settle = &mut work => break settle,
+                _ = renew.tick() => {
+                    if let Err(error) = self.queues.renew(&self.consumer, lease).await {
+                        tracing::warn!(%error, "events: renewing a lease failed");
+                    }
+                }
+            }
+        };
+        let acked = items.len() - settle.retries.len() - settle.dead.len();
+        metrics::counter!("blinkchamber_events_acked_total", &labels).increment(acked as u64);
+        metrics::counter!("blinkchamber_events_retried_total", &labels)
+            .increment(settle.retries.len() as u64);
+        metrics::counter!("blinkchamber_events_dead_lettered_total", &labels)
+            .increment(settle.dead.len() as u64);
+        // Settling must succeed before the next take (the taken list holds one batch);
+        // until the lease runs out, retrying is all there is to do.
+        let mut backoff = Duration::from_millis(20);
+        while let Err(error) = self.queues.settle(&self.consumer, &settle).await {
+            tracing::warn!(%error, "events: settling a batch failed; retrying");
+            if *self.stop.borrow() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn handle_all(&self, priority: Priority, items: &[Vec<u8>]) -> Settle {
+        let c = &self.cfg.consumer;
+        let compress = self.cfg.publishing.compression;
+        let mut settle = Settle {
+            priority,
+            retries: Vec::new(),
+            dead: Vec::new(),
+        };
+        for stored in items {
+            let mut event = match decode(stored) {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::warn!(%error, "events: an unreadable entry goes to the dead-letter list");
+                    settle.dead.push(stored.clone());
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let outcome = self.handler.handle(&event).await;
+            metrics::histogram!("blinkchamber_events_handle_seconds")
+                .record(started.elapsed().as_secs_f64());
+            let Err(reason) = outcome else {
+                continue;
+            };
+            event.attempt += 1;
+            if event.attempt > c.max_retries {
+                let reason: String = reason.chars().take(1000).collect();
+                tracing::warn!(id = %event.id, r#type = %event.ty, attempts = event.attempt, %reason, "events: dead-lettered");
+                event.extensions.insert("lasterror".into(), reason.into());
+                let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+                event
+                    .extensions
+                    .insert("deadat".into(), now.to_string().into());
+                settle.dead.push(encode(&event, compress));
+            } else {
+                let delay = c
+                    .retry_delay
+                    .saturating_mul(2u32.saturating_pow(event.attempt - 1))
+                    .min(c.max_retry_delay);
+                tracing::debug!(id = %event.id, attempt = event.attempt, %reason, "events: retrying later");
+                let due = unix_ms() + crate::backend::redis::px(delay);
+                settle.retries.push((encode(&event, compress), due));
+            }
+        }
+        settle
+    }
+}

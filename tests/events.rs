@@ -1,0 +1,379 @@
+//! Event queues: one suite on the memory backend and on real Redis (publish, consume,
+//! retries, dead letters, replay, priorities, leases, back-pressure).
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blinkchamber::RedisBackend;
+use blinkchamber::config::{EventsConfig, PriorityMode, RedisConfig};
+use blinkchamber::events::queues::Taken;
+use blinkchamber::events::{
+    Event, Handler, Priority, PublishError, Publisher, Queues, Workers, decode,
+};
+use futures_util::future::BoxFuture;
+use serde_json::value::to_raw_value;
+use support::{RedisProc, Store, wait_for_async};
+
+struct Fixture {
+    queues: Queues,
+    cfg: EventsConfig,
+    _redis: Option<RedisProc>,
+}
+
+fn config() -> EventsConfig {
+    let mut cfg = EventsConfig::default();
+    let q = &mut cfg.queues;
+    q.high_priority = "test:events:high".into();
+    q.normal_priority = "test:events:normal".into();
+    q.low_priority = "test:events:low".into();
+    q.dead_letter = "test:events:dead".into();
+    q.state_prefix = "test:events:state:".into();
+    cfg.consumer.retry_delay = Duration::from_millis(1);
+    cfg.consumer.max_retry_delay = Duration::from_millis(5);
+    cfg.performance.flush_interval = Duration::from_millis(50);
+    cfg.types.push("analytics.page_viewed".into());
+    cfg
+}
+
+async fn fixture(store: Store) -> Fixture {
+    let cfg = config();
+    match store {
+        Store::Memory => Fixture {
+            queues: Queues::memory(&cfg),
+            cfg,
+            _redis: None,
+        },
+        Store::Redis => {
+            let redis = RedisProc::start();
+            let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+                .await
+                .unwrap();
+            Fixture {
+                queues: Queues::redis(&cfg, backend),
+                cfg,
+                _redis: Some(redis),
+            }
+        }
+    }
+}
+
+conformance!(fixture;
+    published_events_are_each_handled,
+    a_failing_event_is_retried_then_dead_lettered_and_replay_brings_it_back,
+    strict_priority_drains_high_before_normal_before_low,
+    weighted_priority_serves_every_queue,
+    events_of_a_consumer_that_vanished_come_back_after_the_lease,
+    invalid_events_are_refused_and_nothing_of_the_call_is_published,
+);
+
+fn event(ty: &str, n: usize) -> Event {
+    Event::new(ty, "/test", Some(to_raw_value(&n).unwrap()))
+}
+
+/// Records every handled event; fails those whose type is in `failing`.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<(String, String, u32)>>,
+    failing: Vec<String>,
+}
+
+impl Recorder {
+    fn failing(types: &[&str]) -> Self {
+        Self {
+            failing: types.iter().map(|t| (*t).to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, ..)| id.clone())
+            .collect()
+    }
+
+    fn types(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t, _)| t.clone())
+            .collect()
+    }
+}
+
+impl Handler for Recorder {
+    fn handle<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((event.id.clone(), event.ty.clone(), event.attempt));
+            if self.failing.contains(&event.ty) {
+                return Err(format!("cannot handle {}", event.ty));
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn published_events_are_each_handled(f: &Fixture) {
+    let publisher = Publisher::new(&f.cfg, f.queues.clone()).unwrap();
+    let mut ids = Vec::new();
+    for chunk in 0..5 {
+        let events = (0..100)
+            .map(|i| event("user.created", chunk * 100 + i))
+            .collect();
+        ids.extend(publisher.publish_many(events).await.unwrap());
+    }
+    ids.push(publisher.publish(event("auth.login", 0)).await.unwrap());
+    let recorder = Arc::new(Recorder::default());
+    let workers = Workers::start(&f.cfg, f.queues.clone(), recorder.clone());
+    wait_for_async("every event to be handled", || async {
+        (recorder.ids().len() >= ids.len()).then_some(())
+    })
+    .await;
+    workers.shutdown().await;
+    let mut handled = recorder.ids();
+    handled.sort();
+    ids.sort();
+    assert_eq!(handled, ids, "each event handled exactly once here");
+    let stats = f.queues.stats().await.unwrap();
+    for q in &stats.queues {
+        assert_eq!((q.depth, q.in_flight, q.retrying), (0, 0, 0), "{stats:?}");
+    }
+}
+
+async fn a_failing_event_is_retried_then_dead_lettered_and_replay_brings_it_back(f: &Fixture) {
+    let publisher = Publisher::new(&f.cfg, f.queues.clone()).unwrap();
+    let id = publisher.publish(event("user.deleted", 1)).await.unwrap();
+    publisher.publish(event("user.updated", 2)).await.unwrap();
+    let recorder = Arc::new(Recorder::failing(&["user.deleted"]));
+    let workers = Workers::start(&f.cfg, f.queues.clone(), recorder.clone());
+    wait_for_async(
+        "the failing event to reach the dead-letter list",
+        || async { (f.queues.stats().await.unwrap().dead == 1).then_some(()) },
+    )
+    .await;
+    workers.shutdown().await;
+    let attempts: Vec<u32> = recorder
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(i, ..)| *i == id)
+        .map(|(.., a)| *a)
+        .collect();
+    let max = f.cfg.consumer.max_retries;
+    assert_eq!(
+        attempts,
+        (0..=max).collect::<Vec<_>>(),
+        "one try, then exactly maxRetries retries"
+    );
+    let dead = f.queues.peek(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let letter = decode(&dead[0]).unwrap();
+    assert_eq!((letter.id.as_str(), letter.attempt), (id.as_str(), max + 1));
+    assert_eq!(
+        letter.extensions["lasterror"],
+        serde_json::json!("cannot handle user.deleted")
+    );
+    // Replay: back in its queue with attempts reset, handled by a healthy worker.
+    let mut replayed = letter.clone();
+    replayed.attempt = 0;
+    replayed.extensions.clear();
+    assert!(
+        f.queues
+            .replay(
+                &dead[0],
+                Priority::Normal,
+                &blinkchamber::events::encode(&replayed, false)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.queues
+            .replay(&dead[0], Priority::Normal, b"{}")
+            .await
+            .unwrap(),
+        "replayed once"
+    );
+    assert_eq!(f.queues.stats().await.unwrap().dead, 0);
+    let healthy = Arc::new(Recorder::default());
+    let workers = Workers::start(&f.cfg, f.queues.clone(), healthy.clone());
+    wait_for_async("the replayed event to be handled", || async {
+        healthy.ids().contains(&id).then_some(())
+    })
+    .await;
+    workers.shutdown().await;
+    assert_eq!(healthy.seen.lock().unwrap()[0].2, 0, "attempts reset");
+}
+
+async fn strict_priority_drains_high_before_normal_before_low(f: &Fixture) {
+    let publisher = Publisher::new(&f.cfg, f.queues.clone()).unwrap();
+    // Published low first, so arrival order alone would serve low first.
+    for ty in ["analytics.page_viewed", "user.created", "auth.login"] {
+        publisher
+            .publish_many((0..20).map(|i| event(ty, i)).collect())
+            .await
+            .unwrap();
+    }
+    let mut cfg = f.cfg.clone();
+    cfg.performance.worker_count = 1.try_into().unwrap();
+    cfg.consumer.batch_size = 5.try_into().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let workers = Workers::start(&cfg, f.queues.clone(), recorder.clone());
+    wait_for_async("every event to be handled", || async {
+        (recorder.ids().len() == 60).then_some(())
+    })
+    .await;
+    workers.shutdown().await;
+    let types = recorder.types();
+    let expected: Vec<&str> = ["auth.login", "user.created", "analytics.page_viewed"]
+        .iter()
+        .flat_map(|t| std::iter::repeat_n(*t, 20))
+        .collect();
+    assert_eq!(types, expected);
+}
+
+async fn weighted_priority_serves_every_queue(f: &Fixture) {
+    let publisher = Publisher::new(&f.cfg, f.queues.clone()).unwrap();
+    for ty in ["analytics.page_viewed", "user.created", "auth.login"] {
+        publisher
+            .publish_many((0..300).map(|i| event(ty, i)).collect())
+            .await
+            .unwrap();
+    }
+    let mut cfg = f.cfg.clone();
+    cfg.consumer.priority = PriorityMode::Weighted;
+    cfg.performance.worker_count = 1.try_into().unwrap();
+    cfg.consumer.batch_size = 1.try_into().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let workers = Workers::start(&cfg, f.queues.clone(), recorder.clone());
+    wait_for_async("300 events to be handled", || async {
+        (recorder.ids().len() >= 300).then_some(())
+    })
+    .await;
+    workers.shutdown().await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in recorder.types().into_iter().take(300) {
+        *counts.entry(t).or_default() += 1;
+    }
+    // Weights 6:3:1 → about 180 / 90 / 30 of the first 300; with all three queues full,
+    // every queue is served and high the most (bounds far from the expected counts).
+    let (high, normal, low) = (
+        counts.get("auth.login").copied().unwrap_or(0),
+        counts.get("user.created").copied().unwrap_or(0),
+        counts.get("analytics.page_viewed").copied().unwrap_or(0),
+    );
+    assert!(low >= 5 && normal > low && high > normal, "{counts:?}");
+}
+
+async fn events_of_a_consumer_that_vanished_come_back_after_the_lease(f: &Fixture) {
+    let publisher = Publisher::new(&f.cfg, f.queues.clone()).unwrap();
+    let ids = publisher
+        .publish_many((0..10).map(|i| event("user.created", i)).collect())
+        .await
+        .unwrap();
+    // A consumer takes them on a short lease and is never heard of again.
+    let taken = f
+        .queues
+        .take("crashed", Priority::ALL, 100, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(
+        matches!(taken, Taken::Events { ref items, .. } if items.len() == 10),
+        "{taken:?}"
+    );
+    assert_eq!(f.queues.stats().await.unwrap().queues[1].in_flight, 10);
+    let recorder = Arc::new(Recorder::default());
+    let workers = Workers::start(&f.cfg, f.queues.clone(), recorder.clone());
+    wait_for_async("the leased events to come back and be handled", || async {
+        (recorder.ids().len() >= 10).then_some(())
+    })
+    .await;
+    workers.shutdown().await;
+    let mut handled = recorder.ids();
+    handled.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(handled, ids);
+}
+
+async fn invalid_events_are_refused_and_nothing_of_the_call_is_published(f: &Fixture) {
+    let publisher = Publisher::new(&f.cfg, f.queues.clone()).unwrap();
+    let mut bad = event("user.exploded", 1);
+    bad.id = "x".into();
+    let err = publisher
+        .publish_many(vec![event("user.created", 0), bad])
+        .await
+        .unwrap_err();
+    match err {
+        PublishError::Invalid { index, error } => {
+            assert_eq!(index, 1);
+            assert!(error.to_string().contains("user.exploded"), "{error}");
+        }
+        other => panic!("expected an invalid event, got {other:?}"),
+    }
+    let too_many = (0..f.cfg.performance.event_buffer_size.get() + 1)
+        .map(|i| event("user.created", i))
+        .collect();
+    assert!(matches!(
+        publisher.publish_many(too_many).await,
+        Err(PublishError::TooMany(_))
+    ));
+    let stats = f.queues.stats().await.unwrap();
+    assert!(stats.queues.iter().all(|q| q.depth == 0), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_pushes_back_without_losing_events() {
+    let mut redis = RedisProc::start();
+    let mut cfg = config();
+    cfg.performance.event_buffer_size = 100.try_into().unwrap();
+    cfg.publishing.batch_timeout = Duration::from_secs(60);
+    let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    let queues = Queues::redis(&cfg, backend);
+    let publisher = Publisher::new(&cfg, queues.clone()).unwrap();
+    // Redis stops answering: the first writes hang and fill the buffer.
+    redis.pause();
+    let pending: Vec<_> = (0..10)
+        .map(|n| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                publisher
+                    .publish_many((0..10).map(|i| event("user.created", n * 10 + i)).collect())
+                    .await
+            })
+        })
+        .collect();
+    wait_for_async("the buffer to fill", || async {
+        (publisher.buffered() == 100).then_some(())
+    })
+    .await;
+    assert!(matches!(
+        publisher
+            .try_publish_many(vec![event("user.created", 0)])
+            .await,
+        Err(PublishError::Full)
+    ));
+    redis.resume();
+    let mut ids = Vec::new();
+    for p in pending {
+        ids.extend(p.await.unwrap().unwrap());
+    }
+    assert_eq!(ids.len(), 100);
+    let stats = queues.stats().await.unwrap();
+    assert_eq!(
+        stats.queues[1].depth, 100,
+        "every accepted event is in Redis"
+    );
+}
