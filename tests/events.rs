@@ -377,3 +377,99 @@ async fn a_full_buffer_pushes_back_without_losing_events() {
         "every accepted event is in Redis"
     );
 }
+
+#[tokio::test]
+async fn http_publish_stats_and_signed_zitadel_ingestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = support::serve::Served::start(
+        dir.path(),
+        "backend: memory\nevents:\n  zitadel:\n    signingKey:\n      value: s3cret\n",
+        &["--no-auth"],
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let url = |path: &str| format!("{}/v1/{path}", served.api);
+
+    let one = serde_json::json!({"specversion": "1.0", "id": "e1", "source": "/app",
+        "type": "user.created", "data": {"userId": "u1"}});
+    let r = c.post(url("events")).json(&one).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"accepted": 1, "ids": ["e1"]}));
+    // A batch with one bad event is refused whole, naming it.
+    let batch = serde_json::json!([one, {"specversion": "1.0", "id": "e2", "source": "/app",
+        "type": "user.exploded"}]);
+    let r = c.post(url("events")).json(&batch).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("event 1: type"),
+        "{problem}"
+    );
+    let stats: serde_json::Value = c
+        .get(url("events/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["queues"][1]["depth"], 1, "{stats}");
+
+    // ZITADEL: a correctly signed execution is mapped and published.
+    let body = br#"{"aggregateID":"123","aggregateType":"user","resourceOwner":"o1","instanceID":"i1","version":"v2","sequence":7,"event_type":"session.terminated","created_at":"2026-11-23T10:00:00.123Z","userID":"u1","event_payload":{"sessionId":"s1"}}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed = |key: &[u8], t: u64| blinkchamber::events::sign(key, t, body);
+    let post = |sig: Option<String>, body: &'static [u8]| {
+        let mut req = c.post(url("ingest/zitadel")).body(body);
+        if let Some(sig) = sig {
+            req = req.header("ZITADEL-Signature", sig);
+        }
+        req.send()
+    };
+    let r = post(Some(signed(b"s3cret", now)), body).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(accepted["ids"], serde_json::json!(["zitadel:i1:123:7"]));
+    // Each kind of bad request is refused and enqueues nothing.
+    for (sig, status) in [
+        (None, 401),
+        (Some(signed(b"wrong", now)), 401),
+        (Some(signed(b"s3cret", now - 3600)), 401),
+        (Some("t=abc,v1=00".to_owned()), 401),
+    ] {
+        let r = post(sig.clone(), body).await.unwrap();
+        assert_eq!(r.status(), status, "{sig:?}");
+        let problem: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            problem["type"].as_str().unwrap().rsplit('/').next(),
+            Some("bad-signature")
+        );
+    }
+    let malformed: &'static [u8] = br#"{"aggregateID":"1","sequence":"x"}"#;
+    let r = post(
+        Some(blinkchamber::events::sign(b"s3cret", now, malformed)),
+        malformed,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let stats: serde_json::Value = c
+        .get(url("events/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["queues"][0]["depth"], 1,
+        "only the signed logout: {stats}"
+    );
+}

@@ -3,6 +3,7 @@
 mod bench;
 mod config;
 mod serve;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ pub enum Command {
     Config(config::ConfigCommand),
     /// Measure capabilities against raw Redis commands in the same run.
     Bench(bench::BenchArgs),
+    /// Consume the event queues (log sink), with `/metrics`.
+    Worker(worker::WorkerArgs),
 }
 
 /// `--config FILE`, shared by subcommands that read configuration.
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Config(cmd) => config::run(cmd),
             Command::Bench(args) => bench::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
         }
     });
     match result {

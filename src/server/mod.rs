@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod events;
 mod health;
 pub mod locks;
 mod openapi;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
@@ -46,6 +47,21 @@ pub struct AppState {
     pub locks: crate::lock::Locks,
     /// Rate limits.
     pub rate_limiter: crate::ratelimit::RateLimiter,
+    /// Event publishing and the queues (`None` with `events.enabled: false`).
+    pub events: Option<EventsState>,
+}
+
+/// What the event routes share.
+#[derive(Clone)]
+pub struct EventsState {
+    /// Publishes into the queues.
+    pub publisher: crate::events::Publisher,
+    /// The queues (stats, dead letters).
+    pub queues: crate::events::Queues,
+    /// Priority routing (for replays).
+    pub router: crate::events::Router,
+    /// ZITADEL type → our type.
+    pub type_map: crate::events::TypeMap,
 }
 
 impl AppState {
@@ -63,6 +79,7 @@ impl AppState {
         let locks = crate::lock::Locks::from_config(&config.locks, &backend);
         let rate_limiter =
             crate::ratelimit::RateLimiter::from_config(&config.rate_limit, &backend)?;
+        let events = events::build(&config, &backend)?;
         Ok(Self {
             config: Arc::new(config),
             backend,
@@ -70,6 +87,7 @@ impl AppState {
             cache,
             locks,
             rate_limiter,
+            events,
         })
     }
 }
@@ -91,10 +109,20 @@ pub fn router(state: AppState) -> Router {
                 .put(locks::extend)
                 .delete(locks::release),
         )
+        .route("/events", post(events::publish))
+        .route("/events/stats", get(events::stats))
+        .route(
+            "/events/dead-letter",
+            get(events::dead_letters).delete(events::purge),
+        )
+        .route("/events/dead-letter/{id}", delete(events::delete_dead))
+        .route("/events/dead-letter/{id}/replay", post(events::replay))
         .route_layer(middleware::from_fn_with_state(
             state.auth.clone(),
             auth::require_token,
         ))
+        // Signed by ZITADEL instead of a bearer token.
+        .route("/ingest/zitadel", post(events::ingest_zitadel))
         // Outside the token check, so the per-IP limit also slows down token guessing.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

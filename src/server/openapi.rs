@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cache, health, locks, problem, ratelimit};
+use super::{cache, events, health, locks, problem, ratelimit};
 
 /// Every route of the API.
 #[derive(OpenApi)]
@@ -21,6 +21,13 @@ use super::{cache, health, locks, problem, ratelimit};
         cache::put,
         cache::delete,
         cache::invalidate,
+        events::publish,
+        events::stats,
+        events::dead_letters,
+        events::replay,
+        events::delete_dead,
+        events::purge,
+        events::ingest_zitadel,
     ),
     components(schemas(
         problem::Problem,
@@ -38,6 +45,9 @@ use super::{cache, health, locks, problem, ratelimit};
         cache::PutRequest,
         cache::InvalidateRequest,
         cache::InvalidateResponse,
+        events::Accepted,
+        crate::events::Stats,
+        crate::events::QueueStats,
     )),
     modifiers(&BearerAuth),
 )]

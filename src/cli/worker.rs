@@ -1,0 +1,47 @@
+//! `blinkchamber worker`: consumes the event queues with `events.performance.workerCount`
+//! workers, handing each event to the structured log sink, and serves `/metrics`.
+
+use std::sync::Arc;
+
+use super::ConfigArg;
+use super::serve::{bind, shutdown_signal};
+use crate::backend::Backend;
+use crate::config::{BackendKind, Config};
+use crate::events::{LogSink, Queues, Workers};
+
+/// Arguments of `worker`.
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.config.as_deref())?;
+    if config.backend == BackendKind::Memory {
+        anyhow::bail!(
+            "backend: the worker needs `backend: redis`; the memory backend's queues live inside \
+             one `serve` process and no other process can read them"
+        );
+    }
+    if !config.events.enabled {
+        anyhow::bail!("events.enabled: event streaming is turned off");
+    }
+    crate::metrics::install();
+    let metrics = bind("server.metricsListen", config.server.metrics_listen).await?;
+    let backend = Backend::from_config(&config).await?;
+    let queues = Queues::from_config(&config.events, &backend);
+    let workers = Workers::start(&config.events, queues, Arc::new(LogSink));
+    tracing::info!(
+        workers = config.events.performance.worker_count.get(),
+        metrics = %metrics.local_addr()?,
+        "consuming events"
+    );
+    let metrics_task = tokio::spawn(crate::server::run_metrics(metrics, shutdown_signal()));
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing the batches in hand");
+    workers.shutdown().await;
+    metrics_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
