@@ -172,22 +172,82 @@ chart_tests() {
   expect_failure "lint rejects an unknown top-level key" "$HELM" lint --strict "$chart" --set redis-cluster.enabled=true
   expect_failure "lint rejects events.publishing.batchSize 0" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.events.publishing.batchSize=0
   expect_failure "lint rejects Redis database 16" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.redis.database=16
+  expect_failure "lint rejects events.consumer.priority other than strict|weighted" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.events.consumer.priority=fifo
+  expect_failure "lint rejects an events.routing priority other than high|normal|low" "$HELM" lint --strict "$chart" \
+    --set 'blinkchamber-runtime.config.events.routing[0].match=auth.*' --set 'blinkchamber-runtime.config.events.routing[0].priority=urgent'
+  check "lint accepts every events key (routing, consumer, zitadel, waitReplicas, state_prefix)" events_keys_lint
   expect_failure "lint rejects a malformed duration" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.redis.dialTimeout=5seconds
   expect_failure "template rejects a Sentinel quorum that is not a majority" "$HELM" template "$chart" --set redis.sentinel.quorum=1
   expect_failure "template rejects a quorum above the sentinel count" "$HELM" template "$chart" --set redis.sentinel.quorum=4
   expect_failure "template rejects an even number of Vault voters" "$HELM" template "$chart" --set vault.server.ha.replicas=4
   expect_failure "template rejects a config without API auth" "$HELM" template "$chart" --set blinkchamber-runtime.config.server.auth.tokens=null
+  check "events.zitadel.signingKey from a Vault-injected file renders and is injected" zitadel_key_render
   # ... and the checker notices renders that break the wiring, naming what broke.
   broken_render_caught "Sentinel master name differs from Redis'" "masterName != redis.sentinel.masterSet" \
     --set blinkchamber-runtime.config.redis.sentinel.masterName=other
   broken_render_caught "a secret file the Vault agent never writes" "/vault/secrets/REDIS_PASSWORD never injected" \
     --set blinkchamber-runtime.vault.secrets.REDIS_PASSWORD=null
+  broken_render_caught "a ZITADEL signing key file the Vault agent never writes" "/vault/secrets/ZITADEL_SIGNING_KEY never injected" \
+    --set blinkchamber-runtime.config.events.zitadel.signingKey.valueFromFile=/vault/secrets/ZITADEL_SIGNING_KEY
   broken_render_caught "NetworkPolicies missing" "no default-deny policy" \
     --set platform.networkPolicies.enabled=false
   broken_render_caught "a single API replica" "serve replicas 1" \
     --set blinkchamber-runtime.serve.replicaCount=1
   broken_render_caught "PostgreSQL scaled below 3 nodes" "postgresql nodes 2" \
     --set postgresql-ha.postgresql.replicaCount=2
+}
+
+# events_keys_lint: the runtime schema accepts every key of the events block the binary
+# reads.
+events_keys_lint() {
+  local values="$WORK/events-values.yaml"
+  cat >"$values" <<'YAML'
+blinkchamber-runtime:
+  config:
+    events:
+      publishing: {waitReplicas: 1, waitTimeout: 1s}
+      routing:
+        - {match: "auth.*", priority: high}
+        - {match: "*.created", priority: normal}
+        - {match: "*", priority: low}
+      queues: {state_prefix: "zitadel:events:state:"}
+      consumer:
+        priority: weighted
+        weights: {high: 6, normal: 3, low: 1}
+        batchSize: 50
+        lease: 30s
+        maxRetries: 3
+        retryDelay: 1s
+        maxRetryDelay: 300s
+        dedupWindow: 0s
+      zitadel:
+        signingKey: {valueFromFile: /vault/secrets/ZITADEL_SIGNING_KEY}
+        tolerance: 5m
+        source: zitadel
+        typeMap: {user.human.added: user.created, "user.human.*.changed": user.updated}
+YAML
+  "$HELM" lint --strict "$WORK/chart" -f "$values"
+}
+
+# zitadel_key_render: the ZITADEL signing key wired like the other secrets (a file the Vault
+# agent writes, read with valueFromFile) renders, passes the manifest checks (so the file
+# is injected into both Deployments) and reaches the config file.
+zitadel_key_render() {
+  local out="$WORK/zitadel-key.yaml"
+  "$HELM" template blinkchamber "$WORK/chart" --namespace blinkchamber "${CRD_APIS[@]}" \
+    --set blinkchamber-runtime.vault.secrets.ZITADEL_SIGNING_KEY.path=secret/data/blinkchamber/zitadel \
+    --set blinkchamber-runtime.vault.secrets.ZITADEL_SIGNING_KEY.key=signingKey \
+    --set blinkchamber-runtime.config.events.zitadel.signingKey.valueFromFile=/vault/secrets/ZITADEL_SIGNING_KEY \
+    >"$out" || return 1
+  "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$WORK/chart" default="$out" || return 1
+  "$PYTHON" - "$out" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "blinkchamber-config")
+key = yaml.safe_load(cm["data"]["config.yaml"])["events"]["zitadel"]["signingKey"]
+assert key == {"valueFromFile": "/vault/secrets/ZITADEL_SIGNING_KEY"}, key
+print("events.zitadel.signingKey:", key)
+PY
 }
 
 # broken_render_caught WHAT MESSAGE HELM_ARGS...: render the default values with HELM_ARGS;
