@@ -204,13 +204,8 @@ impl RedisLevel {
     ) -> Result<Option<Stored>, CacheError> {
         let pipe = self.set_pipe(namespace, key, json, ttl, &[], true);
         let set = async {
-            let (existing,): (Option<Vec<u8>>,) = self
-                .backend
-                .run(Retry::Idempotent, |mut c| {
-                    let pipe = pipe.clone();
-                    async move { pipe.query_async(&mut c).await }
-                })
-                .await?;
+            let (existing,): (Option<Vec<u8>>,) =
+                self.backend.pipeline(Retry::Idempotent, &pipe).await?;
             Ok(existing)
         };
         self.breaker.call(set).await?.map(read_stored).transpose()
@@ -273,13 +268,7 @@ impl RedisLevel {
                 .cmd("UNLINK")
                 .arg(&tag_key)
                 .ignore();
-            let (keys,): (Vec<String>,) = self
-                .backend
-                .run(Retry::Idempotent, |mut c| {
-                    let take = take.clone();
-                    async move { take.query_async(&mut c).await }
-                })
-                .await?;
+            let (keys,): (Vec<String>,) = self.backend.pipeline(Retry::Idempotent, &take).await?;
             Ok(keys)
         };
         let keys = self.breaker.call(take).await?;
@@ -300,10 +289,7 @@ impl RedisLevel {
 
     async fn send(&self, pipe: redis::Pipeline) -> Result<(), CacheError> {
         self.backend
-            .run(Retry::Idempotent, |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
+            .pipeline::<()>(Retry::Idempotent, &pipe)
             .await?;
         Ok(())
     }

@@ -441,7 +441,8 @@ pub struct ConsumerConfig {
     /// Longest retry delay.
     #[serde(with = "duration")]
     pub max_retry_delay: Duration,
-    /// Skip an event whose id was handled within this window (`0s`: no de-duplication).
+    /// Window for skipping an event whose id was already handled. Accepted, not applied
+    /// yet: delivery is at least once, so handlers must tolerate repeats.
     #[serde(with = "duration")]
     pub dedup_window: Duration,
 }

@@ -154,24 +154,13 @@ impl RedisQueues {
         pipe.cmd("LTRIM").arg(&self.wake).arg(0).arg(63).ignore();
         if replicas > 0 {
             pipe.cmd("WAIT").arg(replicas).arg(px(wait));
-            let (acked,): (u32,) = self
-                .backend
-                .run(Retry::IfNotRun, |mut c| {
-                    let pipe = pipe.clone();
-                    async move { pipe.query_async(&mut c).await }
-                })
-                .await?;
+            let (acked,): (u32,) = self.backend.pipeline(Retry::IfNotRun, &pipe).await?;
             if acked < replicas {
                 return Err(QueueError::Replicas { acked, replicas });
             }
             return Ok(());
         }
-        self.backend
-            .run(Retry::IfNotRun, |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
-            .await?;
+        self.backend.pipeline::<()>(Retry::IfNotRun, &pipe).await?;
         Ok(())
     }
 
@@ -234,10 +223,7 @@ impl RedisQueues {
             .ignore();
         pipe.cmd("ZREM").arg(&self.consumers).arg(consumer).ignore();
         self.backend
-            .run(Retry::Idempotent, |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
+            .pipeline::<()>(Retry::Idempotent, &pipe)
             .await?;
         Ok(())
     }
@@ -312,13 +298,7 @@ impl RedisQueues {
         }
         pipe.cmd("LLEN").arg(&self.dead);
         pipe.cmd("ZRANGE").arg(&self.consumers).arg(0).arg(-1);
-        let reply: Vec<redis::Value> = self
-            .backend
-            .run(Retry::Idempotent, |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async(&mut c).await }
-            })
-            .await?;
+        let reply: Vec<redis::Value> = self.backend.pipeline(Retry::Idempotent, &pipe).await?;
         let mut stats = Stats::default();
         let mut values = reply.into_iter();
         for p in Priority::ALL {
@@ -339,13 +319,7 @@ impl RedisQueues {
                     pipe.cmd("LLEN").arg(self.taken(c, p));
                 }
             }
-            let lens: Vec<u64> = self
-                .backend
-                .run(Retry::Idempotent, |mut c| {
-                    let pipe = pipe.clone();
-                    async move { pipe.query_async(&mut c).await }
-                })
-                .await?;
+            let lens: Vec<u64> = self.backend.pipeline(Retry::Idempotent, &pipe).await?;
             for (i, len) in lens.into_iter().enumerate() {
                 stats.queues[i % 3].in_flight += len;
             }
@@ -399,13 +373,7 @@ impl RedisQueues {
             .arg(&self.wake)
             .arg(1)
             .ignore();
-        let (removed,): (u64,) = self
-            .backend
-            .run(Retry::IfNotRun, |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async(&mut c).await }
-            })
-            .await?;
+        let (removed,): (u64,) = self.backend.pipeline(Retry::IfNotRun, &pipe).await?;
         if removed == 0 {
             // Someone else replayed or purged it meanwhile: undo the push.
             let _: u64 = self
@@ -430,13 +398,7 @@ impl RedisQueues {
             .cmd("DEL")
             .arg(&self.dead)
             .ignore();
-        let (n,): (u64,) = self
-            .backend
-            .run(Retry::Idempotent, |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async(&mut c).await }
-            })
-            .await?;
+        let (n,): (u64,) = self.backend.pipeline(Retry::Idempotent, &pipe).await?;
         Ok(n)
     }
 }

@@ -148,6 +148,20 @@ impl RedisBackend {
         }
     }
 
+    /// Runs a pipeline (or `MULTI` transaction) in one round trip, as [`RedisBackend::run`]
+    /// with `retry`.
+    ///
+    /// # Errors
+    /// As [`RedisBackend::run`].
+    pub async fn pipeline<T: redis::FromRedisValue + Send>(
+        &self,
+        retry: Retry,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, BackendError> {
+        self.run(retry, |mut c| async move { pipe.query_async(&mut c).await })
+            .await
+    }
+
     /// Runs one command with [`Retry::Idempotent`].
     ///
     /// # Errors
