@@ -67,6 +67,7 @@ conformance!(fixture;
     weighted_priority_serves_every_queue,
     events_of_a_consumer_that_vanished_come_back_after_the_lease,
     invalid_events_are_refused_and_nothing_of_the_call_is_published,
+    a_repeated_id_is_handled_once_within_the_dedup_window,
 );
 
 fn event(ty: &str, n: usize) -> Event {
@@ -304,6 +305,47 @@ async fn events_of_a_consumer_that_vanished_come_back_after_the_lease(f: &Fixtur
     let mut ids = ids;
     ids.sort();
     assert_eq!(handled, ids);
+}
+
+async fn all_settled(queues: &Queues) -> bool {
+    let stats = queues.stats().await.unwrap();
+    stats
+        .queues
+        .iter()
+        .all(|q| (q.depth, q.in_flight, q.retrying) == (0, 0, 0))
+}
+
+async fn a_repeated_id_is_handled_once_within_the_dedup_window(f: &Fixture) {
+    let mut cfg = f.cfg.clone();
+    cfg.consumer.dedup_window = Duration::from_secs(600);
+    let publisher = Publisher::new(&cfg, f.queues.clone()).unwrap();
+    let mut repeated = event("user.created", 1);
+    repeated.id = "dup-1".into();
+    // Two copies in one batch, and (below) a third after the first was handled.
+    publisher
+        .publish_many(vec![repeated.clone(), repeated.clone()])
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let workers = Workers::start(&cfg, f.queues.clone(), recorder.clone());
+    wait_for_async("both copies to be settled", || async {
+        (all_settled(&f.queues).await && !recorder.ids().is_empty()).then_some(())
+    })
+    .await;
+    let other = publisher.publish(event("user.created", 2)).await.unwrap();
+    publisher.publish(repeated.clone()).await.unwrap();
+    wait_for_async("the later events to be settled", || async {
+        (all_settled(&f.queues).await && recorder.ids().contains(&other)).then_some(())
+    })
+    .await;
+    workers.shutdown().await;
+    let handled = recorder.ids();
+    assert_eq!(
+        handled.iter().filter(|id| *id == "dup-1").count(),
+        1,
+        "{handled:?}"
+    );
+    assert_eq!(handled.len(), 2, "{handled:?}");
 }
 
 async fn invalid_events_are_refused_and_nothing_of_the_call_is_published(f: &Fixture) {

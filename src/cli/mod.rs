@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod events;
 mod serve;
 mod worker;
 
@@ -29,8 +30,10 @@ pub enum Command {
     Config(config::ConfigCommand),
     /// Measure capabilities against raw Redis commands in the same run.
     Bench(bench::BenchArgs),
-    /// Consume the event queues (log sink), with `/metrics`.
+    /// Consume the event queues (log and webhook sinks), with `/metrics`.
     Worker(worker::WorkerArgs),
+    /// Inspect the event queues and operate the dead-letter list (Redis).
+    Events(events::EventsArgs),
 }
 
 /// `--config FILE`, shared by subcommands that read configuration.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
             Command::Config(cmd) => config::run(cmd),
             Command::Bench(args) => bench::run(args).await,
             Command::Worker(args) => worker::run(args).await,
+            Command::Events(args) => events::run(args).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
 //! `blinkchamber worker`: consumes the event queues with `events.performance.workerCount`
-//! workers, handing each event to the structured log sink, and serves `/metrics`.
+//! workers, delivering each event to the sinks of `events.sinks` (log, webhooks), and
+//! serves `/metrics`.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use super::ConfigArg;
 use super::serve::{bind, shutdown_signal};
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config};
-use crate::events::{LogSink, Queues, Workers};
+use crate::events::{Queues, Sinks, Workers};
 
 /// Arguments of `worker`.
 #[derive(clap::Args, Debug)]
@@ -31,9 +32,12 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let metrics = bind("server.metricsListen", config.server.metrics_listen).await?;
     let backend = Backend::from_config(&config).await?;
     let queues = Queues::from_config(&config.events, &backend);
-    let workers = Workers::start(&config.events, queues, Arc::new(LogSink));
+    let sinks = Sinks::from_config(&config.events.sinks)
+        .map_err(|e| anyhow::anyhow!("events.sinks: {e}"))?;
+    let workers = Workers::start(&config.events, queues, Arc::new(sinks));
     tracing::info!(
         workers = config.events.performance.worker_count.get(),
+        webhooks = config.events.sinks.webhooks.len(),
         metrics = %metrics.local_addr()?,
         "consuming events"
     );

@@ -242,6 +242,49 @@ pub struct EventsConfig {
     pub consumer: ConsumerConfig,
     /// ZITADEL Actions v2 ingestion (`POST /v1/ingest/zitadel`).
     pub zitadel: ZitadelConfig,
+    /// Where `blinkchamber worker` delivers events.
+    pub sinks: SinksConfig,
+}
+
+/// The `events.sinks` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// Log every event (structured, target `blinkchamber::events`).
+    pub log: bool,
+    /// HTTP webhooks; an event goes to every webhook whose `match` fits its type.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        Self {
+            log: true,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// One `events.sinks.webhooks[]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Event type pattern: an exact type or a glob with `*`.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// `http://` or `https://` URL the event is `POST`ed to.
+    pub url: String,
+    /// Key of the `BlinkChamber-Signature` header (`t=<unix>,v1=<hex HMAC-SHA256(key,
+    /// "<t>.<body>")>`, as ZITADEL signs); no header without one.
+    #[serde(default)]
+    pub signing_key: Option<SecretSource>,
+    /// Longest wait for the answer; past it the delivery failed and is retried.
+    #[serde(with = "duration", default = "default_webhook_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// One `events.routing[]` rule.
@@ -345,6 +388,7 @@ impl Default for EventsConfig {
             performance: PerformanceConfig::default(),
             consumer: ConsumerConfig::default(),
             zitadel: ZitadelConfig::default(),
+            sinks: SinksConfig::default(),
         }
     }
 }
@@ -441,8 +485,10 @@ pub struct ConsumerConfig {
     /// Longest retry delay.
     #[serde(with = "duration")]
     pub max_retry_delay: Duration,
-    /// Window for skipping an event whose id was already handled. Accepted, not applied
-    /// yet: delivery is at least once, so handlers must tolerate repeats.
+    /// Window for skipping an event whose id was already handled successfully (`0s`: off).
+    /// It narrows repeats (a producer publishing twice, ZITADEL redelivering); it cannot
+    /// remove them all (a worker that dies after handling, before settling), so handlers
+    /// must still tolerate one.
     #[serde(with = "duration")]
     pub dedup_window: Duration,
 }

@@ -366,6 +366,21 @@ fn validate_events(cfg: &EventsConfig) -> Result<(), ConfigError> {
         key.read()
             .map_err(|e| invalid("events.zitadel.signingKey", e.to_string()))?;
     }
+    for (i, hook) in cfg.sinks.webhooks.iter().enumerate() {
+        let key = |field: &str| format!("events.sinks.webhooks[{i}].{field}");
+        Pattern::new(&hook.pattern).map_err(|e| invalid(&key("match"), e.to_string()))?;
+        crate::events::webhook::parse_url(&hook.url).map_err(|e| invalid(&key("url"), e))?;
+        if hook.timeout.is_zero() {
+            return Err(invalid(&key("timeout"), "expected more than 0s"));
+        }
+        if cfg.enabled
+            && let Some(secret) = &hook.signing_key
+        {
+            secret
+                .read()
+                .map_err(|e| invalid(&key("signingKey"), e.to_string()))?;
+        }
+    }
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use capabilities::{
     CacheConfig, CircuitBreakerConfig, CompressionConfig, ConsumerConfig, DistributedLoadConfig,
     EventsConfig, L1Config, PerformanceConfig, PriorityMode, PriorityWeights, PublishingConfig,
-    QueuesConfig, RouteRule, TtlConfig, ZitadelConfig,
+    QueuesConfig, RouteRule, SinksConfig, TtlConfig, WebhookConfig, ZitadelConfig,
 };
 pub use limits::{
     Algorithm, ApiLimitConfig, Descriptor, FailureMode, LocksConfig, RateLimitConfig, RuleConfig,
@@ -98,6 +98,11 @@ impl Config {
         }
         if let Some(k) = self.events.zitadel.signing_key.as_mut() {
             out.push(("events.zitadel.signingKey".into(), k));
+        }
+        for (i, hook) in self.events.sinks.webhooks.iter_mut().enumerate() {
+            if let Some(k) = hook.signing_key.as_mut() {
+                out.push((format!("events.sinks.webhooks[{i}].signingKey"), k));
+            }
         }
         let blocks = [
             ("redis", self.redis.secrets_mut()),

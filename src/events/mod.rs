@@ -14,11 +14,13 @@
 //! [`TypeFilter`], ask the [`Router`] for its [`Priority`] (which names the queue in
 //! `events.queues`), and store [`encode`]'s bytes; a consumer [`decode`]s them.
 
+pub mod dead_letter;
 pub mod envelope;
 pub mod publisher;
 pub mod queues;
 mod redis_queues;
 pub mod routing;
+pub mod webhook;
 pub mod worker;
 pub mod zitadel;
 
@@ -26,6 +28,7 @@ pub use envelope::{COMPRESS_ABOVE, Event, EventError, SPEC_VERSION, decode, enco
 pub use publisher::{PublishError, Publisher};
 pub use queues::{QueueError, QueueStats, Queues, Stats};
 pub use routing::{Pattern, PatternError, Priority, Router, TypeFilter};
+pub use webhook::{Sinks, WEBHOOK_SIGNATURE_HEADER};
 pub use worker::{Handler, LogSink, Workers};
 pub use zitadel::{
     ActionsEvent, ActionsEventError, DEFAULT_TOLERANCE, SIGNATURE_HEADER, SignatureError, TypeMap,

@@ -75,6 +75,11 @@ pub struct Settle {
     pub retries: Vec<(Vec<u8>, u64)>,
     /// Events for the dead-letter list (stored form).
     pub dead: Vec<Vec<u8>>,
+    /// Ids of events handled in this take, remembered for `seen_for` so a repeat is
+    /// skipped (`events.consumer.dedupWindow`; empty when de-duplication is off).
+    pub seen: Vec<String>,
+    /// How long the ids in `seen` are remembered.
+    pub seen_for: Duration,
 }
 
 /// One queue's numbers.
@@ -198,6 +203,21 @@ impl Queues {
                 Ok(())
             }
             Store::Redis(r) => r.settle(consumer, settle).await,
+        }
+    }
+
+    /// Which of `ids` were handled within their de-duplication window (one round trip on
+    /// Redis), in the order given.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn seen(&self, ids: &[&str]) -> Result<Vec<bool>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &*self.store {
+            Store::Memory(m) => Ok(m.seen(ids)),
+            Store::Redis(r) => r.seen(ids).await,
         }
     }
 
@@ -355,6 +375,8 @@ struct MemoryState {
     taken: HashMap<String, (u64, Priority, Vec<Vec<u8>>)>,
     /// Front: newest.
     dead: VecDeque<Vec<u8>>,
+    /// Handled event id → until when (Unix ms) a repeat is skipped.
+    seen: HashMap<String, u64>,
 }
 
 impl MemoryQueues {
@@ -424,6 +446,22 @@ impl MemoryQueues {
         for event in &settle.dead {
             state.dead.push_front(event.clone());
         }
+        if !settle.seen.is_empty() {
+            let now = unix_ms();
+            let until = now + crate::backend::redis::px(settle.seen_for);
+            state.seen.retain(|_, u| *u > now);
+            for id in &settle.seen {
+                state.seen.insert(id.clone(), until);
+            }
+        }
+    }
+
+    fn seen(&self, ids: &[&str]) -> Vec<bool> {
+        let now = unix_ms();
+        let state = self.lock();
+        ids.iter()
+            .map(|id| state.seen.get(*id).is_some_and(|u| *u > now))
+            .collect()
     }
 
     fn renew(&self, consumer: &str, lease: Duration) {

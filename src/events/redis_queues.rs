@@ -9,6 +9,8 @@
 //! - `{statePrefix}wake`: a doorbell list; a publish pushes a token, idle consumers block
 //!   on it (`BLPOP`) instead of polling, and a take that leaves events behind rings it for
 //!   the next idle consumer.
+//! - `{statePrefix}seen:{id}`: set, with a TTL of `events.consumer.dedupWindow`, when the
+//!   event `id` was handled (only with de-duplication on); a repeat within it is skipped.
 //! - `events.queues.dead_letter`: a list of events that failed every retry, each with
 //!   `lasterror` and `deadat` attributes.
 //!
@@ -93,6 +95,7 @@ pub(super) struct RedisQueues {
     consumers: String,
     wake: String,
     taken_prefix: String,
+    seen_prefix: String,
     take: Script,
     reap: Script,
 }
@@ -114,6 +117,7 @@ impl RedisQueues {
             consumers: format!("{}consumers", q.state_prefix),
             wake: format!("{}wake", q.state_prefix),
             taken_prefix: format!("{}taken:", q.state_prefix),
+            seen_prefix: format!("{}seen:", q.state_prefix),
             take: Script::new(TAKE),
             reap: Script::new(REAP),
         }
@@ -218,6 +222,14 @@ impl RedisQueues {
         if !settle.dead.is_empty() {
             pipe.cmd("LPUSH").arg(&self.dead).arg(&settle.dead).ignore();
         }
+        for id in &settle.seen {
+            pipe.cmd("SET")
+                .arg(format!("{}{id}", self.seen_prefix))
+                .arg(1)
+                .arg("PX")
+                .arg(px(settle.seen_for).max(1))
+                .ignore();
+        }
         pipe.cmd("DEL")
             .arg(self.taken(consumer, settle.priority))
             .ignore();
@@ -226,6 +238,15 @@ impl RedisQueues {
             .pipeline::<()>(Retry::Idempotent, &pipe)
             .await?;
         Ok(())
+    }
+
+    /// Which of `ids` have a `seen` mark, in one `EXISTS` per id in one round trip.
+    pub(super) async fn seen(&self, ids: &[&str]) -> Result<Vec<bool>, QueueError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("EXISTS").arg(format!("{}{id}", self.seen_prefix));
+        }
+        Ok(self.backend.pipeline(Retry::Idempotent, &pipe).await?)
     }
 
     /// Pushes `consumer`'s lease deadline to `lease` from now.

@@ -214,6 +214,27 @@ impl Worker {
         }
     }
 
+    /// Per event, whether de-duplication skips it: its id was handled within
+    /// `dedupWindow`, or appears earlier in the same batch. All `false` when the window is
+    /// zero, and when Redis cannot say (delivery stays at least once).
+    async fn duplicates(&self, events: &[Event]) -> Vec<bool> {
+        if self.cfg.consumer.dedup_window.is_zero() {
+            return vec![false; events.len()];
+        }
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let mut skip = self.queues.seen(&ids).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "events: de-duplication check failed; handling the batch as is");
+            vec![false; ids.len()]
+        });
+        let mut in_batch = std::collections::HashSet::new();
+        for (id, skip) in ids.iter().zip(&mut skip) {
+            if !in_batch.insert(*id) {
+                *skip = true;
+            }
+        }
+        skip
+    }
+
     async fn handle_all(&self, priority: Priority, items: &[Vec<u8>]) -> Settle {
         let c = &self.cfg.consumer;
         let compress = self.cfg.publishing.compression;
@@ -221,21 +242,34 @@ impl Worker {
             priority,
             retries: Vec::new(),
             dead: Vec::new(),
+            seen: Vec::new(),
+            seen_for: c.dedup_window,
         };
+        let mut events = Vec::with_capacity(items.len());
         for stored in items {
-            let mut event = match decode(stored) {
-                Ok(event) => event,
+            match decode(stored) {
+                Ok(event) => events.push(event),
                 Err(error) => {
                     tracing::warn!(%error, "events: an unreadable entry goes to the dead-letter list");
                     settle.dead.push(stored.clone());
-                    continue;
                 }
-            };
+            }
+        }
+        let skip = self.duplicates(&events).await;
+        for (mut event, skip) in events.into_iter().zip(skip) {
+            if skip {
+                tracing::debug!(id = %event.id, "events: already handled within the de-duplication window; skipped");
+                metrics::counter!("blinkchamber_events_duplicates_total").increment(1);
+                continue;
+            }
             let started = Instant::now();
             let outcome = self.handler.handle(&event).await;
             metrics::histogram!("blinkchamber_events_handle_seconds")
                 .record(started.elapsed().as_secs_f64());
             let Err(reason) = outcome else {
+                if !settle.seen_for.is_zero() {
+                    settle.seen.push(event.id.clone());
+                }
                 continue;
             };
             event.attempt += 1;

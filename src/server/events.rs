@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::problem::ApiError;
 use crate::events::{
-    ActionsEvent, Event, Priority, PublishError, QueueError, SIGNATURE_HEADER, Stats, TypeMap,
-    decode, encode, verify,
+    ActionsEvent, Event, PublishError, QueueError, SIGNATURE_HEADER, Stats, TypeMap, verify,
 };
 
 /// `202` answer of a publish.
@@ -136,32 +135,33 @@ pub async fn dead_letters(
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let events = events_of(&state)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let stored = events.queues.peek(None, limit).await.map_err(queue_error)?;
     Ok(Json(
-        stored
-            .iter()
-            .map(|s| match decode(s) {
-                Ok(e) => serde_json::to_value(&e).unwrap_or_default(),
-                Err(e) => serde_json::json!({ "unreadable": e.to_string() }),
-            })
-            .collect(),
+        events
+            .queues
+            .dead_letters(limit)
+            .await
+            .map_err(queue_error)?,
     ))
 }
 
-/// Finds the stored dead letter with `id` among the oldest 10 000.
-async fn find_dead(
-    events: &crate::server::EventsState,
-    id: &str,
-) -> Result<(Vec<u8>, Event), ApiError> {
-    let stored = events
-        .queues
-        .peek(None, 10_000)
-        .await
-        .map_err(queue_error)?;
-    stored
-        .into_iter()
-        .find_map(|s| decode(&s).ok().filter(|e| e.id == id).map(|e| (s, e)))
-        .ok_or_else(|| ApiError::not_found(format!("no dead letter with id `{id}`")))
+fn no_dead_letter(id: &str) -> ApiError {
+    ApiError::not_found(format!("no dead letter with id `{id}`"))
+}
+
+/// One dead letter: the event with `attempt`, `lasterror` and `deadat`.
+#[utoipa::path(get, path = "/v1/events/dead-letter/{id}", tag = "events", security(("bearer" = [])),
+    params(("id" = String, Path, description = "event id")),
+    responses((status = 200, description = "the dead letter", body = serde_json::Value),
+        (status = 404, description = "no such dead letter", body = super::problem::Problem)))]
+pub async fn show_dead(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Event>, ApiError> {
+    let events = events_of(&state)?;
+    match events.queues.dead_letter(&id).await.map_err(queue_error)? {
+        Some((_, event)) => Ok(Json(event)),
+        None => Err(no_dead_letter(&id)),
+    }
 }
 
 /// Put a dead letter back in its queue with attempts reset.
@@ -174,21 +174,14 @@ pub async fn replay(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let events = events_of(&state)?;
-    let (stored, mut event) = find_dead(events, &id).await?;
-    event.attempt = 0;
-    event.extensions.remove("lasterror");
-    event.extensions.remove("deadat");
-    let priority: Priority = events.router.priority(&event);
-    let bytes = encode(&event, state.config.events.publishing.compression);
+    let compress = state.config.events.publishing.compression;
     if !events
         .queues
-        .replay(&stored, priority, &bytes)
+        .replay_dead_letter(&id, &events.router, compress)
         .await
         .map_err(queue_error)?
     {
-        return Err(ApiError::not_found(format!(
-            "no dead letter with id `{id}`"
-        )));
+        return Err(no_dead_letter(&id));
     }
     Ok((
         StatusCode::ACCEPTED,
@@ -209,18 +202,15 @@ pub async fn delete_dead(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let events = events_of(&state)?;
-    let (stored, _) = find_dead(events, &id).await?;
     if events
         .queues
-        .remove_dead(&stored)
+        .delete_dead_letter(&id)
         .await
         .map_err(queue_error)?
     {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!(
-            "no dead letter with id `{id}`"
-        )))
+        Err(no_dead_letter(&id))
     }
 }
 

@@ -21,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
@@ -115,7 +115,10 @@ pub fn router(state: AppState) -> Router {
             "/events/dead-letter",
             get(events::dead_letters).delete(events::purge),
         )
-        .route("/events/dead-letter/{id}", delete(events::delete_dead))
+        .route(
+            "/events/dead-letter/{id}",
+            get(events::show_dead).delete(events::delete_dead),
+        )
         .route("/events/dead-letter/{id}/replay", post(events::replay))
         .route_layer(middleware::from_fn_with_state(
             state.auth.clone(),

@@ -25,6 +25,7 @@ use super::{cache, events, health, locks, problem, ratelimit};
         events::stats,
         events::dead_letters,
         events::replay,
+        events::show_dead,
         events::delete_dead,
         events::purge,
         events::ingest_zitadel,
