@@ -89,8 +89,22 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             bench::locks::lock_rows(backend.clone(), args.concurrency, args.duration, &prefix)
                 .await,
         );
+        rows.extend(
+            bench::events::event_rows(
+                raw.clone(),
+                backend.clone(),
+                args.concurrency,
+                args.duration,
+                &prefix,
+            )
+            .await,
+        );
         rounds.push(rows);
     }
     print!("{}", bench::table(&bench::median_rounds(&rounds)));
+    print!(
+        "\n{}",
+        bench::events::memory_line(raw.clone(), backend.clone(), &prefix).await
+    );
     Ok(())
 }
