@@ -28,6 +28,25 @@ pub struct BenchArgs {
     /// always use one connection.
     #[arg(long)]
     pool_size: Option<std::num::NonZeroU32>,
+    /// Measure only these groups (the raw rows come along when a group compares with
+    /// them).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Group>,
+}
+
+/// Groups of rows.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Group {
+    /// Raw commands and the same commands through the pool.
+    Raw,
+    /// The two-level cache.
+    Cache,
+    /// Rate limits.
+    Ratelimit,
+    /// Locks.
+    Locks,
+    /// Event queues (with their own raw baselines) and memory per pending event.
+    Events,
 }
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -62,49 +81,39 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.rounds.max(1),
         duration::format(&args.duration)
     );
+    let wanted = |g: Group| args.only.is_empty() || args.only.contains(&g);
+    let raw_needed = [Group::Raw, Group::Cache, Group::Ratelimit, Group::Locks]
+        .into_iter()
+        .any(wanted);
+    let (c, d) = (args.concurrency, args.duration);
     let mut rounds = Vec::new();
     for _ in 0..args.rounds.max(1) {
-        let mut rows = bench::raw_rows(
-            raw.clone(),
-            backend.clone(),
-            args.concurrency,
-            args.duration,
-            &prefix,
-        )
-        .await;
-        rows.extend(
-            bench::cache::cache_rows(backend.clone(), args.concurrency, args.duration, &prefix)
-                .await,
-        );
-        rows.extend(
-            bench::ratelimit::ratelimit_rows(
-                backend.clone(),
-                args.concurrency,
-                args.duration,
-                &prefix,
-            )
-            .await,
-        );
-        rows.extend(
-            bench::locks::lock_rows(backend.clone(), args.concurrency, args.duration, &prefix)
-                .await,
-        );
-        rows.extend(
-            bench::events::event_rows(
-                raw.clone(),
-                backend.clone(),
-                args.concurrency,
-                args.duration,
-                &prefix,
-            )
-            .await,
-        );
+        let mut rows = Vec::new();
+        if raw_needed {
+            rows.extend(bench::raw_rows(raw.clone(), backend.clone(), c, d, &prefix).await);
+        }
+        if wanted(Group::Cache) {
+            rows.extend(bench::cache::cache_rows(backend.clone(), c, d, &prefix).await);
+        }
+        if wanted(Group::Ratelimit) {
+            rows.extend(bench::ratelimit::ratelimit_rows(backend.clone(), c, d, &prefix).await);
+        }
+        if wanted(Group::Locks) {
+            rows.extend(bench::locks::lock_rows(backend.clone(), c, d, &prefix).await);
+        }
+        if wanted(Group::Events) {
+            rows.extend(
+                bench::events::event_rows(raw.clone(), backend.clone(), c, d, &prefix).await,
+            );
+        }
         rounds.push(rows);
     }
     print!("{}", bench::table(&bench::median_rounds(&rounds)));
-    print!(
-        "\n{}",
-        bench::events::memory_line(raw.clone(), backend.clone(), &prefix).await
-    );
+    if wanted(Group::Events) {
+        print!(
+            "\n{}",
+            bench::events::memory_line(raw.clone(), backend.clone(), &prefix).await
+        );
+    }
     Ok(())
 }

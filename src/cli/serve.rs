@@ -1,13 +1,16 @@
 //! `blinkchamber serve`: the HTTP API and the `/metrics` listener.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::ConfigArg;
+use crate::backend::Backend;
 use crate::config::Config;
+use crate::events::{Sinks, Workers};
 use crate::server::{self, AppState};
 
 /// Arguments of `serve`.
@@ -31,6 +34,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = bind("server.metricsListen", config.server.metrics_listen).await?;
     let drain = config.server.shutdown_timeout;
     let state = AppState::from_config(config).await?;
+    let workers = in_process_workers(&state)?;
     if !state.auth.enabled() {
         tracing::warn!("auth disabled: /v1 accepts requests without a token (loopback only)");
     }
@@ -53,9 +57,31 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(joined) => joined.context("API server task")?.context("API server")?,
         Err(_) => tracing::warn!("in-flight requests still running after the drain timeout"),
     }
+    if let Some(workers) = workers {
+        workers.shutdown().await;
+    }
     metrics_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On the memory backend the queues live in this process, so `serve` consumes them itself
+/// (to `events.sinks`); with Redis, `blinkchamber worker` does.
+fn in_process_workers(state: &AppState) -> anyhow::Result<Option<Workers>> {
+    let (Backend::Memory, Some(events)) = (&state.backend, &state.events) else {
+        return Ok(None);
+    };
+    let cfg = &state.config.events;
+    let sinks = Sinks::from_config(&cfg.sinks).map_err(|e| anyhow::anyhow!("events.sinks: {e}"))?;
+    tracing::info!(
+        workers = cfg.performance.worker_count.get(),
+        "memory backend: consuming events in this process"
+    );
+    Ok(Some(Workers::start(
+        cfg,
+        events.queues.clone(),
+        Arc::new(sinks),
+    )))
 }
 
 pub(super) async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {

@@ -232,11 +232,14 @@ async fn flush(
 /// within `batchTimeout`.
 async fn write(queues: &Queues, cfg: &EventsConfig, batch: &[Pending]) -> Result<(), String> {
     let publishing = &cfg.publishing;
-    let items: Vec<(Priority, Vec<u8>)> = if batch.len() == 1 {
-        batch[0].items.clone()
-    } else {
-        batch.iter().flat_map(|p| p.items.iter().cloned()).collect()
-    };
+    let items: Vec<(Priority, &[u8])> = batch
+        .iter()
+        .flat_map(|p| {
+            p.items
+                .iter()
+                .map(|(priority, e)| (*priority, e.as_slice()))
+        })
+        .collect();
     let started = Instant::now();
     let attempts = async {
         let mut attempt = 0;

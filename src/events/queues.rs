@@ -161,7 +161,7 @@ impl Queues {
     /// Redis failures; too few replicas.
     pub async fn enqueue(
         &self,
-        batch: &[(Priority, Vec<u8>)],
+        batch: &[(Priority, &[u8])],
         replicas: u32,
         wait: Duration,
     ) -> Result<(), QueueError> {
@@ -384,10 +384,10 @@ impl MemoryQueues {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn enqueue(&self, batch: &[(Priority, Vec<u8>)]) {
+    fn enqueue(&self, batch: &[(Priority, &[u8])]) {
         let mut state = self.lock();
         for (p, event) in batch {
-            state.queues[*p as usize].push_back(event.clone());
+            state.queues[*p as usize].push_back(event.to_vec());
         }
         drop(state);
         self.wake.notify_waiters();

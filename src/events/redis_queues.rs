@@ -136,7 +136,7 @@ impl RedisQueues {
     /// `replicas > 0` a `WAIT` for that many replicas.
     pub(super) async fn enqueue(
         &self,
-        batch: &[(Priority, Vec<u8>)],
+        batch: &[(Priority, &[u8])],
         replicas: u32,
         wait: Duration,
     ) -> Result<(), QueueError> {
@@ -145,7 +145,7 @@ impl RedisQueues {
             let items: Vec<&[u8]> = batch
                 .iter()
                 .filter(|(p, _)| *p == priority)
-                .map(|(_, e)| e.as_slice())
+                .map(|(_, e)| *e)
                 .collect();
             if !items.is_empty() {
                 pipe.cmd("LPUSH")
