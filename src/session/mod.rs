@@ -156,7 +156,7 @@ pub(crate) enum Updated {
 
 enum Store {
     Memory(memory::MemorySessions),
-    Redis(redis::RedisSessions),
+    Redis(Box<redis::RedisSessions>),
 }
 
 /// Sessions on the memory or Redis backend. Cheap to clone.
@@ -187,7 +187,10 @@ impl Sessions {
 
     /// Sessions in Redis, under `cfg.key_prefix`.
     pub fn redis(cfg: &SessionsConfig, backend: RedisBackend) -> Self {
-        let store = Store::Redis(redis::RedisSessions::new(backend, &cfg.key_prefix));
+        let store = Store::Redis(Box::new(redis::RedisSessions::new(
+            backend,
+            &cfg.key_prefix,
+        )));
         Self::with_store(cfg, store)
     }
 
