@@ -61,6 +61,7 @@ conformance!(fixture;
     a_deleted_session_is_gone,
     touch_renews_the_idle_deadline,
     invalid_user_ids_are_refused,
+    a_user_at_the_limit_loses_the_sessions_closest_to_their_end,
 );
 
 async fn a_created_session_reads_back_with_its_timeouts(f: &Fixture) {
@@ -478,6 +479,72 @@ async fn invalid_user_ids_are_refused(f: &Fixture) {
     }
 }
 
+/// Sessions on the fixture's store with at most `max` sessions per user.
+async fn limited(f: &Fixture, max: u32) -> Sessions {
+    let cfg = SessionsConfig::default()
+        .with_key_prefix("limited:")
+        .with_max_per_user(std::num::NonZeroU32::new(max).unwrap());
+    match &f.redis {
+        None => Sessions::memory(&cfg),
+        Some(redis) => {
+            let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port));
+            Sessions::redis(&cfg, backend.await.unwrap())
+        }
+    }
+}
+
+async fn a_user_at_the_limit_loses_the_sessions_closest_to_their_end(f: &Fixture) {
+    let sessions = limited(f, 3).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let s = sessions
+            .create("quinn", SessionKind::User, json!({}))
+            .await
+            .unwrap();
+        // Distinct creation times, so the oldest is also the one closest to its end.
+        wait_for_async("the clock to move on", || async {
+            (SystemTime::now() > s.created_at + Duration::from_millis(5)).then_some(())
+        })
+        .await;
+        ids.push(s.id);
+    }
+    let others: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(
+                sessions
+                    .create("rita", SessionKind::User, json!({}))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        v
+    };
+    let fourth = sessions
+        .create("quinn", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    assert!(matches!(
+        sessions.get(&ids[0]).await,
+        Err(SessionError::NotFound)
+    ));
+    for id in ids[1..].iter().chain([&fourth.id]).chain(&others) {
+        sessions.get(id).await.unwrap();
+    }
+    assert_eq!(sessions.list_user("quinn").await.unwrap().len(), 3);
+
+    // Under the limit again after a logout: nothing more is ended.
+    sessions.delete(&ids[1]).await.unwrap();
+    let fifth = sessions
+        .create("quinn", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    for id in [&ids[2], &fourth.id, &fifth.id] {
+        sessions.get(id).await.unwrap();
+    }
+}
+
 // ---- Timeouts on a paused clock (memory) ----
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -613,12 +680,14 @@ async fn redis_idle_timeout_ends_an_untouched_session_and_prunes_the_index() {
         matches!(f.sessions.get(&s.id).await, Err(SessionError::NotFound)).then_some(())
     })
     .await;
-    // Dead members leave the index at the next write.
+    // Dead members leave the index when the user's sessions are listed.
     let fresh = f
         .sessions
         .create("mia", SessionKind::User, json!({}))
         .await
         .unwrap();
+    let listed = f.sessions.list_user("mia").await.unwrap();
+    assert_eq!(listed.len(), 1);
     let members: Vec<String> = ::redis::cmd("ZRANGE")
         .arg(index)
         .arg(0)
@@ -939,6 +1008,7 @@ async fn http_session_config_is_checked() {
             "sessions.user.absoluteTimeout",
         ),
         ("sessions:\n  maxAge: 1h\n", "maxAge"),
+        ("sessions:\n  maxPerUser: 0\n", "sessions.maxPerUser"),
     ] {
         let file = support::serve::write(
             dir.path(),

@@ -2,6 +2,7 @@
 //!
 //! Sessions use the top-level `redis` block, like locks; their keys carry their own prefix.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,9 @@ use super::types::duration;
 pub struct SessionsConfig {
     /// Prefix of every session key in Redis.
     pub key_prefix: String,
+    /// Most live sessions per user; creating one more first ends the user's sessions
+    /// closest to their absolute end. Bounds the work of every per-user operation.
+    pub max_per_user: NonZeroU32,
     /// Timeouts of ordinary user sessions.
     pub user: SessionTimeouts,
     /// Timeouts of admin sessions (stricter by default).
@@ -26,6 +30,7 @@ impl Default for SessionsConfig {
     fn default() -> Self {
         Self {
             key_prefix: "blinkchamber:session:".into(),
+            max_per_user: NonZeroU32::new(100).expect("nonzero"),
             user: SessionTimeouts {
                 absolute_timeout: Duration::from_secs(24 * 3600),
                 idle_timeout: Duration::from_secs(30 * 60),
@@ -44,6 +49,13 @@ impl SessionsConfig {
     #[must_use]
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The same settings with another per-user limit.
+    #[must_use]
+    pub fn with_max_per_user(mut self, max: NonZeroU32) -> Self {
+        self.max_per_user = max;
         self
     }
 

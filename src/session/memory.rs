@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Session, SessionKind, Updated, id, record_expired};
+use super::{Session, SessionKind, Updated, id, record_evicted, record_expired};
 use crate::config::SessionTimeouts;
 
 struct Entry {
@@ -64,6 +64,28 @@ impl State {
             record_expired(1);
         }
         self.sessions.get_mut(id)
+    }
+
+    /// Ends sessions of `user` until a new one fits under `max`: ended ones first, then
+    /// those closest to their absolute end.
+    fn make_room(&mut self, user: &str, max: usize, now: Instant) {
+        let Some(ids) = self.by_user.get(user) else {
+            return;
+        };
+        if ids.len() < max {
+            return;
+        }
+        let mut ids: Vec<String> = ids.iter().cloned().collect();
+        ids.retain(|id| self.live(id, now).is_some());
+        if ids.len() < max {
+            return;
+        }
+        ids.sort_by_key(|id| (self.sessions[id].absolute, id.clone()));
+        let over = ids.len() + 1 - max;
+        for id in &ids[..over] {
+            self.remove(id);
+        }
+        record_evicted(over as u64);
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -127,6 +149,7 @@ impl MemorySessions {
         kind: SessionKind,
         data: Value,
         t: SessionTimeouts,
+        max_per_user: u32,
     ) -> Session {
         let now = Instant::now();
         let absolute = now + t.absolute_timeout;
@@ -143,6 +166,7 @@ impl MemorySessions {
         let id = id::new_id();
         let session = self.session(&id, &entry);
         let mut state = self.state();
+        state.make_room(user, max_per_user as usize, now);
         state.sessions.insert(id.clone(), entry);
         state.by_user.entry(user.to_owned()).or_default().insert(id);
         if state.sessions.len() > (state.swept_at * 2).max(1024) {

@@ -216,7 +216,9 @@ impl Sessions {
         }
     }
 
-    /// Creates a session for `user_id` with a fresh random id.
+    /// Creates a session for `user_id` with a fresh random id. A user already at
+    /// `sessions.maxPerUser` live sessions first loses the ones closest to their absolute
+    /// end.
     ///
     /// # Errors
     /// [`SessionError::InvalidUserId`]; Redis errors.
@@ -228,9 +230,10 @@ impl Sessions {
     ) -> Result<Session, SessionError> {
         check_user_id(user_id)?;
         let t = self.timeouts(kind);
+        let max = self.inner.config.max_per_user.get();
         let session = match &self.inner.store {
-            Store::Memory(m) => m.create(user_id, kind, data, t),
-            Store::Redis(r) => r.create(user_id, kind, &data, t).await?,
+            Store::Memory(m) => m.create(user_id, kind, data, t, max),
+            Store::Redis(r) => r.create(user_id, kind, &data, t, max).await?,
         };
         metrics::counter!("blinkchamber_sessions_created_total", "kind" => kind.as_str())
             .increment(1);
@@ -369,6 +372,13 @@ impl Sessions {
 pub(crate) fn record_expired(n: u64) {
     if n > 0 {
         metrics::counter!("blinkchamber_sessions_expired_total").increment(n);
+    }
+}
+
+/// Counts sessions ended because their user reached `sessions.maxPerUser`.
+pub(crate) fn record_evicted(n: u64) {
+    if n > 0 {
+        metrics::counter!("blinkchamber_sessions_revoked_total", "how" => "limit").increment(n);
     }
 }
 

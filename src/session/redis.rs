@@ -5,8 +5,8 @@
 //! - `{prefix}id:{id}` — hash `user`, `kind`, `data` (JSON), `version`, `created`,
 //!   `expires` (absolute end, unix ms), `idle` (idle timeout, ms); its PTTL is the idle
 //!   deadline, capped by the absolute end, so Redis itself drops a session that ends.
-//! - `{prefix}user:{userId}` — sorted set id → absolute end, pruned on every write and
-//!   list, expiring with its longest-lived member.
+//! - `{prefix}user:{userId}` — sorted set id → absolute end, pruned on create, delete and
+//!   list, expiring with its longest-lived member; at most `sessions.maxPerUser` members.
 //!
 //! Every script reads Redis's clock (`TIME`), so instances with skewed clocks agree on
 //! expiry. Scripts that move between a session and its user's index (rotate, delete, list,
@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::Script;
 use serde_json::Value;
 
-use super::{Session, SessionError, SessionKind, Updated, id, millis, record_expired};
+use super::{
+    Session, SessionError, SessionKind, Updated, id, millis, record_evicted, record_expired,
+};
 use crate::backend::{BackendError, RedisBackend, Retry};
 use crate::config::SessionTimeouts;
 
@@ -96,6 +98,7 @@ impl RedisSessions {
         kind: SessionKind,
         data: &Value,
         t: SessionTimeouts,
+        max_per_user: u32,
     ) -> Result<Session, SessionError> {
         let data = data.to_string();
         loop {
@@ -109,6 +112,7 @@ impl RedisSessions {
                 millis(t.absolute_timeout).to_string(),
                 millis(t.idle_timeout).to_string(),
                 self.prefix.clone(),
+                max_per_user.to_string(),
             ];
             // Not idempotent (a resend after a lost reply would answer `exists`).
             let answer = self
@@ -117,7 +121,10 @@ impl RedisSessions {
             // `exists`: a 256-bit collision, which does not happen; a fresh id is still
             // the right answer to it.
             if answer[0] == "ok" {
-                return one(&answer);
+                record_evicted(number(answer.get(2))?);
+                let mut rest = answer;
+                rest.remove(2);
+                return one(&rest);
             }
         }
     }

@@ -4,7 +4,7 @@
 -- created, expires (absolute end, unix ms), idle (idle timeout, ms). Its PTTL is the
 -- idle deadline, never past the absolute end, so Redis drops an idle session by itself.
 -- The index {prefix}user:{userId} is a sorted set of id -> absolute end (unix ms), pruned
--- on every write and list and expiring with its longest-lived member.
+-- on create, delete and list and expiring with its longest-lived member.
 -- Time is Redis's (TIME), so every instance agrees on expiry.
 -- A session is answered as 8 strings: id, user, kind, data, version, created, expires,
 -- idle deadline (unix ms).
