@@ -9,6 +9,8 @@
 //!   resilient pub/sub.
 //! - [`ratelimit`] — rate limits (GCRA, fixed and sliding windows) on memory or Redis.
 //! - [`lock`] — distributed locks with fencing tokens and lease renewal.
+//! - [`session`] — server-side sessions (random ids, absolute and idle timeouts, CAS
+//!   updates, rotation, per-user revoke) and a cookie layer for axum.
 //! - [`events`] — the CloudEvents envelope, priority routing, accepted types, and ZITADEL
 //!   Actions v2 bodies, signatures and type mapping (no I/O).
 //! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
@@ -29,6 +31,7 @@ pub mod lock;
 pub mod metrics;
 pub mod ratelimit;
 pub mod server;
+pub mod session;
 
 pub use backend::{Backend, BackendError, RedisBackend, Retry};
 pub use config::Config;

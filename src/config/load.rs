@@ -189,6 +189,7 @@ impl Config {
         validate_rate_limits(&self.rate_limit)?;
         validate_locks(&self.locks)?;
         validate_events(&self.events)?;
+        validate_sessions(&self.sessions)?;
         if self.backend == BackendKind::Redis {
             for (key, redis) in self.redis_blocks() {
                 validate_redis(key, &redis)?;
@@ -402,6 +403,46 @@ fn validate_locks(cfg: &LocksConfig) -> Result<(), ConfigError> {
                 "must not exceed locks.maxTtl ({})",
                 super::types::duration::format(&cfg.max_ttl)
             ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_sessions(cfg: &super::SessionsConfig) -> Result<(), ConfigError> {
+    use super::types::duration::format;
+    for (kind, t) in [("user", &cfg.user), ("admin", &cfg.admin)] {
+        let key = |k: &str| format!("sessions.{kind}.{k}");
+        for (k, d) in [
+            ("absoluteTimeout", t.absolute_timeout),
+            ("idleTimeout", t.idle_timeout),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(invalid(&key(k), "expected at least 1s"));
+            }
+        }
+        if t.idle_timeout > t.absolute_timeout {
+            return Err(invalid(
+                &key("idleTimeout"),
+                format!(
+                    "must not exceed sessions.{kind}.absoluteTimeout ({})",
+                    format(&t.absolute_timeout)
+                ),
+            ));
+        }
+    }
+    let cookie = &cfg.cookie;
+    let separator =
+        |c: char| "()<>@,;:\\\"/[]?={} \t".contains(c) || c.is_control() || !c.is_ascii();
+    if cookie.name.is_empty() || cookie.name.chars().any(separator) {
+        return Err(invalid(
+            "sessions.cookie.name",
+            "expected a cookie token: letters, digits and `!#$%&'*+-.^_`|~`",
+        ));
+    }
+    if cookie.same_site == super::SameSite::None && !cookie.secure {
+        return Err(invalid(
+            "sessions.cookie.sameSite",
+            "`none` requires sessions.cookie.secure: true (browsers drop such cookies otherwise)",
         ));
     }
     Ok(())

@@ -11,6 +11,7 @@ mod load;
 mod redis;
 pub mod secret;
 mod server;
+mod sessions;
 pub mod types;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,7 @@ pub use load::{ConfigError, ENV_PREFIX};
 pub use redis::{RedisConfig, RedisMode, RedisOverrides, SentinelConfig, TlsConfig};
 pub use secret::{Secret, SecretError, SecretSource};
 pub use server::{AuthConfig, ServerConfig};
+pub use sessions::{CookieConfig, SameSite, SessionTimeouts, SessionsConfig};
 pub use types::DbIndex;
 
 /// Which store backs every capability.
@@ -59,6 +61,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Distributed locks.
     pub locks: LocksConfig,
+    /// Sessions.
+    pub sessions: SessionsConfig,
 }
 
 impl Config {

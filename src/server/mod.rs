@@ -12,6 +12,7 @@ pub mod locks;
 mod openapi;
 pub mod problem;
 pub mod ratelimit;
+pub mod sessions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub rate_limiter: crate::ratelimit::RateLimiter,
     /// Event publishing and the queues (`None` with `events.enabled: false`).
     pub events: Option<EventsState>,
+    /// Sessions.
+    pub sessions: crate::session::Sessions,
 }
 
 /// What the event routes share.
@@ -80,6 +83,7 @@ impl AppState {
         let rate_limiter =
             crate::ratelimit::RateLimiter::from_config(&config.rate_limit, &backend)?;
         let events = events::build(&config, &backend)?;
+        let sessions = crate::session::Sessions::from_config(&config.sessions, &backend);
         Ok(Self {
             config: Arc::new(config),
             backend,
@@ -88,6 +92,7 @@ impl AppState {
             locks,
             rate_limiter,
             events,
+            sessions,
         })
     }
 }
@@ -120,6 +125,20 @@ pub fn router(state: AppState) -> Router {
             get(events::show_dead).delete(events::delete_dead),
         )
         .route("/events/dead-letter/{id}/replay", post(events::replay))
+        .route(
+            "/sessions",
+            post(sessions::create)
+                .get(sessions::list)
+                .delete(sessions::revoke_user),
+        )
+        .route(
+            "/sessions/{id}",
+            get(sessions::get)
+                .put(sessions::update)
+                .delete(sessions::delete),
+        )
+        .route("/sessions/{id}/touch", post(sessions::touch))
+        .route("/sessions/{id}/rotate", post(sessions::rotate))
         .route_layer(middleware::from_fn_with_state(
             state.auth.clone(),
             auth::require_token,

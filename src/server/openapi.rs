@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cache, events, health, locks, problem, ratelimit};
+use super::{cache, events, health, locks, problem, ratelimit, sessions};
 
 /// Every route of the API.
 #[derive(OpenApi)]
@@ -29,6 +29,14 @@ use super::{cache, events, health, locks, problem, ratelimit};
         events::delete_dead,
         events::purge,
         events::ingest_zitadel,
+        sessions::create,
+        sessions::get,
+        sessions::touch,
+        sessions::update,
+        sessions::rotate,
+        sessions::delete,
+        sessions::list,
+        sessions::revoke_user,
     ),
     components(schemas(
         problem::Problem,
@@ -49,6 +57,11 @@ use super::{cache, events, health, locks, problem, ratelimit};
         events::Accepted,
         crate::events::Stats,
         crate::events::QueueStats,
+        sessions::CreateRequest,
+        sessions::UpdateRequest,
+        sessions::SessionBody,
+        sessions::SessionList,
+        sessions::Revoked,
     )),
     modifiers(&BearerAuth),
 )]

@@ -1,0 +1,279 @@
+//! `/v1/sessions…`: create, read, touch, update (compare-and-set), rotate, delete, and
+//! list or revoke every session of a user (`?userId=`).
+//!
+//! An unknown, expired, deleted, rotated-away or revoked id answers the same `404`, so the
+//! answer reveals nothing about ids that once existed. Bodies are parsed here rather than
+//! with `Json`, so that every malformed body is a `400 invalid-body` naming the field.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::AppState;
+use super::problem::{ApiError, Problem};
+use crate::session::{Session, SessionError, SessionKind};
+
+/// `POST /v1/sessions` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRequest {
+    /// Whose session it is (1 to 256 bytes, no control characters).
+    pub user_id: String,
+    /// Application data, any JSON; default `{}`.
+    #[serde(default)]
+    pub data: Option<Value>,
+    /// `user` (default) or `admin`; admin sessions have the stricter `sessions.admin`
+    /// timeouts.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "user")]
+    pub kind: Option<SessionKind>,
+}
+
+/// `PUT /v1/sessions/{id}` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// The new data (replaces the old).
+    pub data: Value,
+    /// The version the new data is based on (from the last read); required.
+    pub version: u64,
+}
+
+/// `?userId=` of the per-user routes.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    /// The user whose sessions are listed or revoked.
+    pub user_id: String,
+}
+
+/// A live session.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionBody {
+    /// The id: the session's credential (43 characters, base64url).
+    pub id: String,
+    /// Whose session it is.
+    pub user_id: String,
+    /// `user` or `admin`.
+    #[schema(value_type = String, example = "user")]
+    pub kind: SessionKind,
+    /// Application data.
+    pub data: Value,
+    /// Compare-and-set token for `PUT`; grows by one per update.
+    pub version: u64,
+    /// RFC 3339 creation time (kept by rotation).
+    pub created_at: String,
+    /// RFC 3339 absolute end; nothing extends the session past it.
+    pub expires_at: String,
+    /// RFC 3339 time the session ends unless touched first.
+    pub idle_expires_at: String,
+}
+
+impl From<Session> for SessionBody {
+    fn from(s: Session) -> Self {
+        let time = |t| humantime::format_rfc3339_millis(t).to_string();
+        Self {
+            created_at: time(s.created_at),
+            expires_at: time(s.expires_at),
+            idle_expires_at: time(s.idle_expires_at),
+            id: s.id,
+            user_id: s.user_id,
+            kind: s.kind,
+            data: s.data,
+            version: s.version,
+        }
+    }
+}
+
+/// The live sessions of a user.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    /// Oldest first.
+    pub sessions: Vec<SessionBody>,
+}
+
+/// The answer of revoking a user's sessions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    /// How many sessions were ended.
+    pub revoked: usize,
+}
+
+/// Create a session.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", security(("bearer" = [])),
+    request_body = CreateRequest,
+    responses((status = 201, description = "created", body = SessionBody),
+              (status = 400, description = "`invalid-body`: missing or bad `userId`, `kind` or `data`", body = Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<SessionBody>), ApiError> {
+    let body: CreateRequest = parse(&body)?;
+    let data = body
+        .data
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let session = state
+        .sessions
+        .create(&body.user_id, body.kind.unwrap_or_default(), data)
+        .await
+        .map_err(problem)?;
+    Ok((StatusCode::CREATED, Json(session.into())))
+}
+
+/// Read a session (does not renew its idle timeout).
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 200, description = "the session", body = SessionBody),
+              (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionBody>, ApiError> {
+    let session = state.sessions.get(&id).await.map_err(problem)?;
+    Ok(Json(session.into()))
+}
+
+/// Renew a session's idle timeout (never past its absolute end).
+#[utoipa::path(post, path = "/v1/sessions/{id}/touch", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 200, description = "renewed", body = SessionBody),
+              (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
+pub async fn touch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionBody>, ApiError> {
+    let session = state.sessions.touch(&id).await.map_err(problem)?;
+    Ok(Json(session.into()))
+}
+
+/// Replace a session's data if `version` is still current; the expiry is kept.
+#[utoipa::path(put, path = "/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "session id")),
+    request_body = UpdateRequest,
+    responses((status = 200, description = "updated; the answer has the new version", body = SessionBody),
+              (status = 400, description = "`invalid-body`: missing `data` or `version`", body = Problem),
+              (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem),
+              (status = 409, description = "`session-version-conflict`: updated concurrently; read again and retry", body = Problem)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<SessionBody>, ApiError> {
+    let body: UpdateRequest = parse(&body)?;
+    let session = state
+        .sessions
+        .update(&id, body.data, body.version)
+        .await
+        .map_err(problem)?;
+    Ok(Json(session.into()))
+}
+
+/// Move a session to a new id (on privilege change); the old id stops working at once.
+#[utoipa::path(post, path = "/v1/sessions/{id}/rotate", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 200, description = "the session under its new id; user, data, version and absolute end are kept", body = SessionBody),
+              (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
+pub async fn rotate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionBody>, ApiError> {
+    let session = state.sessions.rotate(&id).await.map_err(problem)?;
+    Ok(Json(session.into()))
+}
+
+/// End a session (logout).
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 204, description = "ended"),
+              (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.sessions.delete(&id).await.map_err(problem)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List the live sessions of a user.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", security(("bearer" = [])),
+    params(UserQuery),
+    responses((status = 200, description = "the user's live sessions", body = SessionList),
+              (status = 400, description = "`bad-request`: missing or bad `userId`", body = Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<UserQuery>, QueryRejection>,
+) -> Result<Json<SessionList>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let sessions = state
+        .sessions
+        .list_user(&query.user_id)
+        .await
+        .map_err(problem)?;
+    Ok(Json(SessionList {
+        sessions: sessions.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// End every session of a user (log out everywhere).
+#[utoipa::path(delete, path = "/v1/sessions", tag = "sessions", security(("bearer" = [])),
+    params(UserQuery),
+    responses((status = 200, description = "how many sessions were ended", body = Revoked),
+              (status = 400, description = "`bad-request`: missing or bad `userId`", body = Problem)))]
+pub async fn revoke_user(
+    State(state): State<AppState>,
+    query: Result<Query<UserQuery>, QueryRejection>,
+) -> Result<Json<Revoked>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let revoked = state
+        .sessions
+        .revoke_user(&query.user_id)
+        .await
+        .map_err(problem)?;
+    Ok(Json(Revoked { revoked }))
+}
+
+/// `body` as `T`, or a `400 invalid-body` naming the field that failed.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let invalid = |detail: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-body",
+            "Invalid request body",
+            detail,
+        )
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            invalid(inner.to_string())
+        } else {
+            invalid(format!("`{path}`: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| invalid(e.to_string()))?;
+    Ok(value)
+}
+
+fn problem(e: SessionError) -> ApiError {
+    match e {
+        SessionError::NotFound => ApiError::not_found(e.to_string()),
+        SessionError::VersionConflict { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "session-version-conflict",
+            "Session version conflict",
+            e.to_string(),
+        ),
+        SessionError::InvalidUserId(_) => ApiError::bad_request(e.to_string()),
+        SessionError::Decode(_) => ApiError::internal(&e),
+        SessionError::Backend(b) => b.into(),
+    }
+}

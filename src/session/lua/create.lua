@@ -1,0 +1,33 @@
+-- Creates a session and adds it to its user's index. A user at the limit first loses
+-- ended sessions, then the sessions closest to their absolute end (never the new one).
+-- KEYS: session, index
+-- ARGV: id, user, kind, data, absolute timeout ms, idle timeout ms, prefix, max per user
+-- Returns: {'ok', expired count, evicted count, session...} or {'exists'} if the id is taken
+local now = now_ms()
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'exists'}
+end
+local expires = now + tonumber(ARGV[5])
+local idle = tonumber(ARGV[6])
+local max = tonumber(ARGV[8])
+local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local evicted = 0
+if redis.call('ZCARD', KEYS[2]) >= max then
+  expired = expired + prune(KEYS[2], ARGV[7], now, true)
+  local over = redis.call('ZCARD', KEYS[2]) - max + 1
+  if over > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
+      evicted = evicted + redis.call('DEL', session_key(ARGV[7], id))
+    end
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+  end
+end
+redis.call('HSET', KEYS[1], 'user', ARGV[2], 'kind', ARGV[3], 'data', ARGV[4],
+  'version', '1', 'created', string.format('%d', now), 'expires', string.format('%d', expires),
+  'idle', string.format('%d', idle))
+redis.call('PEXPIRE', KEYS[1], math.min(idle, expires - now))
+redis.call('ZADD', KEYS[2], expires, ARGV[1])
+expire_index(KEYS[2])
+local out = {'ok', tostring(expired), tostring(evicted)}
+load(out, KEYS[1], ARGV[1], now)
+return out

@@ -1,0 +1,10 @@
+-- Deletes every session of a user and the index itself.
+-- KEYS: index
+-- ARGV: prefix
+-- Returns: {'ok', sessions deleted}
+local revoked = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  revoked = revoked + redis.call('DEL', session_key(ARGV[1], id))
+end
+redis.call('DEL', KEYS[1])
+return {'ok', tostring(revoked)}

@@ -1,0 +1,18 @@
+-- Replaces a session's data if its version is the expected one; the TTL is kept (HSET
+-- does not change it).
+-- KEYS: session
+-- ARGV: id, data, expected version
+-- Returns: {'ok', '0', session...}, {'missing'} or {'conflict', current version}
+local now = now_ms()
+local out = {'ok', '0'}
+if not load(out, KEYS[1], ARGV[1], now) then
+  return {'missing'}
+end
+if out[7] ~= ARGV[3] then
+  return {'conflict', out[7]}
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+out = {'ok', '0'}
+load(out, KEYS[1], ARGV[1], now)
+return out

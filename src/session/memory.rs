@@ -1,0 +1,266 @@
+//! Sessions in this process: a map of sessions and a map of user → ids.
+//!
+//! Time is [`tokio::time::Instant`], so tests pause and advance the clock instead of
+//! sleeping; wall-clock times in answers are derived from one anchor taken at start, so
+//! they move with that clock too. Ended sessions are dropped when they are looked at, when
+//! their user's sessions are listed, and by a sweep whenever the map has doubled.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Session, SessionKind, Updated, id, record_evicted, record_expired};
+use crate::config::SessionTimeouts;
+
+struct Entry {
+    user: String,
+    kind: SessionKind,
+    data: Value,
+    version: u64,
+    created: Instant,
+    absolute: Instant,
+    idle: Duration,
+    idle_deadline: Instant,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        now < self.idle_deadline && now < self.absolute
+    }
+
+    fn renew(&mut self, now: Instant) {
+        self.idle_deadline = (now + self.idle).min(self.absolute);
+    }
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Entry>,
+    by_user: HashMap<String, HashSet<String>>,
+    /// Size of `sessions` after the last sweep.
+    swept_at: usize,
+}
+
+impl State {
+    /// Removes `id` from both maps.
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.sessions.remove(id)?;
+        if let Some(ids) = self.by_user.get_mut(&entry.user) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_user.remove(&entry.user);
+            }
+        }
+        Some(entry)
+    }
+
+    /// The live entry `id`; an ended one is dropped.
+    fn live(&mut self, id: &str, now: Instant) -> Option<&mut Entry> {
+        if self.sessions.get(id).is_some_and(|e| !e.live(now)) {
+            self.remove(id);
+            record_expired(1);
+        }
+        self.sessions.get_mut(id)
+    }
+
+    /// Ends sessions of `user` until a new one fits under `max`: ended ones first, then
+    /// those closest to their absolute end.
+    fn make_room(&mut self, user: &str, max: usize, now: Instant) {
+        let Some(ids) = self.by_user.get(user) else {
+            return;
+        };
+        if ids.len() < max {
+            return;
+        }
+        let mut ids: Vec<String> = ids.iter().cloned().collect();
+        ids.retain(|id| self.live(id, now).is_some());
+        if ids.len() < max {
+            return;
+        }
+        ids.sort_by_key(|id| (self.sessions[id].absolute, id.clone()));
+        let over = ids.len() + 1 - max;
+        for id in &ids[..over] {
+            self.remove(id);
+        }
+        record_evicted(over as u64);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let dead: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| !e.live(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &dead {
+            self.remove(id);
+        }
+        record_expired(dead.len() as u64);
+        self.swept_at = self.sessions.len();
+    }
+
+    fn publish_gauge(&self) {
+        metrics::gauge!("blinkchamber_sessions_active").set(self.sessions.len() as f64);
+    }
+}
+
+/// The memory store.
+pub(super) struct MemorySessions {
+    state: Mutex<State>,
+    /// The same moment on both clocks, to report wall-clock times.
+    anchor: (Instant, SystemTime),
+}
+
+impl MemorySessions {
+    pub(super) fn new() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            anchor: (Instant::now(), SystemTime::now()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.anchor.1 + at.saturating_duration_since(self.anchor.0)
+    }
+
+    fn session(&self, id: &str, e: &Entry) -> Session {
+        Session {
+            id: id.to_owned(),
+            user_id: e.user.clone(),
+            kind: e.kind,
+            data: e.data.clone(),
+            version: e.version,
+            created_at: self.wall(e.created),
+            expires_at: self.wall(e.absolute),
+            idle_expires_at: self.wall(e.idle_deadline),
+        }
+    }
+
+    pub(super) fn create(
+        &self,
+        user: &str,
+        kind: SessionKind,
+        data: Value,
+        t: SessionTimeouts,
+        max_per_user: u32,
+    ) -> Session {
+        let now = Instant::now();
+        let absolute = now + t.absolute_timeout;
+        let entry = Entry {
+            user: user.to_owned(),
+            kind,
+            data,
+            version: 1,
+            created: now,
+            absolute,
+            idle: t.idle_timeout,
+            idle_deadline: (now + t.idle_timeout).min(absolute),
+        };
+        let id = id::new_id();
+        let session = self.session(&id, &entry);
+        let mut state = self.state();
+        state.make_room(user, max_per_user as usize, now);
+        state.sessions.insert(id.clone(), entry);
+        state.by_user.entry(user.to_owned()).or_default().insert(id);
+        if state.sessions.len() > (state.swept_at * 2).max(1024) {
+            state.sweep(now);
+        }
+        state.publish_gauge();
+        session
+    }
+
+    pub(super) fn read(&self, id: &str, touch: bool) -> Option<Session> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let entry = state.live(id, now)?;
+        if touch {
+            entry.renew(now);
+        }
+        Some(self.session(id, entry))
+    }
+
+    pub(super) fn update(&self, id: &str, data: Value, version: u64) -> Updated {
+        let now = Instant::now();
+        let mut state = self.state();
+        let Some(entry) = state.live(id, now) else {
+            return Updated::Missing;
+        };
+        if entry.version != version {
+            return Updated::Conflict(entry.version);
+        }
+        entry.data = data;
+        entry.version += 1;
+        Updated::Done(self.session(id, entry))
+    }
+
+    pub(super) fn rotate(&self, id: &str) -> Option<Session> {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.live(id, now)?;
+        let mut entry = state.remove(id)?;
+        entry.renew(now);
+        let new_id = id::new_id();
+        let session = self.session(&new_id, &entry);
+        state
+            .by_user
+            .entry(entry.user.clone())
+            .or_default()
+            .insert(new_id.clone());
+        state.sessions.insert(new_id, entry);
+        Some(session)
+    }
+
+    pub(super) fn delete(&self, id: &str) -> bool {
+        let now = Instant::now();
+        let mut state = self.state();
+        let live = state.live(id, now).is_some();
+        if live {
+            state.remove(id);
+            state.publish_gauge();
+        }
+        live
+    }
+
+    pub(super) fn list(&self, user: &str) -> Vec<Session> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let ids: Vec<String> = state
+            .by_user
+            .get(user)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(entry) = state.live(&id, now) {
+                out.push(self.session(&id, entry));
+            }
+        }
+        state.publish_gauge();
+        out
+    }
+
+    pub(super) fn revoke_user(&self, user: &str) -> usize {
+        let now = Instant::now();
+        let mut state = self.state();
+        let ids = state.by_user.remove(user).unwrap_or_default();
+        let mut live = 0;
+        for id in ids {
+            if let Some(entry) = state.sessions.remove(&id) {
+                if entry.live(now) {
+                    live += 1;
+                } else {
+                    record_expired(1);
+                }
+            }
+        }
+        state.publish_gauge();
+        live
+    }
+}

@@ -1,0 +1,252 @@
+//! Sessions in Redis: one hash per session, one sorted set per user, one Lua script per
+//! operation (`lua/*.lua`, each prefixed with `lua/common.lua`).
+//!
+//! Keys (`{prefix}` is `sessions.keyPrefix`):
+//! - `{prefix}id:{id}` — hash `user`, `kind`, `data` (JSON), `version`, `created`,
+//!   `expires` (absolute end, unix ms), `idle` (idle timeout, ms); its PTTL is the idle
+//!   deadline, capped by the absolute end, so Redis itself drops a session that ends.
+//! - `{prefix}user:{userId}` — sorted set id → absolute end, pruned on create, delete and
+//!   list, expiring with its longest-lived member; at most `sessions.maxPerUser` members.
+//!
+//! Every script reads Redis's clock (`TIME`), so instances with skewed clocks agree on
+//! expiry. Scripts that move between a session and its user's index (rotate, delete, list,
+//! revoke) build the other key from the prefix and the stored user id: the id alone must
+//! find the session, so the two keys cannot share a Cluster hash tag (standalone and
+//! Sentinel only; see ARCHITECTURE.md).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Script;
+use serde_json::Value;
+
+use super::{
+    Session, SessionError, SessionKind, Updated, id, millis, record_evicted, record_expired,
+};
+use crate::backend::{BackendError, RedisBackend, Retry};
+use crate::config::SessionTimeouts;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// Strings per session in a script's answer.
+const FIELDS: usize = 8;
+
+/// The Redis store.
+pub(super) struct RedisSessions {
+    backend: RedisBackend,
+    prefix: String,
+    create: Script,
+    read: Script,
+    update: Script,
+    rotate: Script,
+    delete: Script,
+    list: Script,
+    revoke: Script,
+}
+
+impl RedisSessions {
+    pub(super) fn new(backend: RedisBackend, prefix: &str) -> Self {
+        Self {
+            backend,
+            prefix: prefix.to_owned(),
+            create: script(include_str!("lua/create.lua")),
+            read: script(include_str!("lua/read.lua")),
+            update: script(include_str!("lua/update.lua")),
+            rotate: script(include_str!("lua/rotate.lua")),
+            delete: script(include_str!("lua/delete.lua")),
+            list: script(include_str!("lua/list.lua")),
+            revoke: script(include_str!("lua/revoke.lua")),
+        }
+    }
+
+    fn session_key(&self, id: &str) -> String {
+        format!("{}id:{id}", self.prefix)
+    }
+
+    fn index_key(&self, user: &str) -> String {
+        format!("{}user:{user}", self.prefix)
+    }
+
+    /// Runs `script` with `keys` and `args`, answering its strings.
+    async fn call(
+        &self,
+        script: &Script,
+        retry: Retry,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Vec<String>, BackendError> {
+        self.backend
+            .run(retry, |mut c| {
+                let mut call = script.prepare_invoke();
+                for k in keys {
+                    call.key(k);
+                }
+                for a in args {
+                    call.arg(a);
+                }
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await
+    }
+
+    pub(super) async fn create(
+        &self,
+        user: &str,
+        kind: SessionKind,
+        data: &Value,
+        t: SessionTimeouts,
+        max_per_user: u32,
+    ) -> Result<Session, SessionError> {
+        let data = data.to_string();
+        loop {
+            let id = id::new_id();
+            let keys = [self.session_key(&id), self.index_key(user)];
+            let args = [
+                id.clone(),
+                user.to_owned(),
+                kind.as_str().to_owned(),
+                data.clone(),
+                millis(t.absolute_timeout).to_string(),
+                millis(t.idle_timeout).to_string(),
+                self.prefix.clone(),
+                max_per_user.to_string(),
+            ];
+            // Not idempotent (a resend after a lost reply would answer `exists`).
+            let answer = self
+                .call(&self.create, Retry::IfNotRun, &keys, &args)
+                .await?;
+            // `exists`: a 256-bit collision, which does not happen; a fresh id is still
+            // the right answer to it.
+            if answer[0] == "ok" {
+                record_evicted(number(answer.get(2))?);
+                let mut rest = answer;
+                rest.remove(2);
+                return one(&rest);
+            }
+        }
+    }
+
+    pub(super) async fn read(
+        &self,
+        id: &str,
+        touch: bool,
+    ) -> Result<Option<Session>, SessionError> {
+        let keys = [self.session_key(id)];
+        let args = [id.to_owned(), if touch { "1" } else { "0" }.to_owned()];
+        let answer = self
+            .call(&self.read, Retry::Idempotent, &keys, &args)
+            .await?;
+        if answer[0] == "missing" {
+            return Ok(None);
+        }
+        one(&answer).map(Some)
+    }
+
+    pub(super) async fn update(
+        &self,
+        id: &str,
+        data: &Value,
+        version: u64,
+    ) -> Result<Updated, SessionError> {
+        let keys = [self.session_key(id)];
+        let args = [id.to_owned(), data.to_string(), version.to_string()];
+        // Not idempotent: a resend after a lost reply would see its own write as a
+        // conflict.
+        let answer = self
+            .call(&self.update, Retry::IfNotRun, &keys, &args)
+            .await?;
+        Ok(match answer[0].as_str() {
+            "missing" => Updated::Missing,
+            "conflict" => Updated::Conflict(number(answer.get(1))?),
+            _ => Updated::Done(one(&answer)?),
+        })
+    }
+
+    pub(super) async fn rotate(&self, id: &str) -> Result<Option<Session>, SessionError> {
+        loop {
+            let new_id = id::new_id();
+            let keys = [self.session_key(id), self.session_key(&new_id)];
+            let args = [id.to_owned(), new_id, self.prefix.clone()];
+            let answer = self
+                .call(&self.rotate, Retry::IfNotRun, &keys, &args)
+                .await?;
+            match answer[0].as_str() {
+                "missing" => return Ok(None),
+                "ok" => return one(&answer).map(Some),
+                _ => {} // `exists`: try another id.
+            }
+        }
+    }
+
+    pub(super) async fn delete(&self, id: &str) -> Result<bool, SessionError> {
+        let keys = [self.session_key(id)];
+        let args = [id.to_owned(), self.prefix.clone()];
+        let answer = self
+            .call(&self.delete, Retry::IfNotRun, &keys, &args)
+            .await?;
+        Ok(answer[0] == "ok")
+    }
+
+    pub(super) async fn list(&self, user: &str) -> Result<Vec<Session>, SessionError> {
+        let keys = [self.index_key(user)];
+        let args = [self.prefix.clone()];
+        let answer = self
+            .call(&self.list, Retry::Idempotent, &keys, &args)
+            .await?;
+        record_expired(number(answer.get(1))?);
+        answer[2..].chunks(FIELDS).map(parse).collect()
+    }
+
+    pub(super) async fn revoke_user(&self, user: &str) -> Result<usize, SessionError> {
+        let keys = [self.index_key(user)];
+        let args = [self.prefix.clone()];
+        let answer = self
+            .call(&self.revoke, Retry::IfNotRun, &keys, &args)
+            .await?;
+        Ok(usize::try_from(number(answer.get(1))?).unwrap_or(usize::MAX))
+    }
+}
+
+/// The one session in an `ok` answer.
+fn one(answer: &[String]) -> Result<Session, SessionError> {
+    record_expired(number(answer.get(1))?);
+    match answer.get(2..) {
+        Some(fields) if fields.len() == FIELDS => parse(fields),
+        _ => Err(SessionError::Decode(format!(
+            "expected {FIELDS} session fields, got {}",
+            answer.len().saturating_sub(2)
+        ))),
+    }
+}
+
+fn parse(f: &[String]) -> Result<Session, SessionError> {
+    if f.len() != FIELDS {
+        return Err(SessionError::Decode("truncated session list".into()));
+    }
+    let kind = SessionKind::parse(&f[2])
+        .ok_or_else(|| SessionError::Decode(format!("unknown kind `{}`", f[2])))?;
+    let data = serde_json::from_str(&f[3])
+        .map_err(|e| SessionError::Decode(format!("data is not JSON: {e}")))?;
+    Ok(Session {
+        id: f[0].clone(),
+        user_id: f[1].clone(),
+        kind,
+        data,
+        version: number(Some(&f[4]))?,
+        created_at: time(&f[5])?,
+        expires_at: time(&f[6])?,
+        idle_expires_at: time(&f[7])?,
+    })
+}
+
+fn number(text: Option<&String>) -> Result<u64, SessionError> {
+    text.and_then(|t| t.parse().ok())
+        .ok_or_else(|| SessionError::Decode(format!("expected a number, got {text:?}")))
+}
+
+fn time(ms: &String) -> Result<SystemTime, SessionError> {
+    Ok(UNIX_EPOCH + Duration::from_millis(number(Some(ms))?))
+}

@@ -1,0 +1,1128 @@
+//! Sessions: the same behaviour on the memory backend and on real Redis, timeouts on a
+//! paused clock (memory) and on Redis's own clock, the HTTP contract through the
+//! `blinkchamber` binary, and the cookie layer.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use blinkchamber::config::{RedisConfig, SessionsConfig};
+use blinkchamber::session::{SessionError, SessionKind, Sessions};
+use blinkchamber::{Backend, RedisBackend};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::serve::Served;
+use support::{RedisProc, Store, wait_for_async};
+
+/// Sessions on one store, a second instance on the same store (another process's view),
+/// and the Redis process behind them (if any).
+struct Fixture {
+    sessions: Sessions,
+    other: Sessions,
+    redis: Option<RedisProc>,
+}
+
+async fn fixture(store: Store) -> Fixture {
+    fixture_with(store, SessionsConfig::default()).await
+}
+
+async fn fixture_with(store: Store, cfg: SessionsConfig) -> Fixture {
+    match store {
+        Store::Memory => {
+            let sessions = Sessions::from_config(&cfg, &Backend::Memory);
+            Fixture {
+                other: sessions.clone(),
+                sessions,
+                redis: None,
+            }
+        }
+        Store::Redis => {
+            let redis = RedisProc::start();
+            let connect =
+                || RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port));
+            Fixture {
+                sessions: Sessions::redis(&cfg, connect().await.unwrap()),
+                other: Sessions::redis(&cfg, connect().await.unwrap()),
+                redis: Some(redis),
+            }
+        }
+    }
+}
+
+conformance!(fixture;
+    a_created_session_reads_back_with_its_timeouts,
+    unknown_and_malformed_ids_are_not_found,
+    concurrent_compare_and_set_updates_never_lose_a_write,
+    a_stale_version_is_a_conflict_and_changes_nothing,
+    an_update_keeps_the_expiry,
+    rotation_kills_the_old_id_and_keeps_the_rest,
+    revoke_all_removes_every_session_of_the_user_and_only_theirs,
+    a_deleted_session_is_gone,
+    touch_renews_the_idle_deadline,
+    invalid_user_ids_are_refused,
+    a_user_at_the_limit_loses_the_sessions_closest_to_their_end,
+);
+
+async fn a_created_session_reads_back_with_its_timeouts(f: &Fixture) {
+    let data = json!({"roles": ["viewer"], "n": 1, "nested": {"x": [1, 2.5, null]}});
+    let s = f
+        .sessions
+        .create("alice", SessionKind::User, data.clone())
+        .await
+        .unwrap();
+    assert_eq!(s.id.len(), 43);
+    assert_eq!(
+        (s.user_id.as_str(), s.kind, s.version),
+        ("alice", SessionKind::User, 1)
+    );
+    assert_eq!(s.data, data);
+    let cfg = SessionsConfig::default();
+    assert_eq!(
+        s.expires_at.duration_since(s.created_at).unwrap(),
+        cfg.user.absolute_timeout
+    );
+    let idle = s.idle_expires_at.duration_since(s.created_at).unwrap();
+    assert!(
+        idle <= cfg.user.idle_timeout && idle + Duration::from_secs(5) > cfg.user.idle_timeout,
+        "{idle:?}"
+    );
+
+    let read = f.other.get(&s.id).await.unwrap();
+    assert_eq!(
+        (
+            &read.id,
+            &read.data,
+            read.version,
+            read.created_at,
+            read.expires_at
+        ),
+        (&s.id, &data, 1, s.created_at, s.expires_at)
+    );
+
+    let admin = f
+        .sessions
+        .create("alice", SessionKind::Admin, json!(null))
+        .await
+        .unwrap();
+    assert_eq!(admin.kind, SessionKind::Admin);
+    assert_eq!(
+        admin.expires_at.duration_since(admin.created_at).unwrap(),
+        cfg.admin.absolute_timeout
+    );
+    assert!(
+        admin
+            .idle_expires_at
+            .duration_since(admin.created_at)
+            .unwrap()
+            <= cfg.admin.idle_timeout
+    );
+    assert_ne!(admin.id, s.id);
+    let listed: Vec<String> = f
+        .other
+        .list_user("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&s.id) && listed.contains(&admin.id));
+}
+
+async fn unknown_and_malformed_ids_are_not_found(f: &Fixture) {
+    let unknown = blinkchamber::session::id::new_id();
+    assert!(matches!(
+        f.sessions.get(&unknown).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        f.sessions.touch(&unknown).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        f.sessions.rotate(&unknown).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        f.sessions.delete(&unknown).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        f.sessions.update(&unknown, json!({}), 1).await,
+        Err(SessionError::NotFound)
+    ));
+    for id in ["", "x", "../../etc", &"*".repeat(43)] {
+        assert!(
+            matches!(f.sessions.get(id).await, Err(SessionError::NotFound)),
+            "{id}"
+        );
+    }
+}
+
+async fn concurrent_compare_and_set_updates_never_lose_a_write(f: &Fixture) {
+    const TASKS: u64 = 20;
+    const EACH: u64 = 10;
+    let s = f
+        .sessions
+        .create("counter", SessionKind::User, json!({"count": 0}))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            // Half the writers go through the second instance.
+            let sessions = if i % 2 == 0 {
+                f.sessions.clone()
+            } else {
+                f.other.clone()
+            };
+            let id = s.id.clone();
+            tokio::spawn(async move {
+                let mut conflicts = 0u64;
+                for _ in 0..EACH {
+                    loop {
+                        let current = sessions.get(&id).await.unwrap();
+                        let count = current.data["count"].as_u64().unwrap();
+                        match sessions
+                            .update(&id, json!({"count": count + 1}), current.version)
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(SessionError::VersionConflict { expected, current }) => {
+                                assert!(current > expected);
+                                conflicts += 1;
+                            }
+                            Err(e) => panic!("update failed: {e}"),
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let last = f.sessions.get(&s.id).await.unwrap();
+    assert_eq!(last.data["count"], TASKS * EACH);
+    assert_eq!(last.version, 1 + TASKS * EACH);
+}
+
+async fn a_stale_version_is_a_conflict_and_changes_nothing(f: &Fixture) {
+    let s = f
+        .sessions
+        .create("bob", SessionKind::User, json!({"v": "a"}))
+        .await
+        .unwrap();
+    let first = f
+        .sessions
+        .update(&s.id, json!({"v": "b"}), 1)
+        .await
+        .unwrap();
+    assert_eq!((first.version, &first.data), (2, &json!({"v": "b"})));
+    match f.other.update(&s.id, json!({"v": "c"}), 1).await {
+        Err(SessionError::VersionConflict {
+            expected: 1,
+            current: 2,
+        }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    match f.other.update(&s.id, json!({"v": "c"}), 7).await {
+        Err(SessionError::VersionConflict {
+            expected: 7,
+            current: 2,
+        }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let read = f.sessions.get(&s.id).await.unwrap();
+    assert_eq!((read.version, &read.data), (2, &json!({"v": "b"})));
+}
+
+async fn an_update_keeps_the_expiry(f: &Fixture) {
+    let s = f
+        .sessions
+        .create("carol", SessionKind::User, json!(1))
+        .await
+        .unwrap();
+    // Let time pass, so a renewed idle deadline would be visibly later.
+    wait_for_async("200ms to pass", || async {
+        (SystemTime::now() > s.created_at + Duration::from_millis(200)).then_some(())
+    })
+    .await;
+    let updated = f.sessions.update(&s.id, json!(2), 1).await.unwrap();
+    assert_eq!(updated.expires_at, s.expires_at);
+    assert_eq!(updated.created_at, s.created_at);
+    let drift = updated
+        .idle_expires_at
+        .duration_since(s.idle_expires_at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        drift < Duration::from_millis(100),
+        "idle deadline moved by {drift:?}"
+    );
+}
+
+async fn rotation_kills_the_old_id_and_keeps_the_rest(f: &Fixture) {
+    let s = f
+        .sessions
+        .create("dave", SessionKind::Admin, json!({"a": 1}))
+        .await
+        .unwrap();
+    let s = f.sessions.update(&s.id, json!({"a": 2}), 1).await.unwrap();
+    let rotated = f.other.rotate(&s.id).await.unwrap();
+    assert_ne!(rotated.id, s.id);
+    assert_eq!(rotated.id.len(), 43);
+    assert_eq!(
+        (
+            &rotated.user_id,
+            rotated.kind,
+            &rotated.data,
+            rotated.version
+        ),
+        (&s.user_id, s.kind, &s.data, s.version)
+    );
+    assert_eq!(
+        (rotated.created_at, rotated.expires_at),
+        (s.created_at, s.expires_at)
+    );
+
+    assert!(matches!(
+        f.sessions.get(&s.id).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        f.sessions.touch(&s.id).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        f.sessions.rotate(&s.id).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        f.sessions.update(&s.id, json!(0), 2).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        f.sessions.delete(&s.id).await,
+        Err(SessionError::NotFound)
+    ));
+
+    assert_eq!(
+        f.sessions.get(&rotated.id).await.unwrap().data,
+        json!({"a": 2})
+    );
+    let listed: Vec<String> = f
+        .sessions
+        .list_user("dave")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, vec![rotated.id.clone()]);
+    // Revoking the user reaches the rotated session.
+    assert_eq!(f.sessions.revoke_user("dave").await.unwrap(), 1);
+    assert!(matches!(
+        f.sessions.get(&rotated.id).await,
+        Err(SessionError::NotFound)
+    ));
+}
+
+async fn revoke_all_removes_every_session_of_the_user_and_only_theirs(f: &Fixture) {
+    let mut erin = Vec::new();
+    for kind in [SessionKind::User, SessionKind::Admin, SessionKind::User] {
+        erin.push(f.sessions.create("erin", kind, json!({})).await.unwrap().id);
+    }
+    let mut frank = HashSet::new();
+    for _ in 0..2 {
+        frank.insert(
+            f.sessions
+                .create("frank", SessionKind::User, json!({}))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // A user id that extends erin's must not be caught by her revocation.
+    let erin2 = f
+        .sessions
+        .create("erin2", SessionKind::User, json!({}))
+        .await
+        .unwrap()
+        .id;
+
+    assert_eq!(f.other.revoke_user("erin").await.unwrap(), 3);
+    for id in &erin {
+        assert!(matches!(
+            f.sessions.get(id).await,
+            Err(SessionError::NotFound)
+        ));
+    }
+    assert!(f.sessions.list_user("erin").await.unwrap().is_empty());
+    let left: HashSet<String> = f
+        .sessions
+        .list_user("frank")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, frank);
+    for id in frank.iter().chain([&erin2]) {
+        f.sessions.get(id).await.unwrap();
+    }
+    assert_eq!(f.sessions.revoke_user("erin").await.unwrap(), 0);
+    assert_eq!(f.sessions.revoke_user("nobody").await.unwrap(), 0);
+
+    // Erin can sign in again after logging out everywhere.
+    let again = f
+        .sessions
+        .create("erin", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(f.sessions.list_user("erin").await.unwrap().len(), 1);
+    f.sessions.get(&again.id).await.unwrap();
+}
+
+async fn a_deleted_session_is_gone(f: &Fixture) {
+    let keep = f
+        .sessions
+        .create("gina", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    let s = f
+        .sessions
+        .create("gina", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    f.other.delete(&s.id).await.unwrap();
+    assert!(matches!(
+        f.sessions.get(&s.id).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        f.sessions.delete(&s.id).await,
+        Err(SessionError::NotFound)
+    ));
+    let listed: Vec<String> = f
+        .sessions
+        .list_user("gina")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, vec![keep.id]);
+    if let Some(redis) = &f.redis {
+        let mut conn = redis.conn();
+        let exists: bool = ::redis::cmd("EXISTS")
+            .arg(format!("blinkchamber:session:id:{}", s.id))
+            .query(&mut conn)
+            .unwrap();
+        let indexed: Option<f64> = ::redis::cmd("ZSCORE")
+            .arg("blinkchamber:session:user:gina")
+            .arg(&s.id)
+            .query(&mut conn)
+            .unwrap();
+        assert!(
+            !exists && indexed.is_none(),
+            "the deleted session left a trace"
+        );
+    }
+}
+
+async fn touch_renews_the_idle_deadline(f: &Fixture) {
+    let s = f
+        .sessions
+        .create("hank", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    wait_for_async("200ms to pass", || async {
+        (SystemTime::now() > s.created_at + Duration::from_millis(200)).then_some(())
+    })
+    .await;
+    // A plain read does not renew.
+    let read = f.sessions.get(&s.id).await.unwrap();
+    let drift = read
+        .idle_expires_at
+        .duration_since(s.idle_expires_at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        drift < Duration::from_millis(100),
+        "a read moved the deadline by {drift:?}"
+    );
+    let touched = f.other.touch(&s.id).await.unwrap();
+    assert!(
+        touched.idle_expires_at >= s.idle_expires_at + Duration::from_millis(150),
+        "{:?} -> {:?}",
+        s.idle_expires_at,
+        touched.idle_expires_at
+    );
+    assert_eq!((touched.version, touched.expires_at), (1, s.expires_at));
+}
+
+async fn invalid_user_ids_are_refused(f: &Fixture) {
+    for user in ["", "a\nb", &"u".repeat(300)] {
+        assert!(matches!(
+            f.sessions.create(user, SessionKind::User, json!({})).await,
+            Err(SessionError::InvalidUserId(_))
+        ));
+        assert!(matches!(
+            f.sessions.list_user(user).await,
+            Err(SessionError::InvalidUserId(_))
+        ));
+        assert!(matches!(
+            f.sessions.revoke_user(user).await,
+            Err(SessionError::InvalidUserId(_))
+        ));
+    }
+}
+
+/// Sessions on the fixture's store with at most `max` sessions per user.
+async fn limited(f: &Fixture, max: u32) -> Sessions {
+    let cfg = SessionsConfig::default()
+        .with_key_prefix("limited:")
+        .with_max_per_user(std::num::NonZeroU32::new(max).unwrap());
+    match &f.redis {
+        None => Sessions::memory(&cfg),
+        Some(redis) => {
+            let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port));
+            Sessions::redis(&cfg, backend.await.unwrap())
+        }
+    }
+}
+
+async fn a_user_at_the_limit_loses_the_sessions_closest_to_their_end(f: &Fixture) {
+    let sessions = limited(f, 3).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let s = sessions
+            .create("quinn", SessionKind::User, json!({}))
+            .await
+            .unwrap();
+        // Distinct creation times, so the oldest is also the one closest to its end.
+        wait_for_async("the clock to move on", || async {
+            (SystemTime::now() > s.created_at + Duration::from_millis(5)).then_some(())
+        })
+        .await;
+        ids.push(s.id);
+    }
+    let others: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(
+                sessions
+                    .create("rita", SessionKind::User, json!({}))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        v
+    };
+    let fourth = sessions
+        .create("quinn", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    assert!(matches!(
+        sessions.get(&ids[0]).await,
+        Err(SessionError::NotFound)
+    ));
+    for id in ids[1..].iter().chain([&fourth.id]).chain(&others) {
+        sessions.get(id).await.unwrap();
+    }
+    assert_eq!(sessions.list_user("quinn").await.unwrap().len(), 3);
+
+    // Under the limit again after a logout: nothing more is ended.
+    sessions.delete(&ids[1]).await.unwrap();
+    let fifth = sessions
+        .create("quinn", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    for id in [&ids[2], &fourth.id, &fifth.id] {
+        sessions.get(id).await.unwrap();
+    }
+}
+
+// ---- Timeouts on a paused clock (memory) ----
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn memory_idle_timeout_ends_an_untouched_session() {
+    let sessions = Sessions::memory(&SessionsConfig::default());
+    let s = sessions
+        .create("ivy", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    tokio::time::advance(29 * MINUTE).await;
+    sessions.touch(&s.id).await.unwrap();
+    tokio::time::advance(29 * MINUTE).await;
+    // 58 minutes old, 29 since the touch: alive; reads do not renew.
+    sessions.get(&s.id).await.unwrap();
+    tokio::time::advance(2 * MINUTE).await;
+    assert!(matches!(
+        sessions.get(&s.id).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(matches!(
+        sessions.touch(&s.id).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(sessions.list_user("ivy").await.unwrap().is_empty());
+    assert_eq!(sessions.revoke_user("ivy").await.unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_absolute_timeout_ends_an_active_session() {
+    let sessions = Sessions::memory(&SessionsConfig::default());
+    let s = sessions
+        .create("jack", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    // Touched every 20 minutes: the idle timeout never ends it, the absolute one does.
+    let mut last = s.clone();
+    for _ in 0..(24 * 3 - 1) {
+        tokio::time::advance(20 * MINUTE).await;
+        last = sessions.touch(&s.id).await.unwrap();
+        assert!(last.idle_expires_at <= s.expires_at);
+    }
+    assert_eq!(
+        last.idle_expires_at, s.expires_at,
+        "the idle deadline is capped"
+    );
+    tokio::time::advance(20 * MINUTE).await;
+    assert!(matches!(
+        sessions.touch(&s.id).await,
+        Err(SessionError::NotFound)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_admin_sessions_have_stricter_timeouts() {
+    let sessions = Sessions::memory(&SessionsConfig::default());
+    let user = sessions
+        .create("kim", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    let admin = sessions
+        .create("kim", SessionKind::Admin, json!({}))
+        .await
+        .unwrap();
+    tokio::time::advance(16 * MINUTE).await;
+    assert!(matches!(
+        sessions.get(&admin.id).await,
+        Err(SessionError::NotFound)
+    ));
+    sessions.touch(&user.id).await.unwrap();
+
+    let admin = sessions
+        .create("kim", SessionKind::Admin, json!({}))
+        .await
+        .unwrap();
+    for _ in 0..(8 * 6 - 1) {
+        tokio::time::advance(10 * MINUTE).await;
+        sessions.touch(&admin.id).await.unwrap();
+    }
+    tokio::time::advance(10 * MINUTE).await;
+    assert!(matches!(
+        sessions.touch(&admin.id).await,
+        Err(SessionError::NotFound)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_rotation_keeps_the_absolute_end() {
+    let sessions = Sessions::memory(&SessionsConfig::default());
+    let s = sessions
+        .create("lee", SessionKind::Admin, json!({}))
+        .await
+        .unwrap();
+    let mut id = s.id.clone();
+    for _ in 0..(8 * 6 - 1) {
+        tokio::time::advance(10 * MINUTE).await;
+        id = sessions.rotate(&id).await.unwrap().id;
+    }
+    tokio::time::advance(10 * MINUTE).await;
+    assert!(matches!(
+        sessions.get(&id).await,
+        Err(SessionError::NotFound)
+    ));
+}
+
+// ---- Timeouts on Redis's clock ----
+
+fn short(absolute: Duration, idle: Duration) -> SessionsConfig {
+    SessionsConfig::default().with_user_timeouts(absolute, idle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_idle_timeout_ends_an_untouched_session_and_prunes_the_index() {
+    let f = fixture_with(
+        Store::Redis,
+        short(Duration::from_secs(3600), Duration::from_secs(1)),
+    )
+    .await;
+    let redis = f.redis.as_ref().unwrap();
+    let s = f
+        .sessions
+        .create("mia", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    let index = "blinkchamber:session:user:mia";
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(index)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(pttl > 0, "the index expires: {pttl}");
+    wait_for_async("the idle session to end", || async {
+        matches!(f.sessions.get(&s.id).await, Err(SessionError::NotFound)).then_some(())
+    })
+    .await;
+    // Dead members leave the index when the user's sessions are listed.
+    let fresh = f
+        .sessions
+        .create("mia", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    let listed = f.sessions.list_user("mia").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let members: Vec<String> = ::redis::cmd("ZRANGE")
+        .arg(index)
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(members, vec![fresh.id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_absolute_timeout_ends_a_touched_session() {
+    let f = fixture_with(
+        Store::Redis,
+        short(Duration::from_secs(1), Duration::from_secs(3600)),
+    )
+    .await;
+    let s = f
+        .sessions
+        .create("ned", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    assert!(s.idle_expires_at <= s.expires_at);
+    // Touched all the time: only the absolute end can end it.
+    wait_for_async("the session to reach its absolute end", || async {
+        match f.sessions.touch(&s.id).await {
+            Ok(t) => {
+                assert!(
+                    t.idle_expires_at <= s.expires_at,
+                    "touch went past the absolute end"
+                );
+                None
+            }
+            Err(SessionError::NotFound) => Some(()),
+            Err(e) => panic!("{e}"),
+        }
+    })
+    .await;
+    assert!(f.sessions.list_user("ned").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_are_readable() {
+    let f = fixture(Store::Redis).await;
+    let redis = f.redis.as_ref().unwrap();
+    let s = f
+        .sessions
+        .create("olga", SessionKind::Admin, json!({"theme": "dark"}))
+        .await
+        .unwrap();
+    let mut conn = redis.conn();
+    let key = format!("blinkchamber:session:id:{}", s.id);
+    let fields: std::collections::HashMap<String, String> =
+        ::redis::cmd("HGETALL").arg(&key).query(&mut conn).unwrap();
+    assert_eq!(fields["user"], "olga");
+    assert_eq!(fields["kind"], "admin");
+    assert_eq!(
+        serde_json::from_str::<Value>(&fields["data"]).unwrap(),
+        json!({"theme": "dark"})
+    );
+    assert_eq!(fields["version"], "1");
+    let pttl: i64 = ::redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
+    assert!(pttl > 0 && pttl <= 15 * 60 * 1000, "{pttl}");
+    let score: f64 = ::redis::cmd("ZSCORE")
+        .arg("blinkchamber:session:user:olga")
+        .arg(&s.id)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(score as u64, fields["expires"].parse::<u64>().unwrap());
+}
+
+// ---- HTTP ----
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn http_session_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
+    let c = reqwest::Client::new();
+    let base = format!("{}/v1/sessions", served.api);
+
+    let (status, s) = send(
+        c.post(&base)
+            .json(&json!({"userId": "u1", "data": {"cart": []}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let id = s["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 43);
+    assert_eq!(
+        (s["userId"].clone(), s["kind"].clone(), s["version"].clone()),
+        (json!("u1"), json!("user"), json!(1))
+    );
+    assert_eq!(s["data"], json!({"cart": []}));
+    for field in ["createdAt", "expiresAt", "idleExpiresAt"] {
+        let t = s[field].as_str().unwrap();
+        assert!(
+            humantime::parse_rfc3339(t).is_ok() && t.ends_with('Z'),
+            "{field}: {t}"
+        );
+    }
+    let url = format!("{base}/{id}");
+
+    let (status, read) = send(c.get(&url)).await;
+    assert_eq!(
+        (status, read["id"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+
+    let (status, updated) = send(
+        c.put(&url)
+            .json(&json!({"data": {"cart": [1]}, "version": 1})),
+    )
+    .await;
+    assert_eq!(
+        (status, updated["version"].clone()),
+        (StatusCode::OK, json!(2)),
+        "{updated}"
+    );
+    let (status, problem) = send(
+        c.put(&url)
+            .json(&json!({"data": {"cart": [2]}, "version": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(problem["type"], "session-version-conflict");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("current is 2"),
+        "{problem}"
+    );
+
+    let (status, touched) = send(c.post(format!("{url}/touch"))).await;
+    assert_eq!(
+        (status, touched["version"].clone()),
+        (StatusCode::OK, json!(2))
+    );
+
+    let (status, rotated) = send(c.post(format!("{url}/rotate"))).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_id = rotated["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, id);
+    assert_eq!(rotated["data"], json!({"cart": [1]}));
+    assert_eq!(rotated["expiresAt"], s["expiresAt"]);
+
+    // Rotated away, unknown and deleted answer the same 404.
+    let (status, gone) = send(c.get(&url)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let unknown = blinkchamber::session::id::new_id();
+    let (status, never) = send(c.get(format!("{base}/{unknown}"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(gone, never);
+    assert_eq!(never["type"], "not-found");
+
+    let (_, admin) = send(
+        c.post(&base)
+            .json(&json!({"userId": "u1", "kind": "admin"})),
+    )
+    .await;
+    assert_eq!(
+        (admin["kind"].clone(), admin["data"].clone()),
+        (json!("admin"), json!({}))
+    );
+    let (_, other) = send(c.post(&base).json(&json!({"userId": "u2"}))).await;
+    let (status, list) = send(c.get(&base).query(&[("userId", "u1")])).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ids: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = vec![new_id.as_str(), admin["id"].as_str().unwrap()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+
+    let (status, revoked) = send(c.delete(&base).query(&[("userId", "u1")])).await;
+    assert_eq!((status, revoked), (StatusCode::OK, json!({"revoked": 2})));
+    let (status, revoked_body) = send(c.get(format!("{base}/{new_id}"))).await;
+    assert_eq!((status, &revoked_body), (StatusCode::NOT_FOUND, &never));
+    let other_url = format!("{base}/{}", other["id"].as_str().unwrap());
+    assert_eq!(send(c.get(&other_url)).await.0, StatusCode::OK);
+
+    assert_eq!(send(c.delete(&other_url)).await.0, StatusCode::NO_CONTENT);
+    let (status, deleted) = send(c.delete(&other_url)).await;
+    assert_eq!((status, &deleted), (StatusCode::NOT_FOUND, &never));
+
+    // Every session route is in the OpenAPI document.
+    let (_, doc) = send(c.get(format!("{}/openapi.json", served.api))).await;
+    for path in [
+        "/v1/sessions",
+        "/v1/sessions/{id}",
+        "/v1/sessions/{id}/touch",
+        "/v1/sessions/{id}/rotate",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from /openapi.json"
+        );
+    }
+    assert!(doc["paths"]["/v1/sessions"]["delete"].is_object());
+}
+
+#[tokio::test]
+async fn http_bad_input_is_a_400_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
+    let c = reqwest::Client::new();
+    let base = format!("{}/v1/sessions", served.api);
+    for (body, names) in [
+        (json!({}), "userId"),
+        (json!({"data": {}}), "userId"),
+        (json!({"userId": 7}), "userId"),
+        (json!({"userId": ""}), "userId"),
+        (json!({"userId": "u", "kind": "root"}), "kind"),
+        (json!({"userId": "u", "kind": 1}), "kind"),
+        (json!({"userId": "u", "extra": 1}), "extra"),
+    ] {
+        let (status, problem) = send(c.post(&base).json(&body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        assert!(["invalid-body", "bad-request"].contains(&problem["type"].as_str().unwrap()));
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(names), "{body}: {detail}");
+    }
+    let (status, problem) = send(
+        c.post(&base)
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-body"))
+    );
+
+    let (_, s) = send(c.post(&base).json(&json!({"userId": "u"}))).await;
+    let url = format!("{base}/{}", s["id"].as_str().unwrap());
+    for (body, names) in [
+        (json!({"data": {}}), "version"),
+        (json!({"data": {}, "version": "1"}), "version"),
+        (json!({"data": {}, "version": -1}), "version"),
+        (json!({"version": 1}), "data"),
+    ] {
+        let (status, problem) = send(c.put(&url).json(&body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(names),
+            "{body}: {problem}"
+        );
+    }
+    // Nothing was changed by the rejected updates.
+    assert_eq!(send(c.get(&url)).await.1["version"], 1);
+
+    for request in [c.get(&base), c.delete(&base)] {
+        let (status, problem) = send(request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            problem["detail"].as_str().unwrap().contains("userId"),
+            "{problem}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_an_idle_session_answers_404_like_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "backend: memory\nsessions:\n  user: { absoluteTimeout: 1h, idleTimeout: 1s }\n";
+    let served = Served::start(dir.path(), config, &["--no-auth"]).await;
+    let c = reqwest::Client::new();
+    let base = format!("{}/v1/sessions", served.api);
+    let (status, s) = send(c.post(&base).json(&json!({"userId": "u"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let url = format!("{base}/{}", s["id"].as_str().unwrap());
+    let (_, never) = send(c.get(format!("{base}/{}", blinkchamber::session::id::new_id()))).await;
+    let expired = wait_for_async("the idle session to end", || {
+        let request = c.get(&url).send();
+        async move {
+            let response = request.await.ok()?;
+            (response.status() == StatusCode::NOT_FOUND).then_some(())?;
+            response.json::<Value>().await.ok()
+        }
+    })
+    .await;
+    assert_eq!(expired, never);
+    assert_eq!(
+        send(c.post(format!("{url}/touch"))).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn http_session_config_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, key) in [
+        (
+            "sessions:\n  user: { absoluteTimeout: 1h, idleTimeout: 2h }\n",
+            "sessions.user.idleTimeout",
+        ),
+        (
+            "sessions:\n  admin: { absoluteTimeout: 0s, idleTimeout: 0s }\n",
+            "sessions.admin.absoluteTimeout",
+        ),
+        (
+            "sessions:\n  cookie: { name: \"a b\" }\n",
+            "sessions.cookie.name",
+        ),
+        (
+            "sessions:\n  cookie: { sameSite: none, secure: false }\n",
+            "sessions.cookie.sameSite",
+        ),
+        (
+            "sessions:\n  user: { absoluteTimeout: 1 day, idleTimeout: 1h }\n",
+            "sessions.user.absoluteTimeout",
+        ),
+        ("sessions:\n  maxAge: 1h\n", "maxAge"),
+        ("sessions:\n  maxPerUser: 0\n", "sessions.maxPerUser"),
+    ] {
+        let file = support::serve::write(
+            dir.path(),
+            "c.yaml",
+            &format!("server: {{ auth: {{ enabled: false }} }}\n{yaml}"),
+        );
+        let out = support::serve::run(&["config", "check", file.to_str().unwrap()], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{yaml} was accepted");
+        assert!(stderr.contains(key), "{yaml}: {stderr}");
+    }
+    let file = support::serve::write(
+        dir.path(),
+        "ok.yaml",
+        "server: { auth: { enabled: false } }\nsessions:\n  keyPrefix: \"app:sess:\"\n  admin: { absoluteTimeout: 4h, idleTimeout: 10m }\n  cookie: { name: sid, sameSite: strict }\n",
+    );
+    let out = support::serve::run(&["config", "check", file.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---- The cookie layer ----
+
+#[tokio::test]
+async fn the_layer_finds_the_session_named_by_the_cookie() {
+    use axum::Router;
+    use axum::http::header::SET_COOKIE;
+    use axum::routing::{get, post};
+    use blinkchamber::session::{CurrentSession, SessionCookie, SessionLayer};
+
+    let sessions = Sessions::memory(&SessionsConfig::default());
+    let cookie = SessionCookie::new(sessions.config().cookie.clone());
+    let login = {
+        let (sessions, cookie) = (sessions.clone(), cookie.clone());
+        move || async move {
+            let s = sessions
+                .create("pat", SessionKind::User, json!({"n": 1}))
+                .await
+                .unwrap();
+            [(SET_COOKIE, cookie.set(&s))]
+        }
+    };
+    let app = Router::new()
+        .route(
+            "/me",
+            get(|CurrentSession(s): CurrentSession| async move { s.user_id }),
+        )
+        .route(
+            "/maybe",
+            get(|s: Option<CurrentSession>| async move {
+                s.map_or("anonymous".to_owned(), |s| s.0.user_id)
+            }),
+        )
+        .route("/login", post(login))
+        .layer(SessionLayer::new(sessions.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let c = reqwest::Client::new();
+
+    let response = c.get(format!("{base}/me")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        c.get(format!("{base}/maybe"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "anonymous"
+    );
+
+    let response = c.post(format!("{base}/login")).send().await.unwrap();
+    let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attribute), "{attribute} missing: {set}");
+    }
+    // The browser keeps the cookie until the absolute end (24 h), give or take a second.
+    let max_age: u64 = set
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Max-Age: {set}"));
+    assert!((86_390..=86_400).contains(&max_age), "{set}");
+    let pair = set.split(';').next().unwrap().to_owned();
+    let (name, id) = pair.split_once('=').unwrap();
+    assert_eq!(name, "blinkchamber_session");
+
+    let me = c
+        .get(format!("{base}/me"))
+        .header("cookie", format!("theme=dark; {pair}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(me.text().await.unwrap(), "pat");
+
+    // An ended session: 401, and the stale cookie is removed.
+    sessions.delete(id).await.unwrap();
+    let me = c
+        .get(format!("{base}/me"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    let cleared = me.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("blinkchamber_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+}
