@@ -29,6 +29,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             c.server.auth.enabled = false;
         }
     })?;
+    let terminated = shutdown_signal();
     crate::metrics::install();
     let api = bind("server.listen", config.server.listen).await?;
     let metrics = bind("server.metricsListen", config.server.metrics_listen).await?;
@@ -50,7 +51,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics_task = tokio::spawn(server::run_metrics(metrics, stopped()));
     let api_task = tokio::spawn(server::run(api, state, stopped()));
 
-    shutdown_signal().await;
+    terminated.await;
     tracing::info!(timeout = ?drain, "shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);
     match tokio::time::timeout(drain, api_task).await {
@@ -90,24 +91,30 @@ pub(super) async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListe
         .with_context(|| format!("{key}: cannot listen on {addr}"))
 }
 
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-pub(super) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C. The SIGTERM handler is installed when this
+/// is called, not when the future is first polled, so a signal that arrives while the
+/// listeners start is not lost (the default action would kill the process).
+pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = term => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

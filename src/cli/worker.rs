@@ -28,6 +28,7 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     if !config.events.enabled {
         anyhow::bail!("events.enabled: event streaming is turned off");
     }
+    let terminated = shutdown_signal();
     crate::metrics::install();
     let metrics = bind("server.metricsListen", config.server.metrics_listen).await?;
     let backend = Backend::from_config(&config).await?;
@@ -42,7 +43,7 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         "consuming events"
     );
     let metrics_task = tokio::spawn(crate::server::run_metrics(metrics, shutdown_signal()));
-    shutdown_signal().await;
+    terminated.await;
     tracing::info!("shutting down: finishing the batches in hand");
     workers.shutdown().await;
     metrics_task.abort();
