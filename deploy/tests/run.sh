@@ -175,7 +175,9 @@ chart_tests() {
   expect_failure "lint rejects events.consumer.priority other than strict|weighted" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.events.consumer.priority=fifo
   expect_failure "lint rejects an events.routing priority other than high|normal|low" "$HELM" lint --strict "$chart" \
     --set 'blinkchamber-runtime.config.events.routing[0].match=auth.*' --set 'blinkchamber-runtime.config.events.routing[0].priority=urgent'
-  check "lint accepts every events key (routing, consumer, zitadel, waitReplicas, state_prefix)" events_keys_lint
+  check "lint accepts every events key (routing, consumer, zitadel, sinks, waitReplicas, state_prefix)" events_keys_lint
+  expect_failure "lint rejects an events webhook without a url" "$HELM" lint --strict "$chart" \
+    --set 'blinkchamber-runtime.config.events.sinks.webhooks[0].match=user.*'
   expect_failure "lint rejects a malformed duration" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.redis.dialTimeout=5seconds
   expect_failure "template rejects a Sentinel quorum that is not a majority" "$HELM" template "$chart" --set redis.sentinel.quorum=1
   expect_failure "template rejects a quorum above the sentinel count" "$HELM" template "$chart" --set redis.sentinel.quorum=4
@@ -225,6 +227,11 @@ blinkchamber-runtime:
         tolerance: 5m
         source: zitadel
         typeMap: {user.human.added: user.created, "user.human.*.changed": user.updated}
+      sinks:
+        log: true
+        webhooks:
+          - {match: "user.*", url: "https://crm.internal/hooks/identity", timeout: 5s,
+             signingKey: {valueFromFile: /vault/secrets/WEBHOOK_KEY}}
 YAML
   "$HELM" lint --strict "$WORK/chart" -f "$values"
 }

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod events;
 pub mod locks;
 pub mod ratelimit;
+pub mod sessions;
 mod raw;
 
 use std::future::Future;

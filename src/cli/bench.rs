@@ -45,6 +45,8 @@ enum Group {
     Ratelimit,
     /// Locks.
     Locks,
+    /// Sessions.
+    Sessions,
     /// Event queues (with their own raw baselines) and memory per pending event.
     Events,
 }
@@ -82,7 +84,13 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         duration::format(&args.duration)
     );
     let wanted = |g: Group| args.only.is_empty() || args.only.contains(&g);
-    let raw_needed = [Group::Raw, Group::Cache, Group::Ratelimit, Group::Locks]
+    let raw_needed = [
+        Group::Raw,
+        Group::Cache,
+        Group::Ratelimit,
+        Group::Locks,
+        Group::Sessions,
+    ]
         .into_iter()
         .any(wanted);
     let (c, d) = (args.concurrency, args.duration);
@@ -100,6 +108,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         if wanted(Group::Locks) {
             rows.extend(bench::locks::lock_rows(backend.clone(), c, d, &prefix).await);
+        }
+        if wanted(Group::Sessions) {
+            rows.extend(bench::sessions::session_rows(backend.clone(), c, d, &prefix).await);
         }
         if wanted(Group::Events) {
             rows.extend(
