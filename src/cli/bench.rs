@@ -71,9 +71,8 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .ping()
         .await
         .with_context(|| format!("cannot reach Redis at {host}:{port}"))?;
-    let raw = redis::Client::open(info)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let client = redis::Client::open(info)?;
+    let raw = client.get_multiplexed_async_connection().await?;
     let prefix = format!("blinkchamber:bench:{}:", std::process::id());
     eprintln!(
         "measuring against {host}:{port}, {} in flight, pool of at most {}, {} rounds of {} \
@@ -91,8 +90,8 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Group::Locks,
         Group::Sessions,
     ]
-        .into_iter()
-        .any(wanted);
+    .into_iter()
+    .any(wanted);
     let (c, d) = (args.concurrency, args.duration);
     let mut rounds = Vec::new();
     for _ in 0..args.rounds.max(1) {
@@ -114,7 +113,8 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         if wanted(Group::Events) {
             rows.extend(
-                bench::events::event_rows(raw.clone(), backend.clone(), c, d, &prefix).await,
+                bench::events::event_rows(&client, raw.clone(), backend.clone(), c, d, &prefix)
+                    .await,
             );
         }
         rounds.push(rows);
