@@ -239,7 +239,8 @@ impl Introspector {
         Ok(())
     }
 
-    /// Drops every cached answer whose `sub` is `user_id`; returns how many.
+    /// Drops every cached answer whose `sub` is `user_id`; returns how many were tagged
+    /// with it (on Redis this may count entries another eviction already dropped).
     ///
     /// # Errors
     /// [`IntrospectError::Cache`].
@@ -247,8 +248,8 @@ impl Introspector {
         self.evict_tag(&tag("sub", user_id)).await
     }
 
-    /// Drops every cached answer whose ZITADEL session (`sid`) is `session_id`; returns how
-    /// many.
+    /// Drops every cached answer whose ZITADEL session (`sid`) is `session_id`; counted as
+    /// in [`Introspector::evict_subject`].
     ///
     /// # Errors
     /// [`IntrospectError::Cache`].

@@ -192,7 +192,11 @@ impl JwtVerifier {
                 format!("the key cannot verify {:?}", header.alg),
             ));
         }
-        jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &inner.validation)
+        // The library wants every listed algorithm to fit the key: list only this one
+        // (already checked against the configured list above).
+        let mut validation = inner.validation.clone();
+        validation.algorithms = vec![header.alg];
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|e| self.explain(e.into_kind()))
     }
