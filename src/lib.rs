@@ -11,6 +11,8 @@
 //! - [`lock`] — distributed locks with fencing tokens and lease renewal.
 //! - [`session`] — server-side sessions (random ids, absolute and idle timeouts, CAS
 //!   updates, rotation, per-user revoke) and a cookie layer for axum.
+//! - [`token`] — ZITADEL token introspection with a cache keyed by the token's hash, and
+//!   local JWT verification against the issuer's JWKS.
 //! - [`events`] — the CloudEvents envelope, priority routing, accepted types, and ZITADEL
 //!   Actions v2 bodies, signatures and type mapping (no I/O).
 //! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
+pub mod token;
 
 pub use backend::{Backend, BackendError, RedisBackend, Retry};
 pub use config::Config;

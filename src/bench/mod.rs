@@ -8,8 +8,8 @@ pub mod cache;
 pub mod events;
 pub mod locks;
 pub mod ratelimit;
-pub mod sessions;
 mod raw;
+pub mod sessions;
 
 use std::future::Future;
 use std::sync::Arc;

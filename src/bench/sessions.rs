@@ -33,7 +33,11 @@ pub async fn session_rows(
     let mut versions = Vec::with_capacity(SESSIONS);
     for i in 0..SESSIONS {
         match sessions
-            .create(&format!("user-{}", i % 100), SessionKind::User, data.clone())
+            .create(
+                &format!("user-{}", i % 100),
+                SessionKind::User,
+                data.clone(),
+            )
             .await
         {
             Ok(s) => {
@@ -79,7 +83,8 @@ pub async fn session_rows(
                 let (sessions, ids, versions) = (sessions.clone(), ids.clone(), versions.clone());
                 let per_task = SESSIONS.div_ceil(tasks);
                 let i = (task + tasks * (seq as usize % per_task)) % SESSIONS;
-                let data = json!({"roles": ["viewer"], "org": "o-1", "n": seq, "note": "x".repeat(150)});
+                let data =
+                    json!({"roles": ["viewer"], "org": "o-1", "n": seq, "note": "x".repeat(150)});
                 async move {
                     let version = versions[i].load(Ordering::Relaxed);
                     if let Ok(s) = sessions.update(&ids[i], data, version).await {

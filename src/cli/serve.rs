@@ -1,7 +1,6 @@
 //! `blinkchamber serve`: the HTTP API and the `/metrics` listener.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -10,7 +9,7 @@ use tokio::sync::watch;
 use super::ConfigArg;
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::events::{Sinks, Workers};
+use crate::events::Workers;
 use crate::server::{self, AppState};
 
 /// Arguments of `serve`.
@@ -73,16 +72,13 @@ fn in_process_workers(state: &AppState) -> anyhow::Result<Option<Workers>> {
         return Ok(None);
     };
     let cfg = &state.config.events;
-    let sinks = Sinks::from_config(&cfg.sinks).map_err(|e| anyhow::anyhow!("events.sinks: {e}"))?;
+    let introspector = state.tokens.introspector.clone();
+    let handler = super::worker::event_handler(&state.config, introspector)?;
     tracing::info!(
         workers = cfg.performance.worker_count.get(),
         "memory backend: consuming events in this process"
     );
-    Ok(Some(Workers::start(
-        cfg,
-        events.queues.clone(),
-        Arc::new(sinks),
-    )))
+    Ok(Some(Workers::start(cfg, events.queues.clone(), handler)))
 }
 
 pub(super) async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {

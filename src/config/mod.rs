@@ -12,6 +12,7 @@ mod redis;
 pub mod secret;
 mod server;
 mod sessions;
+mod tokens;
 pub mod types;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,7 @@ pub use redis::{RedisConfig, RedisMode, RedisOverrides, SentinelConfig, TlsConfi
 pub use secret::{Secret, SecretError, SecretSource};
 pub use server::{AuthConfig, ServerConfig};
 pub use sessions::{CookieConfig, SameSite, SessionTimeouts, SessionsConfig};
+pub use tokens::{IntrospectionConfig, JWT_ALGORITHMS, JwtConfig, TokensConfig};
 pub use types::DbIndex;
 
 /// Which store backs every capability.
@@ -63,6 +65,8 @@ pub struct Config {
     pub locks: LocksConfig,
     /// Sessions.
     pub sessions: SessionsConfig,
+    /// Token introspection and JWT verification.
+    pub tokens: TokensConfig,
 }
 
 impl Config {
@@ -107,6 +111,9 @@ impl Config {
             if let Some(k) = hook.signing_key.as_mut() {
                 out.push((format!("events.sinks.webhooks[{i}].signingKey"), k));
             }
+        }
+        if let Some(s) = self.tokens.introspection.client_secret.as_mut() {
+            out.push(("tokens.introspection.clientSecret".into(), s));
         }
         let blocks = [
             ("redis", self.redis.secrets_mut()),

@@ -13,6 +13,7 @@ mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod sessions;
+pub mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub events: Option<EventsState>,
     /// Sessions.
     pub sessions: crate::session::Sessions,
+    /// Token introspection and JWT verification (each `None` while disabled).
+    pub tokens: tokens::TokensState,
 }
 
 /// What the event routes share.
@@ -84,6 +87,7 @@ impl AppState {
             crate::ratelimit::RateLimiter::from_config(&config.rate_limit, &backend)?;
         let events = events::build(&config, &backend)?;
         let sessions = crate::session::Sessions::from_config(&config.sessions, &backend);
+        let tokens = tokens::TokensState::from_config(&config, &backend)?;
         Ok(Self {
             config: Arc::new(config),
             backend,
@@ -93,6 +97,7 @@ impl AppState {
             rate_limiter,
             events,
             sessions,
+            tokens,
         })
     }
 }
@@ -139,6 +144,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sessions/{id}/touch", post(sessions::touch))
         .route("/sessions/{id}/rotate", post(sessions::rotate))
+        .route("/tokens/introspect", post(tokens::introspect))
+        .route("/tokens/revoke", post(tokens::revoke))
+        .route("/tokens/verify", post(tokens::verify))
         .route_layer(middleware::from_fn_with_state(
             state.auth.clone(),
             auth::require_token,

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cache, events, health, locks, problem, ratelimit, sessions};
+use super::{cache, events, health, locks, problem, ratelimit, sessions, tokens};
 
 /// Every route of the API.
 #[derive(OpenApi)]
@@ -37,6 +37,9 @@ use super::{cache, events, health, locks, problem, ratelimit, sessions};
         sessions::delete,
         sessions::list,
         sessions::revoke_user,
+        tokens::introspect,
+        tokens::revoke,
+        tokens::verify,
     ),
     components(schemas(
         problem::Problem,
@@ -62,6 +65,8 @@ use super::{cache, events, health, locks, problem, ratelimit, sessions};
         sessions::SessionBody,
         sessions::SessionList,
         sessions::Revoked,
+        tokens::TokenRequest,
+        tokens::Verified,
     )),
     modifiers(&BearerAuth),
 )]

@@ -1,0 +1,207 @@
+//! `/v1/tokens/…`: introspect (cached), drop a cached result, verify a JWT locally.
+//!
+//! A token arrives in the JSON body, never in the URL, so it stays out of access logs.
+//! Errors never echo it. A rejected JWT is a `401 invalid-token` whose detail starts with
+//! the reason (`expired: …`, `wrong-audience: …`), so clients can match on the first word.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::AppState;
+use super::problem::{ApiError, Problem};
+use crate::token::{IntrospectError, Introspector, JwtVerifier, Reason};
+
+/// Header of an introspection answer: `hit` when it came from the cache, else `miss`.
+pub const CACHE_HEADER: &str = "x-cache";
+
+/// What the token routes share; each half is `None` while disabled in `tokens`.
+#[derive(Clone, Default)]
+pub struct TokensState {
+    /// Cached introspection (`tokens.introspection.enabled`).
+    pub introspector: Option<Introspector>,
+    /// Local JWT verification (`tokens.jwt.enabled`).
+    pub verifier: Option<JwtVerifier>,
+}
+
+impl TokensState {
+    /// The enabled halves of `config.tokens`.
+    ///
+    /// # Errors
+    /// The client secret cannot be read, or an HTTP client cannot be built.
+    pub fn from_config(
+        config: &crate::config::Config,
+        backend: &crate::backend::Backend,
+    ) -> anyhow::Result<Self> {
+        let cfg = &config.tokens;
+        let introspector = if cfg.introspection.enabled {
+            Some(Introspector::from_config(cfg, backend)?)
+        } else {
+            None
+        };
+        let verifier = if cfg.jwt.enabled {
+            Some(JwtVerifier::from_config(cfg)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            introspector,
+            verifier,
+        })
+    }
+}
+
+/// Body of every token route.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The access token (opaque or JWT), as the client presented it.
+    pub token: String,
+}
+
+/// A valid JWT.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Verified {
+    /// Always `true` (an invalid token is a `401`).
+    pub valid: bool,
+    /// The token's claims.
+    #[schema(value_type = Object)]
+    pub claims: Map<String, Value>,
+}
+
+/// Introspect a token at the issuer, through the cache.
+#[utoipa::path(post, path = "/v1/tokens/introspect", tag = "tokens", security(("bearer" = [])),
+    request_body = TokenRequest,
+    responses((status = 200, description = "the issuer's RFC 7662 answer (`active`, `sub`, `exp`, `scope`, `client_id`, `aud`, …); header `x-cache: hit|miss`", body = Object),
+              (status = 400, description = "`invalid-body`: no usable `token`", body = Problem),
+              (status = 502, description = "`issuer-unavailable`: the issuer failed or refused us", body = Problem),
+              (status = 503, description = "`tokens-disabled`: tokens.introspection.enabled is false", body = Problem)))]
+pub async fn introspect(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let introspector = introspector_of(&state)?;
+    let body: TokenRequest = parse(&body)?;
+    let answer = introspector
+        .introspect(&body.token)
+        .await
+        .map_err(introspect_problem)?;
+    let mut response = Json(answer.response).into_response();
+    response.headers_mut().insert(
+        HeaderName::from_static(CACHE_HEADER),
+        HeaderValue::from_static(if answer.cached { "hit" } else { "miss" }),
+    );
+    Ok(response)
+}
+
+/// Drop the cached introspection of a token (on every instance). The issuer is not told:
+/// revoke the token itself at ZITADEL's revocation endpoint.
+#[utoipa::path(post, path = "/v1/tokens/revoke", tag = "tokens", security(("bearer" = [])),
+    request_body = TokenRequest,
+    responses((status = 204, description = "no cached result is left"),
+              (status = 400, description = "`invalid-body`: no usable `token`", body = Problem),
+              (status = 503, description = "`tokens-disabled`, or `backend-unavailable`", body = Problem)))]
+pub async fn revoke(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let introspector = introspector_of(&state)?;
+    let body: TokenRequest = parse(&body)?;
+    introspector
+        .evict(&body.token)
+        .await
+        .map_err(introspect_problem)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Verify a JWT locally: signature (issuer's JWKS), `exp`, `nbf`, `iss`, `aud`.
+#[utoipa::path(post, path = "/v1/tokens/verify", tag = "tokens", security(("bearer" = [])),
+    request_body = TokenRequest,
+    responses((status = 200, description = "valid", body = Verified),
+              (status = 400, description = "`invalid-body`: no `token` field", body = Problem),
+              (status = 401, description = "`invalid-token`: the detail starts with the reason: `malformed`, `expired`, `not-yet-valid`, `wrong-issuer`, `wrong-audience`, `bad-signature`, `unknown-key`, `disallowed-algorithm`", body = Problem),
+              (status = 502, description = "`issuer-unavailable`: the JWKS could not be fetched", body = Problem),
+              (status = 503, description = "`tokens-disabled`: tokens.jwt.enabled is false", body = Problem)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Verified>, ApiError> {
+    let verifier = state.tokens.verifier.as_ref().ok_or_else(|| {
+        disabled("local JWT verification is turned off (tokens.jwt.enabled: false)")
+    })?;
+    let body: TokenRequest = parse(&body)?;
+    match verifier.verify(&body.token).await {
+        Ok(claims) => Ok(Json(Verified {
+            valid: true,
+            claims,
+        })),
+        Err(e) if e.reason == Reason::KeysUnavailable => {
+            tracing::warn!(error = %e, "tokens: cannot verify without the issuer's keys");
+            Err(issuer_unavailable())
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-token",
+            "Invalid token",
+            e.to_string(),
+        )),
+    }
+}
+
+fn introspector_of(state: &AppState) -> Result<&Introspector, ApiError> {
+    state.tokens.introspector.as_ref().ok_or_else(|| {
+        disabled("token introspection is turned off (tokens.introspection.enabled: false)")
+    })
+}
+
+fn disabled(detail: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "tokens-disabled",
+        "Tokens disabled",
+        detail,
+    )
+}
+
+fn issuer_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "issuer-unavailable",
+        "Issuer unavailable",
+        "the token issuer could not be asked; retry later",
+    )
+}
+
+fn introspect_problem(e: IntrospectError) -> ApiError {
+    match e {
+        IntrospectError::InvalidToken(m) => invalid_body(format!("`token`: {m}")),
+        IntrospectError::Upstream(_) | IntrospectError::Secret(_) => {
+            // The cause was logged where it happened.
+            issuer_unavailable()
+        }
+        other => ApiError::unavailable(&other),
+    }
+}
+
+fn invalid_body(detail: String) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-body",
+        "Invalid request body",
+        detail,
+    )
+}
+
+/// The body, or a `400 invalid-body` naming the field that does not fit.
+fn parse(body: &[u8]) -> Result<TokenRequest, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: TokenRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            invalid_body(inner.to_string())
+        } else {
+            invalid_body(format!("`{path}`: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| invalid_body(e.to_string()))?;
+    Ok(value)
+}
