@@ -10,6 +10,7 @@ pub mod locks;
 pub mod ratelimit;
 mod raw;
 pub mod sessions;
+pub mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;

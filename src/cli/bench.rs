@@ -47,6 +47,8 @@ enum Group {
     Locks,
     /// Sessions.
     Sessions,
+    /// Cached token introspection and JWT verification.
+    Tokens,
     /// Event queues (with their own raw baselines) and memory per pending event.
     Events,
 }
@@ -89,6 +91,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Group::Ratelimit,
         Group::Locks,
         Group::Sessions,
+        Group::Tokens,
     ]
     .into_iter()
     .any(wanted);
@@ -110,6 +113,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         if wanted(Group::Sessions) {
             rows.extend(bench::sessions::session_rows(backend.clone(), c, d, &prefix).await);
+        }
+        if wanted(Group::Tokens) {
+            rows.extend(bench::tokens::token_rows(backend.clone(), c, d, &prefix).await);
         }
         if wanted(Group::Events) {
             rows.extend(
