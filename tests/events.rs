@@ -521,3 +521,48 @@ async fn http_publish_stats_and_signed_zitadel_ingestion() {
         served.logs()
     );
 }
+
+#[tokio::test]
+async fn event_metrics_follow_enable_metrics() {
+    let c = reqwest::Client::new();
+    let one = serde_json::json!({"specversion": "1.0", "id": "m1", "source": "/app",
+        "type": "user.created"});
+    for (enabled, config) in [
+        (true, "backend: memory\n"),
+        (
+            false,
+            "backend: memory\nevents:\n  performance:\n    enableMetrics: false\n",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let served = support::serve::Served::start(dir.path(), config, &["--no-auth"]).await;
+        let r = c
+            .post(format!("{}/v1/events", served.api))
+            .json(&one)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        wait_for_async("the event to be handled", || async {
+            served.logs().contains("id=m1").then_some(())
+        })
+        .await;
+        let text = c
+            .get(format!("{}/metrics", served.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("blinkchamber_http_requests_total"),
+            "other metrics stay: {text}"
+        );
+        assert_eq!(
+            text.contains("blinkchamber_events_published_total"),
+            enabled,
+            "enableMetrics: {enabled}: {text}"
+        );
+    }
+}

@@ -29,7 +29,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     })?;
     let terminated = shutdown_signal();
-    crate::metrics::install();
+    crate::metrics::install_for(&config);
     let api = bind("server.listen", config.server.listen).await?;
     let metrics = bind("server.metricsListen", config.server.metrics_listen).await?;
     let drain = config.server.shutdown_timeout;

@@ -30,7 +30,7 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         anyhow::bail!("events.enabled: event streaming is turned off");
     }
     let terminated = shutdown_signal();
-    crate::metrics::install();
+    crate::metrics::install_for(&config);
     let metrics = bind("server.metricsListen", config.server.metrics_listen).await?;
     let backend = Backend::from_config(&config).await?;
     let queues = Queues::from_config(&config.events, &backend);

@@ -554,7 +554,8 @@ pub struct PerformanceConfig {
     /// retries (new events wake it at once).
     #[serde(with = "duration")]
     pub flush_interval: Duration,
-    /// Record event metrics.
+    /// Export the event metrics (`blinkchamber_events_*`, `blinkchamber_zitadel_*`) on
+    /// `/metrics` of `serve` and `worker`.
     pub enable_metrics: bool,
 }
 
