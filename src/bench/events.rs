@@ -97,20 +97,14 @@ impl Counter {
     }
 
     fn row(&self, name: &str, elapsed: Duration) -> Row {
-        let mut all =
+        let latencies =
             std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|e| e.into_inner()));
-        all.sort_unstable();
-        let pct = |p: f64| {
-            all.get(((all.len() as f64 - 1.0) * p) as usize)
-                .map_or(Duration::ZERO, |n| Duration::from_nanos(*n))
-        };
-        Row {
-            name: name.to_owned(),
-            ops_per_sec: self.handled.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
-            p50: pct(0.50),
-            p99: pct(0.99),
-            baseline: None,
-        }
+        Row::from_latencies(
+            name,
+            self.handled.load(Ordering::Relaxed),
+            elapsed,
+            latencies,
+        )
     }
 }
 
@@ -147,21 +141,10 @@ pub async fn event_rows(
 
     let list = format!("{prefix}raw");
     let batch: Vec<Vec<u8>> = vec![stored.clone(); BATCH];
-    {
-        let (raw, list, batch) = (raw.clone(), list.clone(), batch.clone());
-        rows.push(per_event(
-            measure(RAW_BATCH, concurrency, duration, move |_, _| {
-                let mut c = raw.clone();
-                let mut cmd = redis::cmd("LPUSH");
-                cmd.arg(&list).arg(&batch);
-                async move {
-                    let _: Result<i64, _> = cmd.query_async(&mut c).await;
-                }
-            })
-            .await,
-            BATCH,
-        ));
-    }
+    rows.push(per_event(
+        super::raw::lpush_row(RAW_BATCH, raw.clone(), &list, batch, concurrency, duration).await,
+        BATCH,
+    ));
     cleanup(raw.clone(), &prefix).await;
 
     let cfg = config(&prefix);
@@ -214,13 +197,7 @@ async fn raw_e2e(
             Ok(c) => conns.push(c),
             Err(e) => {
                 eprintln!("raw queue row skipped: {e}");
-                return Row {
-                    name: RAW_E2E.to_owned(),
-                    ops_per_sec: 0.0,
-                    p50: Duration::ZERO,
-                    p99: Duration::ZERO,
-                    baseline: None,
-                };
+                return Row::from_latencies(RAW_E2E, 0, Duration::from_secs(1), Vec::new());
             }
         }
     }
@@ -272,14 +249,12 @@ async fn raw_e2e(
     for c in consumers {
         let _ = c.await;
     }
-    let elapsed = start.elapsed();
-    Row {
-        name: RAW_E2E.to_owned(),
-        ops_per_sec: handled.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
-        p50: Duration::ZERO,
-        p99: Duration::ZERO,
-        baseline: None,
-    }
+    Row::from_latencies(
+        RAW_E2E,
+        handled.load(Ordering::Relaxed),
+        start.elapsed(),
+        Vec::new(),
+    )
 }
 
 /// [`E2E_EVENTS`] published in batches of 100 while [`WORKERS`] workers consume them.

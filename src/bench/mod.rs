@@ -64,22 +64,33 @@ where
     for task in tasks {
         all.extend(task.await.unwrap_or_default());
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 - 1.0) * p) as usize)
-            .map_or(Duration::ZERO, |n| Duration::from_nanos(*n))
-    };
-    Row {
-        name: name.to_owned(),
-        ops_per_sec: all.len() as f64 / elapsed,
-        p50: pct(0.50),
-        p99: pct(0.99),
-        baseline: None,
-    }
+    let count = all.len() as u64;
+    Row::from_latencies(name, count, started.elapsed(), all)
 }
 
 impl Row {
+    /// A row of `count` operations in `elapsed`, with percentiles of `latencies` (ns).
+    pub fn from_latencies(
+        name: &str,
+        count: u64,
+        elapsed: Duration,
+        mut latencies: Vec<u64>,
+    ) -> Self {
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * p) as usize)
+                .map_or(Duration::ZERO, |n| Duration::from_nanos(*n))
+        };
+        Row {
+            name: name.to_owned(),
+            ops_per_sec: count as f64 / elapsed.as_secs_f64(),
+            p50: pct(0.50),
+            p99: pct(0.99),
+            baseline: None,
+        }
+    }
+
     /// Marks this row as compared with the raw row named `baseline`.
     pub fn against(mut self, baseline: &str) -> Self {
         self.baseline = Some(baseline.to_owned());

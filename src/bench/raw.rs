@@ -106,20 +106,17 @@ pub async fn raw_rows(
             .against(RawBaselines::SET),
         );
     }
-    {
-        let (raw, value, list) = (raw.clone(), value.clone(), list.clone());
-        rows.push(
-            measure(RawBaselines::LPUSH, concurrency, duration, move |_, _| {
-                let mut c = raw.clone();
-                let mut cmd = redis::cmd("LPUSH");
-                cmd.arg(&list).arg(&value);
-                async move {
-                    let _: Result<i64, _> = cmd.query_async(&mut c).await;
-                }
-            })
-            .await,
-        );
-    }
+    rows.push(
+        lpush_row(
+            RawBaselines::LPUSH,
+            raw.clone(),
+            &list,
+            vec![value.clone()],
+            concurrency,
+            duration,
+        )
+        .await,
+    );
     {
         let (raw, script, counter) = (raw.clone(), script.clone(), counter.clone());
         rows.push(
@@ -158,6 +155,27 @@ pub async fn raw_rows(
         .query_async(&mut cleanup)
         .await;
     rows
+}
+
+/// `LPUSH list items…` (one command per operation) on the raw connection.
+pub(super) async fn lpush_row(
+    name: &str,
+    raw: MultiplexedConnection,
+    list: &str,
+    items: Vec<Vec<u8>>,
+    concurrency: usize,
+    duration: Duration,
+) -> Row {
+    let list = list.to_owned();
+    measure(name, concurrency, duration, move |_, _| {
+        let mut c = raw.clone();
+        let mut cmd = redis::cmd("LPUSH");
+        cmd.arg(&list).arg(&items);
+        async move {
+            let _: Result<i64, _> = cmd.query_async(&mut c).await;
+        }
+    })
+    .await
 }
 
 fn set_cmd(prefix: &str, task: usize, seq: u64, value: &[u8]) -> redis::Cmd {
