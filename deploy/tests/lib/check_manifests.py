@@ -254,11 +254,20 @@ def check_pdbs(env, values, docs):
             assert spec["minAvailable"] < dep["spec"]["replicas"], f"{name}: PDB would block every drain"
 
 
+def zitadel_issuer(zc):
+    """The `iss` ZITADEL writes into its tokens: its external scheme, domain and port."""
+    secure = zc.get("ExternalSecure", True)
+    port = int(zc.get("ExternalPort") or (443 if secure else 80))
+    scheme = "https" if secure else "http"
+    default = 443 if secure else 80
+    return f"{scheme}://{zc['ExternalDomain']}" + ("" if port == default else f":{port}")
+
+
 def check_runtime(env, values, docs):
     redis = values["redis"]
     cm = named(docs, "ConfigMap", "blinkchamber-config")
     cfg = yaml.load(cm["data"]["config.yaml"], Loader=UniqueKeyLoader)
-    assert set(cfg) <= {"server", "backend", "redis", "cache", "events"} | set(values["blinkchamber-runtime"].get("extraConfig") or {}), f"config sections {sorted(cfg)}"
+    assert set(cfg) <= {"server", "backend", "redis", "cache", "events", "sessions", "tokens"} | set(values["blinkchamber-runtime"].get("extraConfig") or {}), f"config sections {sorted(cfg)}"
     assert cfg["server"]["listen"] == "0.0.0.0:8080", "server.listen"
     assert cfg["server"]["metricsListen"] == "0.0.0.0:9090", "server.metricsListen"
     assert cfg["server"]["auth"]["tokens"] == {"valueFromFile": "/vault/secrets/API_TOKENS"}, "auth tokens"
@@ -271,6 +280,11 @@ def check_runtime(env, values, docs):
         assert re.match(rf"^redis-node-\d+\.redis-headless\.{ns}\.svc\.cluster\.local:26379$", node), node
     assert cfg["redis"]["password"] == {"valueFromFile": "/vault/secrets/REDIS_PASSWORD"}, "redis password"
     assert cfg["events"]["queues"]["dead_letter"] == "zitadel:events:dead_letter", "queues"
+    assert "redis" not in cfg["sessions"], "sessions use the top-level redis block"
+    if values["zitadel"].get("enabled", True) and cfg["tokens"].get("issuer"):
+        want = zitadel_issuer(values["zitadel"]["zitadel"]["configmapConfig"])
+        issuer = cfg["tokens"]["issuer"].rstrip("/")
+        assert issuer == want, f"tokens.issuer {issuer} != ZITADEL's issuer {want}"
     files = set(re.findall(r"/vault/secrets/([A-Za-z0-9_.-]+)", cm["data"]["config.yaml"]))
 
     for comp, args0 in (("serve", "serve"), ("worker", "worker")):
