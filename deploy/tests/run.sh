@@ -179,11 +179,21 @@ chart_tests() {
   expect_failure "lint rejects an events webhook without a url" "$HELM" lint --strict "$chart" \
     --set 'blinkchamber-runtime.config.events.sinks.webhooks[0].match=user.*'
   expect_failure "lint rejects a malformed duration" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.redis.dialTimeout=5seconds
+  check "lint accepts every sessions and tokens key" sessions_tokens_keys_lint
+  expect_failure "lint rejects a misspelt sessions key" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.sessions.user.idleTimout=10m
+  expect_failure "lint rejects sessions.cookie.sameSite other than strict|lax|none" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.sessions.cookie.sameSite=relaxed
+  expect_failure "lint rejects sessions.cookie.sameSite none without secure" "$HELM" lint --strict "$chart" \
+    --set blinkchamber-runtime.config.sessions.cookie.sameSite=none --set blinkchamber-runtime.config.sessions.cookie.secure=false
+  expect_failure "lint rejects a malformed duration in tokens" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.tokens.introspection.maxTtl=5min
+  expect_failure "lint rejects a symmetric JWT algorithm" "$HELM" lint --strict "$chart" --set 'blinkchamber-runtime.config.tokens.jwt.algorithms={RS256,HS256}'
+  expect_failure "lint rejects introspection enabled without a client" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.tokens.introspection.enabled=true
+  expect_failure "lint rejects a tokens.issuer that is not an http(s) base URL" "$HELM" lint --strict "$chart" --set blinkchamber-runtime.config.tokens.issuer=zitadel.example.com
   expect_failure "template rejects a Sentinel quorum that is not a majority" "$HELM" template "$chart" --set redis.sentinel.quorum=1
   expect_failure "template rejects a quorum above the sentinel count" "$HELM" template "$chart" --set redis.sentinel.quorum=4
   expect_failure "template rejects an even number of Vault voters" "$HELM" template "$chart" --set vault.server.ha.replicas=4
   expect_failure "template rejects a config without API auth" "$HELM" template "$chart" --set blinkchamber-runtime.config.server.auth.tokens=null
   check "events.zitadel.signingKey from a Vault-injected file renders and is injected" zitadel_key_render
+  check "tokens.introspection.clientSecret from a Vault-injected file renders and is injected" introspection_secret_render
   # ... and the checker notices renders that break the wiring, naming what broke.
   broken_render_caught "Sentinel master name differs from Redis'" "masterName != redis.sentinel.masterSet" \
     --set blinkchamber-runtime.config.redis.sentinel.masterName=other
@@ -191,6 +201,10 @@ chart_tests() {
     --set blinkchamber-runtime.vault.secrets.REDIS_PASSWORD=null
   broken_render_caught "a ZITADEL signing key file the Vault agent never writes" "/vault/secrets/ZITADEL_SIGNING_KEY never injected" \
     --set blinkchamber-runtime.config.events.zitadel.signingKey.valueFromFile=/vault/secrets/ZITADEL_SIGNING_KEY
+  broken_render_caught "an introspection secret file the Vault agent never writes" "/vault/secrets/ZITADEL_INTROSPECTION_SECRET never injected" \
+    --set blinkchamber-runtime.config.tokens.introspection.clientSecret.valueFromFile=/vault/secrets/ZITADEL_INTROSPECTION_SECRET
+  broken_render_caught "tokens.issuer is not ZITADEL's public URL" "!= ZITADEL's issuer https://zitadel.example.com" \
+    --set blinkchamber-runtime.config.tokens.issuer=http://zitadel.blinkchamber.svc.cluster.local:8080
   broken_render_caught "NetworkPolicies missing" "no default-deny policy" \
     --set platform.networkPolicies.enabled=false
   broken_render_caught "a single API replica" "serve replicas 1" \
@@ -236,6 +250,40 @@ YAML
   "$HELM" lint --strict "$WORK/chart" -f "$values"
 }
 
+# sessions_tokens_keys_lint: the runtime schema accepts every key of the sessions and
+# tokens blocks the binary reads.
+sessions_tokens_keys_lint() {
+  local values="$WORK/sessions-tokens-values.yaml"
+  cat >"$values" <<'YAML'
+blinkchamber-runtime:
+  config:
+    sessions:
+      keyPrefix: "app:session:"
+      maxPerUser: 20
+      user: {absoluteTimeout: 12h, idleTimeout: 20m}
+      admin: {absoluteTimeout: 1h, idleTimeout: 5m}
+      cookie: {name: app_session, secure: true, sameSite: none, path: /app, domain: example.com}
+    tokens:
+      issuer: "https://zitadel.example.com/"
+      introspection:
+        enabled: true
+        clientId: "284600000000000001@platform"
+        clientSecret: {valueFromFile: /vault/secrets/ZITADEL_INTROSPECTION_SECRET}
+        timeout: 3s
+        maxTtl: 10m
+        keyPrefix: "app:token:"
+      jwt:
+        enabled: true
+        audiences: ["284600000000000002"]
+        clockSkew: 30s
+        jwksRefreshMin: 1m
+        jwksMaxAge: 2h
+        timeout: 3s
+        algorithms: [RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
+YAML
+  "$HELM" lint --strict "$WORK/chart" -f "$values"
+}
+
 # zitadel_key_render: the ZITADEL signing key wired like the other secrets (a file the Vault
 # agent writes, read with valueFromFile) renders, passes the manifest checks (so the file
 # is injected into both Deployments) and reaches the config file.
@@ -254,6 +302,38 @@ cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] 
 key = yaml.safe_load(cm["data"]["config.yaml"])["events"]["zitadel"]["signingKey"]
 assert key == {"valueFromFile": "/vault/secrets/ZITADEL_SIGNING_KEY"}, key
 print("events.zitadel.signingKey:", key)
+PY
+}
+
+# introspection_secret_render: introspection turned on as deploy/README.md says (client
+# secret in a file the Vault agent writes, read with valueFromFile) renders, passes the
+# manifest checks (so the file is injected into both Deployments) and reaches the config
+# file.
+introspection_secret_render() {
+  local out="$WORK/introspection-secret.yaml"
+  "$HELM" template blinkchamber "$WORK/chart" --namespace blinkchamber "${CRD_APIS[@]}" \
+    --set blinkchamber-runtime.vault.secrets.ZITADEL_INTROSPECTION_SECRET.path=secret/data/blinkchamber/zitadel-introspection \
+    --set blinkchamber-runtime.vault.secrets.ZITADEL_INTROSPECTION_SECRET.key=clientSecret \
+    --set blinkchamber-runtime.config.tokens.introspection.enabled=true \
+    --set-string blinkchamber-runtime.config.tokens.introspection.clientId=284600000000000001@platform \
+    --set blinkchamber-runtime.config.tokens.introspection.clientSecret.valueFromFile=/vault/secrets/ZITADEL_INTROSPECTION_SECRET \
+    >"$out" || return 1
+  "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$WORK/chart" default="$out" || return 1
+  "$PYTHON" - "$out" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "blinkchamber-config")
+intro = yaml.safe_load(cm["data"]["config.yaml"])["tokens"]["introspection"]
+assert intro["enabled"] is True and intro["clientId"] == "284600000000000001@platform", intro
+assert intro["clientSecret"] == {"valueFromFile": "/vault/secrets/ZITADEL_INTROSPECTION_SECRET"}, intro
+for d in docs:
+    if d["kind"] == "Deployment":
+        ann = d["spec"]["template"]["metadata"]["annotations"]
+        path = ann["vault.hashicorp.com/agent-inject-secret-ZITADEL_INTROSPECTION_SECRET"]
+        assert path == "secret/data/blinkchamber/zitadel-introspection", path
+        tpl = ann["vault.hashicorp.com/agent-inject-template-ZITADEL_INTROSPECTION_SECRET"]
+        assert ".Data.data.clientSecret" in tpl, tpl
+print("tokens.introspection:", intro)
 PY
 }
 
