@@ -8,6 +8,7 @@
 //! - `{prefix}user:{userId}` — sorted set id → absolute end, pruned on create, delete and
 //!   list, expiring with its longest-lived member; at most `sessions.maxPerUser` members.
 //!
+//! A plain read is `HMGET` + `PEXPIRETIME` (Redis 7+) in one round trip, no script.
 //! Every script reads Redis's clock (`TIME`), so instances with skewed clocks agree on
 //! expiry. Scripts that move between a session and its user's index (rotate, delete, list,
 //! revoke) build the other key from the prefix and the stored user id: the id alone must
