@@ -547,14 +547,7 @@ async fn event_metrics_follow_enable_metrics() {
             served.logs().contains("id=m1").then_some(())
         })
         .await;
-        let text = c
-            .get(format!("{}/metrics", served.metrics))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = served.metrics_text().await;
         assert!(
             text.contains("blinkchamber_http_requests_total"),
             "other metrics stay: {text}"

@@ -58,14 +58,7 @@ async fn memory_backend_answers_health_metrics_and_openapi() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     assert!(doc["paths"]["/v1/status"].is_object(), "{doc}");
 
-    let metrics = c
-        .get(format!("{}/metrics", served.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = served.metrics_text().await;
     assert!(
         metrics.contains("blinkchamber_http_requests_total{route=\"/v1/status\",status=\"200\"}"),
         "{metrics}"
