@@ -377,6 +377,9 @@ struct MemoryState {
     dead: VecDeque<Vec<u8>>,
     /// Handled event id → until when (Unix ms) a repeat is skipped.
     seen: HashMap<String, u64>,
+    /// The same marks in the order they were set (so in expiry order: the window is one
+    /// value), for pruning from the front instead of scanning the map.
+    seen_order: VecDeque<(u64, String)>,
 }
 
 impl MemoryQueues {
@@ -448,10 +451,19 @@ impl MemoryQueues {
         }
         if !settle.seen.is_empty() {
             let now = unix_ms();
+            while let Some((until, _)) = state.seen_order.front()
+                && *until <= now
+            {
+                if let Some((until, id)) = state.seen_order.pop_front()
+                    && state.seen.get(&id) == Some(&until)
+                {
+                    state.seen.remove(&id);
+                }
+            }
             let until = now + crate::backend::redis::px(settle.seen_for);
-            state.seen.retain(|_, u| *u > now);
             for id in &settle.seen {
                 state.seen.insert(id.clone(), until);
+                state.seen_order.push_back((until, id.clone()));
             }
         }
     }
