@@ -104,7 +104,9 @@ impl ScriptBatcher {
                     };
                     let batch = shared.take_batch();
                     if batch.is_empty() {
-                        // Our items are in another caller's call: wait for it.
+                        // Our items are in another caller's call: give the slot back for
+                        // the next batch before waiting for it.
+                        drop(permit);
                         return received(answer.await);
                     }
                     let shared = self.shared.clone();
