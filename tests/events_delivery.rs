@@ -206,7 +206,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
             "server:\n  auth:\n    enabled: false\nbackend: redis\nredis:\n  port: {port}\nevents:\n  redis:\n    database: 0\n\
              {QUEUES}  consumer:\n    lease: 3s\n    batchSize: 20\n  performance:\n    \
              workerCount: 2\n    flushInterval: 100ms\n  sinks:\n    log: false\n    webhooks:\n      \
-             - match: '*'\n        url: {url}\n        timeout: 60s\n",
+             - match: '*'\n        url: {url}\n        timeout: 2s\n",
             port = redis.port
         ),
     );

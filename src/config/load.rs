@@ -329,6 +329,7 @@ fn validate_events(cfg: &EventsConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    super::events_bounds::check(cfg).map_err(|(key, message)| invalid(&key, message))?;
     let publishing = &cfg.publishing;
     if publishing.batch_size > cfg.performance.event_buffer_size {
         return Err(invalid(
