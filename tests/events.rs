@@ -190,17 +190,20 @@ async fn a_failing_event_is_retried_then_dead_lettered_and_replay_brings_it_back
     replayed.extensions.clear();
     assert!(
         f.queues
-            .replay(
+            .dead_remove(
+                &id,
                 &dead[0],
-                Priority::Normal,
-                &blinkchamber::events::encode(&replayed, false)
+                Some((
+                    Priority::Normal,
+                    &blinkchamber::events::encode(&replayed, false)
+                ))
             )
             .await
             .unwrap()
     );
     assert!(
         !f.queues
-            .replay(&dead[0], Priority::Normal, b"{}")
+            .dead_remove(&id, &dead[0], Some((Priority::Normal, b"{}")))
             .await
             .unwrap(),
         "replayed once"
@@ -285,7 +288,13 @@ async fn events_of_a_consumer_that_vanished_come_back_after_the_lease(f: &Fixtur
     // A consumer takes them on a short lease and is never heard of again.
     let taken = f
         .queues
-        .take("crashed", Priority::ALL, 100, Duration::from_millis(100))
+        .take(
+            "crashed",
+            "t1",
+            Priority::ALL,
+            100,
+            Duration::from_millis(100),
+        )
         .await
         .unwrap();
     assert!(
@@ -475,6 +484,23 @@ async fn http_publish_stats_and_signed_zitadel_ingestion() {
     assert_eq!(r.status(), 202);
     let accepted: serde_json::Value = r.json().await.unwrap();
     assert_eq!(accepted["ids"], serde_json::json!(["zitadel:i1:123:7"]));
+    // The same signed call captured and sent again inside the tolerance (or redelivered by
+    // ZITADEL) is acknowledged and stored once (events.zitadel.dedupWindow).
+    let r = post(Some(signed(b"s3cret", now)), body).await.unwrap();
+    assert_eq!(r.status(), 202);
+    // A publisher may not set delivery state.
+    let retried = serde_json::json!({"specversion": "1.0", "id": "e9", "source": "/app",
+        "type": "user.created", "attempt": 3});
+    let r = c.post(url("events")).json(&retried).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("event 0: attempt: is delivery state"),
+        "{problem}"
+    );
     // Each kind of bad request is refused and enqueues nothing.
     for (sig, status) in [
         (None, 401),
@@ -517,7 +543,7 @@ async fn http_publish_stats_and_signed_zitadel_ingestion() {
     assert_eq!(
         handled,
         2,
-        "only e1 and the signed logout: {}",
+        "only e1 and the signed logout, once: {}",
         served.logs()
     );
 }

@@ -231,7 +231,8 @@ pub struct EventsConfig {
     /// accepts every type.
     pub types: Vec<String>,
     /// Priority by event type: the first rule whose `match` fits the type wins; a type no
-    /// rule matches is `low`, and an event's own `priority` attribute overrides routing.
+    /// rule matches is `low`. A published event's own `priority` attribute overrides
+    /// routing only with `publishing.honourPriority`.
     /// Setting the list replaces the default rules.
     pub routing: Vec<RouteRule>,
     /// Queue (Redis list) names per priority.
@@ -324,12 +325,20 @@ pub struct ZitadelConfig {
     /// wins over globs; a type with no entry is ignored. Setting the map replaces the
     /// default table.
     pub type_map: BTreeMap<String, String>,
+    /// Publish-time idempotency: an execution whose event id (stable in ZITADEL:
+    /// instance, aggregate, sequence) was ingested within this window is acknowledged and
+    /// not stored again, so a redelivery or a captured request replayed inside the
+    /// signature tolerance is one event. Twice `tolerance` is used when that is longer (a
+    /// signed call can be replayed for that long); `0s`: off.
+    #[serde(with = "duration")]
+    pub dedup_window: Duration,
 }
 
 impl Default for ZitadelConfig {
     fn default() -> Self {
         Self {
             signing_key: None,
+            dedup_window: Duration::from_secs(600),
             tolerance: crate::events::DEFAULT_TOLERANCE,
             source: "zitadel".into(),
             type_map: crate::events::zitadel::default_type_map(),
@@ -418,6 +427,10 @@ pub struct PublishingConfig {
     /// Longest `WAIT` for `waitReplicas`; fewer replicas in time fails the publish.
     #[serde(with = "duration")]
     pub wait_timeout: Duration,
+    /// Let a published event's `priority` attribute choose its queue. Off by default:
+    /// routing by type decides and the attribute is dropped, so no publisher can put its
+    /// events ahead of everyone else's under strict priority.
+    pub honour_priority: bool,
 }
 
 impl Default for PublishingConfig {
@@ -431,6 +444,7 @@ impl Default for PublishingConfig {
             compression: true,
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
+            honour_priority: false,
         }
     }
 }

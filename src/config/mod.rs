@@ -6,6 +6,7 @@
 //! top with figment; checks that span several keys run last ([`Config::validate`]).
 
 mod capabilities;
+pub mod events_bounds;
 mod limits;
 mod load;
 mod redis;
@@ -28,7 +29,7 @@ pub use limits::{
 pub(crate) use load::parse_host_port;
 pub use load::{ConfigError, ENV_PREFIX};
 pub use redis::{RedisConfig, RedisMode, RedisOverrides, SentinelConfig, TlsConfig};
-pub use secret::{Secret, SecretError, SecretSource};
+pub use secret::{Secret, SecretError, SecretSource, WatchedSecret};
 pub use server::{AuthConfig, ServerConfig};
 pub use sessions::{CookieConfig, SameSite, SessionTimeouts, SessionsConfig};
 pub use tokens::{IntrospectionConfig, JWT_ALGORITHMS, JwtConfig, TokensConfig};

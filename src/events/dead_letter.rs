@@ -2,16 +2,17 @@
 //! under `/v1/events/dead-letter` and `blinkchamber events dead-letter`.
 //!
 //! The dead-letter list holds stored events (each with `lasterror`, `deadat` and its
-//! `attempt` count); an id is looked up among the oldest [`SCAN_LIMIT`] entries. Replay
-//! keeps the event (id, type, data, extensions) and resets its attempts, routing it again
-//! by type.
+//! `attempt` count), newest first; an index by event id (see the Redis store's layout)
+//! finds any one of them without reading the list. Replay keeps the event (id, type,
+//! data, extensions) and resets its attempts, routing it again by type; it removes the
+//! dead letter and enqueues the event in one step.
 
 use super::envelope::{Event, decode, encode};
 use super::queues::{QueueError, Queues};
 use super::routing::Router;
 
-/// How many dead letters an id lookup reads, oldest first.
-pub const SCAN_LIMIT: usize = 10_000;
+/// How many dead letters replay-all reads per round.
+pub const REPLAY_CHUNK: usize = 500;
 
 /// One entry of the dead-letter list as JSON: the event, or `{"unreadable": reason}`.
 pub fn entry_json(stored: &[u8]) -> serde_json::Value {
@@ -36,10 +37,10 @@ impl Queues {
     /// # Errors
     /// Redis failures.
     pub async fn dead_letter(&self, id: &str) -> Result<Option<(Vec<u8>, Event)>, QueueError> {
-        let stored = self.peek(None, SCAN_LIMIT).await?;
-        Ok(stored
-            .into_iter()
-            .find_map(|s| decode(&s).ok().filter(|e| e.id == id).map(|e| (s, e))))
+        let Some(stored) = self.dead_get(id).await? else {
+            return Ok(None);
+        };
+        Ok(decode(&stored).ok().map(|e| (stored, e)))
     }
 
     /// Puts the dead letter `id` back in the queue `router` picks, with its attempts
@@ -70,11 +71,13 @@ impl Queues {
         event.extensions.remove("lasterror");
         event.extensions.remove("deadat");
         let priority = router.priority(&event);
-        self.replay(stored, priority, &encode(&event, compress))
+        let id = event.id.clone();
+        self.dead_remove(&id, stored, Some((priority, &encode(&event, compress))))
             .await
     }
 
-    /// Replays every readable dead letter (up to [`SCAN_LIMIT`]); how many went back.
+    /// Replays every readable dead letter, oldest first, [`REPLAY_CHUNK`] at a time, until
+    /// none is left that can be replayed; how many went back. Unreadable entries stay.
     ///
     /// # Errors
     /// Redis failures (the ones replayed before stay replayed).
@@ -84,15 +87,32 @@ impl Queues {
         compress: bool,
     ) -> Result<u64, QueueError> {
         let mut replayed = 0;
-        for stored in self.peek(None, SCAN_LIMIT).await? {
-            let Ok(event) = decode(&stored) else {
-                continue;
-            };
-            if self.revive(&stored, event, router, compress).await? {
-                replayed += 1;
+        // Unreadable entries stay at the oldest end: read past them.
+        let mut skip = 0;
+        loop {
+            let chunk = self.peek(None, skip + REPLAY_CHUNK).await?;
+            let fresh = &chunk[skip.min(chunk.len())..];
+            if fresh.is_empty() {
+                return Ok(replayed);
+            }
+            let mut progressed = false;
+            for stored in fresh {
+                let Ok(event) = decode(stored) else {
+                    skip += 1;
+                    continue;
+                };
+                if self.revive(stored, event, router, compress).await? {
+                    replayed += 1;
+                    progressed = true;
+                } else {
+                    // Gone meanwhile, or a duplicate id the index does not point at.
+                    skip += 1;
+                }
+            }
+            if !progressed && fresh.len() < REPLAY_CHUNK {
+                return Ok(replayed);
             }
         }
-        Ok(replayed)
     }
 
     /// Deletes the dead letter `id`; whether it was there.
@@ -100,8 +120,8 @@ impl Queues {
     /// # Errors
     /// Redis failures.
     pub async fn delete_dead_letter(&self, id: &str) -> Result<bool, QueueError> {
-        match self.dead_letter(id).await? {
-            Some((stored, _)) => self.remove_dead(&stored).await,
+        match self.dead_get(id).await? {
+            Some(stored) => self.dead_remove(id, &stored, None).await,
             None => Ok(false),
         }
     }

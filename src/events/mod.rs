@@ -18,7 +18,6 @@ pub mod dead_letter;
 pub mod envelope;
 pub mod publisher;
 pub mod queues;
-mod redis_queues;
 pub mod routing;
 pub mod webhook;
 pub mod worker;
@@ -26,7 +25,7 @@ pub mod zitadel;
 
 pub use envelope::{COMPRESS_ABOVE, Event, EventError, SPEC_VERSION, decode, encode, new_id};
 pub use publisher::{PublishError, Publisher};
-pub use queues::{QueueError, QueueStats, Queues, Stats};
+pub use queues::{QueueError, QueueStats, Queues, SettleOutcome, Stats};
 pub use routing::{Pattern, PatternError, Priority, Router, TypeFilter};
 pub use webhook::{Sinks, WEBHOOK_SIGNATURE_HEADER};
 pub use worker::{Handler, LogSink, Workers};

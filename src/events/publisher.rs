@@ -66,6 +66,13 @@ struct Inner {
     compress: bool,
     router: Router,
     accepted: TypeFilter,
+    /// `events.publishing.honourPriority`: a published `priority` attribute picks the queue.
+    honour_priority: bool,
+    /// For [`Publisher::publish_once`], which writes directly.
+    queues: Queues,
+    wait_replicas: u32,
+    wait_timeout: Duration,
+    batch_timeout: Duration,
 }
 
 impl Publisher {
@@ -82,7 +89,7 @@ impl Publisher {
         let capacity = cfg.performance.event_buffer_size.get();
         let slots =
             (cfg.performance.max_concurrent_events.get() / cfg.publishing.batch_size.get()).max(1);
-        tokio::spawn(flush(rx, queues, cfg.clone(), slots));
+        tokio::spawn(flush(rx, queues.clone(), cfg.clone(), slots));
         Ok(Self {
             inner: Arc::new(Inner {
                 tx,
@@ -92,6 +99,11 @@ impl Publisher {
                 compress: cfg.publishing.compression,
                 router,
                 accepted,
+                honour_priority: cfg.publishing.honour_priority,
+                queues,
+                wait_replicas: cfg.publishing.wait_replicas,
+                wait_timeout: cfg.publishing.wait_timeout,
+                batch_timeout: cfg.publishing.batch_timeout,
             }),
         })
     }
@@ -127,6 +139,77 @@ impl Publisher {
         self.inner.capacity - self.inner.buffer.available_permits()
     }
 
+    /// Validates one event, refuses delivery state, applies routing: its queue, stored
+    /// form and id.
+    fn prepare(
+        &self,
+        index: usize,
+        mut event: Event,
+    ) -> Result<(Priority, Vec<u8>, String), PublishError> {
+        let inner = &*self.inner;
+        event
+            .validate(&inner.accepted)
+            .map_err(|error| PublishError::Invalid { index, error })?;
+        // Delivery state belongs to the queues: a publisher may not skip retries.
+        if event.attempt != 0 {
+            return Err(PublishError::Invalid {
+                index,
+                error: EventError::Invalid {
+                    attribute: "attempt".into(),
+                    message: "is delivery state, set by the workers; publish without it".into(),
+                },
+            });
+        }
+        if !inner.honour_priority {
+            // Routing decides (events.publishing.honourPriority is off).
+            event.priority = None;
+        }
+        let priority = inner.router.priority(&event);
+        Ok((priority, encode(&event, inner.compress), event.id))
+    }
+
+    /// Publishes one event unless an event with the same id was published this way within
+    /// `window` (publish-time idempotency, for producers whose ids are stable, such as
+    /// ZITADEL): returns its id and whether it was stored (`false`: a repeat, dropped).
+    /// One round trip of its own, not batched; safe to repeat after a lost reply.
+    ///
+    /// # Errors
+    /// See [`PublishError`].
+    pub async fn publish_once(
+        &self,
+        event: Event,
+        window: Duration,
+    ) -> Result<(String, bool), PublishError> {
+        let inner = &*self.inner;
+        if !inner.enabled {
+            return Err(PublishError::Disabled);
+        }
+        let (priority, stored, id) = self.prepare(0, event)?;
+        let once = inner.queues.enqueue_once(
+            priority,
+            &id,
+            &stored,
+            window,
+            inner.wait_replicas,
+            inner.wait_timeout,
+        );
+        let written = tokio::time::timeout(inner.batch_timeout, once)
+            .await
+            .map_err(|_| {
+                PublishError::Write(format!(
+                    "no acknowledgement within events.publishing.batchTimeout ({})",
+                    duration::format(&inner.batch_timeout)
+                ))
+            })?
+            .map_err(|e| PublishError::Write(e.to_string()))?;
+        if written {
+            metrics::counter!("blinkchamber_events_published_total").increment(1);
+        } else {
+            metrics::counter!("blinkchamber_events_publish_duplicates_total").increment(1);
+        }
+        Ok((id, written))
+    }
+
     async fn send(&self, events: Vec<Event>, wait: bool) -> Result<Vec<String>, PublishError> {
         let inner = &*self.inner;
         if !inner.enabled {
@@ -137,12 +220,10 @@ impl Publisher {
         }
         let mut ids = Vec::with_capacity(events.len());
         let mut items = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            event
-                .validate(&inner.accepted)
-                .map_err(|error| PublishError::Invalid { index, error })?;
-            ids.push(event.id.clone());
-            items.push((inner.router.priority(event), encode(event, inner.compress)));
+        for (index, event) in events.into_iter().enumerate() {
+            let (priority, stored, id) = self.prepare(index, event)?;
+            items.push((priority, stored));
+            ids.push(id);
         }
         if items.is_empty() {
             return Ok(ids);

@@ -18,7 +18,10 @@ use reqwest::Url;
 use super::envelope::Event;
 use super::routing::Pattern;
 use super::worker::{Handler, LogSink};
-use crate::config::{SecretSource, SinksConfig};
+use crate::config::{SinksConfig, WatchedSecret};
+
+/// How often a signing key file is checked for a new version.
+const KEY_RECHECK: Duration = Duration::from_secs(1);
 
 /// Header carrying a webhook request's signature.
 pub const WEBHOOK_SIGNATURE_HEADER: &str = "BlinkChamber-Signature";
@@ -43,7 +46,8 @@ struct Webhook {
     url: Url,
     /// The URL without credentials or query, safe for logs and dead-letter reasons.
     shown: String,
-    key: Option<SecretSource>,
+    /// Read once, re-read when its file changes: never on the delivery path.
+    key: Option<WatchedSecret>,
     timeout: Duration,
 }
 
@@ -73,7 +77,12 @@ impl Sinks {
                     pattern: Pattern::new(&w.pattern).map_err(|e| e.to_string())?,
                     url,
                     shown: shown.to_string(),
-                    key: w.signing_key.clone(),
+                    key: w
+                        .signing_key
+                        .clone()
+                        .map(|k| WatchedSecret::new(k, KEY_RECHECK))
+                        .transpose()
+                        .map_err(|e| format!("{}: signing key: {e}", shown))?,
                     timeout: w.timeout,
                 })
             })
@@ -99,10 +108,8 @@ impl Sinks {
                 "application/cloudevents+json",
             )
             .body(body.to_vec());
-        if let Some(source) = &hook.key {
-            let key = source
-                .read()
-                .map_err(|e| format!("webhook {}: signing key: {e}", hook.shown))?;
+        if let Some(watched) = &hook.key {
+            let key = watched.get();
             let t = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -142,12 +149,11 @@ impl Handler for Sinks {
                 return Ok(());
             }
             let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-            let mut failures = Vec::new();
-            for hook in hooks {
-                if let Err(reason) = self.deliver(hook, &body).await {
-                    failures.push(reason);
-                }
-            }
+            // Concurrently: one slow webhook costs its own timeout, not the sum.
+            let outcomes =
+                futures_util::future::join_all(hooks.into_iter().map(|h| self.deliver(h, &body)))
+                    .await;
+            let failures: Vec<String> = outcomes.into_iter().filter_map(Result::err).collect();
             if failures.is_empty() {
                 Ok(())
             } else {

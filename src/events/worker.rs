@@ -1,19 +1,23 @@
-//! Consumers: `workerCount` loops that take a batch, hand each event to the [`Handler`],
-//! and settle the batch (failures to retry with backoff, or to the dead-letter list after
-//! `maxRetries`). The lease is renewed every third of `lease` while a batch is handled, so
-//! only a worker that stopped (crashed, hung, lost Redis) lets its events go back.
+//! Consumers: `workerCount` loops that take a batch, hand its events to the [`Handler`]
+//! concurrently (at most `maxConcurrentEvents` at once across the process), and settle
+//! the batch (failures to retry with backoff, or to the dead-letter list after
+//! `maxRetries`). Each take has its own lease token. The lease is renewed every third of
+//! `lease` while a batch is handled, so only a worker that stopped (crashed, hung, lost
+//! Redis) lets its events go back; a worker that learns on renewal that its lease is gone
+//! stops handling that batch at once and does not settle it.
 //! An idle worker blocks on the doorbell (`BLPOP` on its own connection) for at most
 //! `flushInterval`, or until the next retry is due, and looks for expired leases between.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::envelope::{Event, decode, encode};
-use super::queues::{Queues, Settle, Taken, WaitConn, unix_ms};
+use super::queues::{Queues, Settle, SettleOutcome, Taken, WaitConn};
 use super::routing::Priority;
 use crate::config::{EventsConfig, PriorityMode};
 
@@ -56,6 +60,7 @@ impl Workers {
     /// Starts `events.performance.workerCount` workers on `queues`.
     pub fn start(cfg: &EventsConfig, queues: Queues, handler: Arc<dyn Handler>) -> Self {
         let (stop, stopped) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(cfg.performance.max_concurrent_events.get()));
         let tasks = (0..cfg.performance.worker_count.get())
             .map(|_| {
                 let worker = Worker {
@@ -64,6 +69,7 @@ impl Workers {
                     handler: handler.clone(),
                     cfg: cfg.clone(),
                     stop: stopped.clone(),
+                    permits: permits.clone(),
                 };
                 tokio::spawn(worker.run())
             })
@@ -86,6 +92,13 @@ struct Worker {
     handler: Arc<dyn Handler>,
     cfg: EventsConfig,
     stop: watch::Receiver<bool>,
+    /// Events being handled at once in this process (`maxConcurrentEvents`).
+    permits: Arc<Semaphore>,
+}
+
+/// A fresh lease token.
+fn new_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 impl Worker {
@@ -106,14 +119,32 @@ impl Worker {
                 }
             }
             let c = &self.cfg.consumer;
+            let token = new_token();
             let taken = self
                 .queues
-                .take(&self.consumer, self.order(), c.batch_size.get(), c.lease)
+                .take(
+                    &self.consumer,
+                    &token,
+                    self.order(),
+                    c.batch_size.get(),
+                    c.lease,
+                )
                 .await;
             match taken {
-                Ok(Taken::Events { priority, items }) => {
+                Ok(Taken::Events {
+                    priority,
+                    items,
+                    resumed,
+                }) => {
                     failures = 0;
-                    self.handle_batch(priority, items).await;
+                    if resumed {
+                        metrics::counter!("blinkchamber_events_take_resumed_total").increment(1);
+                        tracing::info!(
+                            events = items.len(),
+                            "events: resuming a batch this worker already held (a lost reply)"
+                        );
+                    }
+                    self.handle_batch(&token, priority, items).await;
                 }
                 Ok(Taken::Empty { next_due }) => {
                     failures = 0;
@@ -176,66 +207,101 @@ impl Worker {
         order
     }
 
-    async fn handle_batch(&mut self, priority: Priority, items: Vec<Vec<u8>>) {
+    async fn handle_batch(&mut self, token: &str, priority: Priority, items: Vec<Vec<u8>>) {
         let labels = [("priority", priority.as_str())];
         metrics::counter!("blinkchamber_events_consumed_total", &labels)
             .increment(items.len() as u64);
         let lease = self.cfg.consumer.lease;
-        let work = self.handle_all(priority, &items);
+        let work = self.handle_all(token, priority, &items);
         tokio::pin!(work);
         let mut renew = tokio::time::interval(lease / 3);
         renew.tick().await;
         let settle = loop {
             tokio::select! {
                 settle = &mut work => break settle,
-                _ = renew.tick() => {
-                    if let Err(error) = self.queues.renew(&self.consumer, lease).await {
-                        tracing::warn!(%error, "events: renewing a lease failed");
+                _ = renew.tick() => match self.queues.renew(&self.consumer, token, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // The batch went back to its queue and may be handled elsewhere:
+                        // stop, and do not settle what is no longer ours.
+                        metrics::counter!("blinkchamber_events_lease_lost_total").increment(1);
+                        tracing::warn!(
+                            events = items.len(),
+                            "events: lease lost while handling a batch; abandoning it"
+                        );
+                        return;
                     }
+                    Err(error) => tracing::warn!(%error, "events: renewing a lease failed"),
+                },
+            }
+        };
+        // Settling must succeed before the next take (the consumer holds one batch, and a
+        // take would answer this one again); repeating it is safe, and it stops by itself
+        // once the lease is gone.
+        let mut backoff = Duration::from_millis(20);
+        let outcome = loop {
+            match self
+                .queues
+                .settle(&self.consumer, token, &settle, lease)
+                .await
+            {
+                Ok(outcome) => break outcome,
+                Err(error) => {
+                    tracing::warn!(%error, "events: settling a batch failed; retrying");
+                    if *self.stop.borrow() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         };
-        let acked = items.len() - settle.retries.len() - settle.dead.len();
-        metrics::counter!("blinkchamber_events_acked_total", &labels).increment(acked as u64);
-        metrics::counter!("blinkchamber_events_retried_total", &labels)
-            .increment(settle.retries.len() as u64);
-        metrics::counter!("blinkchamber_events_dead_lettered_total", &labels)
-            .increment(settle.dead.len() as u64);
-        // Settling must succeed before the next take (the taken list holds one batch);
-        // until the lease runs out, retrying is all there is to do.
-        let mut backoff = Duration::from_millis(20);
-        while let Err(error) = self.queues.settle(&self.consumer, &settle).await {
-            tracing::warn!(%error, "events: settling a batch failed; retrying");
-            if *self.stop.borrow() {
-                return;
+        match outcome {
+            SettleOutcome::Settled | SettleOutcome::AlreadySettled => {
+                let acked = items.len() - settle.retries.len() - settle.dead.len();
+                metrics::counter!("blinkchamber_events_acked_total", &labels)
+                    .increment(acked as u64);
+                metrics::counter!("blinkchamber_events_retried_total", &labels)
+                    .increment(settle.retries.len() as u64);
+                metrics::counter!("blinkchamber_events_dead_lettered_total", &labels)
+                    .increment(settle.dead.len() as u64);
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            SettleOutcome::LeaseLost => {
+                metrics::counter!("blinkchamber_events_lease_lost_total").increment(1);
+                tracing::warn!(
+                    events = items.len(),
+                    "events: the lease ran out before the batch was settled; its events are \
+                     back in the queue and will be handled again"
+                );
+            }
         }
     }
 
     /// Per event, whether de-duplication skips it: its id was handled within
-    /// `dedupWindow`, or appears earlier in the same batch. All `false` when the window is
-    /// zero, and when Redis cannot say (delivery stays at least once).
-    async fn duplicates(&self, events: &[Event]) -> Vec<bool> {
+    /// `dedupWindow`, is being handled under another live lease, or appears earlier in the
+    /// same batch. All `false` when the window is zero, and when Redis cannot say
+    /// (delivery stays at least once).
+    async fn duplicates(&self, token: &str, events: &[Event]) -> Vec<bool> {
         if self.cfg.consumer.dedup_window.is_zero() {
             return vec![false; events.len()];
         }
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-        let mut skip = self.queues.seen(&ids).await.unwrap_or_else(|error| {
-            tracing::warn!(%error, "events: de-duplication check failed; handling the batch as is");
-            vec![false; ids.len()]
-        });
+        let handle = self
+            .queues
+            .claim(&self.consumer, token, &ids, self.cfg.consumer.lease)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "events: de-duplication claim failed; handling the batch as is");
+                vec![true; ids.len()]
+            });
         let mut in_batch = std::collections::HashSet::new();
-        for (id, skip) in ids.iter().zip(&mut skip) {
-            if !in_batch.insert(*id) {
-                *skip = true;
-            }
-        }
-        skip
+        ids.iter()
+            .zip(handle)
+            .map(|(id, handle)| !handle || !in_batch.insert(*id))
+            .collect()
     }
 
-    async fn handle_all(&self, priority: Priority, items: &[Vec<u8>]) -> Settle {
+    async fn handle_all(&self, token: &str, priority: Priority, items: &[Vec<u8>]) -> Settle {
         let c = &self.cfg.consumer;
         let compress = self.cfg.publishing.compression;
         let mut settle = Settle {
@@ -251,28 +317,36 @@ impl Worker {
                 Ok(event) => events.push(event),
                 Err(error) => {
                     tracing::warn!(%error, "events: an unreadable entry goes to the dead-letter list");
-                    settle.dead.push(stored.clone());
+                    settle.dead.push((String::new(), stored.clone()));
                 }
             }
         }
-        let skip = self.duplicates(&events).await;
-        for (mut event, skip) in events.into_iter().zip(skip) {
+        let skip = self.duplicates(token, &events).await;
+        let mut handling = futures_util::stream::FuturesUnordered::new();
+        for (event, skip) in events.into_iter().zip(skip) {
             if skip {
                 tracing::debug!(id = %event.id, "events: already handled within the de-duplication window; skipped");
                 metrics::counter!("blinkchamber_events_duplicates_total").increment(1);
                 continue;
             }
-            let started = Instant::now();
-            let outcome = self.handler.handle(&event).await;
-            metrics::histogram!("blinkchamber_events_handle_seconds")
-                .record(started.elapsed().as_secs_f64());
+            handling.push(async move {
+                // The semaphore is never closed.
+                let _permit = self.permits.acquire().await.ok();
+                let started = Instant::now();
+                let outcome = self.handler.handle(&event).await;
+                metrics::histogram!("blinkchamber_events_handle_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                (event, outcome)
+            });
+        }
+        while let Some((mut event, outcome)) = handling.next().await {
             let Err(reason) = outcome else {
                 if !settle.seen_for.is_zero() {
                     settle.seen.push(event.id.clone());
                 }
                 continue;
             };
-            event.attempt += 1;
+            event.attempt = event.attempt.saturating_add(1);
             if event.attempt > c.max_retries {
                 let reason: String = reason.chars().take(1000).collect();
                 tracing::warn!(id = %event.id, r#type = %event.ty, attempts = event.attempt, %reason, "events: dead-lettered");
@@ -281,15 +355,16 @@ impl Worker {
                 event
                     .extensions
                     .insert("deadat".into(), now.to_string().into());
-                settle.dead.push(encode(&event, compress));
+                settle
+                    .dead
+                    .push((event.id.clone(), encode(&event, compress)));
             } else {
                 let delay = c
                     .retry_delay
                     .saturating_mul(2u32.saturating_pow(event.attempt - 1))
                     .min(c.max_retry_delay);
                 tracing::debug!(id = %event.id, attempt = event.attempt, %reason, "events: retrying later");
-                let due = unix_ms() + crate::backend::redis::px(delay);
-                settle.retries.push((encode(&event, compress), due));
+                settle.retries.push((encode(&event, compress), delay));
             }
         }
         settle

@@ -268,7 +268,7 @@ async fn ingest(
 ) -> Result<Accepted, IngestError> {
     let events = events_of(state)?;
     let cfg = &state.config.events.zitadel;
-    let Some(source) = &cfg.signing_key else {
+    let Some(watched) = &events.zitadel_key else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ingest-not-configured",
@@ -277,7 +277,7 @@ async fn ingest(
         )
         .into());
     };
-    let key = source.read().map_err(|e| ApiError::internal(&e))?;
+    let key = watched.get();
     let header = match headers.get(SIGNATURE_HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| {
             unauthorized_signature(format!("{SIGNATURE_HEADER}: not visible ASCII"))
@@ -302,11 +302,25 @@ async fn ingest(
         });
     };
     let event = execution.to_event(ours, &cfg.source);
-    let ids = events
-        .publisher
-        .try_publish_many(vec![event])
-        .await
-        .map_err(IngestError::Publish)?;
+    let ids = if cfg.dedup_window.is_zero() {
+        events
+            .publisher
+            .try_publish_many(vec![event])
+            .await
+            .map_err(IngestError::Publish)?
+    } else {
+        let (id, stored) = events
+            .publisher
+            .publish_once(event, cfg.dedup_window.max(cfg.tolerance.saturating_mul(2)))
+            .await
+            .map_err(IngestError::Publish)?;
+        if !stored {
+            // Acknowledged, so ZITADEL stops redelivering; nothing stored twice.
+            metrics::counter!("blinkchamber_zitadel_duplicates_total").increment(1);
+            tracing::debug!(%id, "events: ZITADEL execution already ingested; not stored again");
+        }
+        vec![id]
+    };
     metrics::counter!("blinkchamber_zitadel_ingested_total").increment(1);
     Ok(Accepted {
         accepted: ids.len(),
@@ -328,6 +342,13 @@ pub(crate) fn build(
         publisher: crate::events::Publisher::new(cfg, queues.clone())?,
         router: crate::events::Router::new(&cfg.routing)?,
         type_map: TypeMap::new(&cfg.zitadel.type_map)?,
+        zitadel_key: cfg
+            .zitadel
+            .signing_key
+            .clone()
+            .map(|k| crate::config::WatchedSecret::new(k, std::time::Duration::from_secs(1)))
+            .transpose()?
+            .map(std::sync::Arc::new),
         queues,
     }))
 }

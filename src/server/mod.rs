@@ -68,6 +68,8 @@ pub struct EventsState {
     pub router: crate::events::Router,
     /// ZITADEL type → our type.
     pub type_map: crate::events::TypeMap,
+    /// `events.zitadel.signingKey`, read once and re-read when its file changes.
+    pub zitadel_key: Option<std::sync::Arc<crate::config::WatchedSecret>>,
 }
 
 impl AppState {

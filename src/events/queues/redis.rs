@@ -3,88 +3,64 @@
 //! - `events.queues.{high,normal,low}_priority`: lists; producers `LPUSH`, consumers take
 //!   from the other end, so each list is FIFO and `LRANGE … 0 -1` shows it newest first.
 //! - `{queue}:retry`: a sorted set per priority of events waiting to be retried, scored by
-//!   the Unix millisecond they are due; a take moves the due ones back into the queue.
-//! - `{statePrefix}consumers`: consumer id → lease deadline (Unix ms); a consumer's taken
-//!   events are the list `{statePrefix}taken:{consumer}:{0|1|2}` (by priority).
-//! - `{statePrefix}wake`: a doorbell list; a publish pushes a token, idle consumers block
-//!   on it (`BLPOP`) instead of polling, and a take that leaves events behind rings it for
-//!   the next idle consumer.
-//! - `{statePrefix}seen:{id}`: set, with a TTL of `events.consumer.dedupWindow`, when the
-//!   event `id` was handled (only with de-duplication on); a repeat within it is skipped.
+//!   the Unix millisecond (Redis's clock) they are due; a take moves the due ones back.
+//! - `{statePrefix}consumers`: consumer id → lease deadline (Unix ms, Redis's clock).
+//! - `{statePrefix}leases`: consumer id → `"<lease token> <priority 0|1|2>"`, the lease
+//!   of the batch the consumer holds. Renew and settle must present that token, so a worker
+//!   whose batch was taken back can neither keep it alive nor settle it.
+//! - `{statePrefix}taken:{consumer}:{0|1|2}`: the events a consumer holds, by priority.
+//! - `{statePrefix}settled:{token}`: set for twice the lease once a take is settled, so a
+//!   settle repeated after a lost reply changes nothing.
+//! - `{statePrefix}wake`: a doorbell list; publishes, takes that leave events behind or
+//!   promote due retries, reaps and replays push a token; idle consumers block on it
+//!   (`BLPOP`) instead of polling.
+//! - `{statePrefix}published:{id}`: set for the window when an event is published with
+//!   publish-time idempotency (ZITADEL ingestion); a second publish of the id is dropped.
+//! - `{statePrefix}seen:{id}`: the de-duplication mark of event `id` (with
+//!   `events.consumer.dedupWindow` on): `c <consumer> <token>` while a lease handles it,
+//!   `done` for the window once handled.
 //! - `events.queues.dead_letter`: a list of events that failed every retry, each with
-//!   `lasterror` and `deadat` attributes.
+//!   `lasterror` and `deadat` attributes, newest first; `{dead_letter}:index` maps each
+//!   one's event id to its stored bytes, so show, replay and delete by id need no scan.
 //!
-//! Take and reap are scripts, so moving an event from a queue to a consumer's taken list
-//! (and back, when its lease runs out) is atomic: an event is always in exactly one list.
-//! Keys are built from configured names without a hash tag: Redis Cluster would need the
-//! names to share one.
+//! Every script (in `lua/`, each opening with its KEYS / ARGV / returns) is given every key
+//! it touches in `KEYS`. Keys are built from configured names without a hash tag: Redis
+//! Cluster would need the names to share one.
 
 use std::time::Duration;
 
 use redis::Script;
 
-use super::queues::{QueueError, Settle, Stats, Taken};
-use super::routing::Priority;
+use super::{QueueError, Settle, SettleOutcome, Stats, Taken};
 use crate::backend::redis::px;
 use crate::backend::{RedisBackend, Retry};
 use crate::config::EventsConfig;
+use crate::events::routing::Priority;
 
-const TAKE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local consumer, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for i = 0, 2 do
-  local retry = KEYS[6 + i]
-  local due = redis.call('ZRANGE', retry, '-inf', now, 'BYSCORE', 'LIMIT', 0, 500)
-  if #due > 0 then
-    redis.call('LPUSH', KEYS[3 + i], unpack(due))
-    redis.call('ZREM', retry, unpack(due))
-  end
-end
-for i = 0, 2 do
-  local items = redis.call('RPOP', KEYS[3 + i], max)
-  if items then
-    redis.call('RPUSH', KEYS[9 + i], unpack(items))
-    redis.call('ZADD', KEYS[1], now + lease, consumer)
-    if redis.call('LLEN', KEYS[3 + i]) > 0 then
-      redis.call('LPUSH', KEYS[2], 1)
-      redis.call('LTRIM', KEYS[2], 0, 63)
-    end
-    return {i, items}
-  end
-end
-local next_due = -1
-for i = 0, 2 do
-  local first = redis.call('ZRANGE', KEYS[6 + i], 0, 0, 'WITHSCORES')
-  if first[2] then
-    local due = math.max(0, tonumber(first[2]) - now)
-    if next_due < 0 or due < next_due then next_due = due end
-  end
-end
-return {-1, next_due}
-";
+/// The scripts, loaded once.
+struct Scripts {
+    take: Script,
+    renew: Script,
+    settle: Script,
+    reap: Script,
+    claim: Script,
+    dead_remove: Script,
+    enqueue_once: Script,
+}
 
-const REAP: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expired = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, 16)
-local moved = 0
-for _, consumer in ipairs(expired) do
-  for i = 0, 2 do
-    local taken = ARGV[1] .. consumer .. ':' .. i
-    local items = redis.call('LRANGE', taken, 0, -1)
-    if #items > 0 then
-      local back = {}
-      for j = #items, 1, -1 do back[#back + 1] = items[j] end
-      redis.call('RPUSH', KEYS[2 + i], unpack(back))
-      moved = moved + #items
-    end
-    redis.call('DEL', taken)
-  end
-  redis.call('ZREM', KEYS[1], consumer)
-end
-return moved
-";
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            take: Script::new(include_str!("lua/take.lua")),
+            renew: Script::new(include_str!("lua/renew.lua")),
+            settle: Script::new(include_str!("lua/settle.lua")),
+            reap: Script::new(include_str!("lua/reap.lua")),
+            claim: Script::new(include_str!("lua/claim.lua")),
+            dead_remove: Script::new(include_str!("lua/dead_remove.lua")),
+            enqueue_once: Script::new(include_str!("lua/enqueue_once.lua")),
+        }
+    }
+}
 
 /// The Redis queue store.
 pub(super) struct RedisQueues {
@@ -92,12 +68,15 @@ pub(super) struct RedisQueues {
     queues: [String; 3],
     retry: [String; 3],
     dead: String,
+    dead_index: String,
     consumers: String,
+    leases: String,
     wake: String,
     taken_prefix: String,
     seen_prefix: String,
-    take: Script,
-    reap: Script,
+    settled_prefix: String,
+    published_prefix: String,
+    scripts: Scripts,
 }
 
 impl RedisQueues {
@@ -109,17 +88,21 @@ impl RedisQueues {
             q.low_priority.clone(),
         ];
         let retry = queues.clone().map(|name| format!("{name}:retry"));
+        let state = &q.state_prefix;
         Self {
             backend,
             retry,
             queues,
             dead: q.dead_letter.clone(),
-            consumers: format!("{}consumers", q.state_prefix),
-            wake: format!("{}wake", q.state_prefix),
-            taken_prefix: format!("{}taken:", q.state_prefix),
-            seen_prefix: format!("{}seen:", q.state_prefix),
-            take: Script::new(TAKE),
-            reap: Script::new(REAP),
+            dead_index: format!("{}:index", q.dead_letter),
+            consumers: format!("{state}consumers"),
+            leases: format!("{state}leases"),
+            wake: format!("{state}wake"),
+            taken_prefix: format!("{state}taken:"),
+            seen_prefix: format!("{state}seen:"),
+            settled_prefix: format!("{state}settled:"),
+            published_prefix: format!("{state}published:"),
+            scripts: Scripts::new(),
         }
     }
 
@@ -168,144 +151,264 @@ impl RedisQueues {
         Ok(())
     }
 
-    /// Moves up to `max` events of the first non-empty queue in `order` to `consumer`'s
-    /// taken list, leased for `lease`.
+    /// Enqueues `event` unless `id` was published within `window` (`enqueue_once.lua`),
+    /// then waits for `replicas` replicas; whether it was enqueued. Safe to repeat.
+    pub(super) async fn enqueue_once(
+        &self,
+        priority: Priority,
+        id: &str,
+        event: &[u8],
+        window: Duration,
+        replicas: u32,
+        wait: Duration,
+    ) -> Result<bool, QueueError> {
+        let (stored, acked): (i64, u32) = self
+            .backend
+            .run(Retry::Idempotent, |mut c| {
+                let mut call = self.scripts.enqueue_once.prepare_invoke();
+                call.key(format!("{}{id}", self.published_prefix))
+                    .key(self.queue(priority))
+                    .key(&self.wake);
+                call.arg(event).arg(px(window));
+                async move {
+                    let stored: i64 = call.invoke_async(&mut c).await?;
+                    // WAIT covers every write this connection sent, the script's included.
+                    let acked = if replicas > 0 {
+                        redis::cmd("WAIT")
+                            .arg(replicas)
+                            .arg(px(wait))
+                            .query_async(&mut c)
+                            .await?
+                    } else {
+                        0
+                    };
+                    Ok((stored, acked))
+                }
+            })
+            .await?;
+        if acked < replicas {
+            return Err(QueueError::Replicas { acked, replicas });
+        }
+        Ok(stored == 1)
+    }
+
+    /// Leases up to `max` events of the first non-empty queue in `order` to `consumer`
+    /// under `token` (`take.lua`). Safe to repeat: a consumer that still holds a batch gets
+    /// that batch back.
     pub(super) async fn take(
         &self,
         consumer: &str,
+        token: &str,
         order: [Priority; 3],
         max: usize,
         lease: Duration,
     ) -> Result<Taken, QueueError> {
-        let reply: (i64, redis::Value) = self
+        let order: String = order.iter().map(|p| char::from(b'0' + *p as u8)).collect();
+        let reply: Vec<redis::Value> = self
             .backend
-            .run(Retry::IfNotRun, |mut c| {
-                let mut call = self.take.prepare_invoke();
-                call.key(&self.consumers).key(&self.wake);
-                for p in order {
-                    call.key(self.queue(p));
-                }
-                for p in order {
-                    call.key(&self.retry[p as usize]);
-                }
-                for p in order {
+            .run(Retry::Idempotent, |mut c| {
+                let mut call = self.scripts.take.prepare_invoke();
+                call.key(&self.consumers).key(&self.leases).key(&self.wake);
+                call.key(&self.queues[..]).key(&self.retry[..]);
+                for p in Priority::ALL {
                     call.key(self.taken(consumer, p));
                 }
-                call.arg(consumer).arg(px(lease)).arg(max);
+                call.arg(consumer).arg(token).arg(px(lease)).arg(max);
+                call.arg(&order);
                 async move { call.invoke_async(&mut c).await }
             })
             .await?;
-        let (index, value) = reply;
+        let mut values = reply.into_iter();
+        let index: i64 = next_value(&mut values)?;
         if index < 0 {
-            let next_due: i64 = redis::from_redis_value(value).unwrap_or(-1);
+            let next_due: i64 = next_value(&mut values)?;
             return Ok(Taken::Empty {
                 next_due: u64::try_from(next_due).ok().map(Duration::from_millis),
             });
         }
-        let items: Vec<Vec<u8>> = redis::from_redis_value(value)?;
-        let priority = order[usize::try_from(index).unwrap_or(0).min(2)];
-        Ok(Taken::Events { priority, items })
+        let items: Vec<Vec<u8>> = next_value(&mut values)?;
+        let _deadline: i64 = next_value(&mut values)?;
+        let resumed: i64 = next_value(&mut values)?;
+        let priority = usize::try_from(index)
+            .ok()
+            .and_then(|i| Priority::ALL.get(i).copied())
+            .ok_or_else(|| QueueError::Reply(format!("take answered priority {index}")))?;
+        Ok(Taken::Events {
+            priority,
+            items,
+            resumed: resumed == 1,
+        })
     }
 
-    /// Ends a take: failed events to their retry set or the dead-letter list, and the
-    /// consumer's taken list dropped, in one transaction.
-    pub(super) async fn settle(&self, consumer: &str, settle: &Settle) -> Result<(), QueueError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (event, due_ms) in &settle.retries {
-            pipe.cmd("ZADD")
-                .arg(&self.retry[settle.priority as usize])
-                .arg(*due_ms)
-                .arg(event.as_slice())
-                .ignore();
-        }
-        if !settle.dead.is_empty() {
-            pipe.cmd("LPUSH").arg(&self.dead).arg(&settle.dead).ignore();
-        }
-        for id in &settle.seen {
-            pipe.cmd("SET")
-                .arg(format!("{}{id}", self.seen_prefix))
-                .arg(1)
-                .arg("PX")
-                .arg(px(settle.seen_for).max(1))
-                .ignore();
-        }
-        pipe.cmd("DEL")
-            .arg(self.taken(consumer, settle.priority))
-            .ignore();
-        pipe.cmd("ZREM").arg(&self.consumers).arg(consumer).ignore();
-        self.backend
-            .pipeline::<()>(Retry::Idempotent, &pipe)
-            .await?;
-        Ok(())
-    }
-
-    /// Which of `ids` have a `seen` mark, in one `EXISTS` per id in one round trip.
-    pub(super) async fn seen(&self, ids: &[&str]) -> Result<Vec<bool>, QueueError> {
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("EXISTS").arg(format!("{}{id}", self.seen_prefix));
-        }
-        Ok(self.backend.pipeline(Retry::Idempotent, &pipe).await?)
-    }
-
-    /// Pushes `consumer`'s lease deadline to `lease` from now.
-    pub(super) async fn renew(&self, consumer: &str, lease: Duration) -> Result<(), QueueError> {
-        let deadline = super::queues::unix_ms() + px(lease);
-        let _: i64 = self
-            .backend
-            .query(
-                redis::cmd("ZADD")
-                    .arg(&self.consumers)
-                    .arg("XX")
-                    .arg(deadline)
-                    .arg(consumer),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Returns the events of consumers whose lease ran out to the front of their queues.
-    pub(super) async fn reap(&self) -> Result<u64, QueueError> {
-        let moved: u64 = self
+    /// Ends `consumer`'s take under `token` (`settle.lua`): fenced by the token, and a
+    /// repeat after a lost reply changes nothing, so it is retried like a read.
+    pub(super) async fn settle(
+        &self,
+        consumer: &str,
+        token: &str,
+        settle: &Settle,
+        lease: Duration,
+    ) -> Result<SettleOutcome, QueueError> {
+        let p = settle.priority;
+        let outcome: i64 = self
             .backend
             .run(Retry::Idempotent, |mut c| {
-                let mut call = self.reap.prepare_invoke();
-                call.key(&self.consumers);
-                for q in &self.queues {
-                    call.key(q);
+                let mut call = self.scripts.settle.prepare_invoke();
+                call.key(&self.consumers)
+                    .key(&self.leases)
+                    .key(self.taken(consumer, p))
+                    .key(&self.retry[p as usize])
+                    .key(&self.dead)
+                    .key(&self.dead_index)
+                    .key(format!("{}{token}", self.settled_prefix));
+                for id in &settle.seen {
+                    call.key(format!("{}{id}", self.seen_prefix));
                 }
-                call.arg(&self.taken_prefix);
+                call.arg(consumer)
+                    .arg(token)
+                    .arg(p as usize)
+                    .arg(px(lease).saturating_mul(2).max(1))
+                    .arg(px(settle.seen_for).max(1));
+                call.arg(settle.retries.len());
+                for (event, delay) in &settle.retries {
+                    call.arg(px(*delay)).arg(event.as_slice());
+                }
+                call.arg(settle.dead.len());
+                for (id, event) in &settle.dead {
+                    call.arg(id).arg(event.as_slice());
+                }
                 async move { call.invoke_async(&mut c).await }
             })
             .await?;
+        Ok(match outcome {
+            1 => SettleOutcome::Settled,
+            2 => SettleOutcome::AlreadySettled,
+            _ => SettleOutcome::LeaseLost,
+        })
+    }
+
+    /// Claims `ids` for handling under `token` (`claim.lua`): per id, whether to handle it.
+    pub(super) async fn claim(
+        &self,
+        consumer: &str,
+        token: &str,
+        ids: &[&str],
+        lease: Duration,
+    ) -> Result<Vec<bool>, QueueError> {
+        let handle: Vec<i64> = self
+            .backend
+            .run(Retry::Idempotent, |mut c| {
+                let mut call = self.scripts.claim.prepare_invoke();
+                call.key(&self.leases);
+                for id in ids {
+                    call.key(format!("{}{id}", self.seen_prefix));
+                }
+                call.arg(consumer).arg(token).arg(px(lease).max(1));
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(handle.into_iter().map(|h| h == 1).collect())
+    }
+
+    /// Pushes `consumer`'s lease deadline to `lease` from now on Redis's clock, if `token`
+    /// still holds it; whether it does.
+    pub(super) async fn renew(
+        &self,
+        consumer: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, QueueError> {
+        let deadline: i64 = self
+            .backend
+            .run(Retry::Idempotent, |mut c| {
+                let mut call = self.scripts.renew.prepare_invoke();
+                call.key(&self.consumers).key(&self.leases);
+                call.arg(consumer).arg(token).arg(px(lease));
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(deadline >= 0)
+    }
+
+    /// Returns the events of consumers whose lease ran out to the front of their queues:
+    /// the consumers with the earliest deadlines are each reaped by `reap.lua`, which checks
+    /// the deadline again on Redis's clock, until one has not run out.
+    pub(super) async fn reap(&self) -> Result<u64, QueueError> {
+        let earliest: Vec<String> = self
+            .backend
+            .query(redis::cmd("ZRANGE").arg(&self.consumers).arg(0).arg(15))
+            .await?;
+        let mut moved = 0;
+        for consumer in earliest {
+            let n: i64 = self
+                .backend
+                .run(Retry::Idempotent, |mut c| {
+                    let mut call = self.scripts.reap.prepare_invoke();
+                    call.key(&self.consumers).key(&self.leases).key(&self.wake);
+                    call.key(&self.queues[..]);
+                    for p in Priority::ALL {
+                        call.key(self.taken(&consumer, p));
+                    }
+                    call.arg(&consumer);
+                    async move { call.invoke_async(&mut c).await }
+                })
+                .await?;
+            if n < 0 {
+                break;
+            }
+            moved += n.unsigned_abs();
+        }
         Ok(moved)
     }
 
     /// Waits up to `timeout` for the doorbell, on a connection of its own (`BLPOP` never
-    /// shares a pooled connection). `conn` is kept between calls and dropped on error.
+    /// shares a pooled connection). `conn` is kept between calls with the master epoch it
+    /// was dialled in, and dropped on error, on a client-side deadline (block time +
+    /// `readTimeout`: a frozen node answers nothing) and when the master changes, so the
+    /// next wait dials the new master.
     pub(super) async fn wait(
         &self,
-        conn: &mut Option<redis::aio::MultiplexedConnection>,
+        conn: &mut Option<(redis::aio::MultiplexedConnection, u64)>,
         timeout: Duration,
     ) -> Result<(), QueueError> {
-        if conn.is_none() {
-            *conn = Some(self.backend.dedicated().await?.0);
+        let mut master = self.backend.master_watch();
+        let epoch = master.borrow_and_update().epoch;
+        if conn.as_ref().is_some_and(|(_, e)| *e != epoch) {
+            *conn = None;
         }
-        let Some(c) = conn.as_mut() else {
+        if conn.is_none() {
+            let (c, m) = self.backend.dedicated().await?;
+            *conn = Some((c, m.epoch));
+        }
+        let Some((c, _)) = conn.as_mut() else {
             return Ok(());
         };
         let secs = timeout.as_secs_f64().max(0.001);
-        let waited: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
-            .arg(&self.wake)
-            .arg(format!("{secs:.3}"))
-            .query_async(c)
-            .await;
-        if let Err(e) = waited {
-            *conn = None;
-            return Err(crate::BackendError::from(e).into());
+        let deadline = timeout + self.backend.config().read_timeout;
+        let mut cmd = redis::cmd("BLPOP");
+        cmd.arg(&self.wake).arg(format!("{secs:.3}"));
+        let blpop = cmd.query_async::<Option<(String, String)>>(c);
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(deadline, blpop) => waited,
+            _ = master.changed() => {
+                *conn = None;
+                return Ok(());
+            }
+        };
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                *conn = None;
+                Err(crate::BackendError::from(e).into())
+            }
+            Err(_) => {
+                *conn = None;
+                Err(crate::BackendError::Unavailable(format!(
+                    "no answer to BLPOP within its block time + readTimeout ({deadline:?})"
+                ))
+                .into())
+            }
         }
-        Ok(())
     }
 
     /// Depths, in-flight and retrying counts, dead letters and the oldest waiting event of
@@ -324,15 +427,13 @@ impl RedisQueues {
         let mut values = reply.into_iter();
         for p in Priority::ALL {
             let q = &mut stats.queues[p as usize];
-            q.depth = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
-            q.retrying = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
-            let oldest: Option<Vec<u8>> =
-                redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
-            q.oldest_age = oldest.as_deref().and_then(super::queues::age_of);
+            q.depth = next_value(&mut values)?;
+            q.retrying = next_value(&mut values)?;
+            let oldest: Option<Vec<u8>> = next_value(&mut values)?;
+            q.oldest_age = oldest.as_deref().and_then(super::age_of);
         }
-        stats.dead = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
-        let consumers: Vec<String> =
-            redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
+        stats.dead = next_value(&mut values)?;
+        let consumers: Vec<String> = next_value(&mut values)?;
         if !consumers.is_empty() {
             let mut pipe = redis::pipe();
             for c in &consumers {
@@ -364,53 +465,91 @@ impl RedisQueues {
         &self.dead
     }
 
-    /// Removes one stored dead letter (by its exact bytes); whether it was there.
-    pub(super) async fn remove_dead(&self, stored: &[u8]) -> Result<bool, QueueError> {
-        let n: u64 = self
-            .backend
-            .query(redis::cmd("LREM").arg(&self.dead).arg(1).arg(stored))
-            .await?;
-        Ok(n > 0)
-    }
-
-    /// Moves a dead letter back to a queue in one transaction; whether it was there.
-    pub(super) async fn replay(
-        &self,
-        stored: &[u8],
-        priority: Priority,
-        event: &[u8],
-    ) -> Result<bool, QueueError> {
+    /// The stored dead letter with event id `id`, from the index (`HGET`). Dead letters
+    /// written before the index existed are found by reading the list in chunks, oldest
+    /// first, and indexed on the way; that only happens while the list is longer than the
+    /// index.
+    pub(super) async fn dead_get(&self, id: &str) -> Result<Option<Vec<u8>>, QueueError> {
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LREM")
-            .arg(&self.dead)
-            .arg(1)
-            .arg(stored)
-            .cmd("LPUSH")
-            .arg(self.queue(priority))
-            .arg(event)
-            .ignore()
-            .cmd("LPUSH")
-            .arg(&self.wake)
-            .arg(1)
-            .ignore();
-        let (removed,): (u64,) = self.backend.pipeline(Retry::IfNotRun, &pipe).await?;
-        if removed == 0 {
-            // Someone else replayed or purged it meanwhile: undo the push.
-            let _: u64 = self
+        pipe.cmd("HGET").arg(&self.dead_index).arg(id);
+        pipe.cmd("LLEN").arg(&self.dead);
+        pipe.cmd("HLEN").arg(&self.dead_index);
+        let (found, listed, indexed): (Option<Vec<u8>>, u64, u64) =
+            self.backend.pipeline(Retry::Idempotent, &pipe).await?;
+        if found.is_some() || listed <= indexed {
+            return Ok(found);
+        }
+        const CHUNK: i64 = 1000;
+        let mut end = -1i64;
+        loop {
+            let chunk: Vec<Vec<u8>> = self
                 .backend
                 .query(
-                    redis::cmd("LREM")
-                        .arg(self.queue(priority))
-                        .arg(1)
-                        .arg(event),
+                    redis::cmd("LRANGE")
+                        .arg(&self.dead)
+                        .arg(end - CHUNK + 1)
+                        .arg(end),
                 )
                 .await?;
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            let mut index = redis::pipe();
+            let mut hit = None;
+            for stored in chunk.iter().rev() {
+                let Ok(event) = crate::events::envelope::decode(stored) else {
+                    continue;
+                };
+                index
+                    .cmd("HSETNX")
+                    .arg(&self.dead_index)
+                    .arg(&event.id)
+                    .arg(stored.as_slice())
+                    .ignore();
+                if event.id == id && hit.is_none() {
+                    hit = Some(stored.clone());
+                }
+            }
+            self.backend
+                .pipeline::<()>(Retry::Idempotent, &index)
+                .await?;
+            if hit.is_some() {
+                return Ok(hit);
+            }
+            if (chunk.len() as i64) < CHUNK {
+                return Ok(None);
+            }
+            end -= CHUNK;
         }
-        Ok(removed > 0)
     }
 
-    /// Empties the dead-letter list; how many events were in it.
+    /// Removes the dead letter `id` if it is still `stored`, and with `replay` pushes that
+    /// event onto its queue in the same step (`dead_remove.lua`); whether it was there.
+    pub(super) async fn dead_remove(
+        &self,
+        id: &str,
+        stored: &[u8],
+        replay: Option<(Priority, &[u8])>,
+    ) -> Result<bool, QueueError> {
+        let (queue, event) = replay.map_or((self.queue(Priority::Low), &[][..]), |(p, e)| {
+            (self.queue(p), e)
+        });
+        let removed: i64 = self
+            .backend
+            .run(Retry::IfNotRun, |mut c| {
+                let mut call = self.scripts.dead_remove.prepare_invoke();
+                call.key(&self.dead)
+                    .key(&self.dead_index)
+                    .key(queue)
+                    .key(&self.wake);
+                call.arg(id).arg(stored).arg(event);
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// Empties the dead-letter list and its index; how many events were in it.
     pub(super) async fn purge_dead(&self) -> Result<u64, QueueError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -418,8 +557,18 @@ impl RedisQueues {
             .arg(&self.dead)
             .cmd("DEL")
             .arg(&self.dead)
+            .arg(&self.dead_index)
             .ignore();
         let (n,): (u64,) = self.backend.pipeline(Retry::Idempotent, &pipe).await?;
         Ok(n)
     }
+}
+
+/// The next value of a script's or pipeline's reply, converted.
+fn next_value<T: redis::FromRedisValue>(
+    values: &mut impl Iterator<Item = redis::Value>,
+) -> Result<T, QueueError> {
+    Ok(redis::from_redis_value(
+        values.next().unwrap_or(redis::Value::Nil),
+    )?)
 }

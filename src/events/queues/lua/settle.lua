@@ -1,0 +1,49 @@
+-- Ends a take: failed events to their retry set (due on Redis's clock) or the dead-letter
+-- list (and its id index), handled ids marked for de-duplication, the taken list and the
+-- lease dropped. Fenced and idempotent: a token that no longer holds the lease changes
+-- nothing, and repeating a settle that already ran (its reply was lost) changes nothing.
+--
+-- KEYS[1]  consumers: sorted set, consumer -> lease deadline
+-- KEYS[2]  leases: hash, consumer -> "<lease token> <priority>"
+-- KEYS[3]  the consumer's taken list of this priority
+-- KEYS[4]  the retry sorted set of this priority
+-- KEYS[5]  dead-letter list
+-- KEYS[6]  dead-letter index: hash, event id -> stored event
+-- KEYS[7]  settled mark of this lease token
+-- KEYS[8..] de-duplication marks of the handled events (one per id)
+-- ARGV[1]  consumer id
+-- ARGV[2]  lease token
+-- ARGV[3]  priority (0|1|2)
+-- ARGV[4]  how long the settled mark and the lease record outlive the settle (ms)
+-- ARGV[5]  de-duplication window (ms)
+-- ARGV[6]  number of retries R, then R pairs: delay (ms), stored event
+-- then     number of dead letters D, then D pairs: event id, stored event
+-- Returns 1 settled now, 2 already settled by this token, 0 the lease is not this token's
+-- (nothing changed).
+if redis.call('EXISTS', KEYS[7]) == 1 then return 2 end
+local held = redis.call('HGET', KEYS[2], ARGV[1])
+if held ~= ARGV[2] .. ' ' .. ARGV[3] then return 0 end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local a = 6
+local retries = tonumber(ARGV[a])
+for i = 1, retries do
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[a + 2 * i - 1]), ARGV[a + 2 * i])
+end
+a = a + 2 * retries + 1
+local dead = tonumber(ARGV[a])
+for i = 1, dead do
+  local id, event = ARGV[a + 2 * i - 1], ARGV[a + 2 * i]
+  redis.call('LPUSH', KEYS[5], event)
+  if id ~= '' then redis.call('HSET', KEYS[6], id, event) end
+end
+local window = tonumber(ARGV[5])
+for k = 8, #KEYS do
+  redis.call('SET', KEYS[k], 'done', 'PX', window)
+end
+redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[7], 1, 'PX', ARGV[4])
+return 1

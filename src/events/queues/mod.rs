@@ -1,0 +1,433 @@
+//! The priority queues, on the memory backend or in Redis, with one set of semantics:
+//! an enqueued event waits in its priority's queue; a take leases up to N events of one
+//! queue to a consumer under a fresh lease token; renewing and settling present that token,
+//! so a consumer whose lease ran out (and whose events were taken back and handed to
+//! another) can neither keep them nor settle them; settling sends failed events to a retry
+//! set (due later, on the store's clock) or the dead-letter list and ends the lease.
+//!
+//! Every operation is safe to repeat after a lost reply: a take answers the batch the
+//! consumer already holds, a settle that already ran answers
+//! [`SettleOutcome::AlreadySettled`], and renewing is a compare-and-set.
+//!
+//! - [`memory`]: one mutex over in-process state (single instance).
+//! - [`redis`]: lists, sorted sets and scripts; its docs give the key layout.
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use self::memory::MemoryQueues;
+use self::redis::RedisQueues;
+use super::routing::Priority;
+use crate::backend::{Backend, BackendError};
+use crate::config::EventsConfig;
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// Redis failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Fewer replicas than `events.publishing.waitReplicas` acknowledged a batch in time.
+    #[error(
+        "only {acked} of {replicas} replicas acknowledged the batch within events.publishing.waitTimeout"
+    )]
+    Replicas {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas asked for.
+        replicas: u32,
+    },
+    /// Redis answered something the queues did not write (another tool used the keys?).
+    #[error("unexpected reply from Redis: {0}")]
+    Reply(String),
+}
+
+impl From<::redis::ParsingError> for QueueError {
+    fn from(e: ::redis::ParsingError) -> Self {
+        Self::Reply(e.to_string())
+    }
+}
+
+impl From<::redis::RedisError> for QueueError {
+    fn from(e: ::redis::RedisError) -> Self {
+        Self::Backend(e.into())
+    }
+}
+
+/// What a take found.
+#[derive(Debug)]
+pub enum Taken {
+    /// Events of one queue, oldest first, now leased to the consumer under the take's
+    /// token.
+    Events {
+        /// The queue they came from.
+        priority: Priority,
+        /// The stored events.
+        items: Vec<Vec<u8>>,
+        /// The consumer already held these events (the reply to the take that leased them
+        /// was lost, or that take was given up); they are now under the new token.
+        resumed: bool,
+    },
+    /// Every queue is empty; the earliest retry is due in `next_due`, if any waits.
+    Empty {
+        /// Time until the first retry is due.
+        next_due: Option<Duration>,
+    },
+}
+
+/// The outcome of a take's events.
+#[derive(Debug)]
+pub struct Settle {
+    /// The queue the take came from.
+    pub priority: Priority,
+    /// Events to retry (stored form, attempt already counted) and their delay, counted
+    /// from the settle on the store's clock.
+    pub retries: Vec<(Vec<u8>, Duration)>,
+    /// Events for the dead-letter list: their id (empty for an unreadable entry) and
+    /// stored form.
+    pub dead: Vec<(String, Vec<u8>)>,
+    /// Ids of events handled in this take, remembered for `seen_for` so a repeat is
+    /// skipped (`events.consumer.dedupWindow`; empty when de-duplication is off).
+    pub seen: Vec<String>,
+    /// How long the ids in `seen` are remembered.
+    pub seen_for: Duration,
+}
+
+/// What a settle did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// The take is settled.
+    Settled,
+    /// This token's take had been settled already (a repeat after a lost reply); nothing
+    /// changed.
+    AlreadySettled,
+    /// The token no longer holds the lease (it ran out and the events went back to their
+    /// queue); nothing changed.
+    LeaseLost,
+}
+
+/// One queue's numbers.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStats {
+    /// Events waiting.
+    pub depth: u64,
+    /// Events taken by consumers and not settled yet.
+    pub in_flight: u64,
+    /// Events waiting for a retry.
+    pub retrying: u64,
+    /// How long the next event to be taken has waited (from its `time`), in seconds.
+    pub oldest_age: Option<f64>,
+}
+
+/// Numbers for every queue.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// By priority: high, normal, low.
+    pub queues: [QueueStats; 3],
+    /// Events in the dead-letter list.
+    pub dead: u64,
+}
+
+/// The queue store. Cheap to clone.
+#[derive(Clone)]
+pub struct Queues {
+    store: Arc<Store>,
+    names: [String; 3],
+}
+
+// One per `Queues`, behind an `Arc`: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Store {
+    Memory(MemoryQueues),
+    Redis(RedisQueues),
+}
+
+impl Queues {
+    /// The queues on the backend the config names (`events.redis` for Redis).
+    pub fn from_config(cfg: &EventsConfig, backend: &Backend) -> Self {
+        match backend {
+            Backend::Memory => Self::memory(cfg),
+            Backend::Redis(r) => Self::redis(cfg, r.events.clone()),
+        }
+    }
+
+    /// In-process queues (single instance, lost on restart).
+    pub fn memory(cfg: &EventsConfig) -> Self {
+        Self::with_store(cfg, Store::Memory(MemoryQueues::default()))
+    }
+
+    /// Queues in Redis.
+    pub fn redis(cfg: &EventsConfig, backend: crate::RedisBackend) -> Self {
+        Self::with_store(cfg, Store::Redis(RedisQueues::new(cfg, backend)))
+    }
+
+    fn with_store(cfg: &EventsConfig, store: Store) -> Self {
+        let q = &cfg.queues;
+        Self {
+            store: Arc::new(store),
+            names: [
+                q.high_priority.clone(),
+                q.normal_priority.clone(),
+                q.low_priority.clone(),
+            ],
+        }
+    }
+
+    /// The configured name of `priority`'s queue.
+    pub fn name(&self, priority: Priority) -> &str {
+        &self.names[priority as usize]
+    }
+
+    /// Appends stored events to their queues in one step (one round trip on Redis), then
+    /// waits for `replicas` replicas (Redis only).
+    ///
+    /// # Errors
+    /// Redis failures; too few replicas.
+    pub async fn enqueue(
+        &self,
+        batch: &[(Priority, &[u8])],
+        replicas: u32,
+        wait: Duration,
+    ) -> Result<(), QueueError> {
+        match &*self.store {
+            Store::Memory(m) => {
+                m.enqueue(batch);
+                Ok(())
+            }
+            Store::Redis(r) => r.enqueue(batch, replicas, wait).await,
+        }
+    }
+
+    /// Enqueues one stored event unless an event with the same `id` was enqueued this way
+    /// within `window` (publish-time idempotency), then waits for `replicas` replicas
+    /// (Redis only); whether it was enqueued. Safe to repeat after a lost reply.
+    ///
+    /// # Errors
+    /// Redis failures; too few replicas.
+    pub async fn enqueue_once(
+        &self,
+        priority: Priority,
+        id: &str,
+        event: &[u8],
+        window: Duration,
+        replicas: u32,
+        wait: Duration,
+    ) -> Result<bool, QueueError> {
+        match &*self.store {
+            Store::Memory(m) => Ok(m.enqueue_once(priority, id, event, window)),
+            Store::Redis(r) => {
+                r.enqueue_once(priority, id, event, window, replicas, wait)
+                    .await
+            }
+        }
+    }
+
+    /// Leases up to `max` events of the first non-empty queue in `order` to `consumer`
+    /// under `token` (due retries join their queue first). If the consumer still holds a
+    /// batch, that batch is answered again under `token` ([`Taken::Events::resumed`]), so
+    /// repeating a take whose reply was lost loses nothing.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn take(
+        &self,
+        consumer: &str,
+        token: &str,
+        order: [Priority; 3],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Taken, QueueError> {
+        match &*self.store {
+            Store::Memory(m) => Ok(m.take(consumer, token, order, max, lease)),
+            Store::Redis(r) => r.take(consumer, token, order, max, lease).await,
+        }
+    }
+
+    /// Ends the take `token` of `consumer`: failed events to retry or dead-letter, the
+    /// rest done. Refused, changing nothing, when `token` no longer holds the lease.
+    /// `lease` bounds how long a repeat is recognised as one.
+    ///
+    /// # Errors
+    /// Redis failures (repeating the call is safe).
+    pub async fn settle(
+        &self,
+        consumer: &str,
+        token: &str,
+        settle: &Settle,
+        lease: Duration,
+    ) -> Result<SettleOutcome, QueueError> {
+        match &*self.store {
+            Store::Memory(m) => Ok(m.settle(consumer, token, settle)),
+            Store::Redis(r) => r.settle(consumer, token, settle, lease).await,
+        }
+    }
+
+    /// Claims the events `ids` for handling under `token` (de-duplication): per id, in
+    /// order, `false` when it was handled within its window or is being handled under
+    /// another live lease, else `true` (and the claim is recorded, for `lease`).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn claim(
+        &self,
+        consumer: &str,
+        token: &str,
+        ids: &[&str],
+        lease: Duration,
+    ) -> Result<Vec<bool>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &*self.store {
+            Store::Memory(m) => Ok(m.claim(consumer, token, ids, lease)),
+            Store::Redis(r) => r.claim(consumer, token, ids, lease).await,
+        }
+    }
+
+    /// Extends `consumer`'s lease to `lease` from now if `token` still holds it; `false`
+    /// means the lease is gone (its events went back to the queue) and the batch must not
+    /// be handled further.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn renew(
+        &self,
+        consumer: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, QueueError> {
+        match &*self.store {
+            Store::Memory(m) => Ok(m.renew(consumer, token, lease)),
+            Store::Redis(r) => r.renew(consumer, token, lease).await,
+        }
+    }
+
+    /// Puts the events of every expired lease back at the front of their queues (and
+    /// rings the doorbell); returns how many.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn reap(&self) -> Result<u64, QueueError> {
+        let moved = match &*self.store {
+            Store::Memory(m) => m.reap(),
+            Store::Redis(r) => r.reap().await?,
+        };
+        if moved > 0 {
+            metrics::counter!("blinkchamber_events_lease_expired_total").increment(moved);
+            tracing::warn!(
+                moved,
+                "events: leases ran out; their events are back in the queues"
+            );
+        }
+        Ok(moved)
+    }
+
+    /// Numbers for `events stats` and the queue gauges.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn stats(&self) -> Result<Stats, QueueError> {
+        match &*self.store {
+            Store::Memory(m) => Ok(m.stats()),
+            Store::Redis(r) => r.stats().await,
+        }
+    }
+
+    /// Up to `n` stored events of `priority`'s queue (`None`: the dead-letter list), next to
+    /// be taken first.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn peek(
+        &self,
+        priority: Option<Priority>,
+        n: usize,
+    ) -> Result<Vec<Vec<u8>>, QueueError> {
+        match &*self.store {
+            Store::Memory(m) => Ok(m.peek(priority, n)),
+            Store::Redis(r) => {
+                let list = priority.map_or(r.dead_letter(), |p| r.queue(p)).to_owned();
+                r.peek(&list, n).await
+            }
+        }
+    }
+
+    /// The stored dead letter whose event id is `id` (one index lookup).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn dead_get(&self, id: &str) -> Result<Option<Vec<u8>>, QueueError> {
+        match &*self.store {
+            Store::Memory(m) => Ok(m.dead_get(id)),
+            Store::Redis(r) => r.dead_get(id).await,
+        }
+    }
+
+    /// Removes the dead letter `id` if it is still `stored` and, with `replay`, enqueues
+    /// that event in the same step; whether it was removed.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn dead_remove(
+        &self,
+        id: &str,
+        stored: &[u8],
+        replay: Option<(Priority, &[u8])>,
+    ) -> Result<bool, QueueError> {
+        match &*self.store {
+            Store::Memory(m) => Ok(m.dead_remove(id, stored, replay)),
+            Store::Redis(r) => r.dead_remove(id, stored, replay).await,
+        }
+    }
+
+    /// Empties the dead-letter list; how many there were.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn purge_dead(&self) -> Result<u64, QueueError> {
+        match &*self.store {
+            Store::Memory(m) => Ok(m.purge_dead()),
+            Store::Redis(r) => r.purge_dead().await,
+        }
+    }
+
+    /// Waits up to `timeout` for new events (a doorbell rung by publishes, reaps, due
+    /// retries and takes that leave events behind). `conn` is the caller's own blocking
+    /// connection on Redis.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn wait(&self, conn: &mut WaitConn, timeout: Duration) -> Result<(), QueueError> {
+        match &*self.store {
+            Store::Memory(m) => {
+                m.wait(timeout).await;
+                Ok(())
+            }
+            Store::Redis(r) => r.wait(&mut conn.0, timeout).await,
+        }
+    }
+}
+
+/// A consumer's own connection for blocking waits (Redis); opened on first use.
+#[derive(Default)]
+pub struct WaitConn(Option<(::redis::aio::MultiplexedConnection, u64)>);
+
+/// Wall-clock Unix milliseconds.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Seconds since a stored event's `time`, if it has a readable one.
+pub(super) fn age_of(stored: &[u8]) -> Option<f64> {
+    let event = super::envelope::decode(stored).ok()?;
+    let time = humantime::parse_rfc3339_weak(event.time.as_deref()?).ok()?;
+    Some(SystemTime::now().duration_since(time).ok()?.as_secs_f64())
+}
