@@ -275,6 +275,11 @@ async fn dead_letters_are_found_replayed_and_deleted_by_id(f: &Fixture) {
     assert!(!f.queues.delete_dead_letter(&ids[10]).await.unwrap());
     let stats = f.queues.stats().await.unwrap();
     assert_eq!((stats.dead, stats.queues[1].depth), (298, 1));
+    // Removing entries moved others (the oldest fills the gap): each is still found.
+    for (i, id) in ids.iter().enumerate() {
+        let found = f.queues.dead_letter(id).await.unwrap();
+        assert_eq!(found.is_some(), i != 10 && i != 150, "dead letter {i}");
+    }
     assert_eq!(
         f.queues
             .replay_all_dead_letters(&router, false)
@@ -565,11 +570,17 @@ async fn a_million_dead_letters_are_each_reachable_by_id() {
             let mut e = event("user.deleted", *i);
             e.attempt = 4;
             let stored = encode(&e, false);
+            // As settle leaves them: pushed at the newest end, positioned from the oldest.
             pipe.cmd("LPUSH").arg("faults:dead").arg(&stored).ignore();
             pipe.cmd("HSET")
                 .arg("faults:dead:index")
                 .arg(&e.id)
-                .arg(&stored)
+                .arg(*i)
+                .ignore();
+            pipe.cmd("HSET")
+                .arg("faults:dead:positions")
+                .arg(*i)
+                .arg(&e.id)
                 .ignore();
             ids.push(e.id);
         }
@@ -590,6 +601,12 @@ async fn a_million_dead_letters_are_each_reachable_by_id() {
     assert!(queues.delete_dead_letter(&ids[N / 3]).await.unwrap());
     let stats = queues.stats().await.unwrap();
     assert_eq!((stats.dead, stats.queues[1].depth), (N as u64 - 2, 1));
+    // The oldest two filled the gaps and are still found by id.
+    for id in [&ids[0], &ids[1], &ids[N - 1]] {
+        let (_, e) = queues.dead_letter(id).await.unwrap().expect("reachable");
+        assert_eq!(&e.id, id);
+    }
+    assert!(queues.dead_letter(&ids[N / 3]).await.unwrap().is_none());
     let replayed = queues.peek(Some(Priority::Normal), 1).await.unwrap();
     let replayed = decode(&replayed[0]).unwrap();
     assert_eq!(

@@ -33,7 +33,7 @@ const RAW_E2E: &str = "raw BLMOVE + LREM queue, 10 consumers (per event)";
 
 /// An event whose stored form is about 220 bytes; `sent` is nanoseconds since the run's
 /// start, for latency.
-fn bench_event(sent: u64) -> Event {
+pub(super) fn bench_event(sent: u64) -> Event {
     let data = RawValue::from_string(format!(
         r#"{{"userId":"u-000000000000000000","orgId":"o-00000000000000","sent":{sent}}}"#
     ))
@@ -41,7 +41,7 @@ fn bench_event(sent: u64) -> Event {
     Event::new("user.created", "/bench", Some(data))
 }
 
-fn config(prefix: &str) -> EventsConfig {
+pub(super) fn config(prefix: &str) -> EventsConfig {
     let mut cfg = EventsConfig::default();
     let q = &mut cfg.queues;
     q.high_priority = format!("{prefix}events:high");
@@ -109,7 +109,7 @@ impl Counter {
 }
 
 /// Deletes every key under `prefix`.
-async fn cleanup(mut raw: MultiplexedConnection, prefix: &str) {
+pub(super) async fn cleanup(mut raw: MultiplexedConnection, prefix: &str) {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query_async(&mut raw)
@@ -118,6 +118,19 @@ async fn cleanup(mut raw: MultiplexedConnection, prefix: &str) {
     for chunk in keys.chunks(500) {
         let _: Result<i64, _> = redis::cmd("UNLINK").arg(chunk).query_async(&mut raw).await;
     }
+}
+
+/// Replicas connected to the measured Redis (the `waitReplicas` row needs one).
+async fn replicas(mut raw: MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut raw)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_slaves:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Scales a per-batch row to events.
@@ -172,6 +185,32 @@ pub async fn event_rows(
         );
     }
     cleanup(raw.clone(), &prefix).await;
+
+    if replicas(raw.clone()).await > 0 {
+        let mut cfg = cfg.clone();
+        cfg.publishing.wait_replicas = 1;
+        let publisher = Publisher::new(&cfg, queues.clone()).expect("valid config");
+        rows.push(
+            per_event(
+                measure(
+                    "event enqueue, batches of 100, waitReplicas 1 (per event)",
+                    concurrency,
+                    duration,
+                    move |_, _| {
+                        let publisher = publisher.clone();
+                        async move {
+                            let events = (0..BATCH).map(|_| bench_event(0)).collect();
+                            let _ = publisher.publish_many(events).await;
+                        }
+                    },
+                )
+                .await,
+                BATCH,
+            )
+            .against("event enqueue, batches of 100 (per event)"),
+        );
+        cleanup(raw.clone(), &prefix).await;
+    }
 
     rows.push(raw_e2e(client, raw.clone(), &list, &stored).await);
     cleanup(raw.clone(), &prefix).await;

@@ -5,6 +5,7 @@
 //! move by tens of percent with machine load while ratios measured side by side do not.
 
 pub mod cache;
+pub mod dead_letters;
 pub mod events;
 pub mod locks;
 pub mod ratelimit;

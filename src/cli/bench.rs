@@ -49,8 +49,12 @@ enum Group {
     Sessions,
     /// Cached token introspection and JWT verification.
     Tokens,
-    /// Event queues (with their own raw baselines) and memory per pending event.
+    /// Event queues (with their own raw baselines) and memory per pending event; with a
+    /// replica connected to the measured Redis, enqueue with `waitReplicas: 1` too.
     Events,
+    /// Dead-letter show and replay by id among a million dead letters (one round, after
+    /// the others).
+    DeadLetters,
 }
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -125,12 +129,22 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         rounds.push(rows);
     }
-    print!("{}", bench::table(&bench::median_rounds(&rounds)));
-    if wanted(Group::Events) {
-        print!(
-            "\n{}",
-            bench::events::memory_line(raw.clone(), backend.clone(), &prefix).await
+    let mut table = bench::median_rounds(&rounds);
+    // Before the dead-letter rows, whose million entries would skew used_memory.
+    let memory = if wanted(Group::Events) {
+        Some(bench::events::memory_line(raw.clone(), backend.clone(), &prefix).await)
+    } else {
+        None
+    };
+    if wanted(Group::DeadLetters) {
+        table.extend(
+            bench::dead_letters::dead_letter_rows(raw.clone(), backend.clone(), c, d, &prefix)
+                .await,
         );
+    }
+    print!("{}", bench::table(&table));
+    if let Some(memory) = memory {
+        print!("\n{memory}");
     }
     Ok(())
 }

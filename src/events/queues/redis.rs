@@ -20,8 +20,13 @@
 //!   `events.consumer.dedupWindow` on): `c <consumer> <token>` while a lease handles it,
 //!   `done` for the window once handled.
 //! - `events.queues.dead_letter`: a list of events that failed every retry, each with
-//!   `lasterror` and `deadat` attributes, newest first; `{dead_letter}:index` maps each
-//!   one's event id to its stored bytes, so show, replay and delete by id need no scan.
+//!   `lasterror` and `deadat` attributes, newest first (removing one moves the oldest into
+//!   its place). Each entry has a position: its distance from the oldest end plus
+//!   `{dead_letter}:base` (how many entries left that end so far), so pushes never move
+//!   positions. `{dead_letter}:index` maps event id → position and
+//!   `{dead_letter}:positions` position → event id; show, replay and delete by id are a
+//!   hash lookup and an `LINDEX` / `LSET` (which walk list nodes, not entries), never a
+//!   scan of the entries.
 //!
 //! Every script (in `lua/`, each opening with its KEYS / ARGV / returns) is given every key
 //! it touches in `KEYS`. Keys are built from configured names without a hash tag: Redis
@@ -45,6 +50,7 @@ struct Scripts {
     reap: Script,
     claim: Script,
     dead_remove: Script,
+    dead_get: Script,
     enqueue_once: Script,
 }
 
@@ -58,6 +64,7 @@ impl Scripts {
             claim: Script::new(include_str!("lua/claim.lua")),
             dead_remove: Script::new(include_str!("lua/dead_remove.lua")),
             enqueue_once: Script::new(include_str!("lua/enqueue_once.lua")),
+            dead_get: Script::new(include_str!("lua/dead_get.lua")),
         }
     }
 }
@@ -69,6 +76,8 @@ pub(super) struct RedisQueues {
     retry: [String; 3],
     dead: String,
     dead_index: String,
+    dead_positions: String,
+    dead_base: String,
     consumers: String,
     leases: String,
     wake: String,
@@ -95,6 +104,8 @@ impl RedisQueues {
             queues,
             dead: q.dead_letter.clone(),
             dead_index: format!("{}:index", q.dead_letter),
+            dead_positions: format!("{}:positions", q.dead_letter),
+            dead_base: format!("{}:base", q.dead_letter),
             consumers: format!("{state}consumers"),
             leases: format!("{state}leases"),
             wake: format!("{state}wake"),
@@ -260,6 +271,8 @@ impl RedisQueues {
                     .key(&self.retry[p as usize])
                     .key(&self.dead)
                     .key(&self.dead_index)
+                    .key(&self.dead_positions)
+                    .key(&self.dead_base)
                     .key(format!("{}{token}", self.settled_prefix));
                 for id in &settle.seen {
                     call.key(format!("{}{id}", self.seen_prefix));
@@ -465,23 +478,57 @@ impl RedisQueues {
         &self.dead
     }
 
-    /// The stored dead letter with event id `id`, from the index (`HGET`). Dead letters
-    /// written before the index existed are found by reading the list in chunks, oldest
-    /// first, and indexed on the way; that only happens while the list is longer than the
-    /// index.
+    /// The stored dead letter with event id `id`, through the position index
+    /// (`dead_get.lua`). When the index misses or disagrees and some entries have no
+    /// position (written before the index existed), the list is indexed first.
     pub(super) async fn dead_get(&self, id: &str) -> Result<Option<Vec<u8>>, QueueError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGET").arg(&self.dead_index).arg(id);
-        pipe.cmd("LLEN").arg(&self.dead);
-        pipe.cmd("HLEN").arg(&self.dead_index);
-        let (found, listed, indexed): (Option<Vec<u8>>, u64, u64) =
-            self.backend.pipeline(Retry::Idempotent, &pipe).await?;
-        if found.is_some() || listed <= indexed {
-            return Ok(found);
+        for attempt in 0..2 {
+            let found: Option<Vec<u8>> = self
+                .backend
+                .run(Retry::Idempotent, |mut c| {
+                    let mut call = self.scripts.dead_get.prepare_invoke();
+                    call.key(&self.dead)
+                        .key(&self.dead_index)
+                        .key(&self.dead_base)
+                        .arg(id);
+                    async move { call.invoke_async(&mut c).await }
+                })
+                .await?;
+            let matches = found.as_deref().is_some_and(|stored| {
+                crate::events::envelope::decode(stored).is_ok_and(|e| e.id == id)
+            });
+            if matches {
+                return Ok(found);
+            }
+            if attempt > 0 || !self.reindex_if_needed().await? {
+                return Ok(None);
+            }
         }
+        Ok(None)
+    }
+
+    /// Gives every dead letter a position when some have none (they were written before
+    /// the index existed): reads the list in chunks of 1 000 from the oldest end. Whether it
+    /// had to.
+    async fn reindex_if_needed(&self) -> Result<bool, QueueError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("LLEN").arg(&self.dead);
+        pipe.cmd("HLEN").arg(&self.dead_positions);
+        pipe.cmd("GET").arg(&self.dead_base);
+        let (listed, positioned, base): (i64, i64, Option<i64>) =
+            self.backend.pipeline(Retry::Idempotent, &pipe).await?;
+        if positioned >= listed {
+            return Ok(false);
+        }
+        let base = base.unwrap_or(0);
+        tracing::info!(
+            entries = listed,
+            "events: indexing dead letters written before the index"
+        );
         const CHUNK: i64 = 1000;
-        let mut end = -1i64;
-        loop {
+        let mut from_oldest = 0i64;
+        while from_oldest < listed {
+            let end = -(from_oldest + 1);
             let chunk: Vec<Vec<u8>> = self
                 .backend
                 .query(
@@ -492,35 +539,36 @@ impl RedisQueues {
                 )
                 .await?;
             if chunk.is_empty() {
-                return Ok(None);
+                break;
             }
             let mut index = redis::pipe();
-            let mut hit = None;
-            for stored in chunk.iter().rev() {
-                let Ok(event) = crate::events::envelope::decode(stored) else {
-                    continue;
-                };
+            // LRANGE answers newest first; the last one is the oldest of the chunk.
+            for (j, stored) in chunk.iter().rev().enumerate() {
+                let pos = base + from_oldest + j as i64;
+                let id = crate::events::envelope::decode(stored)
+                    .map(|e| e.id)
+                    .unwrap_or_default();
                 index
-                    .cmd("HSETNX")
-                    .arg(&self.dead_index)
-                    .arg(&event.id)
-                    .arg(stored.as_slice())
+                    .cmd("HSET")
+                    .arg(&self.dead_positions)
+                    .arg(pos)
+                    .arg(&id)
                     .ignore();
-                if event.id == id && hit.is_none() {
-                    hit = Some(stored.clone());
+                if !id.is_empty() {
+                    index
+                        .cmd("HSET")
+                        .arg(&self.dead_index)
+                        .arg(&id)
+                        .arg(pos)
+                        .ignore();
                 }
             }
             self.backend
                 .pipeline::<()>(Retry::Idempotent, &index)
                 .await?;
-            if hit.is_some() {
-                return Ok(hit);
-            }
-            if (chunk.len() as i64) < CHUNK {
-                return Ok(None);
-            }
-            end -= CHUNK;
+            from_oldest += chunk.len() as i64;
         }
+        Ok(true)
     }
 
     /// Removes the dead letter `id` if it is still `stored`, and with `replay` pushes that
@@ -534,19 +582,29 @@ impl RedisQueues {
         let (queue, event) = replay.map_or((self.queue(Priority::Low), &[][..]), |(p, e)| {
             (self.queue(p), e)
         });
-        let removed: i64 = self
-            .backend
-            .run(Retry::IfNotRun, |mut c| {
-                let mut call = self.scripts.dead_remove.prepare_invoke();
-                call.key(&self.dead)
-                    .key(&self.dead_index)
-                    .key(queue)
-                    .key(&self.wake);
-                call.arg(id).arg(stored).arg(event);
-                async move { call.invoke_async(&mut c).await }
-            })
-            .await?;
-        Ok(removed == 1)
+        for attempt in 0..2 {
+            let removed: i64 = self
+                .backend
+                .run(Retry::IfNotRun, |mut c| {
+                    let mut call = self.scripts.dead_remove.prepare_invoke();
+                    call.key(&self.dead)
+                        .key(&self.dead_index)
+                        .key(&self.dead_positions)
+                        .key(&self.dead_base)
+                        .key(queue)
+                        .key(&self.wake);
+                    call.arg(id).arg(stored).arg(event);
+                    async move { call.invoke_async(&mut c).await }
+                })
+                .await?;
+            if removed >= 0 {
+                return Ok(removed == 1);
+            }
+            if attempt > 0 || !self.reindex_if_needed().await? {
+                return Ok(false);
+            }
+        }
+        Ok(false)
     }
 
     /// Empties the dead-letter list and its index; how many events were in it.
@@ -558,6 +616,8 @@ impl RedisQueues {
             .cmd("DEL")
             .arg(&self.dead)
             .arg(&self.dead_index)
+            .arg(&self.dead_positions)
+            .arg(&self.dead_base)
             .ignore();
         let (n,): (u64,) = self.backend.pipeline(Retry::Idempotent, &pipe).await?;
         Ok(n)

@@ -1,23 +1,47 @@
--- Removes one dead letter by event id, if it is still the entry the caller read, and
--- with a replacement event pushes that onto a queue (a replay) in the same step.
+-- Removes one dead letter by event id, if it is still the entry the caller read, and with
+-- a replacement event pushes that onto a queue (a replay) in the same step.
+--
+-- Removal is O(1) in entries: the oldest entry (the list's tail) is written over the
+-- removed one (LSET, which walks list nodes) and popped, so the list keeps every other
+-- entry and stays readable with LRANGE; only the oldest moves. Positions count from the
+-- oldest end plus a base, so pushes at the newest end never move them.
 --
 -- KEYS[1] dead-letter list
--- KEYS[2] dead-letter index: hash, event id -> stored event
--- KEYS[3] the queue a replay goes to
--- KEYS[4] doorbell list
+-- KEYS[2] index: hash, event id -> position
+-- KEYS[3] positions: hash, position -> event id ('' for an unreadable entry)
+-- KEYS[4] base: how many entries left the oldest end so far
+-- KEYS[5] the queue a replay goes to
+-- KEYS[6] doorbell list
 -- ARGV[1] event id
 -- ARGV[2] the stored event the caller read
 -- ARGV[3] the event to enqueue (empty: delete only)
--- Returns 1 removed, 0 not there (or the id now names another entry).
--- An entry the index does not know (written before the index existed) is removed by
--- its bytes alone.
-local indexed = redis.call('HGET', KEYS[2], ARGV[1])
-if indexed and indexed ~= ARGV[2] then return 0 end
-if redis.call('LREM', KEYS[1], -1, ARGV[2]) == 0 then return 0 end
-if indexed then redis.call('HDEL', KEYS[2], ARGV[1]) end
+-- Returns 1 removed, 0 not at its indexed position (gone, or the id now names another
+-- entry), -1 not indexed.
+local id, stored = ARGV[1], ARGV[2]
+local pos = redis.call('HGET', KEYS[2], id)
+if pos then
+  local base = tonumber(redis.call('GET', KEYS[4]) or '0')
+  local k = tonumber(pos) - base
+  if k < 0 or redis.call('LINDEX', KEYS[1], -(k + 1)) ~= stored then return 0 end
+  if k > 0 then
+    -- The oldest entry has no position yet (written before the index): index first.
+    local tail_id = redis.call('HGET', KEYS[3], base)
+    if not tail_id then return -1 end
+    local tail = redis.call('LINDEX', KEYS[1], -1)
+    redis.call('LSET', KEYS[1], -(k + 1), tail)
+    redis.call('HSET', KEYS[3], pos, tail_id)
+    if tail_id ~= '' then redis.call('HSET', KEYS[2], tail_id, pos) end
+  end
+  redis.call('RPOP', KEYS[1])
+  redis.call('HDEL', KEYS[3], base)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('INCR', KEYS[4])
+else
+  return -1
+end
 if ARGV[3] ~= '' then
-  redis.call('LPUSH', KEYS[3], ARGV[3])
-  redis.call('LPUSH', KEYS[4], 1)
-  redis.call('LTRIM', KEYS[4], 0, 63)
+  redis.call('LPUSH', KEYS[5], ARGV[3])
+  redis.call('LPUSH', KEYS[6], 1)
+  redis.call('LTRIM', KEYS[6], 0, 63)
 end
 return 1

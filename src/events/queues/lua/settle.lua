@@ -1,5 +1,5 @@
 -- Ends a take: failed events to their retry set (due on Redis's clock) or the dead-letter
--- list (and its id index), handled ids marked for de-duplication, the taken list and the
+-- list (and its position index), handled ids marked for de-duplication, the taken list and the
 -- lease dropped. Fenced and idempotent: a token that no longer holds the lease changes
 -- nothing, and repeating a settle that already ran (its reply was lost) changes nothing.
 --
@@ -8,9 +8,11 @@
 -- KEYS[3]  the consumer's taken list of this priority
 -- KEYS[4]  the retry sorted set of this priority
 -- KEYS[5]  dead-letter list
--- KEYS[6]  dead-letter index: hash, event id -> stored event
--- KEYS[7]  settled mark of this lease token
--- KEYS[8..] de-duplication marks of the handled events (one per id)
+-- KEYS[6]  dead-letter index: hash, event id -> position (from the oldest end, plus base)
+-- KEYS[7]  dead-letter positions: hash, position -> event id ('' for an unreadable entry)
+-- KEYS[8]  dead-letter base: how many entries left the oldest end so far
+-- KEYS[9]  settled mark of this lease token
+-- KEYS[10..] de-duplication marks of the handled events (one per id)
 -- ARGV[1]  consumer id
 -- ARGV[2]  lease token
 -- ARGV[3]  priority (0|1|2)
@@ -20,7 +22,7 @@
 -- then     number of dead letters D, then D pairs: event id, stored event
 -- Returns 1 settled now, 2 already settled by this token, 0 the lease is not this token's
 -- (nothing changed).
-if redis.call('EXISTS', KEYS[7]) == 1 then return 2 end
+if redis.call('EXISTS', KEYS[9]) == 1 then return 2 end
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held ~= ARGV[2] .. ' ' .. ARGV[3] then return 0 end
 
@@ -33,17 +35,22 @@ for i = 1, retries do
 end
 a = a + 2 * retries + 1
 local dead = tonumber(ARGV[a])
-for i = 1, dead do
-  local id, event = ARGV[a + 2 * i - 1], ARGV[a + 2 * i]
-  redis.call('LPUSH', KEYS[5], event)
-  if id ~= '' then redis.call('HSET', KEYS[6], id, event) end
+if dead > 0 then
+  local pos = tonumber(redis.call('GET', KEYS[8]) or '0') + redis.call('LLEN', KEYS[5])
+  for i = 1, dead do
+    local id, event = ARGV[a + 2 * i - 1], ARGV[a + 2 * i]
+    redis.call('LPUSH', KEYS[5], event)
+    redis.call('HSET', KEYS[7], pos, id)
+    if id ~= '' then redis.call('HSET', KEYS[6], id, pos) end
+    pos = pos + 1
+  end
 end
 local window = tonumber(ARGV[5])
-for k = 8, #KEYS do
+for k = 10, #KEYS do
   redis.call('SET', KEYS[k], 'done', 'PX', window)
 end
 redis.call('DEL', KEYS[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[7], 1, 'PX', ARGV[4])
+redis.call('SET', KEYS[9], 1, 'PX', ARGV[4])
 return 1
