@@ -1,5 +1,6 @@
 //! Dead-letter rows: show and replay by event id among [`DEAD_LETTERS`] dead letters, the
-//! operations an operator runs on a queue that has been failing for a week.
+//! operations an operator runs on a queue that has been failing for a week, one at a time
+//! as an operator or the console does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +19,10 @@ pub const DEAD_LETTERS: usize = 1_000_000;
 pub async fn dead_letter_rows(
     mut raw: MultiplexedConnection,
     backend: RedisBackend,
-    concurrency: usize,
     duration: Duration,
     prefix: &str,
 ) -> Vec<Row> {
+    let concurrency = 1;
     let prefix = format!("{prefix}dl:");
     let mut cfg = super::events::config(&prefix);
     cfg.publishing.compression = false;

@@ -138,8 +138,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     if wanted(Group::DeadLetters) {
         table.extend(
-            bench::dead_letters::dead_letter_rows(raw.clone(), backend.clone(), c, d, &prefix)
-                .await,
+            bench::dead_letters::dead_letter_rows(raw.clone(), backend.clone(), d, &prefix).await,
         );
     }
     print!("{}", bench::table(&table));

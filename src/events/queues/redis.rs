@@ -571,12 +571,11 @@ impl RedisQueues {
         Ok(true)
     }
 
-    /// Removes the dead letter `id` if it is still `stored`, and with `replay` pushes that
-    /// event onto its queue in the same step (`dead_remove.lua`); whether it was there.
+    /// Removes the dead letter `id`, and with `replay` pushes that event onto its queue in
+    /// the same step (`dead_remove.lua`); whether it was there.
     pub(super) async fn dead_remove(
         &self,
         id: &str,
-        stored: &[u8],
         replay: Option<(Priority, &[u8])>,
     ) -> Result<bool, QueueError> {
         let (queue, event) = replay.map_or((self.queue(Priority::Low), &[][..]), |(p, e)| {
@@ -593,7 +592,7 @@ impl RedisQueues {
                         .key(&self.dead_base)
                         .key(queue)
                         .key(&self.wake);
-                    call.arg(id).arg(stored).arg(event);
+                    call.arg(id).arg(event);
                     async move { call.invoke_async(&mut c).await }
                 })
                 .await?;

@@ -1,5 +1,5 @@
--- Removes one dead letter by event id, if it is still the entry the caller read, and with
--- a replacement event pushes that onto a queue (a replay) in the same step.
+-- Removes one dead letter by event id and with a replacement event pushes that onto a
+-- queue (a replay) in the same step.
 --
 -- Removal is O(1) in entries: the oldest entry (the list's tail) is written over the
 -- removed one (LSET, which walks list nodes) and popped, so the list keeps every other
@@ -13,16 +13,17 @@
 -- KEYS[5] the queue a replay goes to
 -- KEYS[6] doorbell list
 -- ARGV[1] event id
--- ARGV[2] the stored event the caller read
--- ARGV[3] the event to enqueue (empty: delete only)
+-- ARGV[2] the event to enqueue (empty: delete only)
 -- Returns 1 removed, 0 not at its indexed position (gone, or the id now names another
 -- entry), -1 not indexed.
-local id, stored = ARGV[1], ARGV[2]
+local id = ARGV[1]
 local pos = redis.call('HGET', KEYS[2], id)
 if pos then
   local base = tonumber(redis.call('GET', KEYS[4]) or '0')
   local k = tonumber(pos) - base
-  if k < 0 or redis.call('LINDEX', KEYS[1], -(k + 1)) ~= stored then return 0 end
+  -- The position maps are kept with the list by every script that moves an entry, so
+  -- they, not a second walk of the list, say whether the entry is still there.
+  if k < 0 or redis.call('HGET', KEYS[3], pos) ~= id then return 0 end
   if k > 0 then
     -- The oldest entry has no position yet (written before the index): index first.
     local tail_id = redis.call('HGET', KEYS[3], base)
@@ -39,8 +40,8 @@ if pos then
 else
   return -1
 end
-if ARGV[3] ~= '' then
-  redis.call('LPUSH', KEYS[5], ARGV[3])
+if ARGV[2] ~= '' then
+  redis.call('LPUSH', KEYS[5], ARGV[2])
   redis.call('LPUSH', KEYS[6], 1)
   redis.call('LTRIM', KEYS[6], 0, 63)
 end
