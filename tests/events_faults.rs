@@ -572,10 +572,12 @@ async fn a_million_dead_letters_are_each_reachable_by_id() {
             let stored = encode(&e, false);
             // As settle leaves them: pushed at the newest end, positioned from the oldest.
             pipe.cmd("LPUSH").arg("faults:dead").arg(&stored).ignore();
+            let mut indexed = format!("{i} ").into_bytes();
+            indexed.extend_from_slice(&stored);
             pipe.cmd("HSET")
                 .arg("faults:dead:index")
                 .arg(&e.id)
-                .arg(*i)
+                .arg(indexed)
                 .ignore();
             pipe.cmd("HSET")
                 .arg("faults:dead:positions")

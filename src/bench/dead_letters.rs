@@ -39,7 +39,7 @@ pub async fn dead_letter_rows(
                 .extensions
                 .insert("lasterror".into(), "webhook answered 503".into());
             let stored = encode(&event, false);
-            pipe.cmd("LPUSH").arg(&dead).arg(stored).ignore();
+            pipe.cmd("LPUSH").arg(&dead).arg(&stored).ignore();
             // As settle leaves them: positions count from the oldest end.
             let pos = chunk * 10_000 + i;
             pipe.cmd("HSET")

@@ -23,10 +23,10 @@
 //!   `lasterror` and `deadat` attributes, newest first (removing one moves the oldest into
 //!   its place). Each entry has a position: its distance from the oldest end plus
 //!   `{dead_letter}:base` (how many entries left that end so far), so pushes never move
-//!   positions. `{dead_letter}:index` maps event id → position and
-//!   `{dead_letter}:positions` position → event id; show, replay and delete by id are a
-//!   hash lookup and an `LINDEX` / `LSET` (which walk list nodes, not entries), never a
-//!   scan of the entries.
+//!   positions. `{dead_letter}:index` maps event id → `"<position> <stored event>"` and
+//!   `{dead_letter}:positions` position → event id: show is one `HGET`; replay and delete
+//!   write the oldest entry over the removed one with `LSET` (which walks list nodes, not
+//!   entries) and pop it, so no entry is ever compared.
 //!
 //! Every script (in `lua/`, each opening with its KEYS / ARGV / returns) is given every key
 //! it touches in `KEYS`. Keys are built from configured names without a hash tag: Redis
@@ -50,7 +50,6 @@ struct Scripts {
     reap: Script,
     claim: Script,
     dead_remove: Script,
-    dead_get: Script,
     enqueue_once: Script,
 }
 
@@ -64,7 +63,6 @@ impl Scripts {
             claim: Script::new(include_str!("lua/claim.lua")),
             dead_remove: Script::new(include_str!("lua/dead_remove.lua")),
             enqueue_once: Script::new(include_str!("lua/enqueue_once.lua")),
-            dead_get: Script::new(include_str!("lua/dead_get.lua")),
         }
     }
 }
@@ -478,27 +476,17 @@ impl RedisQueues {
         &self.dead
     }
 
-    /// The stored dead letter with event id `id`, through the position index
-    /// (`dead_get.lua`). When the index misses or disagrees and some entries have no
-    /// position (written before the index existed), the list is indexed first.
+    /// The stored dead letter with event id `id`: one `HGET` of the index. When it misses
+    /// and some entries have no position (written before the index existed), the list is
+    /// indexed first.
     pub(super) async fn dead_get(&self, id: &str) -> Result<Option<Vec<u8>>, QueueError> {
         for attempt in 0..2 {
-            let found: Option<Vec<u8>> = self
+            let indexed: Option<Vec<u8>> = self
                 .backend
-                .run(Retry::Idempotent, |mut c| {
-                    let mut call = self.scripts.dead_get.prepare_invoke();
-                    call.key(&self.dead)
-                        .key(&self.dead_index)
-                        .key(&self.dead_base)
-                        .arg(id);
-                    async move { call.invoke_async(&mut c).await }
-                })
+                .query(redis::cmd("HGET").arg(&self.dead_index).arg(id))
                 .await?;
-            let matches = found.as_deref().is_some_and(|stored| {
-                crate::events::envelope::decode(stored).is_ok_and(|e| e.id == id)
-            });
-            if matches {
-                return Ok(found);
+            if let Some(stored) = indexed.as_deref().and_then(strip_position) {
+                return Ok(Some(stored.to_vec()));
             }
             if attempt > 0 || !self.reindex_if_needed().await? {
                 return Ok(None);
@@ -555,11 +543,13 @@ impl RedisQueues {
                     .arg(&id)
                     .ignore();
                 if !id.is_empty() {
+                    let mut value = format!("{pos} ").into_bytes();
+                    value.extend_from_slice(stored);
                     index
                         .cmd("HSET")
                         .arg(&self.dead_index)
                         .arg(&id)
-                        .arg(pos)
+                        .arg(value)
                         .ignore();
                 }
             }
@@ -621,6 +611,15 @@ impl RedisQueues {
         let (n,): (u64,) = self.backend.pipeline(Retry::Idempotent, &pipe).await?;
         Ok(n)
     }
+}
+
+/// The stored event of a dead-letter index value `"<position> <stored event>"`.
+fn strip_position(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    value[..space]
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then(|| &value[space + 1..])
 }
 
 /// The next value of a script's or pipeline's reply, converted.

@@ -1,13 +1,13 @@
 -- Removes one dead letter by event id and with a replacement event pushes that onto a
 -- queue (a replay) in the same step.
 --
--- Removal is O(1) in entries: the oldest entry (the list's tail) is written over the
--- removed one (LSET, which walks list nodes) and popped, so the list keeps every other
+-- Removal compares no entries: the oldest entry (the list's tail) is written over the
+-- removed one (LSET, which walks list nodes, not entries) and popped, so the list keeps every other
 -- entry and stays readable with LRANGE; only the oldest moves. Positions count from the
 -- oldest end plus a base, so pushes at the newest end never move them.
 --
 -- KEYS[1] dead-letter list
--- KEYS[2] index: hash, event id -> position
+-- KEYS[2] index: hash, event id -> "<position> <stored event>"
 -- KEYS[3] positions: hash, position -> event id ('' for an unreadable entry)
 -- KEYS[4] base: how many entries left the oldest end so far
 -- KEYS[5] the queue a replay goes to
@@ -17,8 +17,9 @@
 -- Returns 1 removed, 0 not at its indexed position (gone, or the id now names another
 -- entry), -1 not indexed.
 local id = ARGV[1]
-local pos = redis.call('HGET', KEYS[2], id)
-if pos then
+local indexed = redis.call('HGET', KEYS[2], id)
+if indexed then
+  local pos = string.match(indexed, '^(%d+) ')
   local base = tonumber(redis.call('GET', KEYS[4]) or '0')
   local k = tonumber(pos) - base
   -- The position maps are kept with the list by every script that moves an entry, so
@@ -31,7 +32,7 @@ if pos then
     local tail = redis.call('LINDEX', KEYS[1], -1)
     redis.call('LSET', KEYS[1], -(k + 1), tail)
     redis.call('HSET', KEYS[3], pos, tail_id)
-    if tail_id ~= '' then redis.call('HSET', KEYS[2], tail_id, pos) end
+    if tail_id ~= '' then redis.call('HSET', KEYS[2], tail_id, pos .. ' ' .. tail) end
   end
   redis.call('RPOP', KEYS[1])
   redis.call('HDEL', KEYS[3], base)

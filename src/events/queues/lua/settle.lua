@@ -8,7 +8,8 @@
 -- KEYS[3]  the consumer's taken list of this priority
 -- KEYS[4]  the retry sorted set of this priority
 -- KEYS[5]  dead-letter list
--- KEYS[6]  dead-letter index: hash, event id -> position (from the oldest end, plus base)
+-- KEYS[6]  dead-letter index: hash, event id -> "<position> <stored event>" (position:
+--          from the oldest end, plus base)
 -- KEYS[7]  dead-letter positions: hash, position -> event id ('' for an unreadable entry)
 -- KEYS[8]  dead-letter base: how many entries left the oldest end so far
 -- KEYS[9]  settled mark of this lease token
@@ -41,7 +42,7 @@ if dead > 0 then
     local id, event = ARGV[a + 2 * i - 1], ARGV[a + 2 * i]
     redis.call('LPUSH', KEYS[5], event)
     redis.call('HSET', KEYS[7], pos, id)
-    if id ~= '' then redis.call('HSET', KEYS[6], id, pos) end
+    if id ~= '' then redis.call('HSET', KEYS[6], id, pos .. ' ' .. event) end
     pos = pos + 1
   end
 end
