@@ -7,9 +7,9 @@ Usage: check_manifests.py CHART_DIR ENV=RENDERED.yaml [ENV=RENDERED.yaml ...]
 What is checked:
   * custom resources (PrometheusRule, ServiceMonitor, Certificate) against a strict
     description of the fields we use, since kubernetes-validate has no schema for them;
-  * the values Helm hands the upstream subcharts (dumped by the stub charts of
-    stub_dependencies.py as ConfigMaps stub-values-<chart>): replica counts, Sentinel,
-    Vault HA Raft, PodDisruptionBudgets, optional charts off;
+  * what the real upstream charts (vendored in charts/) rendered from our values: replica
+    counts, Sentinel quorum, Vault HA Raft and its retry_join targets, PodDisruptionBudgets,
+    optional charts off;
   * the BlinkChamber objects: config file shape, secrets wired through Vault annotations,
     probes, security context, PDBs, NetworkPolicies denying by default.
 
@@ -17,6 +17,7 @@ Prints one `PASS name` or `FAIL name: reason` line per check; exits 1 if any fai
 """
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -87,20 +88,23 @@ def dig(tree, path, default=None):
 
 DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
 SEVERITIES = {"critical", "warning", "info"}
-BLINKCHAMBER_METRICS = {
-    "blinkchamber_cache_hits_total", "blinkchamber_cache_misses_total",
-    "blinkchamber_events_published_total", "blinkchamber_events_publish_errors_total",
-    "blinkchamber_events_dead_lettered_total", "blinkchamber_events_queue_depth",
-    "blinkchamber_events_queue_oldest_age_seconds", "blinkchamber_ratelimit_checks_total",
-    "blinkchamber_ratelimit_limited_total", "blinkchamber_redis_failovers_total",
-    "blinkchamber_redis_commands_total", "blinkchamber_redis_errors_total",
-    "blinkchamber_http_requests_total",
-}
+
+
+def exported_metrics():
+    """Metric names a running binary exported (collect_metrics.py), from the file named by
+    DEPLOY_METRICS_FILE. No file: every check that needs it fails, saying so."""
+    path = os.environ.get("DEPLOY_METRICS_FILE", "")
+    assert path and Path(path).is_file(), "no metric names from a running blinkchamber (DEPLOY_METRICS_FILE unset or missing)"
+    names = {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+    assert any(n.startswith("blinkchamber_") for n in names), f"{path} lists no blinkchamber_ metric"
+    return names
+
+
 REQUIRED_ALERTS = {
     "VaultSealed", "PostgreSQLDown", "RedisDown", "RedisMemoryHigh", "RedisLatencyHigh",
     "RedisTooManyConnections", "RedisRejectedConnections", "RedisMasterLinkDown",
     "RedisEvictionsHigh", "RedisReplicationLag", "BlinkChamberCacheHitRateLow",
-    "BlinkChamberDeadLetterGrowing", "BlinkChamberQueueOldestEventOld",
+    "BlinkChamberDeadLetterGrowing", "BlinkChamberEventsNotConsumed",
     "BlinkChamberPublishErrors", "BlinkChamberRedisFailover",
 }
 
@@ -150,7 +154,7 @@ def check_prometheus_rule(doc):
                 assert rule["annotations"].get("summary"), f"{rule['alert']}: no summary"
                 names.add(rule["alert"])
             for metric in re.findall(r"\bblinkchamber_[a-z_]+", expr):
-                assert metric in BLINKCHAMBER_METRICS, f"{rule.get('alert')}: unknown metric {metric}"
+                assert metric in exported_metrics(), f"{rule.get('alert')}: metric {metric} is not exported by the binary"
     missing = REQUIRED_ALERTS - names
     assert not missing, f"missing alerts {sorted(missing)}"
 
@@ -159,12 +163,14 @@ def check_service_monitor(doc, services):
     assert doc["apiVersion"] == "monitoring.coreos.com/v1", "apiVersion"
     check_metadata(doc)
     spec = doc["spec"]
-    only_keys(spec, {"selector", "endpoints", "namespaceSelector", "jobLabel"}, "spec")
+    only_keys(spec, {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels"}, "spec")
     sel = spec["selector"]["matchLabels"]
     assert spec["endpoints"], "no endpoints"
     for ep in spec["endpoints"]:
-        only_keys(ep, {"port", "path", "interval", "scrapeTimeout", "scheme"}, "endpoint")
-        assert DURATION.match(ep["interval"]) and DURATION.match(ep["scrapeTimeout"]), "durations"
+        only_keys(ep, {"port", "path", "interval", "scrapeTimeout", "scheme", "params", "honorLabels",
+                       "honorTimestamps", "relabelings", "metricRelabelings", "tlsConfig"}, "endpoint")
+        for key in ("interval", "scrapeTimeout"):
+            assert key not in ep or DURATION.match(ep[key]), f"endpoint {key} {ep.get(key)!r}"
     matched = [s for s in services if all(s["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
     assert matched, "selector matches no Service"
     for svc in matched:
@@ -194,56 +200,58 @@ def named(docs, kind, name):
     return found[0]
 
 
-def subchart_values(docs):
-    """Values each rendered (enabled) upstream subchart received, from the stub dumps."""
-    out = {}
-    for doc in by_kind(docs, "ConfigMap"):
-        name = doc["metadata"]["name"]
-        if name.startswith("stub-values-"):
-            out[name[len("stub-values-"):]] = json.loads(doc["data"]["values.json"])
-    return out
+def workload(docs, kind, name):
+    return named(docs, kind, name)
 
 
-def values_roles(values, app):
-    return values.get("_roles", {}).get(app, {}).get("serviceAccounts", [])
-
-
-def check_upstream_values(env, values):
+def check_upstream_objects(env, values, docs):
+    """What the upstream charts rendered from our values: replica counts, Sentinel, Vault
+    HA Raft, the injector, ZITADEL, the optional charts off."""
     ha = env != "dev"
     want = (lambda n: n) if ha else (lambda n: 1)
-    pg = values["postgresql-ha"]
-    assert pg["enabled"], "postgresql-ha disabled"
-    assert pg["postgresql"]["replicaCount"] == want(3), f"postgresql nodes {pg['postgresql']['replicaCount']}"
-    assert pg["pgpool"]["replicaCount"] == want(2), f"pgpool {pg['pgpool']['replicaCount']}"
-    r = values["redis"]
-    assert r["architecture"] == "replication", "redis architecture"
-    assert r["sentinel"]["enabled"] is True, "sentinel off"
-    n, q = r["replica"]["replicaCount"], r["sentinel"]["quorum"]
+    pg = workload(docs, "StatefulSet", "postgresql-ha-postgresql")["spec"]["replicas"]
+    assert pg == want(3), f"postgresql nodes {pg}"
+    pgpool = workload(docs, "Deployment", "postgresql-ha-pgpool")["spec"]["replicas"]
+    assert pgpool == want(2), f"pgpool {pgpool}"
+    redis = workload(docs, "StatefulSet", "redis-node")
+    n = redis["spec"]["replicas"]
+    containers = {c["name"] for c in redis["spec"]["template"]["spec"]["containers"]}
+    assert "sentinel" in containers, "sentinel off"
+    conf = named(docs, "ConfigMap", "redis-configuration")["data"]["sentinel.conf"]
+    m = re.search(r"sentinel monitor (\S+) \S+ 6379 (\d+)", conf)
+    assert m, "no `sentinel monitor` line"
+    q = int(m.group(2))
+    assert m.group(1) == values["redis"]["sentinel"]["masterSet"], "sentinel master name"
     assert n == want(3), f"redis nodes {n}"
     assert n % 2 == 1, "even number of sentinels"
     assert n // 2 < q <= n, f"quorum {q} is not a majority of {n}"
-    assert r["auth"]["enabled"] and r["auth"]["sentinel"], "redis auth"
-    v = values["vault"]
-    assert v["server"]["ha"]["enabled"] and v["server"]["ha"]["raft"]["enabled"], "vault HA raft"
-    assert v["server"]["ha"]["replicas"] == want(3), f"vault replicas {v['server']['ha']['replicas']}"
-    assert v["server"]["ha"]["raft"]["config"].count("retry_join") == want(3), "retry_join per server"
-    assert v["injector"]["enabled"], "vault injector"
-    assert pg["serviceAccount"]["name"] in values_roles(values, "postgres"), "postgres SA not bound to its Vault role"
-    z = values["zitadel"]
-    assert z["replicaCount"] >= (2 if ha else 1), f"zitadel replicas {z['replicaCount']}"
+    env_names = {e["name"] for c in redis["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    assert "REDIS_PASSWORD_FILE" in env_names, "redis auth from a password file"
+    vault = workload(docs, "StatefulSet", "vault")
+    assert vault["spec"]["replicas"] == want(3), f"vault replicas {vault['spec']['replicas']}"
+    vconf = named(docs, "ConfigMap", "vault-config")["data"]["extraconfig-from-values.hcl"]
+    assert 'storage "raft"' in vconf, "vault HA raft"
+    joins = re.findall(r'leader_api_addr = "https?://([a-z0-9-]+)\.([a-z0-9-]+):8200"', vconf)
+    assert len(joins) == want(3), "retry_join per server"
+    headless = {s["metadata"]["name"] for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"}
+    for pod, svc in joins:
+        assert re.fullmatch(rf"{vault['metadata']['name']}-\d+", pod) and svc in headless and svc == vault["spec"]["serviceName"], \
+            f"retry_join {pod}.{svc} is not a pod of StatefulSet {vault['metadata']['name']} ({vault['spec']['serviceName']})"
+    workload(docs, "Deployment", "vault-agent-injector")
+    z = workload(docs, "Deployment", "zitadel")["spec"]["replicas"]
+    assert z >= (2 if ha else 1), f"zitadel replicas {z}"
+    charts = {d["metadata"].get("labels", {}).get("helm.sh/chart", "").rsplit("-", 1)[0] for d in docs}
     for dep in ("cert-manager", "ingress-nginx", "vault", "postgresql-ha", "redis", "zitadel"):
-        assert dep in values, f"{dep} is not rendered"
+        assert dep in charts, f"{dep} is not rendered"
     for dep in ("mailu", "longhorn"):
-        assert dep not in values, f"{dep} must be off by default"
+        assert dep not in charts, f"{dep} must be off by default"
 
 
 def check_pdbs(env, values, docs):
-    assert values["cert-manager"]["podDisruptionBudget"]["enabled"], "cert-manager PDB"
-    assert values["vault"]["server"]["ha"]["disruptionBudget"]["enabled"], "vault PDB"
-    assert values["postgresql-ha"]["postgresql"]["pdb"]["create"], "postgresql PDB"
-    assert values["postgresql-ha"]["pgpool"]["pdb"]["create"], "pgpool PDB"
-    assert values["redis"]["replica"]["pdb"]["create"], "redis PDB"
-    assert values["zitadel"]["pdb"]["enabled"], "zitadel PDB"
+    pdbs = {p["metadata"]["name"]: p for p in by_kind(docs, "PodDisruptionBudget")}
+    for name in ("blinkchamber-cert-manager", "vault", "postgresql-ha-postgresql", "postgresql-ha-pgpool",
+                 "redis-node", "zitadel", "blinkchamber-serve", "blinkchamber-worker"):
+        assert name in pdbs, f"no PodDisruptionBudget {name}"
     for name in ("blinkchamber-serve", "blinkchamber-worker"):
         pdb = named(docs, "PodDisruptionBudget", name)
         spec = pdb["spec"]
@@ -365,11 +373,12 @@ def check_vault_policies(docs):
 def check_dashboard(chart):
     dash = json.loads((chart / "files/dashboards/blinkchamber.json").read_text())
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
-    for metric in ("blinkchamber_cache_hits_total", "blinkchamber_events_queue_depth",
-                   "blinkchamber_ratelimit_limited_total", "redis_up", "redis_memory_used_bytes"):
+    for metric in ("blinkchamber_cache_hits_total", "blinkchamber_events_consumed_total",
+                   "blinkchamber_ratelimit_checks_total", "redis_up", "redis_memory_used_bytes"):
         assert metric in exprs, f"dashboard lacks {metric}"
+    exported = exported_metrics()
     for metric in re.findall(r"\bblinkchamber_[a-z_]+", exprs):
-        assert metric in BLINKCHAMBER_METRICS, f"dashboard uses unknown metric {metric}"
+        assert metric in exported, f"dashboard: metric {metric} is not exported by the binary"
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
 
@@ -389,8 +398,6 @@ def main(argv):
             RESULTS.append((False, f"{env}: rendered YAML: {err}"))
             continue
         RESULTS.append((True, f"{env}: rendered YAML has no duplicate keys"))
-        upstream = subchart_values(docs)
-        values = dict(values, **upstream)
         services = by_kind(docs, "Service")
         for doc in by_kind(docs, "PrometheusRule"):
             check(f"{env}: PrometheusRule/{doc['metadata']['name']}")(check_prometheus_rule, doc)
@@ -400,8 +407,7 @@ def main(argv):
             check(f"{env}: Certificate/{doc['metadata']['name']}")(check_certificate, doc)
         check(f"{env}: PrometheusRule and ServiceMonitor rendered")(
             lambda: (by_kind(docs, "PrometheusRule") and by_kind(docs, "ServiceMonitor")) or (_ for _ in ()).throw(AssertionError("missing")))
-        check(f"{env}: upstream subchart values")(
-            check_upstream_values, env, dict(upstream, _roles=values["platform"]["vaultAuth"]["roles"]))
+        check(f"{env}: upstream charts rendered as configured")(check_upstream_objects, env, values, docs)
         check(f"{env}: PodDisruptionBudgets")(check_pdbs, env, values, docs)
         check(f"{env}: BlinkChamber deployments and config")(check_runtime, env, values, docs)
         check(f"{env}: NetworkPolicies deny by default")(check_network_policies, values, docs, "blinkchamber")
