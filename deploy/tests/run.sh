@@ -425,6 +425,24 @@ bats_tests() {
   return 0
 }
 
+# --- backups against a real Redis ---------------------------------------------
+
+redis_tests() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    check "install redis-server (backup round trip)" install_redis
+  fi
+  check "redis backup/restore round trip with AOF on (real redis-server)" \
+    bash "$TESTS_DIR/lib/redis_roundtrip.sh" "$WORK/redis-roundtrip"
+  expect_failure "redis round trip catches a restore that drops the RDB beside a deleted AOF" \
+    bash "$TESTS_DIR/lib/redis_roundtrip.sh" "$WORK/redis-roundtrip-old" "$TESTS_DIR/lib/redis_restore_old.sh"
+}
+
+install_redis() {
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y -q redis-server >/dev/null 2>&1 ||
+    { as_root apt-get update -q >/dev/null 2>&1 && as_root apt-get install -y -q redis-server >/dev/null; }
+}
+
 dockerfile_tests() {
   local df="$DEPLOY_DIR/../Dockerfile"
   check "Dockerfile is multi-stage" test "$(grep -c '^FROM ' "$df")" -ge 2
@@ -442,6 +460,7 @@ main() {
   if [ -x "$HELM" ]; then chart_tests; else fail "chart tests skipped: no helm"; fi
   if command -v shellcheck >/dev/null && command -v yamllint >/dev/null; then lint_tests; else fail "lint tests skipped: no shellcheck/yamllint"; fi
   if command -v bats >/dev/null; then bats_tests; else fail "script tests skipped: no bats"; fi
+  redis_tests
   dockerfile_tests
   echo "deploy: $PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]

@@ -125,8 +125,10 @@ make_rdb() {
   [ "$status" -eq 0 ]
   a=$(line_of "scale statefulset redis-node --namespace database --replicas=0$")
   b=$(line_of "^kubectl run redis-restore .*redis-data-redis-node-0")
-  c=$(line_of "^kubectl cp --namespace database $TEST_TMP/in/dump.rdb redis-restore:/data/dump.rdb$")
-  d=$(line_of "redis-restore -- rm -rf /data/appendonlydir /data/appendonly.aof$")
+  c=$(line_of "^kubectl cp --namespace database $TEST_TMP/in/dump.rdb redis-restore:/data/restore.rdb$")
+  d=$(line_of "^kubectl exec -i --namespace database redis-restore -- sh -s /data$")
+  # the volume preparation (AOF base from the RDB) went in on stdin
+  grep -q "1.base.rdb seq 1 type b" "$STDIN_LOG"
   e=$(line_of "scale statefulset redis-node --namespace database --replicas=1$")
   f=$(line_of "scale statefulset redis-node --namespace database --replicas=3$")
   [ -n "$a" ] && [ "$a" -lt "$b" ] && [ "$b" -lt "$c" ] && [ "$c" -lt "$d" ] && [ "$d" -lt "$e" ] && [ "$e" -lt "$f" ]
