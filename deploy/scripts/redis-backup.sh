@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Redis backup and restore runbook.
-#   backup:  BGSAVE on the current master (asked from Sentinel), wait for LASTSAVE to move,
+#   backup:  BGSAVE on the current master (asked from Sentinel), wait until it finished,
 #            copy dump.rdb out of the pod, write a checksum beside it.
 #   restore: stop every Redis node, make the RDB the base of a fresh append-only file on
 #            node 0's volume (Redis runs with appendonly yes and would otherwise start
@@ -75,14 +75,18 @@ master_pod() {
   printf '%s\n' "$pod"
 }
 
-# bgsave_and_wait RUNNER...: BGSAVE, then poll LASTSAVE until it moves.
+# bgsave_and_wait RUNNER...: BGSAVE, then poll INFO persistence until no background save
+# runs, and require that it succeeded. (LASTSAVE has a resolution of one second: a save
+# finishing in the second Redis started, or saved last, would never be seen to move it.)
 bgsave_and_wait() {
-  local before now waited=0
-  before=$("$@" LASTSAVE)
+  local info waited=0
   "$@" BGSAVE >/dev/null
   while :; do
-    now=$("$@" LASTSAVE)
-    [ "$now" != "$before" ] && return 0
+    info=$("$@" INFO persistence | tr -d '\r')
+    if grep -q '^rdb_bgsave_in_progress:0' <<<"$info"; then
+      grep -q '^rdb_last_bgsave_status:ok' <<<"$info" || die "$EXIT_FAILED" "BGSAVE failed (rdb_last_bgsave_status is not ok; see the Redis log)"
+      return 0
+    fi
     [ "$waited" -ge "$POLL_TIMEOUT" ] && die "$EXIT_FAILED" "BGSAVE did not finish within ${POLL_TIMEOUT}s"
     sleep "$POLL_INTERVAL"
     waited=$((waited + 1))

@@ -227,6 +227,148 @@ chart_tests() {
     --set blinkchamber-runtime.serve.replicaCount=1
   broken_render_caught "PostgreSQL scaled below 3 nodes" "postgresql nodes 2" \
     --set postgresql-ha.postgresql.replicaCount=2
+  broken_render_caught "Vault pods not named as retry_join and the scripts expect" \
+    "retry_join vault-0.vault-internal is not a pod of StatefulSet blinkchamber-vault" \
+    --set vault.fullnameOverride=null
+  broken_render_caught "PostgreSQL pods without a service account token for the Vault agent" \
+    "StatefulSet/postgresql-ha-postgresql: automountServiceAccountToken false" \
+    --set postgresql-ha.postgresql.automountServiceAccountToken=false
+  broken_render_caught "pgpool without ZITADEL's user" "user zitadel is not in pool_passwd" \
+    --set postgresql-ha.pgpool.customUsersSecret=null
+  broken_render_caught "nothing scrapes every Vault server" "no ServiceMonitor scrapes every Vault server" \
+    --set platform.vaultServiceMonitor.enabled=false
+  broken_render_caught "another product's cache key prefix" "cache.keyPrefix 'aikernel_' is another product's" \
+    --set blinkchamber-runtime.config.cache.keyPrefix=aikernel_
+  broken_render_caught "no ZITADEL Ingress although the issuer is its public URL" "no Ingress zitadel:" \
+    --set zitadel.ingress.enabled=false
+  # shellcheck disable=SC2016  # Python and template text, not shell
+  broken_chart_caught "Vault roles bound to an audience no pod's token carries" \
+    "Vault roles require audience 'vault', but" \
+    templates/vault-policies.yaml 's.replace("\"token_ttl\" $va.tokenTtl", "\"token_ttl\" $va.tokenTtl \"audience\" \"vault\"")'
+  broken_chart_caught "an alert on a metric the binary does not export" \
+    "BlinkChamberPublishErrors: metric blinkchamber_events_publish_errors_total is not exported by the binary" \
+    templates/prometheusrule.yaml 's.replace("blinkchamber_events_publish_failures_total", "blinkchamber_events_publish_errors_total")'
+  broken_chart_caught "a dashboard panel on a metric the binary does not export" \
+    "dashboard: metric blinkchamber_events_queue_depth is not exported by the binary" \
+    files/dashboards/blinkchamber.json 's.replace("blinkchamber_events_acked_total", "blinkchamber_events_queue_depth", 1)'
+  install_check_tests
+}
+
+# broken_chart_caught WHAT MESSAGE FILE PYTHON_EXPR: edit FILE in a copy of the chart
+# (broken_chart), render the default values; check_manifests.py must fail and say MESSAGE.
+broken_chart_caught() {
+  local what=$1 message=$2 out="$WORK/broken.yaml" log="$WORK/logs/broken.log"
+  broken_chart "$3" "$4" >"$log" 2>&1 || { fail "checker catches: $what (edit failed)" "$log"; return; }
+  if ! "$HELM" template blinkchamber "$WORK/broken-chart" --namespace blinkchamber "${CRD_APIS[@]}" >"$out" 2>"$log"; then
+    fail "checker catches: $what (render failed)" "$log"
+    return
+  fi
+  if "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$WORK/broken-chart" default="$out" >"$log" 2>&1; then
+    fail "checker catches: $what (passed)" "$log"
+  elif grep -qF -- "$message" "$log"; then
+    pass "checker catches: $what"
+  else
+    fail "checker catches: $what (did not say '$message')" "$log"
+  fi
+}
+
+# --- offline install check -------------------------------------------------------
+
+# run_checker LOG CMD...: run a checker printing PASS/FAIL lines, count each line.
+run_checker() {
+  local log=$1 line
+  shift
+  "$@" >"$log" 2>&1
+  while IFS= read -r line; do
+    case "$line" in
+      "PASS "*) pass "${line#PASS }" ;;
+      "FAIL "*) fail "${line#FAIL }" ;;
+    esac
+  done <"$log"
+  grep -q '^PASS \|^FAIL ' "$log" || fail "checker produced no result: $*" "$log"
+}
+
+install_check() {
+  "$PYTHON" "$TESTS_DIR/lib/install_check.py" --helm "$HELM" "$@"
+}
+
+# expect_caught WHAT MESSAGE CMD...: CMD (a checker) must fail and say MESSAGE.
+expect_caught() {
+  local what=$1 message=$2 log
+  shift 2
+  log="$WORK/logs/caught-$(printf '%s' "$what" | tr -c 'A-Za-z0-9._-' '_').log"
+  if "$@" >"$log" 2>&1; then
+    fail "caught: $what (the check passed)" "$log"
+  elif grep -qF -- "$message" "$log"; then
+    pass "caught: $what"
+  else
+    fail "caught: $what (did not say '$message')" "$log"
+  fi
+}
+
+# broken_chart FILE PYTHON_EXPR: a copy of the chart in $WORK/broken-chart where FILE's
+# text s is replaced by PYTHON_EXPR (which must change it).
+broken_chart() {
+  rm -rf "$WORK/broken-chart"
+  cp -r "$WORK/chart" "$WORK/broken-chart"
+  "$PYTHON" - "$WORK/broken-chart/$1" "$2" <<'PY'
+import sys
+path, expr = sys.argv[1], sys.argv[2]
+s = open(path).read()
+new = eval(expr, {"s": s})
+assert new != s, f"the edit {expr!r} changed nothing in {path}"
+open(path, "w").write(new)
+PY
+}
+
+install_check_tests() {
+  local chart="$WORK/chart" bc="$WORK/broken-chart"
+  run_checker "$WORK/logs/install-check.log" install_check --chart "$chart" --env dev --env prod
+  run_checker "$WORK/logs/install-check-operator.log" install_check --chart "$chart" --env dev --env prod --operator --only references,crds,flows
+
+  # Each check catches what it is for (and the defects it was written against).
+  expect_caught "one helm install of everything: ZITADEL's hooks run before the bootstrap Secrets exist" \
+    "Job/blinkchamber/zitadel-init (pre hook) needs Secret/blinkchamber/zitadel-db-credentials: created by vault-bootstrap.sh, which does not run before it" \
+    install_check --chart "$chart" --env dev --phases applications --only references
+  expect_caught "ZITADEL installed with PostgreSQL: its pre-upgrade hooks run before pgpool exists" \
+    "(pre hook) needs Service/database/postgresql-ha-pgpool: rendered in phase applications but not before this pre hook" \
+    install_check --chart "$chart" --env dev --phases infrastructure,vault-bootstrap,applications --only references
+  expect_caught "a workload needs a Secret nobody creates" \
+    "needs Secret/database/pgpool-users-typo: never created" \
+    install_check --chart "$chart" --env dev --only references --set postgresql-ha.pgpool.customUsersSecret=pgpool-users-typo
+  expect_caught "upstream ServiceMonitors on a cluster without the Prometheus Operator" \
+    "ServiceMonitor/redis (monitoring.coreos.com/v1/ServiceMonitor): no phase installs its CRD" \
+    install_check --chart "$chart" --env dev --only crds --no-monitoring-gate
+  broken_chart templates/certificates.yaml 's.replace("(.Capabilities.APIVersions.Has \"cert-manager.io/v1/Certificate\")", "true")'
+  expect_caught "Certificates not gated on cert-manager's CRDs" \
+    "Certificate/zitadel-tls (cert-manager.io/v1/Certificate): its CRD arrives in the same release" \
+    install_check --chart "$bc" --env prod --only crds
+  broken_chart templates/networkpolicies.yaml 's.replace("values: [vault-agent-injector, webhook]", "values: [webhook]")'
+  expect_caught "webhook NetworkPolicy that misses the Vault injector's labels" \
+    "API server -> webhook vault.hashicorp.com: external -> blinkchamber/vault-agent-injector:8080 dropped" \
+    install_check --chart "$bc" --env dev --only flows
+  # shellcheck disable=SC2016  # Python and template text, not shell
+  broken_chart templates/networkpolicies.yaml 's.replace("name: zitadel-login-allow-ingress", "name: zitadel-login-allow-nobody").replace("- from:\n        - {{ toJson $ingress }}\n      ports:\n        - {protocol: TCP, port: 3000}", "- from:\n        - {{ toJson $zitadel }}\n      ports:\n        - {protocol: TCP, port: 3000}")'
+  expect_caught "no NetworkPolicy admits the ingress controller to the v2 login" \
+    "ingress controller -> zitadel-login /ui/v2/login" \
+    install_check --chart "$bc" --env dev --only flows
+  expect_caught "no Ingress routes /ui/v2/login" "no Ingress routes to zitadel-login" \
+    install_check --chart "$chart" --env dev --only flows --set zitadel.login.ingress.enabled=false
+  broken_chart templates/networkpolicies.yaml 's.replace("{acme.cert-manager.io/http01-solver: \"true\"}", "{app.kubernetes.io/name: acme-solver}")'
+  expect_caught "ACME HTTP-01 solver pods under default-deny" \
+    "ingress controller -> ACME HTTP-01 solver in blinkchamber" \
+    install_check --chart "$bc" --env prod --only flows
+  expect_caught "Prometheus cannot reach a metrics port" "Prometheus -> blinkchamber-worker-metrics:metrics" \
+    install_check --chart "$chart" --env dev --operator --only flows --set platform.networkPolicies.monitoringNamespace=observability
+  expect_caught "an image from docker.io/bitnami" "docker.io/bitnami/redis:8.0.1-debian-12-r1 (dev:StatefulSet/redis-node): docker.io/bitnami tags were withdrawn" \
+    install_check --chart "$chart" --env dev --env prod --only images --set redis.image.repository=bitnami/redis
+  expect_caught "an image missing from images.yaml" "docker.io/bitnamilegacy/redis:9.9.9 (dev:StatefulSet/redis-node) is not in images.yaml" \
+    install_check --chart "$chart" --env dev --env prod --only images --set redis.image.tag=9.9.9
+  expect_caught "an image list not checked for too long" "more than 120 days ago; check it again" \
+    install_check --chart "$chart" --env dev --env prod --only images --today 2099-01-01
+  broken_chart templates/certificates.yaml 's.replace("    size: 256", "    sizeBits: 256")'
+  expect_caught "a Certificate field cert-manager's CRD does not know" "Certificate/zitadel-tls.spec.privateKey.sizeBits: unknown field" \
+    install_check --chart "$bc" --env prod --only schemas
 }
 
 # events_keys_lint: the runtime schema accepts every key of the events block the binary
@@ -343,7 +485,7 @@ intro = yaml.safe_load(cm["data"]["config.yaml"])["tokens"]["introspection"]
 assert intro["enabled"] is True and intro["clientId"] == "284600000000000001@platform", intro
 assert intro["clientSecret"] == {"valueFromFile": "/vault/secrets/ZITADEL_INTROSPECTION_SECRET"}, intro
 for d in docs:
-    if d["kind"] == "Deployment":
+    if d["kind"] == "Deployment" and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "blinkchamber-runtime":
         ann = d["spec"]["template"]["metadata"]["annotations"]
         path = ann["vault.hashicorp.com/agent-inject-secret-ZITADEL_INTROSPECTION_SECRET"]
         assert path == "secret/data/blinkchamber/zitadel-introspection", path

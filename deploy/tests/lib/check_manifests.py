@@ -43,7 +43,7 @@ def check(name):
     return run
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml parses much faster
     """SafeLoader that refuses duplicate mapping keys (Kubernetes would keep only one)."""
 
 
@@ -227,9 +227,11 @@ def check_upstream_objects(env, values, docs):
     assert n // 2 < q <= n, f"quorum {q} is not a majority of {n}"
     env_names = {e["name"] for c in redis["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
     assert "REDIS_PASSWORD_FILE" in env_names, "redis auth from a password file"
-    vault = workload(docs, "StatefulSet", "vault")
+    vault = [d for d in by_kind(docs, "StatefulSet") if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "vault"]
+    assert len(vault) == 1, "no Vault StatefulSet"
+    vault = vault[0]
     assert vault["spec"]["replicas"] == want(3), f"vault replicas {vault['spec']['replicas']}"
-    vconf = named(docs, "ConfigMap", "vault-config")["data"]["extraconfig-from-values.hcl"]
+    vconf = named(docs, "ConfigMap", f"{vault['metadata']['name']}-config")["data"]["extraconfig-from-values.hcl"]
     assert 'storage "raft"' in vconf, "vault HA raft"
     joins = re.findall(r'leader_api_addr = "https?://([a-z0-9-]+)\.([a-z0-9-]+):8200"', vconf)
     assert len(joins) == want(3), "retry_join per server"
@@ -237,7 +239,7 @@ def check_upstream_objects(env, values, docs):
     for pod, svc in joins:
         assert re.fullmatch(rf"{vault['metadata']['name']}-\d+", pod) and svc in headless and svc == vault["spec"]["serviceName"], \
             f"retry_join {pod}.{svc} is not a pod of StatefulSet {vault['metadata']['name']} ({vault['spec']['serviceName']})"
-    workload(docs, "Deployment", "vault-agent-injector")
+    workload(docs, "Deployment", f"{vault['metadata']['name']}-agent-injector")
     z = workload(docs, "Deployment", "zitadel")["spec"]["replicas"]
     assert z >= (2 if ha else 1), f"zitadel replicas {z}"
     charts = {d["metadata"].get("labels", {}).get("helm.sh/chart", "").rsplit("-", 1)[0] for d in docs}
@@ -249,7 +251,7 @@ def check_upstream_objects(env, values, docs):
 
 def check_pdbs(env, values, docs):
     pdbs = {p["metadata"]["name"]: p for p in by_kind(docs, "PodDisruptionBudget")}
-    for name in ("blinkchamber-cert-manager", "vault", "postgresql-ha-postgresql", "postgresql-ha-pgpool",
+    for name in ("blinkchamber-cert-manager", "postgresql-ha-postgresql", "postgresql-ha-pgpool",
                  "redis-node", "zitadel", "blinkchamber-serve", "blinkchamber-worker"):
         assert name in pdbs, f"no PodDisruptionBudget {name}"
     for name in ("blinkchamber-serve", "blinkchamber-worker"):
@@ -370,6 +372,76 @@ def check_vault_policies(docs):
     assert 'exec "$@"' in ep["data"]["entrypoint.sh"], "entrypoint does not hand over"
 
 
+def pod_templates(docs):
+    for d in docs:
+        spec = d.get("spec") or {}
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield d, spec["template"]
+
+
+def check_vault_agents_can_log_in(docs):
+    """Every pod the Vault injector mutates must mount a service account token the
+    Kubernetes auth roles accept."""
+    cm = named(docs, "ConfigMap", "vault-policies")
+    audiences = {json.loads(cm["data"][f"{app}-role.json"]).get("audience") for app in cm["data"]["roles"].split()}
+    n = 0
+    for d, tpl in pod_templates(docs):
+        ann = tpl["metadata"].get("annotations") or {}
+        if ann.get("vault.hashicorp.com/agent-inject") != "true":
+            continue
+        n += 1
+        spec = tpl["spec"]
+        assert spec.get("automountServiceAccountToken", True) is not False, \
+            f"{d['kind']}/{d['metadata']['name']}: automountServiceAccountToken false, the Vault agent cannot log in"
+        projected = {src["serviceAccountToken"].get("audience") for v in spec.get("volumes") or []
+                     for src in (v.get("projected") or {}).get("sources") or [] if "serviceAccountToken" in src}
+        for aud in audiences - {None}:
+            assert aud in projected, f"Vault roles require audience {aud!r}, but {d['kind']}/{d['metadata']['name']} mounts no token with it"
+    assert n >= 3, f"only {n} pods get a Vault agent"
+
+
+def check_pgpool_users(docs):
+    """ZITADEL logs in through pgpool as its own user, which pgpool must know."""
+    zcfg = yaml.safe_load(named(docs, "ConfigMap", "zitadel-config-yaml")["data"]["zitadel-config-yaml"])
+    pg = zcfg["Database"]["Postgres"]
+    assert pg["Host"].startswith("postgresql-ha-pgpool."), f"ZITADEL's database host {pg['Host']} is not pgpool"
+    pgpool = named(docs, "Deployment", "postgresql-ha-pgpool")
+    env = {e["name"]: e for c in pgpool["spec"]["template"]["spec"]["containers"] for e in c.get("env") or []}
+    assert "PGPOOL_POSTGRES_CUSTOM_USERS" in env, \
+        f"pgpool has no custom users: user {pg['User']['Username']} is not in pool_passwd and ZITADEL cannot log in"
+
+
+def check_vault_scraped(docs):
+    rules = by_kind(docs, "PrometheusRule")
+    if not rules:
+        return
+    exprs = " ".join(str(r["expr"]) for d in rules for g in d["spec"]["groups"] for r in g["rules"])
+    if "vault_" not in exprs:
+        return
+    vault = named(docs, "StatefulSet", "vault")
+    pod_labels = vault["spec"]["template"]["metadata"]["labels"]
+    for sm in by_kind(docs, "ServiceMonitor"):
+        sel = sm["spec"]["selector"].get("matchLabels", {})
+        for svc in by_kind(docs, "Service"):
+            if all(svc["metadata"].get("labels", {}).get(k) == v for k, v in sel.items()):
+                svc_sel = svc["spec"].get("selector") or {}
+                if svc_sel and svc_sel.items() <= pod_labels.items() and "vault-active" not in svc_sel:
+                    return
+    raise AssertionError("the Vault alerts read vault_* metrics, but no ServiceMonitor scrapes every Vault server (sealed ones included)")
+
+
+def check_platform_basics(env, docs):
+    cm = named(docs, "ConfigMap", "blinkchamber-config")
+    prefix = yaml.safe_load(cm["data"]["config.yaml"]).get("cache", {}).get("keyPrefix", "")
+    assert prefix and not prefix.startswith("aikernel"), f"cache.keyPrefix {prefix!r} is another product's"
+    ingresses = {d["metadata"]["name"] for d in by_kind(docs, "Ingress")}
+    for name in ("zitadel", "zitadel-login"):
+        assert name in ingresses, f"no Ingress {name}: ZITADEL's issuer URL would not be reachable"
+    hosts = {r.get("host") for d in by_kind(docs, "Ingress") if d["metadata"]["name"].startswith("zitadel") for r in d["spec"]["rules"]}
+    zcfg = yaml.safe_load(named(docs, "ConfigMap", "zitadel-config-yaml")["data"]["zitadel-config-yaml"])
+    assert hosts == {zcfg["ExternalDomain"]}, f"ZITADEL Ingress hosts {sorted(map(str, hosts))} != ExternalDomain {zcfg['ExternalDomain']}"
+
+
 def check_dashboard(chart):
     dash = json.loads((chart / "files/dashboards/blinkchamber.json").read_text())
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
@@ -412,6 +484,10 @@ def main(argv):
         check(f"{env}: BlinkChamber deployments and config")(check_runtime, env, values, docs)
         check(f"{env}: NetworkPolicies deny by default")(check_network_policies, values, docs, "blinkchamber")
         check(f"{env}: Vault policies, roles and PostgreSQL entrypoint")(check_vault_policies, docs)
+        check(f"{env}: every Vault agent can log in (token mounted, audience matched)")(check_vault_agents_can_log_in, docs)
+        check(f"{env}: pgpool knows ZITADEL's database user")(check_pgpool_users, docs)
+        check(f"{env}: every Vault server is scraped for the Vault alerts")(check_vault_scraped, docs)
+        check(f"{env}: cache key prefix, ZITADEL and login Ingresses")(check_platform_basics, env, docs)
         if env == "prod":
             check("prod: TLS certificates rendered")(
                 lambda: len(by_kind(docs, "Certificate")) >= 2 or (_ for _ in ()).throw(AssertionError("expected 2 Certificates")))

@@ -138,7 +138,8 @@ def main(binary, out_file):
                       "maxRetries": 0,
                       "dialTimeout": "500ms", "readTimeout": "500ms", "writeTimeout": "500ms"},
             "rateLimit": {"rules": [{"name": "check", "descriptor": ["ip"], "limit": 2, "period": "1m", "burst": 1}]},
-            "events": {"consumer": {"maxRetries": 1, "retryDelay": "100ms", "maxRetryDelay": "200ms", "lease": "2s"},
+            "events": {"publishing": {"maxRetries": 0, "retryDelay": "50ms", "batchTimeout": "500ms"},
+                       "consumer": {"maxRetries": 1, "retryDelay": "100ms", "maxRetryDelay": "200ms", "lease": "2s"},
                        "performance": {"flushInterval": "100ms"},
                        "sinks": {"log": False, "webhooks": [{"match": "*", "url": f"http://127.0.0.1:{hook}/hook", "timeout": "1s"}]}},
         }
@@ -191,13 +192,22 @@ def main(binary, out_file):
         for p in (redis, replica):
             p.terminate()
             p.wait(5)
+        call(base, "POST", "/v1/events", [dict(events[0], id="lost")])
         for _ in range(3):
             call(base, "PUT", "/v1/cache/check/b", {"value": 1})
             call(base, "POST", "/v1/ratelimit/check", {"rule": "check", "key": "10.0.0.2"})
-        time.sleep(1)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{m1}/metrics", timeout=5).read().decode()
+            if "blinkchamber_events_publish_failures_total" in text:
+                break
+            time.sleep(0.5)
         found = set()
         for port in (m1, m2):
-            found |= names(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            found |= names(text)
+            with open(f"{out_file}.{port}.prom", "w") as fh:
+                fh.write(text)
         for n in list(found):
             if n.endswith(("_bucket", "_sum", "_count")):
                 found.add(n.rsplit("_", 1)[0])

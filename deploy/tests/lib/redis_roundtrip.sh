@@ -13,8 +13,10 @@ set -euo pipefail
 DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 work=$1
 prepare=${2:-$DEPLOY_DIR/scripts/lib/redis-restore-volume.sh}
-command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
-  { echo "redis-server and redis-cli are needed" >&2; exit 3; }
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "redis-server and redis-cli are needed" >&2
+  exit 3
+fi
 
 rm -rf "$work"
 mkdir -p "$work/data" "$work/backups"
