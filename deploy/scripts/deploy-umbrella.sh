@@ -30,7 +30,8 @@ Usage: ${0##*/} [options] COMMAND [ARGS]
 Commands:
   install            install the platform on an empty cluster, in phases (fails if the
                      release already exists, unless --from-phase resumes a later phase):
-                       infrastructure   cert-manager, ingress-nginx, Vault
+                       infrastructure   cert-manager, ingress-nginx (waits until ready)
+                       vault            + Vault and its certificates (runs sealed)
                        vault-bootstrap  vault-bootstrap.sh all (init, unseal, secrets)
                        data             + PostgreSQL HA, Redis (waits until ready)
                        applications     + ZITADEL, BlinkChamber (waits until ready)
@@ -130,7 +131,7 @@ helm_phase() {
   local phase=$1 sets wait=(--wait)
   mapfile -t sets < <(phase_set_args "$phase")
   # Vault answers its readiness probe only once unsealed, which the next phase does.
-  [ "$phase" = infrastructure ] && wait=()
+  [ "$phase" = vault ] && wait=()
   if [ "$phase" = "${INSTALL_PHASES[0]}" ]; then
     helm install "$RELEASE" "$CHART_DIR" --namespace "$NAMESPACE" --create-namespace \
       "${VALUES[@]}" "${MONITORING[@]}" "${sets[@]}" "${wait[@]}" --timeout "$TIMEOUT"
@@ -140,12 +141,12 @@ helm_phase() {
   fi
 }
 
-# wait_infrastructure: the admission webhooks answer and the Vault pods run (sealed).
-wait_infrastructure() {
-  log "waiting for cert-manager, the ingress controller and the Vault agent injector"
+# wait_vault: the Vault agent injector answers and the Vault pods run (sealed).
+wait_vault() {
+  log "waiting for the Vault agent injector"
   kubectl wait --namespace "$NAMESPACE" --for=condition=Available deployment \
     -l "app.kubernetes.io/instance=$RELEASE" --timeout "$TIMEOUT" ||
-    die "$EXIT_FAILED" "infrastructure Deployments did not become available"
+    die "$EXIT_FAILED" "the Vault agent injector did not become available"
   log "waiting for the Vault servers to run"
   kubectl wait --namespace "$NAMESPACE" --for=jsonpath='{.status.phase}'=Running pod \
     -l app.kubernetes.io/name=vault,component=server --timeout "$TIMEOUT" ||
@@ -173,7 +174,7 @@ cmd_install() {
           die "$EXIT_FAILED" "phase $phase failed; fix the cause, then: ${0##*/} install --from-phase $phase"
         ;;
     esac
-    [ "$phase" = infrastructure ] && wait_infrastructure
+    if [ "$phase" = vault ]; then wait_vault; fi
   done
   log "installed. Keep $KEYS_FILE offline (unseal keys and root token). Check: ${0##*/} status"
 }

@@ -251,6 +251,11 @@ chart_tests() {
   broken_chart_caught "a dashboard panel on a metric the binary does not export" \
     "dashboard: metric blinkchamber_events_queue_depth is not exported by the binary" \
     files/dashboards/blinkchamber.json 's.replace("blinkchamber_events_acked_total", "blinkchamber_events_queue_depth", 1)'
+  BROKEN_ENV=prod broken_render_caught "Vault in prod without TLS" "Vault in prod serves plain HTTP" \
+    --set global.tlsDisable=true
+  BROKEN_ENV=prod broken_render_caught "a Vault agent in prod that does not trust Vault's CA" \
+    "StatefulSet/postgresql-ha-postgresql: its Vault agent does not trust Vault's CA" \
+    --set 'postgresql-ha.postgresql.podAnnotations.vault\.hashicorp\.com/tls-secret=null'
   install_check_tests
 }
 
@@ -336,6 +341,9 @@ install_check_tests() {
   expect_caught "a workload needs a Secret nobody creates" \
     "needs Secret/database/pgpool-users-typo: never created" \
     install_check --chart "$chart" --env dev --only references --set postgresql-ha.pgpool.customUsersSecret=pgpool-users-typo
+  expect_caught "prod Vault agents in a namespace without Vault's CA Secret" \
+    "needs Secret/database/vault-agent-tls: never created" \
+    install_check --chart "$chart" --env prod --only references --set 'platform.vaultTls.agentNamespaces={}'
   expect_caught "upstream ServiceMonitors on a cluster without the Prometheus Operator" \
     "ServiceMonitor/redis (monitoring.coreos.com/v1/ServiceMonitor): no phase installs its CRD" \
     install_check --chart "$chart" --env dev --only crds --no-monitoring-gate
@@ -495,16 +503,17 @@ print("tokens.introspection:", intro)
 PY
 }
 
-# broken_render_caught WHAT MESSAGE HELM_ARGS...: render the default values with HELM_ARGS;
-# check_manifests.py must fail and say MESSAGE.
+# broken_render_caught WHAT MESSAGE HELM_ARGS...: render the default values (or those of
+# BROKEN_ENV) with HELM_ARGS; check_manifests.py must fail and say MESSAGE.
 broken_render_caught() {
-  local what=$1 message=$2 out="$WORK/broken.yaml" log="$WORK/logs/broken.log"
+  local what=$1 message=$2 out="$WORK/broken.yaml" log="$WORK/logs/broken.log" env=${BROKEN_ENV:-default}
   shift 2
-  if ! "$HELM" template blinkchamber "$WORK/chart" --namespace blinkchamber "${CRD_APIS[@]}" "$@" >"$out" 2>"$log"; then
+  # shellcheck disable=SC2046  # values_for yields separate words on purpose
+  if ! "$HELM" template blinkchamber "$WORK/chart" --namespace blinkchamber "${CRD_APIS[@]}" $(values_for "$env" "$WORK/chart") "$@" >"$out" 2>"$log"; then
     fail "checker catches: $what (render failed)" "$log"
     return
   fi
-  if "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$WORK/chart" default="$out" >"$log" 2>&1; then
+  if "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$WORK/chart" "$env=$out" >"$log" 2>&1; then
     fail "checker catches: $what (passed)" "$log"
   elif grep -qF -- "$message" "$log"; then
     pass "checker catches: $what"

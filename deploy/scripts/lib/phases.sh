@@ -6,22 +6,25 @@
 # A first install on an empty cluster cannot be one `helm install`: PostgreSQL, Redis and
 # ZITADEL read Secrets that vault-bootstrap.sh creates once Vault runs, ZITADEL's init and
 # setup Jobs are pre-install/pre-upgrade hooks that need PostgreSQL up, and the
-# Certificates need cert-manager's CRDs. So the release grows in phases:
-#   1. infrastructure   helm install: cert-manager (+ CRDs), ingress-nginx, Vault, the
+# Certificates (Vault's TLS in production, the public host names) need cert-manager's
+# CRDs and webhook. So the release grows in phases:
+#   1. infrastructure   helm install --wait: cert-manager (+ CRDs), ingress-nginx, the
 #                       platform's namespaces, NetworkPolicies and Vault policy ConfigMap
-#   2. vault-bootstrap  vault-bootstrap.sh all: init, unseal, auth, policies, secrets
-#   3. data             helm upgrade --wait: + PostgreSQL HA and Redis
-#   4. applications     helm upgrade --wait: + ZITADEL (its Jobs run as pre-upgrade hooks,
+#   2. vault            helm upgrade: + Vault and its TLS certificates (no --wait: Vault is
+#                       ready only once unsealed)
+#   3. vault-bootstrap  vault-bootstrap.sh all: init, unseal, auth, policies, secrets
+#   4. data             helm upgrade --wait: + PostgreSQL HA and Redis
+#   5. applications     helm upgrade --wait: + ZITADEL (its Jobs run as pre-upgrade hooks,
 #                       against a running database) and the BlinkChamber runtime
 # Later `upgrade`s render everything at once: every phase's objects then exist.
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
-INSTALL_PHASES=(infrastructure vault-bootstrap data applications)
+INSTALL_PHASES=(infrastructure vault vault-bootstrap data applications)
 
 # phase_kind PHASE: "helm" (a helm install/upgrade) or "bootstrap" (vault-bootstrap.sh).
 phase_kind() {
   case "$1" in
-    infrastructure | data | applications) echo helm ;;
+    infrastructure | vault | data | applications) echo helm ;;
     vault-bootstrap) echo bootstrap ;;
     *) return 1 ;;
   esac
@@ -32,7 +35,8 @@ phase_kind() {
 phase_set_args() {
   local off=()
   case "$1" in
-    infrastructure) off=(postgresql-ha redis zitadel blinkchamber-runtime) ;;
+    infrastructure) off=(vault postgresql-ha redis zitadel blinkchamber-runtime) ;;
+    vault) off=(postgresql-ha redis zitadel blinkchamber-runtime) ;;
     data) off=(zitadel blinkchamber-runtime) ;;
     applications) ;;
     *) return 1 ;;

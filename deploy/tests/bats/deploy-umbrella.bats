@@ -78,7 +78,7 @@ fake_bootstrap() {
   export VAULT_BOOTSTRAP="$FAKE_BIN/vault-bootstrap"
 }
 
-@test "install dev runs the phases in order: infrastructure, Vault bootstrap, data, applications" {
+@test "install dev runs the phases in order: infrastructure, Vault, Vault bootstrap, data, applications" {
   fake kubectl 'case "$1 $2" in "get crd") exit 1 ;; esac'
   fake_helm_not_installed
   fake_bootstrap
@@ -86,14 +86,17 @@ fake_bootstrap() {
   [ "$status" -eq 0 ]
   called "^helm dependency list .*helm/blinkchamber$"
   local off="--set redis.metrics.serviceMonitor.enabled=false --set postgresql-ha.metrics.serviceMonitor.enabled=false --set zitadel.metrics.serviceMonitor.enabled=false --set vault.serverTelemetry.serviceMonitor.enabled=false"
-  called "^helm install blinkchamber .*helm/blinkchamber --namespace blinkchamber --create-namespace -f .*/values.yaml -f .*/values-dev.yaml $off --set postgresql-ha.enabled=false --set redis.enabled=false --set zitadel.enabled=false --set blinkchamber-runtime.enabled=false --timeout 20m$"
+  called "^helm install blinkchamber .*helm/blinkchamber --namespace blinkchamber --create-namespace -f .*/values.yaml -f .*/values-dev.yaml $off --set vault.enabled=false --set postgresql-ha.enabled=false --set redis.enabled=false --set zitadel.enabled=false --set blinkchamber-runtime.enabled=false --wait --timeout 20m$"
+  called "^helm upgrade blinkchamber .* -f .*/values-dev.yaml $off --set postgresql-ha.enabled=false --set redis.enabled=false --set zitadel.enabled=false --set blinkchamber-runtime.enabled=false --timeout 20m$"
   called "^kubectl wait --namespace blinkchamber --for=condition=Available deployment"
   called "^vault-bootstrap all --namespace blinkchamber --db-namespace database --keys-file ./vault-init.json$"
   called "^helm upgrade blinkchamber .* -f .*/values-dev.yaml $off --set zitadel.enabled=false --set blinkchamber-runtime.enabled=false --wait --timeout 20m$"
   called "^helm upgrade blinkchamber .* -f .*/values-dev.yaml $off --wait --timeout 20m$"
-  [ "$(line_of '^helm install')" -lt "$(line_of '^vault-bootstrap')" ]
-  [ "$(line_of '^vault-bootstrap')" -lt "$(line_of '^helm upgrade .*zitadel.enabled=false')" ]
-  [ "$(line_of '^helm upgrade .*zitadel.enabled=false')" -lt "$(line_of '^helm upgrade .*serviceMonitor.enabled=false --wait')" ]
+  [ "$(line_of '^helm install')" -lt "$(line_of '^helm upgrade .*--set postgresql-ha.enabled=false')" ]
+  [ "$(line_of '^helm upgrade .*--set postgresql-ha.enabled=false')" -lt "$(line_of '^kubectl wait --namespace blinkchamber --for=condition=Available')" ]
+  [ "$(line_of '^kubectl wait --namespace blinkchamber --for=condition=Available')" -lt "$(line_of '^vault-bootstrap')" ]
+  [ "$(line_of '^vault-bootstrap')" -lt "$(line_of '^helm upgrade .*serviceMonitor.enabled=false --set zitadel.enabled=false')" ]
+  [ "$(line_of '^helm upgrade .*serviceMonitor.enabled=false --set zitadel.enabled=false')" -lt "$(line_of '^helm upgrade .*serviceMonitor.enabled=false --wait')" ]
 }
 
 @test "install keeps the upstream ServiceMonitors when the cluster has their CRD" {
@@ -124,7 +127,7 @@ fake_bootstrap() {
   BOOTSTRAP_FAIL=1 run_deploy install
   [ "$status" -eq 1 ]
   [[ "$output" == *"phase vault-bootstrap failed"*"install --from-phase vault-bootstrap"* ]]
-  not_called "^helm upgrade"
+  not_called "^helm upgrade .*--wait"
 }
 
 @test "install --from-phase data resumes without reinstalling or bootstrapping again" {

@@ -183,9 +183,11 @@ def check_certificate(doc):
     assert doc["apiVersion"] == "cert-manager.io/v1", "apiVersion"
     check_metadata(doc)
     spec = doc["spec"]
-    only_keys(spec, {"secretName", "dnsNames", "issuerRef", "privateKey", "duration", "renewBefore"}, "spec")
+    only_keys(spec, {"secretName", "dnsNames", "issuerRef", "privateKey", "duration", "renewBefore",
+                     "commonName", "isCA", "ipAddresses"}, "spec")
     assert spec["secretName"], "secretName"
-    assert spec["dnsNames"] and all(isinstance(n, str) for n in spec["dnsNames"]), "dnsNames"
+    assert spec.get("dnsNames") or spec.get("commonName"), "dnsNames or commonName"
+    assert all(isinstance(n, str) for n in spec.get("dnsNames") or []), "dnsNames"
     only_keys(spec["issuerRef"], {"name", "kind", "group"}, "issuerRef")
     assert spec["issuerRef"]["kind"] in {"Issuer", "ClusterIssuer"}, "issuerRef.kind"
 
@@ -442,6 +444,23 @@ def check_platform_basics(env, docs):
     assert hosts == {zcfg["ExternalDomain"]}, f"ZITADEL Ingress hosts {sorted(map(str, hosts))} != ExternalDomain {zcfg['ExternalDomain']}"
 
 
+def check_vault_tls(env, docs):
+    """Production Vault serves TLS, and every Vault agent trusts its CA."""
+    vault = [d for d in by_kind(docs, "StatefulSet") if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "vault"][0]
+    conf = named(docs, "ConfigMap", f"{vault['metadata']['name']}-config")["data"]["extraconfig-from-values.hcl"]
+    env_vars = {e["name"]: e.get("value") for c in vault["spec"]["template"]["spec"]["containers"] for e in c.get("env") or []}
+    plain = re.search(r"tls_disable\s*=\s*(1|true|\"true\")", conf) or not str(env_vars.get("VAULT_ADDR", "")).startswith("https://")
+    if env != "prod":
+        return
+    assert not plain, "Vault in prod serves plain HTTP (tls_disable or an http VAULT_ADDR)"
+    assert "tls_cert_file" in conf, "Vault in prod has no tls_cert_file"
+    for d, tpl in pod_templates(docs):
+        ann = tpl["metadata"].get("annotations") or {}
+        if ann.get("vault.hashicorp.com/agent-inject") == "true":
+            assert ann.get("vault.hashicorp.com/tls-secret") and ann.get("vault.hashicorp.com/ca-cert"), \
+                f"{d['kind']}/{d['metadata']['name']}: its Vault agent does not trust Vault's CA (tls-secret / ca-cert)"
+
+
 def check_dashboard(chart):
     dash = json.loads((chart / "files/dashboards/blinkchamber.json").read_text())
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
@@ -488,6 +507,7 @@ def main(argv):
         check(f"{env}: pgpool knows ZITADEL's database user")(check_pgpool_users, docs)
         check(f"{env}: every Vault server is scraped for the Vault alerts")(check_vault_scraped, docs)
         check(f"{env}: cache key prefix, ZITADEL and login Ingresses")(check_platform_basics, env, docs)
+        check(f"{env}: Vault TLS (on in prod, trusted by every agent)")(check_vault_tls, env, docs)
         if env == "prod":
             check("prod: TLS certificates rendered")(
                 lambda: len(by_kind(docs, "Certificate")) >= 2 or (_ for _ in ()).throw(AssertionError("expected 2 Certificates")))

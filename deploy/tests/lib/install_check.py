@@ -194,6 +194,9 @@ def references(doc):
             for kind, field in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
                 if field in ef and not ef[field].get("optional"):
                     refs.add((kind, ef[field]["name"]))
+    tls = ((tpl.get("metadata") or {}).get("annotations") or {}).get("vault.hashicorp.com/tls-secret")
+    if tls:
+        refs.add(("Secret", tls))
     if doc["kind"] == "StatefulSet" and doc["spec"].get("serviceName"):
         refs.add(("Service", doc["spec"]["serviceName"]))
     return refs
@@ -250,7 +253,9 @@ def check_references(plan_renders, bootstrap):
         pre.sort(key=lambda wd: wd[0])
 
         def runtime_outputs(job_docs):
-            out = set()
+            # Secrets cert-manager issues for the Certificates (cert-manager runs from the
+            # first phase on), and what the known Jobs write.
+            out = {("Secret", ns_of(c), c["spec"]["secretName"]) for c in job_docs if c["kind"] == "Certificate"}
             for (k, name), job in RUNTIME_CREATED.items():
                 for jd in job_docs:
                     if jd["kind"] == "Job" and jd["metadata"]["name"] == job:
@@ -520,7 +525,17 @@ def check_flows(docs, monitoring_ns):
                     errors.append(f"ServiceMonitor {d['metadata']['name']}: {err}")
                     continue
                 need(f"Prometheus -> {s['metadata']['name']}:{ep.get('port')}", [prometheus], targets)
-    cert_ns = {ns_of(d) for d in docs if d["kind"] == "Certificate"} | {RELEASE_NS}
+    # Certificates signed by an issuer the chart renders as a CA or self-signed need no
+    # challenge; the others (the public names, an ACME ClusterIssuer) get HTTP-01 solvers.
+    local_issuers = {(d["kind"], ns_of(d), d["metadata"]["name"]) for d in docs
+                     if d["kind"] in ("Issuer", "ClusterIssuer") and ("ca" in d["spec"] or "selfSigned" in d["spec"])}
+    cert_ns = {RELEASE_NS}
+    for d in docs:
+        if d["kind"] == "Certificate":
+            ref = d["spec"]["issuerRef"]
+            kind = ref.get("kind", "Issuer")
+            if (kind, "" if kind == "ClusterIssuer" else ns_of(d), ref["name"]) not in local_issuers:
+                cert_ns.add(ns_of(d))
     for ns in sorted(cert_ns):
         solver = Pod("cm-acme-http-solver", ns, {"acme.cert-manager.io/http01-solver": "true"}, {"http": 8089})
         need(f"ingress controller -> ACME HTTP-01 solver in {ns}", ingress_pods, [(solver, 8089)])
