@@ -138,6 +138,24 @@ deps_vendored() {
   ! tail -n +2 <<<"$out" | grep -v '^$' | grep -Evq '[[:space:]](ok|unpacked)[[:space:]]*$'
 }
 
+# k8s_validate_catches CORE.yaml: the same render with one misspelt field in an upstream
+# Deployment must fail kubernetes-validate --strict.
+k8s_validate_catches() {
+  local broken="$WORK/k8s-broken.yaml"
+  "$PYTHON" - "$1" "$broken" <<'PY' || return 1
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+dep = next(d for d in docs if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "zitadel")
+dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+PY
+  if k8s_validate "$broken" >"$WORK/logs/k8s-broken.log" 2>&1; then
+    echo "kubernetes-validate accepted imagePullPolicyy"
+    return 1
+  fi
+  grep -q imagePullPolicyy "$WORK/logs/k8s-broken.log"
+}
+
 chart_tests() {
   local chart="$WORK/chart" env
   rm -rf "$chart"
@@ -152,6 +170,7 @@ chart_tests() {
     check "kubernetes-validate --strict $K8S_VERSION ($env)" k8s_validate "$WORK/$env.core.yaml"
     check "NOTES.txt renders the next steps ($env)" notes_render "$env"
   done
+  check "kubernetes-validate --strict rejects an unknown field in a rendered object" k8s_validate_catches "$WORK/dev.core.yaml"
 
   # Metric names come from the running binary, not from a list: without a built binary
   # the alert and dashboard checks fail (CI runs this after cargo test, which builds it).
