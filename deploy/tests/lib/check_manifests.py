@@ -242,6 +242,11 @@ def check_upstream_objects(env, values, docs):
         assert re.fullmatch(rf"{vault['metadata']['name']}-\d+", pod) and svc in headless and svc == vault["spec"]["serviceName"], \
             f"retry_join {pod}.{svc} is not a pod of StatefulSet {vault['metadata']['name']} ({vault['spec']['serviceName']})"
     workload(docs, "Deployment", f"{vault['metadata']['name']}-agent-injector")
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    pods = {f"{vault['metadata']['name']}-{i}" for i in range(vault["spec"]["replicas"])}
+    for script in ("vault-bootstrap.sh", "vault-backup.sh"):
+        for pod in set(re.findall(r"(?:VAULT_POD:-|^POD=)([a-z0-9-]+)", (scripts / script).read_text(), re.M)):
+            assert pod in pods, f"{script} execs into {pod}, not a pod of StatefulSet {vault['metadata']['name']}"
     z = workload(docs, "Deployment", "zitadel")["spec"]["replicas"]
     assert z >= (2 if ha else 1), f"zitadel replicas {z}"
     charts = {d["metadata"].get("labels", {}).get("helm.sh/chart", "").rsplit("-", 1)[0] for d in docs}
