@@ -278,6 +278,12 @@ chart_tests() {
   BROKEN_ENV=prod broken_render_caught "a Vault agent in prod that does not trust Vault's CA" \
     "StatefulSet/postgresql-ha-postgresql: its Vault agent does not trust Vault's CA" \
     --set 'postgresql-ha.postgresql.podAnnotations.vault\.hashicorp\.com/tls-secret=null'
+  broken_chart_caught "a dashboard panel grouping by a label the metric does not carry" \
+    "blinkchamber_events_published_total has no label ['priority']" \
+    files/dashboards/blinkchamber.json 's.replace("sum(rate(blinkchamber_events_published_total", "sum by (priority) (rate(blinkchamber_events_published_total")'
+  broken_chart_caught "an alert selecting on a label the metric does not carry" \
+    "BlinkChamberHTTPErrors: blinkchamber_http_requests_total has no label ['code']" \
+    templates/prometheusrule.yaml 's.replace("{status=~\"5..\"}", "{code=~\"5..\"}")'
   install_check_tests
 }
 

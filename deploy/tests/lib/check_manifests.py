@@ -100,6 +100,25 @@ def exported_metrics():
     return names
 
 
+# Labels Prometheus adds to every scraped series (target labels), not the binary.
+TARGET_LABELS = {"namespace", "pod", "instance", "job", "service", "container", "endpoint"}
+
+
+def check_metric_labels(expr, where):
+    """Label names an expression selects or groups a blinkchamber_ metric by must be on the
+    binary's samples of that metric."""
+    path = os.environ.get("DEPLOY_METRICS_FILE", "") + ".labels.json"
+    assert Path(path).is_file(), f"no label names from a running blinkchamber ({path})"
+    seen = json.loads(Path(path).read_text())
+    uses = [(m, set(re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", sel)))
+            for m, sel in re.findall(r"\b(blinkchamber_[a-z_]+)\{([^}]*)\}", expr)]
+    uses += [(m, {x.strip() for x in by.split(",") if x.strip()})
+             for by, m in re.findall(r"\bby \(([^)]*)\) \((?:rate|increase|irate)?\(?(blinkchamber_[a-z_]+)", expr)]
+    for metric, names in uses:
+        unknown = names - TARGET_LABELS - set(seen.get(metric, []))
+        assert not unknown, f"{where}: {metric} has no label {sorted(unknown)} (the binary exports {seen.get(metric, [])})"
+
+
 REQUIRED_ALERTS = {
     "VaultSealed", "PostgreSQLDown", "RedisDown", "RedisMemoryHigh", "RedisLatencyHigh",
     "RedisTooManyConnections", "RedisRejectedConnections", "RedisMasterLinkDown",
@@ -155,6 +174,7 @@ def check_prometheus_rule(doc):
                 names.add(rule["alert"])
             for metric in re.findall(r"\bblinkchamber_[a-z_]+", expr):
                 assert metric in exported_metrics(), f"{rule.get('alert')}: metric {metric} is not exported by the binary"
+            check_metric_labels(expr, rule.get("alert") or rule.get("record"))
     missing = REQUIRED_ALERTS - names
     assert not missing, f"missing alerts {sorted(missing)}"
 
@@ -475,6 +495,9 @@ def check_dashboard(chart):
     exported = exported_metrics()
     for metric in re.findall(r"\bblinkchamber_[a-z_]+", exprs):
         assert metric in exported, f"dashboard: metric {metric} is not exported by the binary"
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            check_metric_labels(t["expr"], f"dashboard panel {p['title']!r}")
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
 

@@ -8,8 +8,9 @@ through the HTTP API (cache hits and misses, rate-limit checks until one is limi
 locks, sessions, events whose webhook fails so they are retried and dead-lettered), has
 Sentinel fail the master over, stops Redis so the client records failed commands, and
 scrapes both processes'
-/metrics. Prints one metric name per line (histograms also under their _bucket, _sum and
-_count names).
+/metrics. Writes one metric name per line to OUT.txt (summaries and histograms also under
+their _sum, _count (and _bucket) names) and the label names seen on each metric's samples
+to OUT.txt.labels.json.
 
 Usage: collect_metrics.py BLINKCHAMBER_BIN OUT.txt
 Exits 1, saying why, when the binary or redis-server is missing or a process fails.
@@ -98,6 +99,16 @@ def wait_redis(port, timeout=10):
             pass
         time.sleep(0.1)
     raise SystemExit("redis-server did not start")
+
+
+def labels(text):
+    """metric name -> label names seen on its samples."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ", line)
+        if m and not line.startswith("#"):
+            out.setdefault(m.group(1), set()).update(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(2) or ""))
+    return out
 
 
 def names(text):
@@ -203,9 +214,12 @@ def main(binary, out_file):
                 break
             time.sleep(0.5)
         found = set()
+        label_names = {}
         for port in (m1, m2):
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
             found |= names(text)
+            for metric, ls in labels(text).items():
+                label_names.setdefault(metric, set()).update(ls)
             with open(f"{out_file}.{port}.prom", "w") as fh:
                 fh.write(text)
         for n in list(found):
@@ -213,6 +227,8 @@ def main(binary, out_file):
                 found.add(n.rsplit("_", 1)[0])
         with open(out_file, "w") as fh:
             fh.write("\n".join(sorted(found)) + "\n")
+        with open(out_file + ".labels.json", "w") as fh:
+            json.dump({k: sorted(v) for k, v in sorted(label_names.items())}, fh, indent=1)
         print(f"{len(found)} metric names from serve and worker")
     finally:
         for p in procs:
