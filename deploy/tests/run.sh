@@ -264,6 +264,10 @@ chart_tests() {
   broken_render_caught "no ZITADEL Ingress although the issuer is its public URL" "no Ingress zitadel:" \
     --set zitadel.ingress.enabled=false
   # shellcheck disable=SC2016  # Python and template text, not shell
+  broken_chart_caught "a Vault agent template mangled on its way through Bitnami's tpl" \
+    "StatefulSet/postgresql-ha-postgresql: vault.hashicorp.com/agent-inject-template-POSTGRES_PASSWORD is not a Vault agent template" \
+    values.yaml 's.replace("{{`{{- with secret", "`{{`{{- with secret", 1)'
+  # shellcheck disable=SC2016  # Python and template text, not shell
   broken_chart_caught "Vault roles bound to an audience no pod's token carries" \
     "Vault roles require audience 'vault', but" \
     templates/vault-policies.yaml 's.replace("\"token_ttl\" $va.tokenTtl", "\"token_ttl\" $va.tokenTtl \"audience\" \"vault\"")'

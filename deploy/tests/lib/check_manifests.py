@@ -417,6 +417,10 @@ def check_vault_agents_can_log_in(docs):
         if ann.get("vault.hashicorp.com/agent-inject") != "true":
             continue
         n += 1
+        for name, value in ann.items():
+            if name.startswith("vault.hashicorp.com/agent-inject-template-"):
+                assert "with secret" in value and "{{" in value and "`" not in value, \
+                    f"{d['kind']}/{d['metadata']['name']}: {name} is not a Vault agent template: {value!r}"
         spec = tpl["spec"]
         assert spec.get("automountServiceAccountToken", True) is not False, \
             f"{d['kind']}/{d['metadata']['name']}: automountServiceAccountToken false, the Vault agent cannot log in"
