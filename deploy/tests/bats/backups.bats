@@ -7,7 +7,7 @@ load helpers
 # --- Redis -------------------------------------------------------------------
 
 # kubectl for a 3-node Redis whose Sentinel names 10.0.0.12 (redis-node-1) as master.
-# LASTSAVE moves after BGSAVE unless LASTSAVE_STUCK=1; cp writes an RDB to the target.
+# INFO persistence shows the BGSAVE finished unless BGSAVE_STUCK=1; cp writes an RDB to the target.
 fake_redis_cluster() {
   fake kubectl '
     all="$*"
@@ -15,7 +15,7 @@ fake_redis_cluster() {
       cluster-info*) exit 0 ;;
       *"SENTINEL get-master-addr-by-name"*) printf "10.0.0.12\n6379\n" ;;
       "get pods"*"status.podIP=10.0.0.12"*) printf "redis-node-1" ;;
-      *LASTSAVE) if [ -f "$TEST_TMP/bgsave" ] && [ -z "${LASTSAVE_STUCK:-}" ]; then echo 200; else echo 100; fi ;;
+      *"INFO persistence") if [ -f "$TEST_TMP/bgsave" ] && [ -z "${BGSAVE_STUCK:-}" ]; then printf "rdb_bgsave_in_progress:0\r\nrdb_last_bgsave_status:ok\r\n"; else printf "rdb_bgsave_in_progress:1\r\n"; fi ;;
       *BGSAVE) touch "$TEST_TMP/bgsave"; echo "Background saving started" ;;
       "cp --namespace database -c redis "*) printf "REDIS0011fake-rdb" >"${@: -1}" ;;
       "get statefulset redis-node"*) printf 3 ;;
@@ -61,7 +61,7 @@ make_rdb() {
 
 @test "redis: backup gives up when BGSAVE never finishes" {
   fake_redis_cluster
-  LASTSAVE_STUCK=1 BACKUP_TIMEOUT=3 run bash "$SCRIPTS/redis-backup.sh" backup "$TEST_TMP/r.rdb"
+  BGSAVE_STUCK=1 BACKUP_TIMEOUT=3 run bash "$SCRIPTS/redis-backup.sh" backup "$TEST_TMP/r.rdb"
   [ "$status" -eq 1 ]
   [[ "$output" == *"BGSAVE did not finish within 3s"* ]]
   not_called "^kubectl cp"
@@ -70,7 +70,7 @@ make_rdb() {
 @test "redis: direct backup uses the local redis-cli with the password in the environment" {
   fake redis-cli '
     case "$*" in
-      *LASTSAVE) if [ -f "$TEST_TMP/bgsave" ]; then echo 2; else echo 1; fi ;;
+      *"INFO persistence") if [ -f "$TEST_TMP/bgsave" ]; then printf "rdb_bgsave_in_progress:0\nrdb_last_bgsave_status:ok\n"; else printf "rdb_bgsave_in_progress:1\n"; fi ;;
       *BGSAVE) touch "$TEST_TMP/bgsave" ;;
       *--rdb*) printf "REDIS0011direct" >"${@: -1}" ;;
     esac
@@ -125,8 +125,10 @@ make_rdb() {
   [ "$status" -eq 0 ]
   a=$(line_of "scale statefulset redis-node --namespace database --replicas=0$")
   b=$(line_of "^kubectl run redis-restore .*redis-data-redis-node-0")
-  c=$(line_of "^kubectl cp --namespace database $TEST_TMP/in/dump.rdb redis-restore:/data/dump.rdb$")
-  d=$(line_of "redis-restore -- rm -rf /data/appendonlydir /data/appendonly.aof$")
+  c=$(line_of "^kubectl cp --namespace database $TEST_TMP/in/dump.rdb redis-restore:/data/restore.rdb$")
+  d=$(line_of "^kubectl exec -i --namespace database redis-restore -- sh -s /data$")
+  # the volume preparation (AOF base from the RDB) went in on stdin
+  grep -q "1.base.rdb seq 1 type b" "$STDIN_LOG"
   e=$(line_of "scale statefulset redis-node --namespace database --replicas=1$")
   f=$(line_of "scale statefulset redis-node --namespace database --replicas=3$")
   [ -n "$a" ] && [ "$a" -lt "$b" ] && [ "$b" -lt "$c" ] && [ "$c" -lt "$d" ] && [ "$d" -lt "$e" ] && [ "$e" -lt "$f" ]

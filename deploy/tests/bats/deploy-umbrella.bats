@@ -72,23 +72,79 @@ fake_helm_not_installed() {
   not_called '^helm install'
 }
 
-@test "install dev layers values.yaml and values-dev.yaml" {
-  fake kubectl
+# A vault-bootstrap.sh that records its arguments (FAIL=1: it fails).
+fake_bootstrap() {
+  fake vault-bootstrap '[ "${BOOTSTRAP_FAIL:-0}" = 1 ] && exit 1; exit 0'
+  export VAULT_BOOTSTRAP="$FAKE_BIN/vault-bootstrap"
+}
+
+@test "install dev runs the phases in order: infrastructure, Vault, Vault bootstrap, data, applications" {
+  fake kubectl 'case "$1 $2" in "get crd") exit 1 ;; esac'
   fake_helm_not_installed
+  fake_bootstrap
   run_deploy install
   [ "$status" -eq 0 ]
-  called "^helm dependency build .*helm/blinkchamber$"
-  called "^helm install blinkchamber .*helm/blinkchamber --namespace blinkchamber --create-namespace -f .*/values.yaml -f .*/values-dev.yaml --timeout 20m$"
+  called "^helm dependency list .*helm/blinkchamber$"
+  local off="--set redis.metrics.serviceMonitor.enabled=false --set postgresql-ha.metrics.serviceMonitor.enabled=false --set zitadel.metrics.serviceMonitor.enabled=false --set vault.serverTelemetry.serviceMonitor.enabled=false"
+  called "^helm install blinkchamber .*helm/blinkchamber --namespace blinkchamber --create-namespace -f .*/values.yaml -f .*/values-dev.yaml $off --set vault.enabled=false --set postgresql-ha.enabled=false --set redis.enabled=false --set zitadel.enabled=false --set blinkchamber-runtime.enabled=false --wait --timeout 20m$"
+  called "^helm upgrade blinkchamber .* -f .*/values-dev.yaml $off --set postgresql-ha.enabled=false --set redis.enabled=false --set zitadel.enabled=false --set blinkchamber-runtime.enabled=false --timeout 20m$"
+  called "^kubectl wait --namespace blinkchamber --for=condition=Available deployment"
+  called "^vault-bootstrap all --namespace blinkchamber --db-namespace database --keys-file ./vault-init.json$"
+  called "^helm upgrade blinkchamber .* -f .*/values-dev.yaml $off --set zitadel.enabled=false --set blinkchamber-runtime.enabled=false --wait --timeout 20m$"
+  called "^helm upgrade blinkchamber .* -f .*/values-dev.yaml $off --wait --timeout 20m$"
+  [ "$(line_of '^helm install')" -lt "$(line_of '^helm upgrade .*--set postgresql-ha.enabled=false')" ]
+  [ "$(line_of '^helm upgrade .*--set postgresql-ha.enabled=false')" -lt "$(line_of '^kubectl wait --namespace blinkchamber --for=condition=Available')" ]
+  [ "$(line_of '^kubectl wait --namespace blinkchamber --for=condition=Available')" -lt "$(line_of '^vault-bootstrap')" ]
+  [ "$(line_of '^vault-bootstrap')" -lt "$(line_of '^helm upgrade .*serviceMonitor.enabled=false --set zitadel.enabled=false')" ]
+  [ "$(line_of '^helm upgrade .*serviceMonitor.enabled=false --set zitadel.enabled=false')" -lt "$(line_of '^helm upgrade .*serviceMonitor.enabled=false --wait')" ]
+}
+
+@test "install keeps the upstream ServiceMonitors when the cluster has their CRD" {
+  fake kubectl
+  fake_helm_not_installed
+  fake_bootstrap
+  run_deploy install
+  [ "$status" -eq 0 ]
+  not_called "serviceMonitor.enabled=false"
 }
 
 @test "install prod from BLINKCHAMBER_ENV with an extra values file applied last" {
   fake kubectl
   fake_helm_not_installed
+  fake_bootstrap
   echo "redis: {enabled: true}" >"$TEST_TMP/site.yaml"
-  BLINKCHAMBER_ENV=prod run_deploy install -f "$TEST_TMP/site.yaml" --skip-deps -n platform -r bc
+  BLINKCHAMBER_ENV=prod run_deploy install -f "$TEST_TMP/site.yaml" --skip-deps -n platform -r bc -k "$TEST_TMP/keys.json"
   [ "$status" -eq 0 ]
   called "^helm install bc .* --namespace platform --create-namespace -f .*/values.yaml -f .*/values-prod.yaml -f $TEST_TMP/site.yaml "
+  called "^vault-bootstrap all --namespace platform --db-namespace database --keys-file $TEST_TMP/keys.json$"
   not_called "^helm dependency"
+}
+
+@test "install stops at a failed phase and says how to resume" {
+  fake kubectl
+  fake_helm_not_installed
+  fake_bootstrap
+  BOOTSTRAP_FAIL=1 run_deploy install
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"phase vault-bootstrap failed"*"install --from-phase vault-bootstrap"* ]]
+  not_called "^helm upgrade .*--wait"
+}
+
+@test "install --from-phase data resumes without reinstalling or bootstrapping again" {
+  fake kubectl
+  fake helm
+  fake_bootstrap
+  run_deploy install --from-phase data
+  [ "$status" -eq 0 ]
+  not_called "^helm install"
+  not_called "^vault-bootstrap"
+  called "^helm upgrade blinkchamber .*--set zitadel.enabled=false --set blinkchamber-runtime.enabled=false --wait"
+}
+
+@test "install --from-phase with an unknown phase is a usage error" {
+  run_deploy install --from-phase everything
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"unknown phase 'everything'"* ]]
 }
 
 @test "install refuses when the release exists" {

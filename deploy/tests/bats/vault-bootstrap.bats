@@ -198,10 +198,11 @@ fake_cluster() {
     called "vault kv put secret/$p -$"
   done
   for s in "database postgresql-ha-credentials" "database postgresql-ha-pgpool-credentials" \
+    "database postgresql-ha-pgpool-custom-users" \
     "database redis-credentials" "blinkchamber zitadel-masterkey" "blinkchamber zitadel-db-credentials"; do
     called "create secret generic ${s#* } --namespace ${s% *} "
   done
-  [ "$(grep -c "^kubectl apply -f -$" "$CALLS")" -eq 5 ]
+  [ "$(grep -c "^kubectl apply -f -$" "$CALLS")" -eq 6 ]
   # BlinkChamber's copy of the Redis password is the Redis password
   [ "$(sed 's/.*"password":"\([^"]*\)".*/\1/' "$TEST_TMP/kv/redis.json")" = \
     "$(sed 's/.*"password":"\([^"]*\)".*/\1/' "$TEST_TMP/kv/blinkchamber/redis.json")" ]
@@ -234,4 +235,48 @@ fake_cluster() {
   run_vb secrets -k "$TEST_TMP/keys.json"
   [ "$status" -eq 0 ]
   [ -z "$(ls -A "$TMPDIR")" ]
+}
+
+@test "every Secret the install phases expect from the bootstrap is created by it" {
+  fake_cluster
+  write_keys_file
+  run_vb secrets -k "$TEST_TMP/keys.json"
+  [ "$status" -eq 0 ]
+  # shellcheck source=/dev/null
+  . "$SCRIPTS/lib/phases.sh"
+  local entry ns
+  for entry in "${BOOTSTRAP_CREATES[@]}"; do
+    ns=${entry#Secret/}; ns=${ns%%/*}
+    [ "$ns" = release ] && ns=blinkchamber
+    called "create secret generic ${entry##*/} --namespace $ns "
+  done
+}
+
+@test "pgpool gets the zitadel user with ZITADEL's database password" {
+  fake_cluster
+  write_keys_file
+  run_vb secrets -k "$TEST_TMP/keys.json"
+  [ "$status" -eq 0 ]
+  called "create secret generic postgresql-ha-pgpool-custom-users --namespace database --from-file=usernames=.* --from-file=passwords=.*"
+}
+
+@test "--rotate rotates the API tokens and refuses the database passwords and the masterkey, saying why" {
+  fake_cluster
+  write_keys_file
+  run_vb secrets -k "$TEST_TMP/keys.json"
+  [ "$status" -eq 0 ]
+  cp -r "$TEST_TMP/kv" "$TEST_TMP/kv.before"
+  : >"$CALLS"
+  run_vb secrets --rotate -k "$TEST_TMP/keys.json"
+  [ "$status" -eq 0 ]
+  [ "$(cat "$TEST_TMP/kv/blinkchamber/api.json")" != "$(cat "$TEST_TMP/kv.before/blinkchamber/api.json")" ]
+  local p
+  for p in postgres redis zitadel; do
+    [ "$(cat "$TEST_TMP/kv/$p.json")" = "$(cat "$TEST_TMP/kv.before/$p.json")" ]
+  done
+  not_called "vault kv put secret/postgres "
+  not_called "vault kv put secret/zitadel "
+  [[ "$output" == *"not rotating secret/postgres: the PostgreSQL passwords are also stored in the database"* ]]
+  [[ "$output" == *"not rotating secret/zitadel: the ZITADEL masterkey"*"never rotated"* ]]
+  [[ "$output" == *"not rotating secret/redis: Redis and the Sentinels"* ]]
 }

@@ -7,9 +7,9 @@ Usage: check_manifests.py CHART_DIR ENV=RENDERED.yaml [ENV=RENDERED.yaml ...]
 What is checked:
   * custom resources (PrometheusRule, ServiceMonitor, Certificate) against a strict
     description of the fields we use, since kubernetes-validate has no schema for them;
-  * the values Helm hands the upstream subcharts (dumped by the stub charts of
-    stub_dependencies.py as ConfigMaps stub-values-<chart>): replica counts, Sentinel,
-    Vault HA Raft, PodDisruptionBudgets, optional charts off;
+  * what the real upstream charts (vendored in charts/) rendered from our values: replica
+    counts, Sentinel quorum, Vault HA Raft and its retry_join targets, PodDisruptionBudgets,
+    optional charts off;
   * the BlinkChamber objects: config file shape, secrets wired through Vault annotations,
     probes, security context, PDBs, NetworkPolicies denying by default.
 
@@ -17,6 +17,7 @@ Prints one `PASS name` or `FAIL name: reason` line per check; exits 1 if any fai
 """
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def check(name):
     return run
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml parses much faster
     """SafeLoader that refuses duplicate mapping keys (Kubernetes would keep only one)."""
 
 
@@ -87,20 +88,42 @@ def dig(tree, path, default=None):
 
 DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
 SEVERITIES = {"critical", "warning", "info"}
-BLINKCHAMBER_METRICS = {
-    "blinkchamber_cache_hits_total", "blinkchamber_cache_misses_total",
-    "blinkchamber_events_published_total", "blinkchamber_events_publish_errors_total",
-    "blinkchamber_events_dead_lettered_total", "blinkchamber_events_queue_depth",
-    "blinkchamber_events_queue_oldest_age_seconds", "blinkchamber_ratelimit_checks_total",
-    "blinkchamber_ratelimit_limited_total", "blinkchamber_redis_failovers_total",
-    "blinkchamber_redis_commands_total", "blinkchamber_redis_errors_total",
-    "blinkchamber_http_requests_total",
-}
+
+
+def exported_metrics():
+    """Metric names a running binary exported (collect_metrics.py), from the file named by
+    DEPLOY_METRICS_FILE. No file: every check that needs it fails, saying so."""
+    path = os.environ.get("DEPLOY_METRICS_FILE", "")
+    assert path and Path(path).is_file(), "no metric names from a running blinkchamber (DEPLOY_METRICS_FILE unset or missing)"
+    names = {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+    assert any(n.startswith("blinkchamber_") for n in names), f"{path} lists no blinkchamber_ metric"
+    return names
+
+
+# Labels Prometheus adds to every scraped series (target labels), not the binary.
+TARGET_LABELS = {"namespace", "pod", "instance", "job", "service", "container", "endpoint"}
+
+
+def check_metric_labels(expr, where):
+    """Label names an expression selects or groups a blinkchamber_ metric by must be on the
+    binary's samples of that metric."""
+    path = os.environ.get("DEPLOY_METRICS_FILE", "") + ".labels.json"
+    assert Path(path).is_file(), f"no label names from a running blinkchamber ({path})"
+    seen = json.loads(Path(path).read_text())
+    uses = [(m, set(re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", sel)))
+            for m, sel in re.findall(r"\b(blinkchamber_[a-z_]+)\{([^}]*)\}", expr)]
+    uses += [(m, {x.strip() for x in by.split(",") if x.strip()})
+             for by, m in re.findall(r"\bby \(([^)]*)\) \((?:rate|increase|irate)?\(?(blinkchamber_[a-z_]+)", expr)]
+    for metric, names in uses:
+        unknown = names - TARGET_LABELS - set(seen.get(metric, []))
+        assert not unknown, f"{where}: {metric} has no label {sorted(unknown)} (the binary exports {seen.get(metric, [])})"
+
+
 REQUIRED_ALERTS = {
     "VaultSealed", "PostgreSQLDown", "RedisDown", "RedisMemoryHigh", "RedisLatencyHigh",
     "RedisTooManyConnections", "RedisRejectedConnections", "RedisMasterLinkDown",
     "RedisEvictionsHigh", "RedisReplicationLag", "BlinkChamberCacheHitRateLow",
-    "BlinkChamberDeadLetterGrowing", "BlinkChamberQueueOldestEventOld",
+    "BlinkChamberDeadLetterGrowing", "BlinkChamberEventsNotConsumed",
     "BlinkChamberPublishErrors", "BlinkChamberRedisFailover",
 }
 
@@ -150,7 +173,8 @@ def check_prometheus_rule(doc):
                 assert rule["annotations"].get("summary"), f"{rule['alert']}: no summary"
                 names.add(rule["alert"])
             for metric in re.findall(r"\bblinkchamber_[a-z_]+", expr):
-                assert metric in BLINKCHAMBER_METRICS, f"{rule.get('alert')}: unknown metric {metric}"
+                assert metric in exported_metrics(), f"{rule.get('alert')}: metric {metric} is not exported by the binary"
+            check_metric_labels(expr, rule.get("alert") or rule.get("record"))
     missing = REQUIRED_ALERTS - names
     assert not missing, f"missing alerts {sorted(missing)}"
 
@@ -159,12 +183,14 @@ def check_service_monitor(doc, services):
     assert doc["apiVersion"] == "monitoring.coreos.com/v1", "apiVersion"
     check_metadata(doc)
     spec = doc["spec"]
-    only_keys(spec, {"selector", "endpoints", "namespaceSelector", "jobLabel"}, "spec")
+    only_keys(spec, {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels"}, "spec")
     sel = spec["selector"]["matchLabels"]
     assert spec["endpoints"], "no endpoints"
     for ep in spec["endpoints"]:
-        only_keys(ep, {"port", "path", "interval", "scrapeTimeout", "scheme"}, "endpoint")
-        assert DURATION.match(ep["interval"]) and DURATION.match(ep["scrapeTimeout"]), "durations"
+        only_keys(ep, {"port", "path", "interval", "scrapeTimeout", "scheme", "params", "honorLabels",
+                       "honorTimestamps", "relabelings", "metricRelabelings", "tlsConfig"}, "endpoint")
+        for key in ("interval", "scrapeTimeout"):
+            assert key not in ep or DURATION.match(ep[key]), f"endpoint {key} {ep.get(key)!r}"
     matched = [s for s in services if all(s["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
     assert matched, "selector matches no Service"
     for svc in matched:
@@ -177,9 +203,11 @@ def check_certificate(doc):
     assert doc["apiVersion"] == "cert-manager.io/v1", "apiVersion"
     check_metadata(doc)
     spec = doc["spec"]
-    only_keys(spec, {"secretName", "dnsNames", "issuerRef", "privateKey", "duration", "renewBefore"}, "spec")
+    only_keys(spec, {"secretName", "dnsNames", "issuerRef", "privateKey", "duration", "renewBefore",
+                     "commonName", "isCA", "ipAddresses"}, "spec")
     assert spec["secretName"], "secretName"
-    assert spec["dnsNames"] and all(isinstance(n, str) for n in spec["dnsNames"]), "dnsNames"
+    assert spec.get("dnsNames") or spec.get("commonName"), "dnsNames or commonName"
+    assert all(isinstance(n, str) for n in spec.get("dnsNames") or []), "dnsNames"
     only_keys(spec["issuerRef"], {"name", "kind", "group"}, "issuerRef")
     assert spec["issuerRef"]["kind"] in {"Issuer", "ClusterIssuer"}, "issuerRef.kind"
 
@@ -194,56 +222,65 @@ def named(docs, kind, name):
     return found[0]
 
 
-def subchart_values(docs):
-    """Values each rendered (enabled) upstream subchart received, from the stub dumps."""
-    out = {}
-    for doc in by_kind(docs, "ConfigMap"):
-        name = doc["metadata"]["name"]
-        if name.startswith("stub-values-"):
-            out[name[len("stub-values-"):]] = json.loads(doc["data"]["values.json"])
-    return out
+def workload(docs, kind, name):
+    return named(docs, kind, name)
 
 
-def values_roles(values, app):
-    return values.get("_roles", {}).get(app, {}).get("serviceAccounts", [])
-
-
-def check_upstream_values(env, values):
+def check_upstream_objects(env, values, docs):
+    """What the upstream charts rendered from our values: replica counts, Sentinel, Vault
+    HA Raft, the injector, ZITADEL, the optional charts off."""
     ha = env != "dev"
     want = (lambda n: n) if ha else (lambda n: 1)
-    pg = values["postgresql-ha"]
-    assert pg["enabled"], "postgresql-ha disabled"
-    assert pg["postgresql"]["replicaCount"] == want(3), f"postgresql nodes {pg['postgresql']['replicaCount']}"
-    assert pg["pgpool"]["replicaCount"] == want(2), f"pgpool {pg['pgpool']['replicaCount']}"
-    r = values["redis"]
-    assert r["architecture"] == "replication", "redis architecture"
-    assert r["sentinel"]["enabled"] is True, "sentinel off"
-    n, q = r["replica"]["replicaCount"], r["sentinel"]["quorum"]
+    pg = workload(docs, "StatefulSet", "postgresql-ha-postgresql")["spec"]["replicas"]
+    assert pg == want(3), f"postgresql nodes {pg}"
+    pgpool = workload(docs, "Deployment", "postgresql-ha-pgpool")["spec"]["replicas"]
+    assert pgpool == want(2), f"pgpool {pgpool}"
+    redis = workload(docs, "StatefulSet", "redis-node")
+    n = redis["spec"]["replicas"]
+    containers = {c["name"] for c in redis["spec"]["template"]["spec"]["containers"]}
+    assert "sentinel" in containers, "sentinel off"
+    conf = named(docs, "ConfigMap", "redis-configuration")["data"]["sentinel.conf"]
+    m = re.search(r"sentinel monitor (\S+) \S+ 6379 (\d+)", conf)
+    assert m, "no `sentinel monitor` line"
+    q = int(m.group(2))
+    assert m.group(1) == values["redis"]["sentinel"]["masterSet"], "sentinel master name"
     assert n == want(3), f"redis nodes {n}"
     assert n % 2 == 1, "even number of sentinels"
     assert n // 2 < q <= n, f"quorum {q} is not a majority of {n}"
-    assert r["auth"]["enabled"] and r["auth"]["sentinel"], "redis auth"
-    v = values["vault"]
-    assert v["server"]["ha"]["enabled"] and v["server"]["ha"]["raft"]["enabled"], "vault HA raft"
-    assert v["server"]["ha"]["replicas"] == want(3), f"vault replicas {v['server']['ha']['replicas']}"
-    assert v["server"]["ha"]["raft"]["config"].count("retry_join") == want(3), "retry_join per server"
-    assert v["injector"]["enabled"], "vault injector"
-    assert pg["serviceAccount"]["name"] in values_roles(values, "postgres"), "postgres SA not bound to its Vault role"
-    z = values["zitadel"]
-    assert z["replicaCount"] >= (2 if ha else 1), f"zitadel replicas {z['replicaCount']}"
+    env_names = {e["name"] for c in redis["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    assert "REDIS_PASSWORD_FILE" in env_names, "redis auth from a password file"
+    vault = [d for d in by_kind(docs, "StatefulSet") if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "vault"]
+    assert len(vault) == 1, "no Vault StatefulSet"
+    vault = vault[0]
+    assert vault["spec"]["replicas"] == want(3), f"vault replicas {vault['spec']['replicas']}"
+    vconf = named(docs, "ConfigMap", f"{vault['metadata']['name']}-config")["data"]["extraconfig-from-values.hcl"]
+    assert 'storage "raft"' in vconf, "vault HA raft"
+    joins = re.findall(r'leader_api_addr = "https?://([a-z0-9-]+)\.([a-z0-9-]+):8200"', vconf)
+    assert len(joins) == want(3), "retry_join per server"
+    headless = {s["metadata"]["name"] for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"}
+    for pod, svc in joins:
+        assert re.fullmatch(rf"{vault['metadata']['name']}-\d+", pod) and svc in headless and svc == vault["spec"]["serviceName"], \
+            f"retry_join {pod}.{svc} is not a pod of StatefulSet {vault['metadata']['name']} ({vault['spec']['serviceName']})"
+    workload(docs, "Deployment", f"{vault['metadata']['name']}-agent-injector")
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    pods = {f"{vault['metadata']['name']}-{i}" for i in range(vault["spec"]["replicas"])}
+    for script in ("vault-bootstrap.sh", "vault-backup.sh"):
+        for pod in set(re.findall(r"(?:VAULT_POD:-|^POD=)([a-z0-9-]+)", (scripts / script).read_text(), re.M)):
+            assert pod in pods, f"{script} execs into {pod}, not a pod of StatefulSet {vault['metadata']['name']}"
+    z = workload(docs, "Deployment", "zitadel")["spec"]["replicas"]
+    assert z >= (2 if ha else 1), f"zitadel replicas {z}"
+    charts = {d["metadata"].get("labels", {}).get("helm.sh/chart", "").rsplit("-", 1)[0] for d in docs}
     for dep in ("cert-manager", "ingress-nginx", "vault", "postgresql-ha", "redis", "zitadel"):
-        assert dep in values, f"{dep} is not rendered"
+        assert dep in charts, f"{dep} is not rendered"
     for dep in ("mailu", "longhorn"):
-        assert dep not in values, f"{dep} must be off by default"
+        assert dep not in charts, f"{dep} must be off by default"
 
 
 def check_pdbs(env, values, docs):
-    assert values["cert-manager"]["podDisruptionBudget"]["enabled"], "cert-manager PDB"
-    assert values["vault"]["server"]["ha"]["disruptionBudget"]["enabled"], "vault PDB"
-    assert values["postgresql-ha"]["postgresql"]["pdb"]["create"], "postgresql PDB"
-    assert values["postgresql-ha"]["pgpool"]["pdb"]["create"], "pgpool PDB"
-    assert values["redis"]["replica"]["pdb"]["create"], "redis PDB"
-    assert values["zitadel"]["pdb"]["enabled"], "zitadel PDB"
+    pdbs = {p["metadata"]["name"]: p for p in by_kind(docs, "PodDisruptionBudget")}
+    for name in ("blinkchamber-cert-manager", "postgresql-ha-postgresql", "postgresql-ha-pgpool",
+                 "redis-node", "zitadel", "blinkchamber-serve", "blinkchamber-worker"):
+        assert name in pdbs, f"no PodDisruptionBudget {name}"
     for name in ("blinkchamber-serve", "blinkchamber-worker"):
         pdb = named(docs, "PodDisruptionBudget", name)
         spec = pdb["spec"]
@@ -362,14 +399,109 @@ def check_vault_policies(docs):
     assert 'exec "$@"' in ep["data"]["entrypoint.sh"], "entrypoint does not hand over"
 
 
+def pod_templates(docs):
+    for d in docs:
+        spec = d.get("spec") or {}
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield d, spec["template"]
+
+
+def check_vault_agents_can_log_in(docs):
+    """Every pod the Vault injector mutates must mount a service account token the
+    Kubernetes auth roles accept."""
+    cm = named(docs, "ConfigMap", "vault-policies")
+    audiences = {json.loads(cm["data"][f"{app}-role.json"]).get("audience") for app in cm["data"]["roles"].split()}
+    n = 0
+    for d, tpl in pod_templates(docs):
+        ann = tpl["metadata"].get("annotations") or {}
+        if ann.get("vault.hashicorp.com/agent-inject") != "true":
+            continue
+        n += 1
+        for name, value in ann.items():
+            if name.startswith("vault.hashicorp.com/agent-inject-template-"):
+                assert "with secret" in value and "{{" in value and "`" not in value, \
+                    f"{d['kind']}/{d['metadata']['name']}: {name} is not a Vault agent template: {value!r}"
+        spec = tpl["spec"]
+        assert spec.get("automountServiceAccountToken", True) is not False, \
+            f"{d['kind']}/{d['metadata']['name']}: automountServiceAccountToken false, the Vault agent cannot log in"
+        projected = {src["serviceAccountToken"].get("audience") for v in spec.get("volumes") or []
+                     for src in (v.get("projected") or {}).get("sources") or [] if "serviceAccountToken" in src}
+        for aud in audiences - {None}:
+            assert aud in projected, f"Vault roles require audience {aud!r}, but {d['kind']}/{d['metadata']['name']} mounts no token with it"
+    assert n >= 3, f"only {n} pods get a Vault agent"
+
+
+def check_pgpool_users(docs):
+    """ZITADEL logs in through pgpool as its own user, which pgpool must know."""
+    zcfg = yaml.safe_load(named(docs, "ConfigMap", "zitadel-config-yaml")["data"]["zitadel-config-yaml"])
+    pg = zcfg["Database"]["Postgres"]
+    assert pg["Host"].startswith("postgresql-ha-pgpool."), f"ZITADEL's database host {pg['Host']} is not pgpool"
+    pgpool = named(docs, "Deployment", "postgresql-ha-pgpool")
+    env = {e["name"]: e for c in pgpool["spec"]["template"]["spec"]["containers"] for e in c.get("env") or []}
+    assert "PGPOOL_POSTGRES_CUSTOM_USERS" in env, \
+        f"pgpool has no custom users: user {pg['User']['Username']} is not in pool_passwd and ZITADEL cannot log in"
+
+
+def check_vault_scraped(docs):
+    rules = by_kind(docs, "PrometheusRule")
+    if not rules:
+        return
+    exprs = " ".join(str(r["expr"]) for d in rules for g in d["spec"]["groups"] for r in g["rules"])
+    if "vault_" not in exprs:
+        return
+    vault = named(docs, "StatefulSet", "vault")
+    pod_labels = vault["spec"]["template"]["metadata"]["labels"]
+    for sm in by_kind(docs, "ServiceMonitor"):
+        sel = sm["spec"]["selector"].get("matchLabels", {})
+        for svc in by_kind(docs, "Service"):
+            if all(svc["metadata"].get("labels", {}).get(k) == v for k, v in sel.items()):
+                svc_sel = svc["spec"].get("selector") or {}
+                if svc_sel and svc_sel.items() <= pod_labels.items() and "vault-active" not in svc_sel:
+                    return
+    raise AssertionError("the Vault alerts read vault_* metrics, but no ServiceMonitor scrapes every Vault server (sealed ones included)")
+
+
+def check_platform_basics(env, docs):
+    cm = named(docs, "ConfigMap", "blinkchamber-config")
+    prefix = yaml.safe_load(cm["data"]["config.yaml"]).get("cache", {}).get("keyPrefix", "")
+    assert prefix and not prefix.startswith("aikernel"), f"cache.keyPrefix {prefix!r} is another product's"
+    ingresses = {d["metadata"]["name"] for d in by_kind(docs, "Ingress")}
+    for name in ("zitadel", "zitadel-login"):
+        assert name in ingresses, f"no Ingress {name}: ZITADEL's issuer URL would not be reachable"
+    hosts = {r.get("host") for d in by_kind(docs, "Ingress") if d["metadata"]["name"].startswith("zitadel") for r in d["spec"]["rules"]}
+    zcfg = yaml.safe_load(named(docs, "ConfigMap", "zitadel-config-yaml")["data"]["zitadel-config-yaml"])
+    assert hosts == {zcfg["ExternalDomain"]}, f"ZITADEL Ingress hosts {sorted(map(str, hosts))} != ExternalDomain {zcfg['ExternalDomain']}"
+
+
+def check_vault_tls(env, docs):
+    """Production Vault serves TLS, and every Vault agent trusts its CA."""
+    vault = [d for d in by_kind(docs, "StatefulSet") if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "vault"][0]
+    conf = named(docs, "ConfigMap", f"{vault['metadata']['name']}-config")["data"]["extraconfig-from-values.hcl"]
+    env_vars = {e["name"]: e.get("value") for c in vault["spec"]["template"]["spec"]["containers"] for e in c.get("env") or []}
+    plain = re.search(r"tls_disable\s*=\s*(1|true|\"true\")", conf) or not str(env_vars.get("VAULT_ADDR", "")).startswith("https://")
+    if env != "prod":
+        return
+    assert not plain, "Vault in prod serves plain HTTP (tls_disable or an http VAULT_ADDR)"
+    assert "tls_cert_file" in conf, "Vault in prod has no tls_cert_file"
+    for d, tpl in pod_templates(docs):
+        ann = tpl["metadata"].get("annotations") or {}
+        if ann.get("vault.hashicorp.com/agent-inject") == "true":
+            assert ann.get("vault.hashicorp.com/tls-secret") and ann.get("vault.hashicorp.com/ca-cert"), \
+                f"{d['kind']}/{d['metadata']['name']}: its Vault agent does not trust Vault's CA (tls-secret / ca-cert)"
+
+
 def check_dashboard(chart):
     dash = json.loads((chart / "files/dashboards/blinkchamber.json").read_text())
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
-    for metric in ("blinkchamber_cache_hits_total", "blinkchamber_events_queue_depth",
-                   "blinkchamber_ratelimit_limited_total", "redis_up", "redis_memory_used_bytes"):
+    for metric in ("blinkchamber_cache_hits_total", "blinkchamber_events_consumed_total",
+                   "blinkchamber_ratelimit_checks_total", "redis_up", "redis_memory_used_bytes"):
         assert metric in exprs, f"dashboard lacks {metric}"
+    exported = exported_metrics()
     for metric in re.findall(r"\bblinkchamber_[a-z_]+", exprs):
-        assert metric in BLINKCHAMBER_METRICS, f"dashboard uses unknown metric {metric}"
+        assert metric in exported, f"dashboard: metric {metric} is not exported by the binary"
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            check_metric_labels(t["expr"], f"dashboard panel {p['title']!r}")
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
 
@@ -389,8 +521,6 @@ def main(argv):
             RESULTS.append((False, f"{env}: rendered YAML: {err}"))
             continue
         RESULTS.append((True, f"{env}: rendered YAML has no duplicate keys"))
-        upstream = subchart_values(docs)
-        values = dict(values, **upstream)
         services = by_kind(docs, "Service")
         for doc in by_kind(docs, "PrometheusRule"):
             check(f"{env}: PrometheusRule/{doc['metadata']['name']}")(check_prometheus_rule, doc)
@@ -400,12 +530,16 @@ def main(argv):
             check(f"{env}: Certificate/{doc['metadata']['name']}")(check_certificate, doc)
         check(f"{env}: PrometheusRule and ServiceMonitor rendered")(
             lambda: (by_kind(docs, "PrometheusRule") and by_kind(docs, "ServiceMonitor")) or (_ for _ in ()).throw(AssertionError("missing")))
-        check(f"{env}: upstream subchart values")(
-            check_upstream_values, env, dict(upstream, _roles=values["platform"]["vaultAuth"]["roles"]))
+        check(f"{env}: upstream charts rendered as configured")(check_upstream_objects, env, values, docs)
         check(f"{env}: PodDisruptionBudgets")(check_pdbs, env, values, docs)
         check(f"{env}: BlinkChamber deployments and config")(check_runtime, env, values, docs)
         check(f"{env}: NetworkPolicies deny by default")(check_network_policies, values, docs, "blinkchamber")
         check(f"{env}: Vault policies, roles and PostgreSQL entrypoint")(check_vault_policies, docs)
+        check(f"{env}: every Vault agent can log in (token mounted, audience matched)")(check_vault_agents_can_log_in, docs)
+        check(f"{env}: pgpool knows ZITADEL's database user")(check_pgpool_users, docs)
+        check(f"{env}: every Vault server is scraped for the Vault alerts")(check_vault_scraped, docs)
+        check(f"{env}: cache key prefix, ZITADEL and login Ingresses")(check_platform_basics, env, docs)
+        check(f"{env}: Vault TLS (on in prod, trusted by every agent)")(check_vault_tls, env, docs)
         if env == "prod":
             check("prod: TLS certificates rendered")(
                 lambda: len(by_kind(docs, "Certificate")) >= 2 or (_ for _ in ()).throw(AssertionError("expected 2 Certificates")))

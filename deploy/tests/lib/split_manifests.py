@@ -16,7 +16,7 @@ CUSTOM_GROUPS = {"monitoring.coreos.com", "cert-manager.io"}
 def main(src, core_out, custom_out):
     core, custom = [], []
     with open(src) as fh:
-        for doc in yaml.safe_load_all(fh):
+        for doc in yaml.load_all(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
             if not doc:
                 continue
             group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
