@@ -70,6 +70,7 @@ impl Workers {
                     cfg: cfg.clone(),
                     stop: stopped.clone(),
                     permits: permits.clone(),
+                    handle_seconds: metrics::histogram!("blinkchamber_events_handle_seconds"),
                 };
                 tokio::spawn(worker.run())
             })
@@ -94,6 +95,8 @@ struct Worker {
     stop: watch::Receiver<bool>,
     /// Events being handled at once in this process (`maxConcurrentEvents`).
     permits: Arc<Semaphore>,
+    /// Resolved once: recorded for every event.
+    handle_seconds: metrics::Histogram,
 }
 
 /// A fresh lease token.
@@ -334,8 +337,7 @@ impl Worker {
                 let _permit = self.permits.acquire().await.ok();
                 let started = Instant::now();
                 let outcome = self.handler.handle(&event).await;
-                metrics::histogram!("blinkchamber_events_handle_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                self.handle_seconds.record(started.elapsed().as_secs_f64());
                 (event, outcome)
             });
         }
