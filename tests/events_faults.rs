@@ -383,6 +383,15 @@ async fn proxied() -> Proxied {
     }
 }
 
+/// A fresh `redis-server` and queues on it.
+async fn redis_queues(cfg: &EventsConfig) -> (RedisProc, Queues) {
+    let redis = RedisProc::start();
+    let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    (redis, Queues::redis(cfg, backend))
+}
+
 async fn publish_to(queues: &Queues, cfg: &EventsConfig, n: usize) -> Vec<String> {
     let publisher = Publisher::new(cfg, queues.clone()).unwrap();
     let mut ids = Vec::new();
@@ -524,18 +533,12 @@ async fn a_worker_cut_off_past_its_lease_abandons_its_batch_and_another_delivers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_batch_size_delivers_every_event() {
-    let redis = RedisProc::start();
     let mut cfg = config();
     cfg.consumer.batch_size = blinkchamber::config::events_bounds::MAX_BATCH
         .try_into()
         .unwrap();
     cfg.performance.worker_count = 2.try_into().unwrap();
-    let queues = Queues::redis(
-        &cfg,
-        RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
-            .await
-            .unwrap(),
-    );
+    let (_redis, queues) = redis_queues(&cfg).await;
     let published = publish_to(&queues, &cfg, 25_000).await;
     let count = Arc::new(Count::default());
     let workers = Workers::start(&cfg, queues.clone(), count.clone());
@@ -553,14 +556,7 @@ async fn the_largest_batch_size_delivers_every_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_dead_letters_are_each_reachable_by_id() {
-    let redis = RedisProc::start();
-    let cfg = config();
-    let queues = Queues::redis(
-        &cfg,
-        RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
-            .await
-            .unwrap(),
-    );
+    let (redis, queues) = redis_queues(&config()).await;
     const N: usize = 1_000_000;
     let mut conn = redis.conn();
     let mut ids = Vec::with_capacity(N);
@@ -619,14 +615,7 @@ async fn a_million_dead_letters_are_each_reachable_by_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_written_before_the_index_are_still_reachable() {
-    let redis = RedisProc::start();
-    let cfg = config();
-    let queues = Queues::redis(
-        &cfg,
-        RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
-            .await
-            .unwrap(),
-    );
+    let (redis, queues) = redis_queues(&config()).await;
     let mut conn = redis.conn();
     let mut ids = Vec::new();
     for i in 0..2500 {

@@ -162,52 +162,22 @@ pub async fn event_rows(
 
     let cfg = config(&prefix);
     let queues = Queues::redis(&cfg, backend.clone());
-    {
-        let publisher = Publisher::new(&cfg, queues.clone()).expect("valid config");
-        rows.push(
-            per_event(
-                measure(
-                    "event enqueue, batches of 100 (per event)",
-                    concurrency,
-                    duration,
-                    move |_, _| {
-                        let publisher = publisher.clone();
-                        async move {
-                            let events = (0..BATCH).map(|_| bench_event(0)).collect();
-                            let _ = publisher.publish_many(events).await;
-                        }
-                    },
-                )
-                .await,
-                BATCH,
-            )
+    const ENQUEUE: &str = "event enqueue, batches of 100 (per event)";
+    rows.push(
+        enqueue_row(ENQUEUE, &cfg, &queues, concurrency, duration)
+            .await
             .against(RAW_BATCH),
-        );
-    }
+    );
     cleanup(raw.clone(), &prefix).await;
 
     if replicas(raw.clone()).await > 0 {
         let mut cfg = cfg.clone();
         cfg.publishing.wait_replicas = 1;
-        let publisher = Publisher::new(&cfg, queues.clone()).expect("valid config");
+        let name = "event enqueue, batches of 100, waitReplicas 1 (per event)";
         rows.push(
-            per_event(
-                measure(
-                    "event enqueue, batches of 100, waitReplicas 1 (per event)",
-                    concurrency,
-                    duration,
-                    move |_, _| {
-                        let publisher = publisher.clone();
-                        async move {
-                            let events = (0..BATCH).map(|_| bench_event(0)).collect();
-                            let _ = publisher.publish_many(events).await;
-                        }
-                    },
-                )
-                .await,
-                BATCH,
-            )
-            .against("event enqueue, batches of 100 (per event)"),
+            enqueue_row(name, &cfg, &queues, concurrency, duration)
+                .await
+                .against(ENQUEUE),
         );
         cleanup(raw.clone(), &prefix).await;
     }
@@ -219,6 +189,26 @@ pub async fn event_rows(
     rows.push(latency(&cfg, queues, duration).await);
     cleanup(raw, &prefix).await;
     rows
+}
+
+/// `publish_many` of [`BATCH`] events from `concurrency` callers, counted per event.
+async fn enqueue_row(
+    name: &str,
+    cfg: &EventsConfig,
+    queues: &Queues,
+    concurrency: usize,
+    duration: Duration,
+) -> Row {
+    let publisher = Publisher::new(cfg, queues.clone()).expect("valid config");
+    let row = measure(name, concurrency, duration, move |_, _| {
+        let publisher = publisher.clone();
+        async move {
+            let events = (0..BATCH).map(|_| bench_event(0)).collect();
+            let _ = publisher.publish_many(events).await;
+        }
+    })
+    .await;
+    per_event(row, BATCH)
 }
 
 /// [`E2E_EVENTS`] through a raw reliable queue: one producer pushing 100 per command,
