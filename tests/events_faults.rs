@@ -70,6 +70,7 @@ conformance!(fixture;
     a_repeated_settle_changes_nothing,
     dead_letters_are_found_replayed_and_deleted_by_id,
     an_id_published_once_within_the_window_is_stored_once,
+    an_id_dead_lettered_again_replaces_its_dead_letter,
 );
 
 fn event(ty: &str, n: usize) -> Event {
@@ -309,6 +310,92 @@ async fn an_id_published_once_within_the_window_is_stored_once(f: &Fixture) {
     with_attempt.attempt = 2;
     let refused = publisher.publish(with_attempt).await.unwrap_err();
     assert!(refused.to_string().contains("attempt"), "{refused}");
+}
+
+async fn an_id_dead_lettered_again_replaces_its_dead_letter(f: &Fixture) {
+    let publisher = Publisher::new(&f.cfg, f.queues.clone()).unwrap();
+    let first = event("user.deleted", 1);
+    let id = first.id.clone();
+    publisher.publish(first.clone()).await.unwrap();
+    // Two other dead letters around it, so the repeat is not at an end of the list.
+    publish(f, 1).await;
+    for round in 0..2 {
+        if round == 1 {
+            let mut again = first.clone();
+            again
+                .extensions
+                .insert("note".into(), "second failure".into());
+            publisher.publish(again).await.unwrap();
+            publish(f, 1).await;
+        }
+        loop {
+            let token = format!("r{round}-{}", rand_token());
+            let Taken::Events {
+                priority, items, ..
+            } = f
+                .queues
+                .take("c", &token, Priority::ALL, 100, LEASE)
+                .await
+                .unwrap()
+            else {
+                break;
+            };
+            f.queues
+                .settle("c", &token, &dead_all(priority, &items), LEASE)
+                .await
+                .unwrap();
+        }
+    }
+    let stats = f.queues.stats().await.unwrap();
+    assert_eq!(stats.dead, 3, "one dead letter per id");
+    let (_, latest) = f.queues.dead_letter(&id).await.unwrap().expect("found");
+    assert_eq!(
+        latest.extensions["note"],
+        serde_json::json!("second failure")
+    );
+    let router = Router::default();
+    assert_eq!(
+        f.queues
+            .replay_all_dead_letters(&router, false)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(f.queues.stats().await.unwrap().dead, 0);
+}
+
+fn rand_token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedup_mark_written_by_an_older_version_counts_as_handled() {
+    let mut cfg = config();
+    cfg.consumer.dedup_window = Duration::from_secs(60);
+    let (redis, queues) = redis_queues(&cfg).await;
+    let handled_before = event("user.created", 1);
+    let fresh = event("user.created", 2);
+    let () = ::redis::cmd("SET")
+        .arg(format!("faults:state:seen:{}", handled_before.id))
+        .arg(1)
+        .query(&mut redis.conn())
+        .unwrap();
+    let publisher = Publisher::new(&cfg, queues.clone()).unwrap();
+    publisher
+        .publish_many(vec![handled_before.clone(), fresh.clone()])
+        .await
+        .unwrap();
+    let count = Arc::new(Count::default());
+    let workers = Workers::start(&cfg, queues.clone(), count.clone());
+    wait_for_async("the batch to be settled", || async {
+        let s = queues.stats().await.unwrap();
+        (s.queues[1].depth == 0 && s.queues[1].in_flight == 0).then_some(())
+    })
+    .await;
+    workers.shutdown().await;
+    assert_eq!(count.distinct(), HashSet::from([fresh.id]));
 }
 
 /// Handles events only when released; records what it handled.

@@ -7,6 +7,8 @@
 //! data, extensions) and resets its attempts, routing it again by type; it removes the
 //! dead letter and enqueues the event in one step.
 
+use std::collections::HashSet;
+
 use super::envelope::{Event, decode, encode};
 use super::queues::{QueueError, Queues};
 use super::routing::Router;
@@ -87,29 +89,31 @@ impl Queues {
         compress: bool,
     ) -> Result<u64, QueueError> {
         let mut replayed = 0;
-        // Unreadable entries stay at the oldest end: read past them.
-        let mut skip = 0;
+        // Entries that stay where they are (unreadable, or not replayable by id): read
+        // past them. Each round either replays something or adds to this set, so it ends.
+        let mut stays: HashSet<Vec<u8>> = HashSet::new();
         loop {
-            let chunk = self.peek(None, skip + REPLAY_CHUNK).await?;
-            let fresh = &chunk[skip.min(chunk.len())..];
-            if fresh.is_empty() {
-                return Ok(replayed);
-            }
+            let limit = stays.len() + REPLAY_CHUNK;
+            let chunk = self.peek(None, limit).await?;
+            let mut tried = false;
             let mut progressed = false;
-            for stored in fresh {
+            for stored in &chunk {
+                if stays.contains(stored) {
+                    continue;
+                }
                 let Ok(event) = decode(stored) else {
-                    skip += 1;
+                    stays.insert(stored.clone());
                     continue;
                 };
+                tried = true;
                 if self.revive(stored, event, router, compress).await? {
                     replayed += 1;
                     progressed = true;
                 } else {
-                    // Gone meanwhile, or a duplicate id the index does not point at.
-                    skip += 1;
+                    stays.insert(stored.clone());
                 }
             }
-            if !progressed && fresh.len() < REPLAY_CHUNK {
+            if !tried || (!progressed && chunk.len() < limit) {
                 return Ok(replayed);
             }
         }

@@ -291,7 +291,12 @@ impl Worker {
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
         let handle = self
             .queues
-            .claim(&self.consumer, token, &ids, self.cfg.consumer.lease)
+            .claim(
+                &self.consumer,
+                token,
+                &ids,
+                self.cfg.consumer.lease.max(self.cfg.consumer.dedup_window),
+            )
             .await
             .unwrap_or_else(|error| {
                 tracing::warn!(%error, "events: de-duplication claim failed; handling the batch as is");

@@ -224,7 +224,15 @@ impl MemoryQueues {
                 .push(event.clone());
         }
         for (id, event) in &settle.dead {
-            state.dead.push_front((id.clone(), event.clone()));
+            // An id already dead-lettered is replaced where it stands, as in Redis.
+            match state
+                .dead
+                .iter_mut()
+                .find(|(i, _)| !id.is_empty() && i == id)
+            {
+                Some(entry) => entry.1 = event.clone(),
+                None => state.dead.push_front((id.clone(), event.clone())),
+            }
         }
         if !settle.seen.is_empty() {
             state.prune_marks(now);

@@ -382,8 +382,7 @@ impl Queues {
     ) -> Result<bool, QueueError> {
         match &*self.store {
             Store::Memory(m) => Ok(m.dead_remove(id, stored, replay)),
-            // Redis finds the entry by id alone (positions are kept exact by the scripts).
-            Store::Redis(r) => r.dead_remove(id, replay).await,
+            Store::Redis(r) => r.dead_remove(id, stored, replay).await,
         }
     }
 

@@ -50,6 +50,7 @@ struct Scripts {
     reap: Script,
     claim: Script,
     dead_remove: Script,
+    dead_reindex: Script,
     enqueue_once: Script,
 }
 
@@ -63,6 +64,7 @@ impl Scripts {
             claim: Script::new(include_str!("lua/claim.lua")),
             dead_remove: Script::new(include_str!("lua/dead_remove.lua")),
             enqueue_once: Script::new(include_str!("lua/enqueue_once.lua")),
+            dead_reindex: Script::new(include_str!("lua/dead_reindex.lua")),
         }
     }
 }
@@ -76,6 +78,7 @@ pub(super) struct RedisQueues {
     dead_index: String,
     dead_positions: String,
     dead_base: String,
+    dead_indexing: String,
     consumers: String,
     leases: String,
     wake: String,
@@ -104,6 +107,7 @@ impl RedisQueues {
             dead_index: format!("{}:index", q.dead_letter),
             dead_positions: format!("{}:positions", q.dead_letter),
             dead_base: format!("{}:base", q.dead_letter),
+            dead_indexing: format!("{}:indexing", q.dead_letter),
             consumers: format!("{state}consumers"),
             leases: format!("{state}leases"),
             wake: format!("{state}wake"),
@@ -496,8 +500,9 @@ impl RedisQueues {
     }
 
     /// Gives every dead letter a position when some have none (they were written before
-    /// the index existed): reads the list in chunks of 1 000 from the oldest end. Whether it
-    /// had to.
+    /// the index existed): reads the list in chunks of 1 000 from the oldest end and indexes
+    /// each chunk with `dead_reindex.lua`, under a lock that keeps removals out meanwhile.
+    /// Whether it indexed anything.
     async fn reindex_if_needed(&self) -> Result<bool, QueueError> {
         let mut pipe = redis::pipe();
         pipe.cmd("LLEN").arg(&self.dead);
@@ -508,11 +513,41 @@ impl RedisQueues {
         if positioned >= listed {
             return Ok(false);
         }
-        let base = base.unwrap_or(0);
+        let token = format!("{:016x}", rand::random::<u64>());
+        let locked: Option<String> = self
+            .backend
+            .query(
+                redis::cmd("SET")
+                    .arg(&self.dead_indexing)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(60_000),
+            )
+            .await?;
+        if locked.is_none() {
+            // Another process is indexing.
+            return Ok(false);
+        }
         tracing::info!(
             entries = listed,
             "events: indexing dead letters written before the index"
         );
+        let indexed = self.reindex(&token, base.unwrap_or(0), listed).await;
+        let owner: Option<String> = self
+            .backend
+            .query(redis::cmd("GET").arg(&self.dead_indexing))
+            .await?;
+        if owner.as_deref() == Some(token.as_str()) {
+            let _: i64 = self
+                .backend
+                .query(redis::cmd("DEL").arg(&self.dead_indexing))
+                .await?;
+        }
+        indexed
+    }
+
+    async fn reindex(&self, token: &str, base: i64, listed: i64) -> Result<bool, QueueError> {
         const CHUNK: i64 = 1000;
         let mut from_oldest = 0i64;
         while from_oldest < listed {
@@ -529,49 +564,54 @@ impl RedisQueues {
             if chunk.is_empty() {
                 break;
             }
-            let mut index = redis::pipe();
-            // LRANGE answers newest first; the last one is the oldest of the chunk.
-            for (j, stored) in chunk.iter().rev().enumerate() {
-                let pos = base + from_oldest + j as i64;
-                let id = crate::events::envelope::decode(stored)
-                    .map(|e| e.id)
-                    .unwrap_or_default();
-                index
-                    .cmd("HSET")
-                    .arg(&self.dead_positions)
-                    .arg(pos)
-                    .arg(&id)
-                    .ignore();
-                if !id.is_empty() {
-                    let mut value = format!("{pos} ").into_bytes();
-                    value.extend_from_slice(stored);
-                    index
-                        .cmd("HSET")
-                        .arg(&self.dead_index)
-                        .arg(&id)
-                        .arg(value)
-                        .ignore();
-                }
-            }
-            self.backend
-                .pipeline::<()>(Retry::Idempotent, &index)
+            // LRANGE answers newest first; the script takes the chunk oldest first.
+            let entries: Vec<(String, &[u8])> = chunk
+                .iter()
+                .rev()
+                .map(|stored| {
+                    let id = crate::events::envelope::decode(stored)
+                        .map(|e| e.id)
+                        .unwrap_or_default();
+                    (id, stored.as_slice())
+                })
+                .collect();
+            let done: i64 = self
+                .backend
+                .run(Retry::Idempotent, |mut c| {
+                    let mut call = self.scripts.dead_reindex.prepare_invoke();
+                    call.key(&self.dead_index)
+                        .key(&self.dead_positions)
+                        .key(&self.dead_base)
+                        .key(&self.dead_indexing);
+                    call.arg(token).arg(base).arg(base + from_oldest);
+                    for (id, stored) in &entries {
+                        call.arg(id).arg(*stored);
+                    }
+                    async move { call.invoke_async(&mut c).await }
+                })
                 .await?;
+            if done == 0 {
+                return Ok(false);
+            }
             from_oldest += chunk.len() as i64;
         }
         Ok(true)
     }
 
-    /// Removes the dead letter `id`, and with `replay` pushes that event onto its queue in
-    /// the same step (`dead_remove.lua`); whether it was there.
+    /// Removes the dead letter `id` if it is still `stored` (empty: whatever the index
+    /// holds), and with `replay` pushes that event onto its queue in the same step
+    /// (`dead_remove.lua`); whether it was there.
     pub(super) async fn dead_remove(
         &self,
         id: &str,
+        stored: &[u8],
         replay: Option<(Priority, &[u8])>,
     ) -> Result<bool, QueueError> {
         let (queue, event) = replay.map_or((self.queue(Priority::Low), &[][..]), |(p, e)| {
             (self.queue(p), e)
         });
-        for attempt in 0..2 {
+        let mut reindexed = false;
+        for _ in 0..200 {
             let removed: i64 = self
                 .backend
                 .run(Retry::IfNotRun, |mut c| {
@@ -580,20 +620,29 @@ impl RedisQueues {
                         .key(&self.dead_index)
                         .key(&self.dead_positions)
                         .key(&self.dead_base)
+                        .key(&self.dead_indexing)
                         .key(queue)
                         .key(&self.wake);
-                    call.arg(id).arg(event);
+                    call.arg(id).arg(stored).arg(event);
                     async move { call.invoke_async(&mut c).await }
                 })
                 .await?;
-            if removed >= 0 {
-                return Ok(removed == 1);
-            }
-            if attempt > 0 || !self.reindex_if_needed().await? {
-                return Ok(false);
+            match removed {
+                0 | 1 => return Ok(removed == 1),
+                -1 if !reindexed => {
+                    reindexed = true;
+                    if !self.reindex_if_needed().await? {
+                        return Ok(false);
+                    }
+                }
+                -1 => return Ok(false),
+                // Indexing under way elsewhere.
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-        Ok(false)
+        Err(QueueError::Reply(
+            "the dead letters are being indexed; try again shortly".into(),
+        ))
     }
 
     /// Empties the dead-letter list and its index; how many events were in it.
@@ -607,6 +656,7 @@ impl RedisQueues {
             .arg(&self.dead_index)
             .arg(&self.dead_positions)
             .arg(&self.dead_base)
+            .arg(&self.dead_indexing)
             .ignore();
         let (n,): (u64,) = self.backend.pipeline(Retry::Idempotent, &pipe).await?;
         Ok(n)

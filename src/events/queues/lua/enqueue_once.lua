@@ -8,7 +8,13 @@
 -- ARGV[1] the stored event
 -- ARGV[2] window (ms)
 -- Returns 1 enqueued, 0 already published within the window.
-if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[2]) then return 0 end
+if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[2]) then
+  -- A repeat: still write (the mark, unchanged), so a WAIT after this call covers the
+  -- first push too (replication is ordered) and a repeat is acknowledged only once the
+  -- event is on the replicas.
+  redis.call('SET', KEYS[1], 1, 'XX', 'KEEPTTL')
+  return 0
+end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('LPUSH', KEYS[3], 1)
 redis.call('LTRIM', KEYS[3], 0, 63)

@@ -37,13 +37,23 @@ end
 a = a + 2 * retries + 1
 local dead = tonumber(ARGV[a])
 if dead > 0 then
-  local pos = tonumber(redis.call('GET', KEYS[8]) or '0') + redis.call('LLEN', KEYS[5])
+  local base = tonumber(redis.call('GET', KEYS[8]) or '0')
+  local pos = base + redis.call('LLEN', KEYS[5])
   for i = 1, dead do
     local id, event = ARGV[a + 2 * i - 1], ARGV[a + 2 * i]
-    redis.call('LPUSH', KEYS[5], event)
-    redis.call('HSET', KEYS[7], pos, id)
-    if id ~= '' then redis.call('HSET', KEYS[6], id, pos .. ' ' .. event) end
-    pos = pos + 1
+    -- An id already dead-lettered is replaced where it stands (its latest failure), so
+    -- each id names one dead letter.
+    local indexed = id ~= '' and redis.call('HGET', KEYS[6], id)
+    local at = indexed and tonumber(string.match(indexed, '^(%d+) '))
+    if at and at >= base and redis.call('HGET', KEYS[7], at) == id then
+      redis.call('LSET', KEYS[5], -(at - base + 1), event)
+      redis.call('HSET', KEYS[6], id, at .. ' ' .. event)
+    else
+      redis.call('LPUSH', KEYS[5], event)
+      redis.call('HSET', KEYS[7], pos, id)
+      if id ~= '' then redis.call('HSET', KEYS[6], id, pos .. ' ' .. event) end
+      pos = pos + 1
+    end
   end
 end
 local window = tonumber(ARGV[5])
