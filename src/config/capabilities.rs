@@ -512,7 +512,7 @@ impl Default for ConsumerConfig {
         Self {
             priority: PriorityMode::Strict,
             weights: PriorityWeights::default(),
-            batch_size: NonZeroUsize::new(50).expect("nonzero"),
+            batch_size: NonZeroUsize::new(200).expect("nonzero"),
             lease: Duration::from_secs(30),
             max_retries: 3,
             retry_delay: Duration::from_secs(1),
