@@ -221,3 +221,38 @@ fn no_auth_on_a_public_address_is_refused() {
     assert!(stderr.contains("server.auth.enabled"), "{stderr}");
     assert!(stderr.contains("0.0.0.0"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_evicting_maxmemory_policy_is_refused_unless_allowed() {
+    let redis = RedisProc::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "backend: redis\nredis:\n  host: 127.0.0.1\n  port: {}\n",
+        redis.port
+    );
+    let file = write(dir.path(), "evicting.yaml", &config);
+    let out = run(
+        &["serve", "--no-auth", "--config", file.to_str().unwrap()],
+        &[
+            ("BLINKCHAMBER_SERVER__LISTEN", "127.0.0.1:0"),
+            ("BLINKCHAMBER_SERVER__METRICS_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("maxmemory-policy `allkeys-lru`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("redis.allowEvictingPolicy"), "{stderr}");
+
+    // Downgraded to a warning on request.
+    let served = Served::start(
+        dir.path(),
+        &format!("{config}  allowEvictingPolicy: true\n"),
+        &["--no-auth"],
+    )
+    .await;
+    let logs = served.logs();
+    assert!(logs.contains("maxmemory-policy `allkeys-lru`"), "{logs}");
+}

@@ -85,6 +85,10 @@ impl Backend {
                         "backend: redis through Sentinel"
                     ),
                 }
+                check_eviction(&default, "locks, sessions, tokens and rate limits").await?;
+                if config.events.enabled && events.config() != default.config() {
+                    check_eviction(&events, "event queues (events.redis)").await?;
+                }
                 Ok(Self::Redis(RedisBackends {
                     default,
                     cache,
@@ -116,4 +120,43 @@ impl Backend {
             Self::Redis(_) => BackendKind::Redis,
         }
     }
+}
+
+/// Refuses a server whose `maxmemory-policy` may evict keys that must not vanish: lock
+/// leases and fencing counters, sessions and their user indexes, rate-limit counters,
+/// queued events and their bookkeeping (only the cache may be evicted, and it can live in
+/// a server of its own through `cache.redis`). `redis.allowEvictingPolicy` turns the
+/// refusal into a warning. A server that cannot be asked (unreachable at start-up, or
+/// `CONFIG` renamed away) is warned about, not refused.
+async fn check_eviction(backend: &RedisBackend, holds: &str) -> Result<(), BackendError> {
+    let endpoint = backend.master().endpoint;
+    // Bounded: start-up does not wait for a Redis that is down (readyz reports that).
+    let answer = tokio::time::timeout(
+        backend.config().dial_timeout,
+        backend.query::<Vec<String>>(::redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy")),
+    )
+    .await
+    .unwrap_or_else(|_| Err(BackendError::Unavailable("no answer".into())));
+    let policy = match answer {
+        Ok(pair) => pair.into_iter().nth(1).unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(%endpoint, %error, "could not read maxmemory-policy; an evicting policy would lose {holds}");
+            return Ok(());
+        }
+    };
+    if policy.is_empty() || policy == "noeviction" {
+        return Ok(());
+    }
+    let message = format!(
+        "redis {endpoint} has maxmemory-policy `{policy}`: when memory runs out Redis may \
+         evict the keys of {holds} (fencing tokens go backwards, revoke-all misses sessions, \
+         limits reset, queued events vanish). Set `maxmemory-policy noeviction` on that \
+         server (give the cache a server of its own through cache.redis if it should be \
+         evicted), or set redis.allowEvictingPolicy: true to start with a warning"
+    );
+    if backend.config().allow_evicting_policy {
+        tracing::warn!("{message}");
+        return Ok(());
+    }
+    Err(BackendError::Config(message))
 }

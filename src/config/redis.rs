@@ -132,6 +132,10 @@ redis_fields! {
     idle_timeout: Duration = Duration::from_secs(300), with "duration", "duration::option";
     /// A connection older than this is replaced (spreads load after topology changes).
     max_conn_age: Duration = Duration::from_secs(1800), with "duration", "duration::option";
+    /// Start even when the server's `maxmemory-policy` may evict keys (only a warning).
+    /// Off: an evicting policy on a server holding locks, sessions, rate limits or event
+    /// queues stops start-up, naming the policy.
+    allow_evicting_policy: bool = false;
 }
 
 impl RedisConfig {
