@@ -317,31 +317,86 @@ async fn overlong_keys_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_that_stops_answering_falls_back_within_the_redis_timeout() {
-    // A paused Redis accepts connections and commands but answers nothing, like a network
-    // black hole; the read timeout (3 s) is far longer than rateLimit.redisTimeout.
+async fn a_stalled_redis_never_lets_two_instances_over_admit() {
+    // Two instances share a fail-open limit of 100 a day (burst 100). The first uses it up;
+    // then Redis stalls (CLIENT PAUSE, longer than rateLimit.redisTimeout: connections
+    // stay open, nothing is answered) while 100 checks go to each instance.
     let redis = RedisProc::start();
-    let mut cfg = config(vec![rule("open", Algorithm::Gcra, 3, DAY)]);
+    let mut cfg = config(vec![rule("open", Algorithm::Gcra, 100, DAY)]);
     cfg.redis_timeout = Duration::from_millis(100);
-    let limiter = RateLimiter::redis(&cfg, backend(&redis).await);
-    assert_eq!(
-        limiter.check("open", "k", 1).await.unwrap().source,
-        DecisionSource::Redis
-    );
-    // Paused for 5 s (an unpause would itself wait behind the pause).
+    cfg.instances = std::num::NonZeroU32::new(2).unwrap();
+    cfg.local_shed = false;
+    let a = RateLimiter::redis(&cfg, backend(&redis).await);
+    let b = RateLimiter::redis(&cfg, backend(&redis).await);
+    let mut admitted = 0;
+    for _ in 0..100 {
+        admitted += u32::from(a.check("open", "k", 1).await.unwrap().allowed);
+    }
+    assert_eq!(admitted, 100);
     let _: () = ::redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(5_000)
+        .arg(1_000)
         .arg("ALL")
         .query(&mut redis.conn())
         .unwrap();
-    let d = limiter.check("open", "k", 1).await.unwrap();
-    assert_eq!((d.allowed, d.source), (true, DecisionSource::Insurance));
-    wait_for_async("checks to come from Redis again", || async {
-        (limiter.check("open", "k2", 1).await.unwrap().source == DecisionSource::Redis)
-            .then_some(())
+    let stalled = futures_util::future::join_all((0..200).map(|i| {
+        let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move { limiter.check("open", "k", 1).await.unwrap() }
+    }))
+    .await;
+    let over: Vec<_> = stalled.iter().filter(|d| d.allowed).collect();
+    assert!(
+        over.is_empty(),
+        "admitted past the limit during the stall: {over:?}"
+    );
+    assert!(
+        stalled
+            .iter()
+            .all(|d| d.source == DecisionSource::FailClosed
+                && d.retry_after == Duration::from_secs(1)),
+        "a slow Redis is not an unreachable one: {:?}",
+        stalled[0]
+    );
+    // Once Redis answers again, it still says the window is used up.
+    let d = wait_for_async("checks to come from Redis again", || async {
+        let d = b.check("open", "k", 1).await.unwrap();
+        (d.source == DecisionSource::Redis).then_some(d)
     })
     .await;
+    assert!(!d.allowed);
+}
+
+/// After Redis died, waits until checks know it is unreachable: the check that was in
+/// flight on the lost connection may have run, so it is denied, not failed open.
+async fn wait_until_unreachable(limiter: &RateLimiter, rule: &str) {
+    wait_for_async("checks to see Redis unreachable", || async {
+        let d = limiter.check(rule, "probe", 1).await.unwrap();
+        (d.source == DecisionSource::Insurance).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_open_to_each_instances_share() {
+    let mut redis = RedisProc::start();
+    let mut cfg = config(vec![rule("open", Algorithm::Gcra, 10, DAY)]);
+    cfg.instances = std::num::NonZeroU32::new(2).unwrap();
+    let limiter = RateLimiter::redis(&cfg, backend(&redis).await);
+    assert!(limiter.check("open", "warm", 1).await.unwrap().allowed);
+    redis.kill();
+    wait_until_unreachable(&limiter, "open").await;
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(limiter.check("open", "k", 1).await.unwrap());
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|d| d.source == DecisionSource::Insurance),
+        "{answers:?}"
+    );
+    let admitted = answers.iter().filter(|d| d.allowed).count();
+    assert_eq!(admitted, 5, "half of 10 for each of 2 instances");
 }
 
 #[tokio::test]
@@ -361,6 +416,7 @@ async fn redis_down_fails_open_to_the_insurance_limiter_or_closed_then_recovers(
     }
 
     redis.kill();
+    wait_until_unreachable(&limiter, "open").await;
     // Failing open, the rule still holds at its limit, from this instance's memory.
     let answers: Vec<_> = {
         let mut v = Vec::new();
@@ -418,6 +474,7 @@ async fn the_local_shed_answers_limited_keys_without_redis() {
     // insurance limiter (which only a Redis failure reaches).
     redis.kill();
     assert_eq!(sources("k").await, (false, DecisionSource::LocalShed));
+    wait_until_unreachable(&limiter, "one").await;
     assert_eq!(sources("other").await, (true, DecisionSource::Insurance));
 
     // Without the shed, limited answers keep coming from Redis.

@@ -15,9 +15,14 @@ pub enum BackendError {
     /// Redis answered with an error or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
-    /// Redis is not reachable right now (no master known, pool timeout, …).
+    /// Redis is not reachable right now (no master known, pool timeout, …); the command
+    /// was not sent.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+    /// The command was sent, or may have been, and no usable answer came (a deadline
+    /// passed, a shared script call failed): Redis may have run it.
+    #[error("redis: {0}")]
+    MaybeRan(String),
     /// The settings cannot be used (unreadable secret or TLS file, bad address).
     #[error("redis configuration: {0}")]
     Config(String),

@@ -28,6 +28,10 @@ pub struct RateLimitConfig {
     pub rules: Vec<RuleConfig>,
     /// Limits on BlinkChamber's own `/v1` API.
     pub api: ApiLimitConfig,
+    /// How many instances share the limits. While Redis cannot be reached, each
+    /// instance's insurance limiter admits at most `limit / instances` (at least 1) per
+    /// rule and key, so together they stay within the limit.
+    pub instances: std::num::NonZeroU32,
 }
 
 impl Default for RateLimitConfig {
@@ -39,6 +43,7 @@ impl Default for RateLimitConfig {
             redis_timeout: Duration::from_millis(250),
             rules: Vec::new(),
             api: ApiLimitConfig::default(),
+            instances: std::num::NonZeroU32::MIN,
         }
     }
 }

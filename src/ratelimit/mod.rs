@@ -11,10 +11,17 @@
 //! - the *local shed* ([`RateLimitConfig::local_shed`]): keys Redis just said are over
 //!   their limit are answered "limited" locally until their `retry_after`, which only ever
 //!   denies what Redis would deny;
-//! - the *failure mode* of each rule: when Redis cannot be reached (after the backend's
-//!   own retries), `open` answers from an in-memory insurance limiter of this instance
-//!   applying the same rule, `closed` denies. After a failure, Redis is tried again
-//!   [`REDIS_RETRY_AFTER`] later; checks in between go straight to the failure mode.
+//! - the *failure mode* of each rule: when Redis certainly cannot be reached (connection
+//!   refused, no master, no connection to be had, after the backend's own retries),
+//!   `open` answers from an in-memory insurance limiter of this instance applying the same
+//!   rule at this instance's share of the limit (`limit / rateLimit.instances`), `closed`
+//!   denies. After such a failure, Redis is tried again [`REDIS_RETRY_AFTER`] later;
+//!   checks in between go straight to the failure mode.
+//! - a *slow* Redis (no answer within `redisTimeout`, or a connection lost after the
+//!   check was sent) is not an unreachable one: the script may have run, or may still
+//!   run, and other instances keep counting in Redis, so the check is denied (`Retry-After`
+//!   1 s) whatever the failure mode. A stall can make a check fail; it never admits past
+//!   the limit.
 
 pub mod algorithm;
 mod memory;
@@ -246,6 +253,8 @@ impl RuleMetrics {
 struct Rule {
     index: usize,
     limits: Limits,
+    /// This instance's share of `limits`, for the insurance limiter.
+    insurance_limits: Limits,
     failure_mode: FailureMode,
     metrics: RuleMetrics,
 }
@@ -334,10 +343,17 @@ impl RateLimiter {
                 period_us,
                 burst: r.burst.map_or(limit, |b| b.get()),
             };
+            let share = |n: u64| (n / u64::from(cfg.instances.get())).max(1);
+            let insurance_limits = Limits {
+                limit: share(limits.limit),
+                burst: share(limits.burst),
+                ..limits
+            };
             // The first rule of a name wins (config validation rejects duplicates).
             rules.entry(r.name.clone()).or_insert_with(|| Rule {
                 index,
                 limits,
+                insurance_limits,
                 failure_mode: r.failure_mode,
                 metrics: RuleMetrics::new(&r.name),
             });
@@ -522,7 +538,7 @@ impl RateLimiter {
             let timeout = self.inner.cfg.redis_timeout;
             let result = match tokio::time::timeout(timeout, redis.check_many(&checks)).await {
                 Ok(result) => result,
-                Err(_) => Err(crate::backend::BackendError::Unavailable(format!(
+                Err(_) => Err(crate::backend::BackendError::MaybeRan(format!(
                     "no answer within rateLimit.redisTimeout ({})",
                     crate::config::types::duration::format(&timeout)
                 ))),
@@ -530,7 +546,17 @@ impl RateLimiter {
             match result {
                 Ok(outcomes) => {
                     skip_until.store(0, Ordering::Relaxed);
-                    Some(outcomes)
+                    Some(Ok(outcomes))
+                }
+                Err(e) if !e.certainly_not_run() => {
+                    // Slow, not gone: the script may have run (or still run) in Redis,
+                    // where the other instances keep counting. Deny rather than admit
+                    // from a limiter that knows nothing of that.
+                    tracing::debug!(error = %e, "rate limits: no answer from Redis in time; denied");
+                    for &i in &pending {
+                        resolved[i].rule.metrics.redis_errors.increment(1);
+                    }
+                    Some(Err(()))
                 }
                 Err(e) => {
                     let until = elapsed(Instant::now() + REDIS_RETRY_AFTER);
@@ -547,7 +573,19 @@ impl RateLimiter {
             }
         };
         match answered {
-            Some(outcomes) => {
+            Some(Err(())) => {
+                for &i in &pending {
+                    decisions[i] = Some(Decision {
+                        allowed: false,
+                        limit: resolved[i].rule.limits.limit,
+                        remaining: 0,
+                        retry_after: FAIL_CLOSED_RETRY_AFTER,
+                        reset_after: FAIL_CLOSED_RETRY_AFTER,
+                        source: DecisionSource::FailClosed,
+                    });
+                }
+            }
+            Some(Ok(outcomes)) => {
                 // `now` was taken before the call, so it is no later than Redis's TIME: the
                 // shed stops denying no later than Redis would.
                 for (&i, o) in pending.iter().zip(outcomes) {
@@ -567,9 +605,21 @@ impl RateLimiter {
                     .copied()
                     .filter(|&i| resolved[i].rule.failure_mode == FailureMode::Open)
                     .collect();
-                let outcomes = insurance.check_many(&as_checks(open.iter().map(|&i| &resolved[i])));
+                let checks: Vec<Check<'_>> = open
+                    .iter()
+                    .map(|&i| {
+                        let r = &resolved[i];
+                        Check {
+                            key: &r.key,
+                            limits: &r.rule.insurance_limits,
+                            cost: r.cost,
+                        }
+                    })
+                    .collect();
+                let outcomes = insurance.check_many(&checks);
                 for (&i, o) in open.iter().zip(outcomes) {
-                    let limit = resolved[i].rule.limits.limit;
+                    // The limit this instance enforces now: its share.
+                    let limit = resolved[i].rule.insurance_limits.limit;
                     decisions[i] =
                         Some(Decision::from_outcome(o, limit, DecisionSource::Insurance));
                 }

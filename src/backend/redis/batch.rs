@@ -155,7 +155,7 @@ impl Drop for FinishOnDrop {
 fn received(
     replies: Result<Result<Vec<i64>, BackendError>, oneshot::error::RecvError>,
 ) -> Result<Vec<i64>, BackendError> {
-    replies.map_err(|_| BackendError::Unavailable("script call abandoned".into()))?
+    replies.map_err(|_| BackendError::MaybeRan("script call abandoned".into()))?
 }
 
 impl Shared {
@@ -201,7 +201,7 @@ async fn run(shared: &Shared, batch: &[Pending]) -> Result<Vec<i64>, BackendErro
         })
         .await?;
     if values.len() != total * replies_per_item {
-        return Err(BackendError::Unavailable(format!(
+        return Err(BackendError::MaybeRan(format!(
             "script answered {} values for {total} items",
             values.len()
         )));
@@ -223,11 +223,16 @@ fn deliver(batch: Vec<Pending>, result: Result<Vec<i64>, BackendError>, replies_
             }
         }
         Err(e) => {
+            // Shared by every caller as a message, keeping whether the call may have run.
             let message = e.to_string();
+            let not_run = e.certainly_not_run();
             for pending in batch {
-                let _ = pending
-                    .reply
-                    .send(Err(BackendError::Unavailable(message.clone())));
+                let shared = if not_run {
+                    BackendError::Unavailable(message.clone())
+                } else {
+                    BackendError::MaybeRan(message.clone())
+                };
+                let _ = pending.reply.send(Err(shared));
             }
         }
     }

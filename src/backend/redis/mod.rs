@@ -265,6 +265,18 @@ impl BackendError {
         }
     }
 
+    /// Whether Redis certainly did not run the command: the connection was refused, no
+    /// connection or master could be had, or Redis refused it before running it
+    /// (`READONLY`, `LOADING`, `MASTERDOWN`, `TRYAGAIN`). A timeout or a connection lost
+    /// after the command was sent is not: it may have run.
+    pub fn certainly_not_run(&self) -> bool {
+        match self {
+            Self::Redis(e) => e.is_connection_refusal() || not_run_server_error(e),
+            Self::Unavailable(_) | Self::Config(_) => true,
+            Self::MaybeRan(_) => false,
+        }
+    }
+
     /// Whether Redis could not be reached or did not answer (as opposed to answering with
     /// an error): what a circuit breaker should count.
     pub fn is_unreachable(&self) -> bool {
@@ -280,7 +292,7 @@ impl BackendError {
                     || e.is_timeout()
                     || not_run_server_error(e)
             }
-            Self::Unavailable(_) => true,
+            Self::Unavailable(_) | Self::MaybeRan(_) => true,
             _ => false,
         }
     }
