@@ -87,7 +87,8 @@ pub struct JwtVerifier {
 struct Inner {
     jwks: Jwks,
     validation: Validation,
-    skew_secs: u64,
+    /// `tokens.jwt.clockSkew`, applied to `exp` and `nbf` to the millisecond.
+    skew: std::time::Duration,
 }
 
 impl JwtVerifier {
@@ -111,9 +112,11 @@ impl JwtVerifier {
             .collect::<Result<Vec<_>, _>>()?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.algorithms = algorithms;
-        validation.leeway = jwt.clock_skew.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        // exp and nbf are checked below with the skew in milliseconds (the library's
+        // leeway is whole seconds).
+        validation.leeway = 0;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.validate_aud = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let mut issuers = vec![cfg.issuer.clone()];
@@ -128,7 +131,7 @@ impl JwtVerifier {
             inner: Arc::new(Inner {
                 jwks,
                 validation,
-                skew_secs: jwt.clock_skew.as_secs(),
+                skew: jwt.clock_skew,
             }),
         })
     }
@@ -196,25 +199,63 @@ impl JwtVerifier {
         // (already checked against the configured list above).
         let mut validation = inner.validation.clone();
         validation.algorithms = vec![header.alg];
-        jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation)
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation)
             .map(|data| data.claims)
-            .map_err(|e| self.explain(e.into_kind()))
+            .map_err(|e| self.explain(e.into_kind()))?;
+        self.check_times(&claims)?;
+        Ok(claims)
+    }
+
+    /// `exp` (required) and `nbf` (when present) against now, allowing `clockSkew`.
+    fn check_times(&self, claims: &Map<String, Value>) -> Result<(), VerifyError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        let skew_ms = self.inner.skew.as_secs_f64() * 1000.0;
+        let skew = crate::config::types::duration::format(&self.inner.skew);
+        let seconds = |name: &str| -> Result<Option<f64>, VerifyError> {
+            match claims.get(name) {
+                None => Ok(None),
+                Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                    VerifyError::new(Reason::Malformed, format!("{name} is not a number"))
+                }),
+            }
+        };
+        match seconds("exp")? {
+            Some(exp) if exp * 1000.0 + skew_ms < now_ms => {
+                return Err(VerifyError::new(
+                    Reason::Expired,
+                    format!("exp is in the past ({skew} clock skew allowed)"),
+                ));
+            }
+            Some(_) => {}
+            None => return Err(VerifyError::new(Reason::Malformed, "no exp claim")),
+        }
+        if let Some(nbf) = seconds("nbf")?
+            && nbf * 1000.0 - skew_ms > now_ms
+        {
+            return Err(VerifyError::new(
+                Reason::NotYetValid,
+                format!("nbf is in the future ({skew} clock skew allowed)"),
+            ));
+        }
+        Ok(())
     }
 
     fn explain(&self, kind: jsonwebtoken::errors::ErrorKind) -> VerifyError {
         use jsonwebtoken::errors::ErrorKind as K;
-        let skew = self.inner.skew_secs;
+        let skew = crate::config::types::duration::format(&self.inner.skew);
         match kind {
             K::InvalidSignature => {
                 VerifyError::new(Reason::BadSignature, "the signature does not match the key")
             }
             K::ExpiredSignature => VerifyError::new(
                 Reason::Expired,
-                format!("exp is in the past ({skew}s clock skew allowed)"),
+                format!("exp is in the past ({skew} clock skew allowed)"),
             ),
             K::ImmatureSignature => VerifyError::new(
                 Reason::NotYetValid,
-                format!("nbf is in the future ({skew}s clock skew allowed)"),
+                format!("nbf is in the future ({skew} clock skew allowed)"),
             ),
             K::InvalidIssuer => VerifyError::new(Reason::WrongIssuer, "iss is not tokens.issuer"),
             K::InvalidAudience => VerifyError::new(
