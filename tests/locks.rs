@@ -63,6 +63,8 @@ conformance!(fixture;
     bad_names_and_ttls_are_refused,
     names_cannot_reach_other_keys,
     a_cancelled_with_lock_releases_the_lock,
+    the_work_is_told_when_its_lease_is_lost,
+    renewal_stops_at_the_maximum_hold_time,
 );
 
 async fn one_holder_at_a_time_with_increasing_fencing_tokens(f: &Fixture) {
@@ -179,6 +181,54 @@ async fn a_renewing_holder_keeps_the_lock_across_several_ttls(f: &Fixture) {
     assert!(busy_answers.load(Ordering::Relaxed) >= 8);
     let after = f.locks.acquire("renewed", ttl, Duration::ZERO).await;
     assert!(after.is_ok(), "released after the work: {after:?}");
+}
+
+async fn the_work_is_told_when_its_lease_is_lost(f: &Fixture) {
+    let ttl = Duration::from_millis(600);
+    let locks = f.locks.clone();
+    let outcome = f
+        .locks
+        .with_lock_watched(
+            "told",
+            ttl,
+            Duration::ZERO,
+            LONG,
+            |lease, lost| async move {
+                assert!(!lost.is_lost());
+                // Someone with the token (an operator, a bug) releases it under the worker.
+                locks.release("told", &lease.token).await.unwrap();
+                tokio::select! {
+                    () = lost.wait() => "stopped",
+                    () = tokio::time::sleep(support::PATIENCE) => "never told",
+                }
+            },
+        )
+        .await;
+    assert!(
+        matches!(outcome, Err(LockError::Lost { .. })),
+        "the result is withheld: {outcome:?}"
+    );
+}
+
+async fn renewal_stops_at_the_maximum_hold_time(f: &Fixture) {
+    let ttl = Duration::from_millis(600);
+    let locks = f.locks.clone();
+    let outcome = f
+        .locks
+        .with_lock_watched("bounded", ttl, Duration::ZERO, ttl, |_, lost| async move {
+            lost.wait().await;
+            // No longer renewed: the lease runs out and another acquirer gets it while
+            // this work is still running.
+            wait_for_async("the lease to run out after the maximum hold", || async {
+                locks.acquire("bounded", LONG, Duration::ZERO).await.ok()
+            })
+            .await
+        })
+        .await;
+    assert!(
+        matches!(outcome, Err(LockError::Lost { .. })),
+        "{outcome:?}"
+    );
 }
 
 async fn a_panic_inside_with_lock_releases_the_lock(f: &Fixture) {

@@ -102,6 +102,7 @@ impl RedisLevel {
                     default_ttl: lock.lock_ttl,
                     max_ttl: lock.lock_ttl,
                     max_wait: lock.wait,
+                    ..LocksConfig::default()
                 };
                 (
                     Locks::redis(&locks_cfg, backend_for_locks),

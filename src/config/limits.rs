@@ -162,6 +162,10 @@ pub struct LocksConfig {
     /// Longest an HTTP request may wait for a held lock.
     #[serde(with = "duration")]
     pub max_wait: Duration,
+    /// Longest `with_lock` keeps renewing a lease for its work; then renewal stops, the
+    /// work is told through its lost-lease signal, and the lease runs out one TTL later.
+    #[serde(with = "duration")]
+    pub max_hold: Duration,
 }
 
 impl Default for LocksConfig {
@@ -171,6 +175,7 @@ impl Default for LocksConfig {
             default_ttl: Duration::from_secs(30),
             max_ttl: Duration::from_secs(600),
             max_wait: Duration::from_secs(30),
+            max_hold: Duration::from_secs(3600),
         }
     }
 }

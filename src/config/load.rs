@@ -398,6 +398,9 @@ fn validate_locks(cfg: &LocksConfig) -> Result<(), ConfigError> {
     if cfg.default_ttl < Duration::from_millis(1) {
         return Err(invalid("locks.defaultTtl", "expected at least 1ms"));
     }
+    if cfg.max_hold < Duration::from_millis(1) {
+        return Err(invalid("locks.maxHold", "expected at least 1ms"));
+    }
     if cfg.default_ttl > cfg.max_ttl {
         return Err(invalid(
             "locks.defaultTtl",

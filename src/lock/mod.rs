@@ -14,7 +14,14 @@
 //!
 //! Waiting acquirers are woken by a release message (Redis pub/sub, or an in-process
 //! channel for the memory backend) and otherwise retry when the current lease would
-//! expire, so a crashed holder delays them by at most its TTL.
+//! expire, so a crashed holder delays them by at most its TTL. There is no queue: woken
+//! waiters and newcomers race for the name, so the lock is not fair (a waiter can be
+//! overtaken), and a waiter gives up when its `wait` runs out.
+//!
+//! [`Locks::with_lock_watched`] hands the work a [`LeaseLost`] signal that fires when a
+//! renewal finds the lease gone or the maximum hold time is reached, so the work can stop
+//! (`tokio::select!` on [`LeaseLost::wait`]) instead of writing under a lease it no longer
+//! has.
 
 mod memory;
 mod redis;
@@ -26,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::backend::{Backend, BackendError, RedisBackend};
@@ -263,12 +270,13 @@ impl Locks {
     }
 
     /// Runs `work` while holding `name`: acquires (waiting up to `wait`), renews the lease
-    /// every `ttl / 3` while `work` runs, and releases it afterwards, also when `work`
-    /// panics (the panic then continues).
+    /// every `ttl / 3` while `work` runs, for at most `locks.maxHold`, and releases it
+    /// afterwards, also when `work` panics (the panic then continues). See
+    /// [`Locks::with_lock_watched`] for work that should stop when the lease is lost.
     ///
     /// # Errors
-    /// Those of [`Locks::acquire`], and [`LockError::Lost`] when a renewal found the lease
-    /// gone (the result of `work` is then withheld).
+    /// Those of [`Locks::acquire`], and [`LockError::Lost`] when a renewal or the release
+    /// found the lease gone (the result of `work` is then withheld).
     pub async fn with_lock<T, F, Fut>(
         &self,
         name: &str,
@@ -280,14 +288,68 @@ impl Locks {
         F: FnOnce(Lease) -> Fut,
         Fut: Future<Output = T>,
     {
+        let max_hold = self.inner.config.max_hold;
+        self.with_lock_watched(name, ttl, wait, max_hold, |lease, _| work(lease))
+            .await
+    }
+
+    /// [`Locks::with_lock`] with a bound and a signal: renewal stops after `max_hold`, and
+    /// `work` gets a [`LeaseLost`] that fires when a renewal finds the lease gone or
+    /// `max_hold` is reached. The lease stays valid for up to one `ttl` after its last
+    /// renewal, which is the time the work has to stop.
+    ///
+    /// # Examples
+    /// ```
+    /// # use std::time::Duration;
+    /// # use blinkchamber::lock::Locks;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let locks = Locks::memory(&Default::default());
+    /// let done = locks
+    ///     .with_lock_watched("report", Duration::from_secs(30), Duration::ZERO,
+    ///         Duration::from_secs(600), |lease, lost| async move {
+    ///         tokio::select! {
+    ///             () = lost.wait() => None,              // stop: someone else may hold it
+    ///             n = async { lease.fencing_token } => Some(n),
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert!(done.is_some());
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Locks::with_lock`].
+    pub async fn with_lock_watched<T, F, Fut>(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+        max_hold: Duration,
+        work: F,
+    ) -> Result<T, LockError>
+    where
+        F: FnOnce(Lease, LeaseLost) -> Fut,
+        Fut: Future<Output = T>,
+    {
         let lease = self.acquire(name, ttl, wait).await?;
         let lost = Arc::new(AtomicBool::new(false));
+        let (signal, watched) = watch::channel(false);
         let mut held = Held {
-            renewer: tokio::spawn(renew(self.clone(), lease.clone(), ttl, lost.clone())),
+            renewer: tokio::spawn(renew(
+                self.clone(),
+                lease.clone(),
+                ttl,
+                max_hold,
+                lost.clone(),
+                signal,
+            )),
             locks: self.clone(),
             lease: Some(lease.clone()),
         };
-        let outcome = AssertUnwindSafe(work(lease.clone())).catch_unwind().await;
+        let outcome = AssertUnwindSafe(work(lease.clone(), LeaseLost(watched)))
+            .catch_unwind()
+            .await;
         held.renewer.abort();
         held.lease = None;
         let released = self.release(&lease.name, &lease.token).await;
@@ -340,10 +402,45 @@ impl Drop for Held {
     }
 }
 
-/// Keeps `lease` alive until aborted or until it is found lost.
-async fn renew(locks: Locks, lease: Lease, ttl: Duration, lost: Arc<AtomicBool>) {
+/// Fires when the lease of [`Locks::with_lock_watched`] is lost or its maximum hold time
+/// is reached. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct LeaseLost(watch::Receiver<bool>);
+
+impl LeaseLost {
+    /// Resolves once the work should stop (immediately if it already should).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        // An error means the renewer is gone: the work is over, nothing to wait for.
+        let _ = rx.wait_for(|lost| *lost).await;
+    }
+
+    /// Whether the work should stop now.
+    pub fn is_lost(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Keeps `lease` alive until aborted, until it is found lost, or for `max_hold`; `signal`
+/// tells the work when either ends it.
+async fn renew(
+    locks: Locks,
+    lease: Lease,
+    ttl: Duration,
+    max_hold: Duration,
+    lost: Arc<AtomicBool>,
+    signal: watch::Sender<bool>,
+) {
     let every = (ttl / 3).max(Duration::from_millis(1));
+    let until = Instant::now() + max_hold;
     loop {
+        if Instant::now() + every > until {
+            tokio::time::sleep_until(until).await;
+            metrics::counter!("blinkchamber_lock_max_hold_reached_total").increment(1);
+            tracing::warn!(lock = %lease.name, "locks.maxHold reached; no longer renewing");
+            signal.send_replace(true);
+            return;
+        }
         tokio::time::sleep(every).await;
         match locks.extend(&lease.name, &lease.token, ttl).await {
             Ok(_) => metrics::counter!("blinkchamber_lock_renewals_total").increment(1),
@@ -351,6 +448,7 @@ async fn renew(locks: Locks, lease: Lease, ttl: Duration, lost: Arc<AtomicBool>)
                 metrics::counter!("blinkchamber_lock_expired_while_held_total").increment(1);
                 tracing::warn!(lock = %lease.name, "lease lost while held");
                 lost.store(true, Ordering::Relaxed);
+                signal.send_replace(true);
                 return;
             }
             // Redis unreachable: keep trying; the lease may still be valid.
