@@ -47,6 +47,8 @@ struct StubState {
     key_fetches: AtomicUsize,
     /// The published JWKS.
     jwks: Mutex<Vec<Value>>,
+    /// The JWKS endpoint answers 503 while this is set.
+    jwks_down: std::sync::atomic::AtomicBool,
     /// Introspection answers wait while this is `false`.
     gate: watch::Sender<bool>,
 }
@@ -71,6 +73,7 @@ impl Stub {
             refused: AtomicUsize::new(0),
             key_fetches: AtomicUsize::new(0),
             jwks: Mutex::new(vec![keys().rsa1.jwk("rsa-1"), keys().ec1.jwk("ec-1")]),
+            jwks_down: std::sync::atomic::AtomicBool::new(false),
             gate: watch::channel(true).0,
         });
         let app = Router::new()
@@ -141,9 +144,12 @@ async fn stub_introspect(
     }
 }
 
-async fn stub_keys(State(state): State<Arc<StubState>>) -> Json<Value> {
+async fn stub_keys(State(state): State<Arc<StubState>>) -> Response {
     state.key_fetches.fetch_add(1, Ordering::SeqCst);
-    Json(json!({"keys": state.jwks.lock().unwrap().clone()}))
+    if state.jwks_down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    Json(json!({"keys": state.jwks.lock().unwrap().clone()})).into_response()
 }
 
 /// `application/x-www-form-urlencoded` decoding of one value.
@@ -744,6 +750,44 @@ fn bad_tokens(issuer: &str) -> Vec<(&'static str, String)> {
         ("malformed", "not-a-jwt".to_owned()),
         ("unknown-key", k.rsa3.sign("nobody", &claims(issuer))),
     ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_keys_verify_for_jwks_max_stale_with_backed_off_refetches_then_fail_closed() {
+    let stub = Stub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tokens_config(&stub, dir.path());
+    cfg.jwt.jwks_max_age = Duration::from_millis(300);
+    cfg.jwt.jwks_max_stale = Duration::from_secs(3);
+    cfg.jwt.jwks_refresh_min = Duration::from_millis(100);
+    let verifier = JwtVerifier::from_config(&cfg).unwrap();
+    let token = keys().rsa1.sign("rsa-1", &claims(&stub.url));
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(stub.state.key_fetches.load(Ordering::SeqCst), 1);
+    // The issuer goes down; once the keys are stale, verifications keep working from them
+    // and refetches back off instead of one per verification.
+    stub.state.jwks_down.store(true, Ordering::SeqCst);
+    wait_for_async("the keys to be stale and a refetch to fail", || async {
+        verifier.verify(&token).await.unwrap();
+        (stub.state.key_fetches.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
+    let before = stub.state.key_fetches.load(Ordering::SeqCst);
+    let concurrent =
+        futures_util::future::join_all((0..200).map(|_| verifier.verify(&token))).await;
+    assert!(
+        concurrent.iter().all(Result::is_ok),
+        "stale keys still verify"
+    );
+    let fetched = stub.state.key_fetches.load(Ordering::SeqCst) - before;
+    assert!(fetched <= 2, "200 verifications caused {fetched} refetches");
+    // Past jwksMaxAge + jwksMaxStale, verification fails closed, naming why.
+    let err = wait_for_async("stale keys to stop verifying", || async {
+        verifier.verify(&token).await.err()
+    })
+    .await;
+    assert_eq!(err.reason, Reason::KeysUnavailable, "{err}");
+    assert!(err.to_string().contains("jwksMaxStale"), "{err}");
 }
 
 #[tokio::test]

@@ -479,6 +479,7 @@ fn validate_tokens(cfg: &super::TokensConfig) -> Result<(), ConfigError> {
         ("tokens.introspection.timeout", introspection.timeout),
         ("tokens.introspection.maxTtl", introspection.max_ttl),
         ("tokens.jwt.jwksMaxAge", jwt.jwks_max_age),
+        ("tokens.jwt.jwksMaxStale", jwt.jwks_max_stale),
         ("tokens.jwt.timeout", jwt.timeout),
     ] {
         if value.is_zero() {

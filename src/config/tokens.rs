@@ -121,6 +121,11 @@ pub struct JwtConfig {
     /// verifying).
     #[serde(with = "duration")]
     pub jwks_max_age: Duration,
+    /// How long keys older than `jwksMaxAge` keep verifying while the issuer cannot be
+    /// reached; past it verification fails closed (`keys-unavailable`). Refetches while
+    /// stale back off from `jwksRefreshMin`, doubling, one at a time.
+    #[serde(with = "duration")]
+    pub jwks_max_stale: Duration,
     /// Deadline of one JWKS fetch.
     #[serde(with = "duration")]
     pub timeout: Duration,
@@ -136,6 +141,7 @@ impl Default for JwtConfig {
             clock_skew: Duration::from_secs(60),
             jwks_refresh_min: Duration::from_secs(30),
             jwks_max_age: Duration::from_secs(3600),
+            jwks_max_stale: Duration::from_secs(3600),
             timeout: Duration::from_secs(5),
             algorithms: vec!["RS256".into(), "ES256".into()],
         }

@@ -53,6 +53,7 @@ struct Inner {
     http: reqwest::Client,
     refresh_min: Duration,
     max_age: Duration,
+    max_stale: Duration,
     keys: RwLock<Snapshot>,
     /// Held while fetching; the time of the last refresh caused by an unknown `kid`.
     fetch: tokio::sync::Mutex<FetchState>,
@@ -68,6 +69,8 @@ struct Snapshot {
 struct FetchState {
     last_unknown_refresh: Option<Instant>,
     last_attempt: Option<Instant>,
+    /// Failed fetches in a row (backoff while the held keys are stale).
+    failures: u32,
 }
 
 impl Jwks {
@@ -87,6 +90,7 @@ impl Jwks {
                 http,
                 refresh_min: cfg.jwt.jwks_refresh_min,
                 max_age: cfg.jwt.jwks_max_age,
+                max_stale: cfg.jwt.jwks_max_stale,
                 keys: RwLock::default(),
                 fetch: tokio::sync::Mutex::default(),
             }),
@@ -121,7 +125,14 @@ impl Jwks {
         let allowed = if snapshot.keys.is_empty() {
             since(fetch.last_attempt) >= EMPTY_RETRY
         } else if !fresh {
-            true
+            // Stale keys: refetch, but after failures back off (refresh_min, doubling,
+            // at most max_age), so a down issuer is not asked once per verification.
+            let backoff = self
+                .inner
+                .refresh_min
+                .saturating_mul(1 << fetch.failures.min(16))
+                .min(self.inner.max_age);
+            fetch.failures == 0 || since(fetch.last_attempt) >= backoff
         } else {
             // Fresh keys and an unknown kid: a rotation, or a forgery.
             since(fetch.last_unknown_refresh) >= self.inner.refresh_min
@@ -133,6 +144,7 @@ impl Jwks {
             fetch.last_attempt = Some(now);
             match self.fetch().await {
                 Ok(keys) => {
+                    fetch.failures = 0;
                     let mut held = self.inner.keys.write().unwrap_or_else(|e| e.into_inner());
                     *held = Snapshot {
                         keys: Arc::new(keys),
@@ -140,14 +152,26 @@ impl Jwks {
                     };
                 }
                 Err(message) if snapshot.keys.is_empty() => {
+                    fetch.failures = fetch.failures.saturating_add(1);
                     return Err(KeyError::Unavailable(message));
                 }
-                // Keep verifying with the keys held; the next attempt is rate-limited.
-                Err(_) => {}
+                // Keep verifying with the keys held, within jwksMaxStale; the next
+                // attempt is rate-limited.
+                Err(_) => fetch.failures = fetch.failures.saturating_add(1),
             }
         }
         drop(fetch);
         let snapshot = self.snapshot();
+        if snapshot
+            .fetched_at
+            .is_some_and(|t| t.elapsed() >= self.inner.max_age.saturating_add(self.inner.max_stale))
+        {
+            return Err(KeyError::Unavailable(
+                "the keys held are older than tokens.jwt.jwksMaxAge + jwksMaxStale and the \
+                 issuer's JWKS cannot be fetched"
+                    .into(),
+            ));
+        }
         find(&snapshot, kid, alg)?.ok_or_else(|| KeyError::Unknown(kid.unwrap_or("").to_owned()))
     }
 
