@@ -682,8 +682,24 @@ fn http_rules() -> RateLimitConfig {
         // A day-long window: no window boundary falls between a test's requests.
         rule("api", Algorithm::FixedWindow, 2, DAY),
         rule("wide", Algorithm::Gcra, 100, Duration::from_secs(60)),
+        RuleConfig {
+            burst: NonZeroU64::new(5),
+            ..rule("bursty", Algorithm::Gcra, 10, Duration::from_secs(60))
+        },
         composite,
     ])
+}
+
+#[tokio::test]
+async fn http_gcra_policy_counts_in_the_units_of_remaining() {
+    let server = Server::start(http_rules()).await;
+    let response = server.check(json!({"rule": "bursty", "key": "k"})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = sf_item(header(&response, "ratelimit-policy"));
+    // q is the burst (what remaining counts down from), w the time it takes to refill.
+    assert_eq!(policy.1, [("q".to_owned(), 5), ("w".to_owned(), 30)]);
+    let state = sf_item(header(&response, "ratelimit"));
+    assert_eq!(state.1[0], ("r".to_owned(), 4));
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //!
 //! Answers carry the IETF `RateLimit-Policy` and `RateLimit` fields
 //! (draft-ietf-httpapi-ratelimit-headers, structured-field lists with one item per rule):
-//! `RateLimit-Policy: "<rule>";q=<limit>;w=<period in s>` and
+//! `RateLimit-Policy: "<rule>";q=<quota>;w=<window in s>` (windows: the limit and the
+//! period; GCRA: the burst and the time a full burst takes to come back, the units
+//! `remaining` counts in) and
 //! `RateLimit: "<rule>";r=<remaining>;t=<s until reset, rounded up>`, plus
 //! `Retry-After: <s, rounded up>` on `429`. The most restrictive descriptor comes first.
 
@@ -339,6 +341,31 @@ fn sf_string(rule: &str) -> String {
     out
 }
 
+/// The `q` and `w` of a rule's `RateLimit-Policy` item, in the units its `remaining`
+/// counts: for GCRA the quota is the burst and the window the time a full burst takes to
+/// come back (`burst × period / limit`); for windows, the limit (as enforced now: an
+/// instance failing open enforces its share) and the period.
+fn policy_of(rule: Option<&crate::config::RuleConfig>, limit: u64) -> (u64, u64) {
+    let Some(rule) = rule else {
+        return (limit, 1);
+    };
+    match rule.algorithm {
+        crate::config::Algorithm::Gcra => {
+            let full = rule.limit.get();
+            let burst = rule.burst.map_or(full, |b| b.get());
+            // The burst of what is enforced now, scaled like the limit.
+            let burst = if limit < full {
+                (burst * limit / full).max(1)
+            } else {
+                burst
+            };
+            let refill = rule.period.as_secs_f64() * burst as f64 / full as f64;
+            (burst, (refill.ceil() as u64).max(1))
+        }
+        _ => (limit, ceil_secs(rule.period).max(1)),
+    }
+}
+
 /// Sets `RateLimit-Policy`, `RateLimit` and, when limited, `Retry-After`; `top` first.
 fn add_headers(
     headers: &mut HeaderMap,
@@ -353,8 +380,8 @@ fn add_headers(
     for i in order {
         let (rule, d) = (rules[i], &decisions[i]);
         let name = sf_string(rule);
-        let window = limiter.rule(rule).map_or(0, |r| ceil_secs(r.period).max(1));
-        let policy = format!("{name};q={};w={window}", d.limit);
+        let (quota, window) = policy_of(limiter.rule(rule), d.limit);
+        let policy = format!("{name};q={quota};w={window}");
         if !policies.contains(&policy) {
             policies.push(policy);
         }
