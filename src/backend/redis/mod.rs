@@ -134,8 +134,9 @@ impl RedisBackend {
                 return Err(error);
             }
             let backoff = backoff(&inner.cfg, attempt);
-            if moved {
+            if moved && inner.cfg.mode == crate::config::RedisMode::Sentinel {
                 // Do not retry against the same demoted node: wait for the new master.
+                // (A standalone address never moves: waiting would only add dialTimeout.)
                 inner
                     .topology
                     .wait_past(master.epoch, backoff.max(inner.cfg.dial_timeout))

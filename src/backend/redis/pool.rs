@@ -48,6 +48,9 @@ struct Live {
     epoch: u64,
     opened: Instant,
     used: Instant,
+    /// `maxConnAge` less up to a tenth, drawn per connection, so connections opened
+    /// together (at start-up, after a failover) are not all replaced at the same moment.
+    max_age: std::time::Duration,
 }
 
 /// A connection lent for one command, with what is needed to retire it on failure.
@@ -157,6 +160,7 @@ impl Pool {
             epoch: master.epoch,
             opened: now,
             used: now,
+            max_age: cfg.max_conn_age.mul_f64(1.0 - rand::random_range(0.0..0.1)),
         });
         Ok((conn, id))
     }
@@ -187,7 +191,7 @@ impl Slot {
         let live = guard.as_mut()?;
         let now = Instant::now();
         let stale = live.epoch != epoch
-            || expired(now, live.opened, cfg.max_conn_age)
+            || expired(now, live.opened, live.max_age)
             || expired(now, live.used, cfg.idle_timeout);
         if stale {
             *guard = None;
