@@ -209,6 +209,21 @@ async fn failing_or_panicking_loaders_cache_nothing(f: &Fixture) {
         Err(CacheError::Load(m)) => assert!(m.contains("loader bug"), "{m}"),
         other => panic!("expected a load error, got {other:?}"),
     }
+    // A closure that panics before it even returns its future.
+    let early = f
+        .cache
+        .get_or_load::<Value, String, _, _>("resource", "flaky", None, || {
+            panic!("loader bug before the future");
+            #[allow(unreachable_code)]
+            async {
+                Ok(Value::Null)
+            }
+        })
+        .await;
+    match early {
+        Err(CacheError::Load(m)) => assert!(m.contains("before the future"), "{m}"),
+        other => panic!("expected a load error, got {other:?}"),
+    }
     assert_eq!(
         f.cache.get::<Value>("resource", "flaky").await.unwrap(),
         None

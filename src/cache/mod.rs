@@ -561,9 +561,19 @@ impl Inner {
                 .remove(&task_key);
             loaded.map_err(Arc::new)
         });
+        let cleanup = (Arc::clone(this), l1_key.clone());
         let shared = async move {
-            task.await
-                .unwrap_or_else(|e| Err(Arc::new(load_error(format!("the load task failed: {e}")))))
+            task.await.unwrap_or_else(|e| {
+                // The task died before it could forget its load: do it here, so the next
+                // caller loads again.
+                let (inner, key) = cleanup;
+                inner
+                    .loads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                Err(Arc::new(load_error(format!("the load task failed: {e}"))))
+            })
         }
         .boxed()
         .shared();
@@ -661,7 +671,12 @@ impl Inner {
     {
         let started = Instant::now();
         metrics::counter!("blinkchamber_cache_loads_total").increment(1);
-        let load = AssertUnwindSafe(loader()).catch_unwind();
+        // A closure that panics before it returns its future is caught too: otherwise the
+        // load task dies and the key answers "the load task failed" until a restart.
+        let load = match std::panic::catch_unwind(AssertUnwindSafe(loader)) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind(),
+            Err(panic) => return Err(load_error(panic_message(&panic))),
+        };
         let hard = self.cfg.loader_timeout;
         let loaded = if hard.is_zero() {
             Some(load.await)
