@@ -191,6 +191,7 @@ impl Config {
         validate_events(&self.events)?;
         validate_sessions(&self.sessions)?;
         validate_tokens(&self.tokens)?;
+        super::key_spaces::check(self).map_err(|(key, message)| invalid(&key, message))?;
         if self.backend == BackendKind::Redis {
             for (key, redis) in self.redis_blocks() {
                 validate_redis(key, &redis)?;

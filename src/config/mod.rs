@@ -7,6 +7,7 @@
 
 mod capabilities;
 pub mod events_bounds;
+mod key_spaces;
 mod limits;
 mod load;
 mod redis;
