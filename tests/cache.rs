@@ -671,6 +671,24 @@ async fn http_put_get_delete_and_invalidate() {
         "{problem}"
     );
 
+    for ttl in ["0s", "400d"] {
+        let bad_ttl = c
+            .put(url("users/u3"))
+            .json(&json!({"value": 1, "ttl": ttl}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad_ttl.status(), reqwest::StatusCode::BAD_REQUEST, "{ttl}");
+        let problem: Value = bad_ttl.json().await.unwrap();
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("ttl: invalid ttl"),
+            "{problem}"
+        );
+    }
+
     let bad_namespace = c.get(url("a*b/k")).send().await.unwrap();
     assert_eq!(bad_namespace.status(), reqwest::StatusCode::BAD_REQUEST);
 

@@ -182,6 +182,8 @@ fn cache_error(e: CacheError) -> ApiError {
         CacheError::InvalidNamespace(_) | CacheError::InvalidKey(_) | CacheError::InvalidTag(_) => {
             ApiError::bad_request(e.to_string())
         }
+        // The body's `ttl` field, out of range.
+        CacheError::InvalidTtl(_) => ApiError::bad_request(format!("ttl: {e}")),
         CacheError::Backend(b) => b.into(),
         other => ApiError::internal(&other),
     }
