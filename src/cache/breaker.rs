@@ -1,9 +1,12 @@
 //! Redis calls of the cache under a deadline and a circuit breaker: after
 //! `failureThreshold` failures in a row, Redis is not asked for `openFor`, so a slow or dead
-//! Redis costs a request nothing instead of its timeout.
+//! Redis costs a request nothing instead of its timeout. Then the circuit is half-open:
+//! one call goes to Redis as a probe while the others are still skipped; its success
+//! closes the circuit, its failure opens it for another `openFor`. So a Redis that is still
+//! down costs one timeout per `openFor`, not one per call in flight.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::CacheError;
@@ -19,7 +22,20 @@ pub(super) struct Breaker {
     /// Microseconds after `since` until which the circuit is open (0: closed); an atomic so
     /// that every read does not take a lock.
     open_until: AtomicU64,
+    /// A half-open probe is in flight.
+    probing: AtomicBool,
     since: Instant,
+}
+
+/// What the breaker lets a call do.
+#[derive(PartialEq)]
+enum Admission {
+    /// Closed: go ahead.
+    Go,
+    /// Half-open, and this call is the probe.
+    Probe,
+    /// Open (or half-open with a probe in flight): skip Redis.
+    Skip,
 }
 
 impl Breaker {
@@ -30,14 +46,33 @@ impl Breaker {
             open_for: cfg.circuit_breaker.open_for,
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
             since: Instant::now(),
         }
     }
 
-    /// Whether Redis is being skipped now.
+    /// Whether Redis is being skipped now (open, or half-open with a probe in flight).
     pub(super) fn is_open(&self) -> bool {
         let until = self.open_until.load(Ordering::Relaxed);
-        until != 0 && self.micros_since(Instant::now()) < until
+        until != 0
+            && (self.micros_since(Instant::now()) < until || self.probing.load(Ordering::Relaxed))
+    }
+
+    fn admit(&self) -> Admission {
+        let until = self.open_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return Admission::Go;
+        }
+        if self.micros_since(Instant::now()) < until {
+            return Admission::Skip;
+        }
+        match self
+            .probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => Admission::Probe,
+            Err(_) => Admission::Skip,
+        }
     }
 
     /// Runs `call` unless the circuit is open, within the deadline.
@@ -45,34 +80,58 @@ impl Breaker {
         &self,
         call: impl Future<Output = Result<T, CacheError>>,
     ) -> Result<T, CacheError> {
-        if self.is_open() {
+        let admission = self.admit();
+        if admission == Admission::Skip {
             return Err(BackendError::Unavailable(
                 "cache: Redis skipped while the circuit breaker is open".into(),
             )
             .into());
         }
-        match tokio::time::timeout(self.timeout, call).await {
+        let probe = admission == Admission::Probe;
+        // A probe dropped mid-call (its caller cancelled) must not leave the circuit
+        // half-open with no probe: count it as failed.
+        let mut guard = ProbeGuard(probe.then_some(self));
+        let outcome = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => {
                 self.failures.store(0, Ordering::Relaxed);
-                Ok(value)
-            }
-            Ok(Err(e)) => {
-                // Only an unreachable Redis counts; an error reply (a bad argument, a key of
-                // another type) says Redis is fine, and must not let a client open the circuit.
-                if matches!(&e, CacheError::Backend(b) if b.is_unreachable()) {
-                    self.failed();
+                if probe {
+                    guard.0 = None;
+                    self.open_until.store(0, Ordering::Relaxed);
+                    self.probing.store(false, Ordering::Release);
+                    tracing::info!("cache: Redis answers again; circuit closed");
                 }
-                Err(e)
+                return Ok(value);
             }
-            Err(_) => {
-                self.failed();
-                Err(BackendError::Unavailable(format!(
-                    "cache: no answer from Redis within cache.l2Timeout ({})",
-                    duration::format(&self.timeout)
-                ))
-                .into())
+            // Only an unreachable Redis counts; an error reply (a bad argument, a key of
+            // another type) says Redis is fine, and must not let a client open the circuit.
+            Ok(Err(e)) if matches!(&e, CacheError::Backend(b) if b.is_unreachable()) => Err(e),
+            Ok(Err(e)) => {
+                if probe {
+                    guard.0 = None;
+                    self.open_until.store(0, Ordering::Relaxed);
+                    self.probing.store(false, Ordering::Release);
+                }
+                return Err(e);
             }
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "cache: no answer from Redis within cache.l2Timeout ({})",
+                duration::format(&self.timeout)
+            ))
+            .into()),
+        };
+        guard.0 = None;
+        if probe {
+            self.reopen();
+        } else {
+            self.failed();
         }
+        outcome
+    }
+
+    fn reopen(&self) {
+        let until = self.micros_since(Instant::now() + self.open_for);
+        self.open_until.store(until.max(1), Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
     }
 
     fn micros_since(&self, at: Instant) -> u64 {
@@ -83,8 +142,7 @@ impl Breaker {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= self.threshold {
             self.failures.store(0, Ordering::Relaxed);
-            let until = self.micros_since(Instant::now() + self.open_for);
-            self.open_until.store(until.max(1), Ordering::Relaxed);
+            self.reopen();
             metrics::counter!("blinkchamber_cache_circuit_opened_total").increment(1);
             tracing::warn!(
                 failures,
@@ -92,5 +150,113 @@ impl Breaker {
                 "cache: Redis keeps failing; skipping it for a while"
             );
         }
+    }
+}
+
+/// Reopens the circuit if a probe is dropped before it finished.
+struct ProbeGuard<'a>(Option<&'a Breaker>);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.0.take() {
+            breaker.reopen();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn breaker() -> Breaker {
+        let mut cfg = CacheConfig::default();
+        cfg.circuit_breaker.failure_threshold = 1;
+        cfg.circuit_breaker.open_for = Duration::from_millis(50);
+        cfg.l2_timeout = Duration::from_secs(30);
+        Breaker::new(&cfg)
+    }
+
+    fn down() -> CacheError {
+        BackendError::Unavailable("down".into()).into()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_open_for_one_probe_goes_through_and_its_success_closes_the_circuit() {
+        let breaker = Arc::new(breaker());
+        let ran = Arc::new(AtomicUsize::new(0));
+        assert!(breaker.call(async { Err::<(), _>(down()) }).await.is_err());
+        assert!(breaker.is_open());
+        // Wait (polling, not guessing) until the probe slot is offered.
+        let release = Arc::new(tokio::sync::Notify::new());
+        let probe = {
+            let (breaker, ran, release) = (breaker.clone(), ran.clone(), release.clone());
+            tokio::spawn(async move {
+                loop {
+                    let r = breaker
+                        .call(async {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            release.notified().await;
+                            Ok::<_, CacheError>(())
+                        })
+                        .await;
+                    if r.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        while ran.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // While the probe is in flight, every other call is skipped without running.
+        for _ in 0..20 {
+            let skipped = breaker
+                .call(async {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, CacheError>(())
+                })
+                .await;
+            assert!(skipped.is_err());
+        }
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            1,
+            "only the probe reached Redis"
+        );
+        release.notify_one();
+        probe.await.unwrap();
+        assert!(!breaker.is_open(), "the probe's success closed the circuit");
+        assert!(
+            breaker
+                .call(async { Ok::<_, CacheError>(()) })
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_opens_the_circuit_again() {
+        let breaker = breaker();
+        assert!(breaker.call(async { Err::<(), _>(down()) }).await.is_err());
+        let probed = loop {
+            let ran = AtomicUsize::new(0);
+            let r = breaker
+                .call(async {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Err::<(), _>(down())
+                })
+                .await;
+            assert!(r.is_err());
+            if ran.load(Ordering::SeqCst) == 1 {
+                break true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!(probed);
+        assert!(breaker.is_open(), "reopened for another openFor");
     }
 }
