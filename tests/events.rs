@@ -24,39 +24,18 @@ struct Fixture {
 }
 
 fn config() -> EventsConfig {
-    let mut cfg = EventsConfig::default();
-    let q = &mut cfg.queues;
-    q.high_priority = "test:events:high".into();
-    q.normal_priority = "test:events:normal".into();
-    q.low_priority = "test:events:low".into();
-    q.dead_letter = "test:events:dead".into();
-    q.state_prefix = "test:events:state:".into();
-    cfg.consumer.retry_delay = Duration::from_millis(1);
-    cfg.consumer.max_retry_delay = Duration::from_millis(5);
-    cfg.performance.flush_interval = Duration::from_millis(50);
+    let mut cfg = support::events::config("test:events");
     cfg.types.push("analytics.page_viewed".into());
     cfg
 }
 
 async fn fixture(store: Store) -> Fixture {
     let cfg = config();
-    match store {
-        Store::Memory => Fixture {
-            queues: Queues::memory(&cfg),
-            cfg,
-            _redis: None,
-        },
-        Store::Redis => {
-            let redis = RedisProc::start();
-            let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
-                .await
-                .unwrap();
-            Fixture {
-                queues: Queues::redis(&cfg, backend),
-                cfg,
-                _redis: Some(redis),
-            }
-        }
+    let (queues, redis) = support::events::queues(store, &cfg).await;
+    Fixture {
+        queues,
+        cfg,
+        _redis: redis,
     }
 }
 

@@ -138,6 +138,18 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Denied without an answer from Redis: `retryAfter` [`FAIL_CLOSED_RETRY_AFTER`].
+    fn fail_closed(limit: u64) -> Self {
+        Self {
+            allowed: false,
+            limit,
+            remaining: 0,
+            retry_after: FAIL_CLOSED_RETRY_AFTER,
+            reset_after: FAIL_CLOSED_RETRY_AFTER,
+            source: DecisionSource::FailClosed,
+        }
+    }
+
     fn from_outcome(o: Outcome, limit: u64, source: DecisionSource) -> Self {
         Self {
             allowed: o.allowed,
@@ -575,14 +587,7 @@ impl RateLimiter {
         match answered {
             Some(Err(())) => {
                 for &i in &pending {
-                    decisions[i] = Some(Decision {
-                        allowed: false,
-                        limit: resolved[i].rule.limits.limit,
-                        remaining: 0,
-                        retry_after: FAIL_CLOSED_RETRY_AFTER,
-                        reset_after: FAIL_CLOSED_RETRY_AFTER,
-                        source: DecisionSource::FailClosed,
-                    });
+                    decisions[i] = Some(Decision::fail_closed(resolved[i].rule.limits.limit));
                 }
             }
             Some(Ok(outcomes)) => {
@@ -625,14 +630,7 @@ impl RateLimiter {
                 }
                 for &i in &pending {
                     if decisions[i].is_none() {
-                        decisions[i] = Some(Decision {
-                            allowed: false,
-                            limit: resolved[i].rule.limits.limit,
-                            remaining: 0,
-                            retry_after: FAIL_CLOSED_RETRY_AFTER,
-                            reset_after: FAIL_CLOSED_RETRY_AFTER,
-                            source: DecisionSource::FailClosed,
-                        });
+                        decisions[i] = Some(Decision::fail_closed(resolved[i].rule.limits.limit));
                     }
                 }
             }
