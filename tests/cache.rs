@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use blinkchamber::cache::{Cache, CacheError, MAGIC, SetOptions};
+use blinkchamber::cache::{Cache, CacheError, SetOptions};
 use blinkchamber::config::{CacheConfig, RedisConfig};
 use blinkchamber::{Backend, RedisBackend};
 use serde_json::{Value, json};
@@ -550,13 +550,18 @@ async fn redis_down_serves_stale_values_and_loads_still_run_then_recovers() {
     assert_eq!(stored_value(&stored), json!(3));
 }
 
-/// The value in a stored `{"expiresAt": <unix ms>, "value": …}`, checking the expiry.
+/// The value in a stored `{"version": …, "expiresAt": <unix ms>, "value": …}`, checking
+/// the version and the expiry.
 fn stored_value(stored: &str) -> Value {
     let stored: Value = serde_json::from_str(stored).expect("stored values are JSON");
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
+    assert!(
+        stored["version"].as_u64().is_some_and(|v| v > 0),
+        "{stored}"
+    );
     let expires_at = stored["expiresAt"].as_u64().expect("an expiry in ms");
     assert!(expires_at > now_ms, "{stored}");
     stored["value"].clone()
@@ -581,7 +586,7 @@ async fn large_values_are_compressed_in_redis_and_small_ones_stay_readable() {
         .query(&mut conn)
         .unwrap();
     assert!(
-        raw_big.starts_with(MAGIC) && raw_big.len() < 1000,
+        raw_big.starts_with(b"\0BC2") && raw_big.len() < 1000,
         "{} bytes",
         raw_big.len()
     );

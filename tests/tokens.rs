@@ -336,6 +336,16 @@ impl Fixture {
             .unwrap();
         Some(ttl)
     }
+
+    /// The stored form of `token`'s cache entry (Redis only).
+    fn stored(&self, token: &str) -> Option<Option<String>> {
+        let redis = self.redis.as_ref()?;
+        let stored: Option<String> = ::redis::cmd("GET")
+            .arg(self.key(token))
+            .query(&mut redis.conn())
+            .unwrap();
+        Some(stored)
+    }
 }
 
 conformance!(fixture;
@@ -493,8 +503,10 @@ async fn revoke_evicts_the_answer(f: &Fixture) {
     assert!(f.introspector.cached(&token).await.is_some());
     f.introspector.evict(&token).await.unwrap();
     assert!(f.introspector.cached(&token).await.is_none());
-    if let Some(ttl) = f.pttl(&token) {
-        assert_eq!(ttl, -2, "the Redis key is gone");
+    if let Some(stored) = f.stored(&token) {
+        // A tombstone, so a lookup in flight elsewhere cannot store its answer back.
+        let stored = stored.expect("a tombstone");
+        assert!(stored.ends_with(r#","removed":true}"#), "{stored}");
     }
     assert!(!f.introspector.introspect(&token).await.unwrap().cached);
     assert_eq!(f.stub.calls(), 2);
@@ -610,6 +622,12 @@ async fn the_raw_token_is_never_stored(f: &Fixture) {
         let values: Vec<Vec<u8>> = match kind.as_str() {
             "string" => vec![::redis::cmd("GET").arg(key).query(&mut conn).unwrap()],
             "set" => ::redis::cmd("SMEMBERS").arg(key).query(&mut conn).unwrap(),
+            "zset" => ::redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn)
+                .unwrap(),
             other => panic!("unexpected key type {other} at {key}"),
         };
         for value in values {
@@ -1024,4 +1042,49 @@ fn token_config_errors_name_the_key_and_the_secret_is_redacted() {
     );
     assert!(printed.contains("clientSecret"), "{printed}");
     assert!(!printed.contains("very-secret-value"), "{printed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_or_logout_on_another_instance_keeps_an_answer_in_flight_out_of_the_cache() {
+    let f = fixture(Store::Redis).await;
+    let redis = f.redis.as_ref().unwrap();
+    let cfg = tokens_config(&f.stub, f._dir.path());
+    let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    let other = Introspector::redis(&cfg, backend).unwrap();
+    other.ready().await;
+    for (i, how) in ["revoke", "logout"].into_iter().enumerate() {
+        let token = secret_token(&format!("in-flight-{how}"));
+        f.stub.answer(
+            &token,
+            json!({"active": true, "sub": "u-9", "exp": now() + 3600}),
+        );
+        // The issuer holds its answer while the other instance revokes the token or logs
+        // the user out.
+        f.stub.state.gate.send_replace(false);
+        let lookup = tokio::spawn({
+            let introspector = f.introspector.clone();
+            let token = token.clone();
+            async move { introspector.introspect(&token).await }
+        });
+        wait_for_async("the lookup to reach the issuer", || async {
+            (f.stub.calls() > i).then_some(())
+        })
+        .await;
+        match how {
+            "revoke" => other.evict(&token).await.unwrap(),
+            _ => {
+                other.evict_subject("u-9").await.unwrap();
+            }
+        }
+        f.stub.state.gate.send_replace(true);
+        // The caller gets the answer it asked for ...
+        assert!(lookup.await.unwrap().unwrap().active());
+        // ... but no instance caches it, and Redis does not hold it.
+        assert!(f.introspector.cached(&token).await.is_none(), "{how}");
+        assert!(other.cached(&token).await.is_none(), "{how}");
+        let stored = f.stored(&token).unwrap().unwrap_or_default();
+        assert!(!stored.contains("active"), "{how}: {stored}");
+    }
 }

@@ -17,7 +17,7 @@ pub const MAX_DECOMPRESSED: usize = 64 << 20;
 /// Why stored bytes could not be read back.
 #[derive(Debug, thiserror::Error)]
 #[error("stored value is not a valid cache frame: {0}")]
-pub struct FrameError(String);
+pub struct FrameError(pub(crate) String);
 
 /// JSON bytes as stored: compressed when enabled, above the threshold and smaller for it.
 pub fn encode(json: &[u8], cfg: &CompressionConfig) -> Vec<u8> {
@@ -41,13 +41,22 @@ pub fn decode(stored: Vec<u8>) -> Result<Vec<u8>, FrameError> {
     let Some(body) = stored.strip_prefix(MAGIC.as_slice()) else {
         return Ok(stored);
     };
+    decompress(body, MAX_DECOMPRESSED)
+}
+
+/// An LZ4 block with its uncompressed size prepended, refused when it declares more than
+/// `max` bytes.
+///
+/// # Errors
+/// A block that does not decompress, or declares more than `max` bytes.
+pub fn decompress(body: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
     let declared = body
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .ok_or_else(|| FrameError("truncated header".into()))?;
-    if declared > MAX_DECOMPRESSED {
+    if declared > max {
         return Err(FrameError(format!(
-            "declares {declared} bytes, more than {MAX_DECOMPRESSED}"
+            "declares {declared} bytes, more than {max}"
         )));
     }
     lz4_flex::decompress_size_prepended(body).map_err(|e| FrameError(e.to_string()))

@@ -12,14 +12,14 @@
 //! database can be shared.
 
 mod breaker;
+mod coherence;
 pub(crate) mod frame;
 mod redis;
+mod stored;
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -31,6 +31,8 @@ pub use frame::{FrameError, MAGIC};
 
 use crate::backend::{Backend, BackendError, RedisBackend};
 use crate::config::CacheConfig;
+use coherence::{Coherence, Entry, L1, Ticket};
+use stored::{Found, Read};
 
 /// Longest namespace, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 128;
@@ -65,6 +67,14 @@ pub enum CacheError {
     /// A stored value is not a valid frame.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// A value larger than `cache.maxValueBytes`.
+    #[error("value of {bytes} bytes, more than cache.maxValueBytes ({max})")]
+    ValueTooLarge {
+        /// Size of the value's JSON.
+        bytes: usize,
+        /// `cache.maxValueBytes`.
+        max: usize,
+    },
     /// The loader failed or panicked; nothing was cached.
     #[error("loader failed: {0}")]
     Load(String),
@@ -84,21 +94,22 @@ pub struct SetOptions<'a> {
     pub tags: &'a [&'a str],
 }
 
-/// One L1 entry: the value's JSON, until when it is fresh, and how long it may stay in
-/// memory at all (fresh time plus `failSafeMaxDuration`, to be served if Redis or the
-/// loader fails).
-#[derive(Clone)]
-struct Entry {
-    json: Arc<[u8]>,
-    fresh_until: Instant,
-    /// End of the fail-safe window: the entry leaves memory then, however often it is put
-    /// back.
-    stale_until: Instant,
+/// The start of a computation whose result is stored only if nothing changed meanwhile;
+/// see [`Cache::mark`].
+pub struct WriteMark {
+    l1_key: String,
+    watch: coherence::Watch,
+    /// Redis: the last version handed out when the mark was taken.
+    since: Option<u64>,
+    taken: Instant,
 }
 
-impl Entry {
-    fn is_fresh(&self) -> bool {
-        Instant::now() < self.fresh_until
+impl std::fmt::Debug for WriteMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteMark")
+            .field("key", &self.l1_key)
+            .field("since", &self.since)
+            .finish_non_exhaustive()
     }
 }
 
@@ -120,8 +131,6 @@ impl moka::Expiry<String, Entry> for EntryExpiry {
     }
 }
 
-type L1 = moka::future::Cache<String, Entry>;
-
 /// The two-level cache. Cheap to clone.
 #[derive(Clone)]
 pub struct Cache {
@@ -130,20 +139,32 @@ pub struct Cache {
 
 struct Inner {
     cfg: CacheConfig,
-    l1: L1,
+    /// L1 and the rule that orders what goes into it.
+    coherence: Arc<Coherence>,
     l2: Option<redis::RedisLevel>,
     /// Hits and misses of L1 and L2, registered once.
     counts: [[metrics::Counter; 2]; 2],
-    /// Evictions applied from the backplane so far (see [`Inner::read_l2`]).
-    evictions: Arc<AtomicU64>,
-    /// Memory backend: `namespace:tag` → keys (Redis keeps this in sets).
-    tags: std::sync::Mutex<HashMap<String, HashSet<String>>>,
     /// Loads running on this instance, by L1 key; callers of the same key share one.
-    loads: std::sync::Mutex<HashMap<String, SharedLoad>>,
+    loads: std::sync::Mutex<std::collections::HashMap<String, SharedLoad>>,
 }
 
 /// A load's outcome, shared by every caller waiting for it.
 type SharedLoad = Shared<BoxFuture<'static, Result<Entry, Arc<CacheError>>>>;
+
+/// How long removals are remembered in Redis (tombstones and markers): longer than a load
+/// can run, so a load that read before a removal cannot store its value after it.
+fn tombstone_ttl(cfg: &CacheConfig) -> Duration {
+    let load = if cfg.loader_timeout.is_zero() {
+        Duration::from_secs(60)
+    } else {
+        cfg.loader_timeout + Duration::from_secs(10)
+    };
+    if cfg.distributed_load.enabled {
+        load + cfg.distributed_load.wait
+    } else {
+        load
+    }
+}
 
 impl Cache {
     /// The cache on the backend the config names (`cache.redis` for Redis).
@@ -156,24 +177,37 @@ impl Cache {
 
     /// L1 only (single instance).
     pub fn memory(cfg: &CacheConfig) -> Self {
-        Self::build(cfg, |_, _| None)
+        Self::build(cfg, Duration::from_secs(1), |_| None)
     }
 
     /// L1 in front of Redis, with the backplane when `cache.backplane` is on. Must be called
     /// inside a Tokio runtime.
     pub fn redis(cfg: &CacheConfig, backend: RedisBackend) -> Self {
-        Self::build(cfg, |l1, evictions| {
-            Some(redis::RedisLevel::new(cfg, backend, l1, evictions))
+        let window = cfg.l2_timeout + Duration::from_secs(1);
+        Self::build(cfg, window, |coherence| {
+            Some(redis::RedisLevel::new(
+                cfg,
+                backend,
+                coherence,
+                tombstone_ttl(cfg),
+            ))
         })
     }
 
     fn build(
         cfg: &CacheConfig,
-        l2: impl FnOnce(L1, Arc<AtomicU64>) -> Option<redis::RedisLevel>,
+        window: Duration,
+        l2: impl FnOnce(Arc<Coherence>) -> Option<redis::RedisLevel>,
     ) -> Self {
         let evictions = metrics::counter!("blinkchamber_cache_evictions_total", "level" => "l1");
+        // Weighed in bytes; an entry weighs at least maxBytes / maxEntries, so both bound L1.
+        let least = cfg.l1.max_bytes / cfg.l1.max_entries.max(1);
         let l1: L1 = moka::future::Cache::builder()
-            .max_capacity(cfg.l1.max_entries)
+            .max_capacity(cfg.l1.max_bytes)
+            .weigher(move |key: &String, entry: &Entry| {
+                let bytes = entry.bytes(key) as u64;
+                u32::try_from(bytes.max(least)).unwrap_or(u32::MAX)
+            })
             .expire_after(EntryExpiry)
             .support_invalidation_closures()
             .eviction_listener(move |_, _, cause| {
@@ -190,18 +224,16 @@ impl Cache {
                 metrics::counter!("blinkchamber_cache_misses_total", "level" => level)
             }
         };
-        let evictions = Arc::new(AtomicU64::new(0));
+        let coherence = Arc::new(Coherence::new(l1, window));
         Self {
             inner: Arc::new(Inner {
                 cfg: cfg.clone(),
-                l2: l2(l1.clone(), evictions.clone()),
-                evictions,
-                l1,
+                l2: l2(coherence.clone()),
+                coherence,
                 counts: [
                     [counter("l1", false), counter("l1", true)],
                     [counter("l2", false), counter("l2", true)],
                 ],
-                tags: std::sync::Mutex::default(),
                 loads: std::sync::Mutex::default(),
             }),
         }
@@ -245,7 +277,7 @@ impl Cache {
         key: &str,
     ) -> Result<Option<Arc<[u8]>>, CacheError> {
         let l1_key = l1_key(namespace, key)?;
-        let cached = self.inner.l1.get(&l1_key).await;
+        let cached = self.inner.l1().get(&l1_key).await;
         if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh()) {
             self.inner.record(Level::L1, true);
             return Ok(Some(entry.json.clone()));
@@ -254,26 +286,38 @@ impl Cache {
         let Some(l2) = &self.inner.l2 else {
             return Ok(None);
         };
-        let (found, seen, stable) = match self.inner.read_l2(l2, namespace, key).await {
+        let ticket = self.inner.coherence.ticket();
+        let read = match l2.get(namespace, key).await {
             Ok(read) => read,
             // Redis is failing: the last good value, if it is within the fail-safe window.
             Err(e) => return self.inner.stale_or(cached, e).map(Some),
         };
-        self.inner.record(Level::L2, found.is_some());
-        match found {
-            Some((json, left)) => {
-                if stable && self.inner.cfg.l1.max_entries > 0 {
-                    let entry = self.inner.entry(json.clone(), left);
-                    self.inner
-                        .keep_if_unchanged(l1_key.clone(), entry, seen)
-                        .await;
-                    self.inner.recheck(&l1_key, seen).await;
-                }
+        match read {
+            Some(Read {
+                version,
+                found: Found::Value(json, left),
+            }) => {
+                self.inner.record(Level::L2, true);
+                let entry = self.inner.entry(json.clone(), left, version);
+                self.inner.keep(l1_key, entry, ticket).await;
                 Ok(Some(json))
             }
+            Some(Read {
+                version,
+                found: Found::Removed,
+            }) => {
+                self.inner.record(Level::L2, false);
+                self.inner.coherence.evict(&l1_key, version, true).await;
+                Ok(None)
+            }
             None => {
-                if cached.is_some() {
-                    self.inner.l1.invalidate(&l1_key).await;
+                self.inner.record(Level::L2, false);
+                if let Some(stale) = cached {
+                    // Gone from Redis (expired): the copy is not even a fail-safe any more.
+                    self.inner
+                        .coherence
+                        .evict(&l1_key, stale.version, true)
+                        .await;
                 }
                 Ok(None)
             }
@@ -283,7 +327,8 @@ impl Cache {
     /// Stores `value` under `key`.
     ///
     /// # Errors
-    /// Invalid namespace or key, a value that does not serialize, Redis errors.
+    /// Invalid namespace or key, a value that does not serialize or is larger than
+    /// `cache.maxValueBytes`, Redis errors.
     pub async fn set<T: Serialize + ?Sized>(
         &self,
         namespace: &str,
@@ -298,7 +343,8 @@ impl Cache {
     /// Stores JSON bytes under `key` (the caller vouches they are JSON).
     ///
     /// # Errors
-    /// Invalid namespace or key, Redis errors.
+    /// Invalid namespace, key, tag or TTL, a value larger than `cache.maxValueBytes`, Redis
+    /// errors.
     pub async fn set_json(
         &self,
         namespace: &str,
@@ -306,6 +352,71 @@ impl Cache {
         json: Vec<u8>,
         options: SetOptions<'_>,
     ) -> Result<(), CacheError> {
+        self.write(namespace, key, json, options, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Marks the start of a computation whose result may be stored with
+    /// [`Cache::set_json_if_unchanged`]: that store is refused if `key` is written or
+    /// removed, its namespace cleared or one of its tags removed after this mark, here or
+    /// on any instance.
+    ///
+    /// # Errors
+    /// Invalid namespace or key, Redis errors.
+    pub async fn mark(&self, namespace: &str, key: &str) -> Result<WriteMark, CacheError> {
+        let l1_key = l1_key(namespace, key)?;
+        let watch = self.inner.coherence.watch(&l1_key);
+        let since = match &self.inner.l2 {
+            Some(l2) => match l2.get_for_load(namespace, key).await {
+                Ok((_, since)) => Some(since),
+                Err(e) => {
+                    self.inner.coherence.unwatch(&watch);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        Ok(WriteMark {
+            l1_key,
+            watch,
+            since,
+            taken: Instant::now(),
+        })
+    }
+
+    /// Stores JSON bytes under `key` unless the key, its namespace or one of the tags changed
+    /// since `mark` (see [`Cache::mark`]). Returns whether it was stored.
+    ///
+    /// # Errors
+    /// As [`Cache::set_json`].
+    pub async fn set_json_if_unchanged(
+        &self,
+        namespace: &str,
+        key: &str,
+        json: Vec<u8>,
+        options: SetOptions<'_>,
+        mark: WriteMark,
+    ) -> Result<bool, CacheError> {
+        let evicted = self.inner.coherence.unwatch(&mark.watch);
+        if evicted || mark.l1_key != l1_key(namespace, key)? {
+            return Ok(false);
+        }
+        // Past the tombstones' lifetime a removal may no longer be visible in Redis.
+        if mark.taken.elapsed() + self.inner.cfg.l2_timeout >= self.inner.tombstone_ttl() {
+            return Ok(false);
+        }
+        self.write(namespace, key, json, options, Some(mark)).await
+    }
+
+    async fn write(
+        &self,
+        namespace: &str,
+        key: &str,
+        json: Vec<u8>,
+        options: SetOptions<'_>,
+        mark: Option<WriteMark>,
+    ) -> Result<bool, CacheError> {
         let l1_key = l1_key(namespace, key)?;
         for tag in options.tags {
             check_name(tag).map_err(|()| CacheError::InvalidTag((*tag).to_owned()))?;
@@ -315,16 +426,40 @@ impl Cache {
         {
             return Err(CacheError::InvalidTtl(ttl));
         }
+        self.inner.check_size(json.len())?;
         let ttl = self.inner.ttl(options.category, options.ttl);
-        // Dropped first, so a failed or cancelled Redis write cannot leave the old value here.
-        self.inner.replace(l1_key.clone(), None).await;
-        match &self.inner.l2 {
-            Some(l2) => l2.set(namespace, key, &json, ttl, options.tags).await?,
-            None => self.inner.tag_locally(namespace, key, options.tags),
+        let coherence = &self.inner.coherence;
+        if mark.is_none() {
+            // Dropped first, so a failed or cancelled Redis write cannot leave the old value.
+            coherence.drop_before_write(&l1_key).await;
         }
-        let entry = self.inner.entry(json.into(), ttl);
-        self.inner.replace(l1_key, Some(entry)).await;
-        Ok(())
+        let ticket = coherence.ticket();
+        let json: Arc<[u8]> = json.into();
+        let (version, tags) = match &self.inner.l2 {
+            Some(l2) => {
+                let version = match mark.as_ref().and_then(|m| m.since) {
+                    Some(since) => {
+                        match l2
+                            .set_guarded(namespace, key, &json, ttl, options.tags, since)
+                            .await?
+                        {
+                            redis::LoadWrite::Stored(version) => version,
+                            redis::LoadWrite::Lost(_) => return Ok(false),
+                        }
+                    }
+                    None => l2.set(namespace, key, &json, ttl, options.tags).await?,
+                };
+                (version, None)
+            }
+            None => {
+                let tags: Arc<[String]> = options.tags.iter().map(|t| (*t).to_owned()).collect();
+                (coherence.next_local_version(), Some(tags))
+            }
+        };
+        let mut entry = self.inner.entry(json, ttl, version);
+        entry.tags = tags;
+        self.inner.keep(l1_key, entry, ticket).await;
+        Ok(true)
     }
 
     /// Removes `key` here, in Redis, and from every instance's L1.
@@ -333,12 +468,13 @@ impl Cache {
     /// Invalid namespace or key, Redis errors.
     pub async fn remove(&self, namespace: &str, key: &str) -> Result<(), CacheError> {
         let l1_key = l1_key(namespace, key)?;
-        // First here, so a failed or cancelled Redis call cannot leave the old value in L1.
-        self.inner.replace(l1_key.clone(), None).await;
-        if let Some(l2) = &self.inner.l2 {
-            l2.remove(namespace, key).await?;
-        }
-        self.inner.replace(l1_key, None).await;
+        let coherence = &self.inner.coherence;
+        coherence.drop_before_write(&l1_key).await;
+        let version = match &self.inner.l2 {
+            Some(l2) => l2.remove(namespace, &[key]).await?,
+            None => coherence.next_local_version(),
+        };
+        coherence.evict(&l1_key, version, true).await;
         Ok(())
     }
 
@@ -350,17 +486,34 @@ impl Cache {
     pub async fn remove_by_tag(&self, namespace: &str, tag: &str) -> Result<u64, CacheError> {
         check_namespace(namespace)?;
         check_name(tag).map_err(|()| CacheError::InvalidTag(tag.to_owned()))?;
-        let keys = match &self.inner.l2 {
-            Some(l2) => l2.remove_by_tag(namespace, tag).await?,
-            None => self.inner.untag_locally(namespace, tag),
+        let coherence = &self.inner.coherence;
+        let removed: Vec<(String, u64)> = match &self.inner.l2 {
+            Some(l2) => l2
+                .remove_by_tag(namespace, tag)
+                .await?
+                .into_iter()
+                .map(|(key, version)| (format!("{namespace}:{key}"), version))
+                .collect(),
+            None => {
+                let prefix = format!("{namespace}:");
+                let tagged: Vec<String> = self
+                    .inner
+                    .l1()
+                    .iter()
+                    .filter(|(k, e)| {
+                        k.starts_with(&prefix)
+                            && e.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == tag))
+                    })
+                    .map(|(k, _)| (*k).clone())
+                    .collect();
+                let version = coherence.next_local_version();
+                tagged.into_iter().map(|k| (k, version)).collect()
+            }
         };
-        for key in &keys {
-            self.inner
-                .l1
-                .invalidate(&format!("{namespace}:{key}"))
-                .await;
+        for (key, version) in &removed {
+            coherence.evict(key, *version, true).await;
         }
-        Ok(keys.len() as u64)
+        Ok(removed.len() as u64)
     }
 
     /// Removes every key of `namespace` (in Redis with `SCAN` + `UNLINK`) and tells the
@@ -372,24 +525,16 @@ impl Cache {
     pub async fn clear(&self, namespace: &str) -> Result<u64, CacheError> {
         check_namespace(namespace)?;
         let prefix = format!("{namespace}:");
-        let mut removed = 0;
-        if let Some(l2) = &self.inner.l2 {
-            removed = l2.clear(namespace).await?;
-        } else {
-            removed += self
+        let removed = match &self.inner.l2 {
+            Some(l2) => l2.clear(namespace).await?,
+            None => self
                 .inner
-                .l1
+                .l1()
                 .iter()
                 .filter(|(k, _)| k.starts_with(&prefix))
-                .count() as u64;
-        }
-        self.inner.evictions.fetch_add(1, Ordering::SeqCst);
-        evict_namespace(&self.inner.l1, namespace);
-        self.inner
-            .tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|tagged, _| !tagged.starts_with(&prefix));
+                .count() as u64,
+        };
+        self.inner.coherence.evict_bulk(Some(namespace));
         Ok(removed)
     }
 
@@ -418,7 +563,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let l1_key = l1_key(namespace, key)?;
-        let cached = self.inner.l1.get(&l1_key).await;
+        let cached = self.inner.l1().get(&l1_key).await;
         if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh()) {
             self.inner.record(Level::L1, true);
             return Ok(serde_json::from_slice(&entry.json)?);
@@ -470,51 +615,46 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     format!("loader panicked: {detail}")
 }
 
-/// Drops every L1 entry of `namespace`.
-fn evict_namespace(l1: &L1, namespace: &str) {
-    let prefix = format!("{namespace}:");
-    if l1
-        .invalidate_entries_if(move |k, _| k.starts_with(&prefix))
-        .is_err()
-    {
-        l1.invalidate_all();
-    }
-}
-
 #[derive(Clone, Copy)]
 enum Level {
     L1 = 0,
     L2 = 1,
 }
 
-/// Reads of Redis retried when an eviction arrives meanwhile, before giving up on caching.
-const STABLE_READ_ATTEMPTS: usize = 3;
+/// How a load read Redis.
+enum LoadRead {
+    /// A value (kept in L1 if nothing newer is known).
+    Found(Entry),
+    /// None there: the guard for storing the loader's value (`None`: Redis failed, so the
+    /// value cannot be guarded).
+    Missing(Option<u64>),
+}
 
 impl Inner {
-    /// Reads `key` from Redis, with the eviction count seen before the read and whether
-    /// none arrived during it (then the value may be kept in L1). When one did, the value
-    /// read may be the one it replaced: it is read again, and after a few tries returned
-    /// uncached.
-    async fn read_l2(
-        &self,
-        l2: &redis::RedisLevel,
-        namespace: &str,
-        key: &str,
-    ) -> Result<(Option<redis::Stored>, u64, bool), CacheError> {
-        let mut attempt = 0;
-        loop {
-            let before = self.evictions.load(Ordering::SeqCst);
-            let found = l2.get(namespace, key).await?;
-            attempt += 1;
-            let stable = self.evictions.load(Ordering::SeqCst) == before;
-            if stable || attempt == STABLE_READ_ATTEMPTS {
-                return Ok((found, before, stable));
-            }
+    fn l1(&self) -> &L1 {
+        &self.coherence.l1
+    }
+
+    fn tombstone_ttl(&self) -> Duration {
+        tombstone_ttl(&self.cfg)
+    }
+
+    fn check_size(&self, bytes: usize) -> Result<(), CacheError> {
+        let max = self.cfg.max_value_bytes;
+        if bytes > max {
+            return Err(CacheError::ValueTooLarge { bytes, max });
+        }
+        Ok(())
+    }
+
+    /// Puts `entry` in L1 by the coherence rule (when L1 is on).
+    async fn keep(&self, l1_key: String, entry: Entry, ticket: Ticket) {
+        if self.cfg.l1.max_entries > 0 && entry.stale_until > Instant::now() {
+            self.coherence.admit(l1_key, entry, ticket).await;
         }
     }
 
-    /// The running load of `l1_key`, or a new one in a task of its own. The task puts its
-    /// value in L1 unless an eviction came meanwhile.
+    /// The running load of `l1_key`, or a new one in a task of its own.
     fn load<T, E, F, Fut>(
         this: &Arc<Self>,
         l1_key: String,
@@ -533,7 +673,7 @@ impl Inner {
         if let Some(running) = loads.get(&l1_key) {
             return running.clone();
         }
-        let seen = this.evictions.load(Ordering::SeqCst);
+        let watch = this.coherence.watch(&l1_key);
         let inner = Arc::clone(this);
         let (namespace, key, category) = (
             namespace.to_owned(),
@@ -543,17 +683,16 @@ impl Inner {
         let task_key = l1_key.clone();
         let task = tokio::spawn(async move {
             let loaded = inner
-                .run_load(&namespace, &key, category.as_deref(), seen, loader)
+                .run_load(
+                    &task_key,
+                    &namespace,
+                    &key,
+                    category.as_deref(),
+                    &watch,
+                    loader,
+                )
                 .await;
-            if let Ok(entry) = &loaded
-                && entry.stale_until > Instant::now()
-                && inner.cfg.l1.max_entries > 0
-            {
-                inner
-                    .keep_if_unchanged(task_key.clone(), entry.clone(), seen)
-                    .await;
-                inner.recheck(&task_key, seen).await;
-            }
+            inner.coherence.unwatch(&watch);
             inner
                 .loads
                 .lock()
@@ -581,14 +720,48 @@ impl Inner {
         shared
     }
 
-    /// Redis, then (under the load lock, when configured) the loader; the loader's value
-    /// goes to Redis unless a value was set there meanwhile, which then wins.
+    /// Reads Redis for a load: a value found is kept in L1 by the coherence rule.
+    async fn read_for_load(&self, l1_key: &str, namespace: &str, key: &str) -> LoadRead {
+        let Some(l2) = &self.l2 else {
+            return LoadRead::Missing(None);
+        };
+        let ticket = self.coherence.ticket();
+        match l2.get_for_load(namespace, key).await {
+            Ok((
+                Some(Read {
+                    version,
+                    found: Found::Value(json, left),
+                }),
+                _,
+            )) => {
+                self.record(Level::L2, true);
+                let entry = self.entry(json, left, version);
+                self.keep(l1_key.to_owned(), entry.clone(), ticket).await;
+                LoadRead::Found(entry)
+            }
+            Ok((_, since)) => {
+                self.record(Level::L2, false);
+                LoadRead::Missing(Some(since))
+            }
+            Err(e) => {
+                // A failing Redis does not stop loads: the loader is the source of truth.
+                l2_failed("read", &e);
+                LoadRead::Missing(None)
+            }
+        }
+    }
+
+    /// Redis, then (under the load lock, when configured) the loader. The loader's value
+    /// goes to Redis only if nothing happened to the key since the load read it (a value
+    /// written meanwhile wins; after a removal the value is handed to the callers but not
+    /// kept); it goes into L1 by the coherence rule.
     async fn run_load<T, E, F, Fut>(
         &self,
+        l1_key: &str,
         namespace: &str,
         key: &str,
         category: Option<&str>,
-        seen: u64,
+        watch: &coherence::Watch,
         loader: F,
     ) -> Result<Entry, CacheError>
     where
@@ -597,61 +770,90 @@ impl Inner {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let read = async || -> Option<Entry> {
-            let l2 = self.l2.as_ref()?;
-            // A failing Redis does not stop loads: the loader is the source of truth.
-            match self.read_l2(l2, namespace, key).await {
-                Ok((found, before, stable)) => {
-                    self.record(Level::L2, found.is_some());
-                    let (json, left) = found?;
-                    // An unstable read is handed to the callers but not kept.
-                    let ttl = if stable && before == seen {
-                        left
-                    } else {
-                        Duration::ZERO
-                    };
-                    Some(self.entry(json, ttl))
-                }
-                Err(e) => {
-                    l2_failed("read", &e);
-                    None
-                }
-            }
+        let mut since = match self.read_for_load(l1_key, namespace, key).await {
+            LoadRead::Found(entry) => return Ok(entry),
+            LoadRead::Missing(since) => since,
         };
-        if let Some(entry) = read().await {
-            return Ok(entry);
-        }
         let lease = match &self.l2 {
             Some(l2) if l2.locks_loads() => l2.lock_load(namespace, key).await,
             _ => None,
         };
-        if lease.is_some()
-            && let Some(entry) = read().await
-        {
-            // Another instance loaded it while this one waited for the lock.
-            if let (Some(l2), Some(lease)) = (&self.l2, lease) {
-                l2.unlock_load(lease).await;
+        if lease.is_some() {
+            // Another instance may have loaded it while this one waited for the lock.
+            match self.read_for_load(l1_key, namespace, key).await {
+                LoadRead::Found(entry) => {
+                    if let (Some(l2), Some(lease)) = (&self.l2, lease) {
+                        l2.unlock_load(lease).await;
+                    }
+                    return Ok(entry);
+                }
+                LoadRead::Missing(again) => since = again,
             }
-            return Ok(entry);
         }
+        let read_at = Instant::now();
         let loaded = self.call_loader(category, loader).await;
         let entry = match loaded {
-            Ok((json, ttl)) => match &self.l2 {
-                Some(l2) => match l2.set_loaded(namespace, key, &json, ttl).await {
-                    Ok(None) => Ok(self.entry(json.into(), ttl)),
-                    // Set by someone else meanwhile: that value is newer than the load.
-                    Ok(Some((existing, left))) => Ok(self.entry(existing, left)),
-                    Err(e) => {
-                        l2_failed("write", &e);
-                        Ok(self.entry(json.into(), ttl))
-                    }
-                },
-                None => Ok(self.entry(json.into(), ttl)),
-            },
+            Ok((json, ttl)) => Ok(self
+                .store_loaded(l1_key, namespace, key, json, ttl, since, read_at, watch)
+                .await),
             Err(e) => Err(e),
         };
         if let (Some(l2), Some(lease)) = (&self.l2, lease) {
             l2.unlock_load(lease).await;
+        }
+        entry
+    }
+
+    /// A loader's value: to Redis guarded by `since`, then to L1; without a guard (Redis
+    /// failed, or the memory backend) to L1 only if no eviction of the key came during the
+    /// load.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_loaded(
+        &self,
+        l1_key: &str,
+        namespace: &str,
+        key: &str,
+        json: Vec<u8>,
+        ttl: Duration,
+        since: Option<u64>,
+        read_at: Instant,
+        watch: &coherence::Watch,
+    ) -> Entry {
+        let json: Arc<[u8]> = json.into();
+        // Past the tombstones' lifetime a removal may no longer be visible in Redis.
+        let guardable = read_at.elapsed() + self.cfg.l2_timeout < self.tombstone_ttl();
+        if let (Some(l2), Some(since), true) = (&self.l2, since, guardable) {
+            let ticket = self.coherence.ticket();
+            match l2.set_guarded(namespace, key, &json, ttl, &[], since).await {
+                Ok(redis::LoadWrite::Stored(version)) => {
+                    let entry = self.entry(json, ttl, version);
+                    self.keep(l1_key.to_owned(), entry.clone(), ticket).await;
+                    return entry;
+                }
+                // Set by someone else meanwhile: that value is newer than the load.
+                Ok(redis::LoadWrite::Lost(Some(Read {
+                    version,
+                    found: Found::Value(existing, left),
+                }))) => {
+                    let entry = self.entry(existing, left, version);
+                    self.keep(l1_key.to_owned(), entry.clone(), ticket).await;
+                    return entry;
+                }
+                // Removed since the load read: the value is the callers', not the cache's.
+                Ok(redis::LoadWrite::Lost(_)) => {
+                    metrics::counter!("blinkchamber_cache_loads_discarded_total").increment(1);
+                    return self.entry(json, ttl, 0);
+                }
+                Err(e) => l2_failed("write", &e),
+            }
+        }
+        let version = match &self.l2 {
+            Some(_) => 0,
+            None => self.coherence.next_local_version(),
+        };
+        let entry = self.entry(json, ttl, version);
+        if self.cfg.l1.max_entries > 0 {
+            self.coherence.admit_unconfirmed(entry.clone(), watch).await;
         }
         entry
     }
@@ -697,6 +899,9 @@ impl Inner {
             }
         };
         let json = serde_json::to_vec(&value)?;
+        if let Err(e) = self.check_size(json.len()) {
+            return Err(load_error(e.to_string()));
+        }
         Ok((json, self.ttl(category, None)))
     }
 
@@ -722,91 +927,13 @@ impl Inner {
         metrics::counter!("blinkchamber_cache_stale_served_total").increment(1);
     }
 
-    /// Puts `entry` in L1 unless an eviction was applied since `seen` (the eviction count
-    /// before the value was read). Check and insert are one step for the key, ordered with
-    /// [`Inner::replace`] and the backplane's per-key evictions, so a value read before an
-    /// eviction never lands in L1 after it.
-    async fn keep_if_unchanged(&self, l1_key: String, entry: Entry, seen: u64) {
-        let evictions = &self.evictions;
-        self.l1
-            .entry(l1_key)
-            .and_compute_with(|_| async move {
-                if evictions.load(Ordering::SeqCst) == seen {
-                    moka::ops::compute::Op::Put(entry)
-                } else {
-                    moka::ops::compute::Op::Nop
-                }
-            })
-            .await;
-    }
-
-    /// After [`Inner::keep_if_unchanged`]: a namespace clear or a reconnect flush is not
-    /// ordered with the per-key step, so check once more and drop the entry if one came.
-    async fn recheck(&self, l1_key: &str, seen: u64) {
-        if self.evictions.load(Ordering::SeqCst) != seen {
-            self.l1.invalidate(l1_key).await;
-        }
-    }
-
-    /// This instance's own write or removal (after Redis has it): counts as an eviction for
-    /// concurrent readers, then puts or removes the entry in one step for the key.
-    async fn replace(&self, l1_key: String, entry: Option<Entry>) {
-        let evictions = &self.evictions;
-        self.l1
-            .entry(l1_key)
-            .and_compute_with(|_| async move {
-                evictions.fetch_add(1, Ordering::SeqCst);
-                match entry {
-                    Some(entry) => moka::ops::compute::Op::Put(entry),
-                    None => moka::ops::compute::Op::Remove,
-                }
-            })
-            .await;
-    }
-
-    fn tag_locally(&self, namespace: &str, key: &str, tags: &[&str]) {
-        if tags.is_empty() {
-            return;
-        }
-        let mut index = self.tags.lock().unwrap_or_else(|e| e.into_inner());
-        for tag in tags {
-            index
-                .entry(format!("{namespace}:{tag}"))
-                .or_default()
-                .insert(key.to_owned());
-        }
-        // Keys leave L1 by expiry and eviction without telling the index: prune it whenever
-        // it has grown past the number of entries L1 can hold.
-        let members: usize = index.values().map(HashSet::len).sum();
-        if members as u64 > self.cfg.l1.max_entries.max(1024) {
-            index.retain(|tagged, keys| {
-                let namespace = tagged.split_once(':').map_or("", |(ns, _)| ns);
-                keys.retain(|k| self.l1.contains_key(&format!("{namespace}:{k}")));
-                !keys.is_empty()
-            });
-        }
-    }
-
-    /// The keys tagged `tag` that are still cached, and forgets the tag.
-    fn untag_locally(&self, namespace: &str, tag: &str) -> Vec<String> {
-        let keys = self
-            .tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&format!("{namespace}:{tag}"))
-            .unwrap_or_default();
-        keys.into_iter()
-            .filter(|k| self.l1.contains_key(&format!("{namespace}:{k}")))
-            .collect()
-    }
-
     fn record(&self, level: Level, hit: bool) {
         self.counts[level as usize][usize::from(hit)].increment(1);
     }
 
     /// An L1 entry fresh for `ttl` (at most `l1.maxTtl` in front of Redis), then kept for
     /// `failSafeMaxDuration` more as a fail-safe copy.
-    fn entry(&self, json: Arc<[u8]>, ttl: Duration) -> Entry {
+    fn entry(&self, json: Arc<[u8]>, ttl: Duration, version: u64) -> Entry {
         let fresh = match self.l2 {
             Some(_) => ttl.min(self.cfg.l1.max_ttl),
             None => ttl,
@@ -820,8 +947,10 @@ impl Inner {
         };
         Entry {
             json,
+            version,
             fresh_until,
             stale_until,
+            tags: None,
         }
     }
 

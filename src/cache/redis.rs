@@ -1,53 +1,77 @@
 //! L2 in Redis, and the backplane that keeps other instances' L1 honest.
 //!
-//! Values: `{keyPrefix}{namespace}:{key}` holds `{"expiresAt":<unix ms>,"value":<json>}`
-//! (still readable with `redis-cli GET`), encoded by [`super::frame`], with `PX` set to the
-//! TTL. The expiry travels with the value so that a read is a single `GET` and another
-//! instance's L1 never keeps a value longer than Redis does (up to clock skew between
-//! hosts). A value without the wrapper (written by something else) is read as it is.
-//! With `cache.distributedLoad`, a loader runs under the lock `{keyPrefix}~load:` +
-//! SHA-256 of `{namespace}:{key}` (see [`crate::lock`]). Backplane: channel `{keyPrefix}backplane`, messages
-//! `{instance} {sent µs} k {namespace}:{key}` (evict a key) and
-//! `{instance} {sent µs} n {namespace}` (evict a namespace). An instance ignores its own messages; after a reconnect it flushes its
-//! whole L1, since messages may have been missed meanwhile.
+//! Keys under `{keyPrefix}` (`cache.keyPrefix`):
+//! - `{namespace}:{key}`: the value, or a tombstone for a while after a removal, as laid
+//!   out in [`super::stored`], with `PX` set to the TTL;
+//! - `~version`: the last version handed out (every write, removal and clear takes a new
+//!   one: Redis's clock in microseconds, or one more than the last when the clock is
+//!   behind it);
+//! - `~tagged:{namespace}:{tag}`: sorted set of the keys stored with the tag, scored by
+//!   their expiry, and `~keytags:{namespace}:{key}`: the tags a key is stored with, so a
+//!   re-set without a tag or a removal leaves the tag's set and expired members are
+//!   dropped: the sets hold live keys only;
+//! - `~untagged:{namespace}:{tag}` and `~cleared:{namespace}`: the version of the last
+//!   removal by tag and namespace clear, for as long as a load can run;
+//! - `~load:` + SHA-256 of `{namespace}:{key}`: the lock of `cache.distributedLoad` (see
+//!   [`crate::lock`]).
+//!
+//! Writes, removals and their notices are scripts (`lua/`), one round trip each. Backplane:
+//! channel `{keyPrefix}backplane`, messages `{instance} {sent µs} k {version}
+//! {namespace}:{key}` (a write), `… d {version} {namespace}:{key}` (a removal) and `… n
+//! {version} {namespace}` (a namespace clear). Every instance applies every notice, its own
+//! included, by version (see [`super::coherence`]); after a (re)subscription it flushes its
+//! whole L1, since notices may have been missed meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use redis::Script;
 use sha2::Digest;
-
 use tokio::sync::watch;
 
 use super::breaker::Breaker;
-use super::{CacheError, L1, evict_namespace, frame};
+use super::coherence::Coherence;
+use super::stored::{self, Read};
+use super::{CacheError, FrameError};
 use crate::backend::redis::SubscriptionEvent;
 use crate::backend::redis::px;
 use crate::backend::{RedisBackend, Retry};
 use crate::config::{CacheConfig, CompressionConfig, LocksConfig};
 use crate::lock::{Lease, Locks};
 
-/// A value read from Redis: its JSON, and how long Redis keeps it.
-pub(super) type Stored = (Arc<[u8]>, Duration);
+/// Keys removed per script call or `UNLINK` while removing by tag or clearing a namespace.
+const BATCH: usize = 500;
 
-/// Start of a stored value, before its expiry in Unix milliseconds.
-const HEAD: &[u8] = b"{\"expiresAt\":";
-/// Between the expiry and the value's JSON; the stored value ends with `}`.
-const VALUE: &[u8] = b",\"value\":";
+struct Scripts {
+    set: Script,
+    remove: Script,
+    mark: Script,
+    drop_corrupt: Script,
+}
 
-/// Keys removed per `UNLINK` while clearing a namespace.
-const CLEAR_BATCH: usize = 1000;
+/// How a loader's guarded write ended.
+pub(super) enum LoadWrite {
+    /// Stored at this version.
+    Stored(u64),
+    /// A write or removal since the load read Redis won: what is stored now (`None` when
+    /// a removal by tag or a clear did).
+    Lost(Option<Read>),
+}
 
 pub(super) struct RedisLevel {
     backend: RedisBackend,
     prefix: String,
     compression: CompressionConfig,
+    max_value: usize,
+    /// How long tombstones and markers stay: longer than a load may run.
+    tombstone_ttl: Duration,
     /// `None` with the backplane off.
     channel: Option<String>,
     instance: String,
     listener: Option<tokio::task::JoinHandle<()>>,
     subscribed: watch::Receiver<bool>,
     breaker: Breaker,
+    scripts: Scripts,
     /// With `cache.distributedLoad` on: the locks loaders run under.
     load_locks: Option<(Locks, Duration, Duration)>,
 }
@@ -61,13 +85,12 @@ impl Drop for RedisLevel {
 }
 
 impl RedisLevel {
-    /// `evictions` is bumped before every eviction the backplane applies, so readers can
-    /// tell that one happened while they were reading Redis.
+    /// The backplane listener applies notices to `coherence`.
     pub(super) fn new(
         cfg: &CacheConfig,
         backend: RedisBackend,
-        l1: L1,
-        evictions: Arc<AtomicU64>,
+        coherence: Arc<Coherence>,
+        tombstone_ttl: Duration,
     ) -> Self {
         let instance = format!("{:016x}", rand::random::<u64>());
         let backend_for_locks = backend.clone();
@@ -77,8 +100,7 @@ impl RedisLevel {
             let subscription = backend.subscribe(vec![channel.clone()]);
             let listener = tokio::spawn(listen(
                 subscription,
-                l1,
-                evictions,
+                coherence,
                 instance.clone(),
                 subscribed_tx,
             ));
@@ -90,11 +112,19 @@ impl RedisLevel {
             backend,
             prefix: cfg.key_prefix.clone(),
             compression: cfg.compression.clone(),
+            max_value: cfg.max_value_bytes,
+            tombstone_ttl,
             channel,
             instance,
             listener,
             subscribed,
             breaker: Breaker::new(cfg),
+            scripts: Scripts {
+                set: Script::new(include_str!("lua/set.lua")),
+                remove: Script::new(include_str!("lua/remove.lua")),
+                mark: Script::new(include_str!("lua/mark.lua")),
+                drop_corrupt: Script::new(include_str!("lua/drop_corrupt.lua")),
+            },
             load_locks: cfg.distributed_load.enabled.then(|| {
                 let lock = &cfg.distributed_load;
                 let locks_cfg = LocksConfig {
@@ -125,23 +155,87 @@ impl RedisLevel {
         format!("{}{namespace}:{key}", self.prefix)
     }
 
+    fn version_key(&self) -> String {
+        format!("{}~version", self.prefix)
+    }
+
     /// Whether Redis is being skipped after repeated failures.
     pub(super) fn circuit_open(&self) -> bool {
         self.breaker.is_open()
     }
 
-    /// The stored JSON and how long Redis keeps it, in one `GET`.
-    pub(super) async fn get(
-        &self,
-        namespace: &str,
-        key: &str,
-    ) -> Result<Option<Stored>, CacheError> {
+    /// The stored value or tombstone, in one `GET`. A value that cannot be read (corrupt,
+    /// or over `cache.maxValueBytes`) is deleted, counted, and reads as absent.
+    pub(super) async fn get(&self, namespace: &str, key: &str) -> Result<Option<Read>, CacheError> {
         let full = self.key(namespace, key);
         let get = async {
             let stored: Option<Vec<u8>> = self.backend.query(redis::cmd("GET").arg(&full)).await?;
             Ok(stored)
         };
-        self.breaker.call(get).await?.map(read_stored).transpose()
+        match self.breaker.call(get).await? {
+            Some(bytes) => Ok(self.decode(&full, bytes).await),
+            None => Ok(None),
+        }
+    }
+
+    /// As [`RedisLevel::get`], with the last version handed out (the guard of a loader's
+    /// write), in one round trip.
+    pub(super) async fn get_for_load(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<(Option<Read>, u64), CacheError> {
+        let full = self.key(namespace, key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
+            .arg(&full)
+            .cmd("GET")
+            .arg(self.version_key());
+        let get = async {
+            let found: (Option<Vec<u8>>, Option<u64>) =
+                self.backend.pipeline(Retry::Idempotent, &pipe).await?;
+            Ok(found)
+        };
+        let (stored, last) = self.breaker.call(get).await?;
+        let read = match stored {
+            Some(bytes) => self.decode(&full, bytes).await,
+            None => None,
+        };
+        let since = last
+            .unwrap_or(0)
+            .max(read.as_ref().map_or(0, |r| r.version));
+        Ok((read, since))
+    }
+
+    async fn decode(&self, full: &str, bytes: Vec<u8>) -> Option<Read> {
+        let now = unix_micros() / 1000;
+        match stored::read(&bytes, now, self.max_value) {
+            Ok(read) => Some(read),
+            Err(error) => {
+                self.drop_corrupt(full, &bytes, &error).await;
+                None
+            }
+        }
+    }
+
+    async fn drop_corrupt(&self, full: &str, bytes: &[u8], error: &FrameError) {
+        metrics::counter!("blinkchamber_cache_corrupt_values_total").increment(1);
+        tracing::warn!(key = full, %error, "cache: deleting a stored value that cannot be read");
+        let drop = async {
+            let mut call = self.scripts.drop_corrupt.prepare_invoke();
+            call.key(full).arg(bytes);
+            let _: i64 = self
+                .backend
+                .run(Retry::Idempotent, |mut c| {
+                    let call = &call;
+                    async move { call.invoke_async(&mut c).await }
+                })
+                .await?;
+            Ok(())
+        };
+        if let Err(error) = self.breaker.call(drop).await {
+            tracing::debug!(%error, "cache: the unreadable value stays until it expires");
+        }
     }
 
     /// Whether loads take a Redis lock first.
@@ -175,13 +269,24 @@ impl RedisLevel {
         }
     }
 
-    /// `{prefix}~tags:{namespace}:{tag}`: the keys set with `tag` (namespaces cannot
-    /// contain `~`, so no namespace's keys can collide with it).
-    fn tag_key(&self, namespace: &str, tag: &str) -> String {
-        format!("{}~tags:{namespace}:{tag}", self.prefix)
+    fn tag_set_prefix(&self, namespace: &str) -> String {
+        format!("{}~tagged:{namespace}:", self.prefix)
     }
 
-    /// `SET … PX`, the tag sets and the eviction notice, in one round trip.
+    fn tag_marker(&self, namespace: &str, tag: &str) -> String {
+        format!("{}~untagged:{namespace}:{tag}", self.prefix)
+    }
+
+    fn clear_marker(&self, namespace: &str) -> String {
+        format!("{}~cleared:{namespace}", self.prefix)
+    }
+
+    fn notice_head(&self) -> String {
+        format!("{} {}", self.instance, unix_micros())
+    }
+
+    /// Stores a value under a new version with its tags, and publishes the notice; returns
+    /// the version.
     pub(super) async fn set(
         &self,
         namespace: &str,
@@ -189,176 +294,244 @@ impl RedisLevel {
         json: &[u8],
         ttl: Duration,
         tags: &[&str],
-    ) -> Result<(), CacheError> {
-        let pipe = self.set_pipe(namespace, key, json, ttl, tags, false);
-        self.breaker.call(self.send(pipe)).await
+    ) -> Result<u64, CacheError> {
+        match self.write(namespace, key, json, ttl, tags, None).await? {
+            LoadWrite::Stored(version) => Ok(version),
+            LoadWrite::Lost(_) => unreachable!("an unguarded write always stores"),
+        }
     }
 
-    /// A loader's result: `SET … NX GET PX`, so a value set meanwhile by anyone else wins.
-    /// Returns that value when there was one (then nothing was written).
-    pub(super) async fn set_loaded(
-        &self,
-        namespace: &str,
-        key: &str,
-        json: &[u8],
-        ttl: Duration,
-    ) -> Result<Option<Stored>, CacheError> {
-        let pipe = self.set_pipe(namespace, key, json, ttl, &[], true);
-        let set = async {
-            let (existing,): (Option<Vec<u8>>,) =
-                self.backend.pipeline(Retry::Idempotent, &pipe).await?;
-            Ok(existing)
-        };
-        self.breaker.call(set).await?.map(read_stored).transpose()
-    }
-
-    fn set_pipe(
+    /// Stores a value unless something happened to the key (a write or removal), its
+    /// namespace (a clear) or one of `tags` (a removal by tag) after version `since`.
+    pub(super) async fn set_guarded(
         &self,
         namespace: &str,
         key: &str,
         json: &[u8],
         ttl: Duration,
         tags: &[&str],
-        if_absent: bool,
-    ) -> redis::Pipeline {
-        let expires_at = unix_micros() / 1000 + px(ttl);
-        let stored = frame::encode(&wrap(json, expires_at), &self.compression);
-        let mut pipe = redis::pipe();
-        let set = pipe.cmd("SET").arg(self.key(namespace, key)).arg(stored);
-        if if_absent {
-            set.arg("NX").arg("GET");
-        }
-        set.arg("PX").arg(px(ttl));
-        if !if_absent {
-            set.ignore();
-        }
-        for tag in tags {
-            // The set lives as long as its longest-lived member.
-            let tag_key = self.tag_key(namespace, tag);
-            pipe.cmd("SADD").arg(&tag_key).arg(key).ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(&tag_key)
-                .arg(px(ttl))
-                .arg("NX")
-                .ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(&tag_key)
-                .arg(px(ttl))
-                .arg("GT")
-                .ignore();
-        }
-        self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
-        pipe
+        since: u64,
+    ) -> Result<LoadWrite, CacheError> {
+        self.write(namespace, key, json, ttl, tags, Some(since))
+            .await
     }
 
-    /// Removes the keys of a tag set (and the set), and tells the other instances; returns
-    /// the keys that were tagged.
+    async fn write(
+        &self,
+        namespace: &str,
+        key: &str,
+        json: &[u8],
+        ttl: Duration,
+        tags: &[&str],
+        since: Option<u64>,
+    ) -> Result<LoadWrite, CacheError> {
+        let expires_at = unix_micros() / 1000 + px(ttl);
+        let (head, tail) = stored::parts(json, expires_at, &self.compression);
+        let mut call = self.scripts.set.prepare_invoke();
+        call.key(self.key(namespace, key))
+            .key(self.version_key())
+            .key(format!("{}~keytags:{namespace}:{key}", self.prefix))
+            .key(self.clear_marker(namespace));
+        for tag in tags {
+            call.key(self.tag_marker(namespace, tag));
+        }
+        call.arg(head)
+            .arg(tail)
+            .arg(px(ttl))
+            .arg(self.tag_set_prefix(namespace))
+            .arg(since.map(|v| v.to_string()).unwrap_or_default())
+            .arg(self.channel.as_deref().unwrap_or(""))
+            .arg(self.notice_head())
+            .arg(key)
+            .arg(format!("{namespace}:{key}"));
+        for tag in tags {
+            call.arg(*tag);
+        }
+        if self.channel.is_some() {
+            metrics::counter!("blinkchamber_cache_backplane_sent_total").increment(1);
+        }
+        let write = async {
+            let reply: (u64, Option<Vec<u8>>) = self
+                .backend
+                .run(Retry::Idempotent, |mut c| {
+                    let call = &call;
+                    async move { call.invoke_async(&mut c).await }
+                })
+                .await?;
+            Ok(reply)
+        };
+        match self.breaker.call(write).await? {
+            (0, Some(current)) => {
+                let full = self.key(namespace, key);
+                Ok(LoadWrite::Lost(self.decode(&full, current).await))
+            }
+            (0, None) => Ok(LoadWrite::Lost(None)),
+            (version, _) => Ok(LoadWrite::Stored(version)),
+        }
+    }
+
+    /// Removes `keys` of `namespace` (tombstones), and tells every instance; returns the
+    /// version of the removal.
+    pub(super) async fn remove(&self, namespace: &str, keys: &[&str]) -> Result<u64, CacheError> {
+        let (version, _) = self.run_remove(namespace, None, keys).await?;
+        Ok(version)
+    }
+
+    /// Removes the keys stored with `tag`, a batch per script call, and tells every
+    /// instance; returns each removed key with the version of its removal.
     pub(super) async fn remove_by_tag(
         &self,
         namespace: &str,
         tag: &str,
-    ) -> Result<Vec<String>, CacheError> {
-        let tag_key = self.tag_key(namespace, tag);
-        // Read and drop the set in one transaction, so a key tagged meanwhile is either in
-        // this removal or in the next set.
-        let take = async {
-            let mut take = redis::pipe();
-            take.atomic()
-                .cmd("SMEMBERS")
-                .arg(&tag_key)
-                .cmd("UNLINK")
-                .arg(&tag_key)
-                .ignore();
-            let (keys,): (Vec<String>,) = self.backend.pipeline(Retry::Idempotent, &take).await?;
-            Ok(keys)
+    ) -> Result<Vec<(String, u64)>, CacheError> {
+        let mut removed = Vec::new();
+        loop {
+            let (version, keys) = self.run_remove(namespace, Some(tag), &[]).await?;
+            let done = keys.len() < BATCH;
+            removed.extend(keys.into_iter().map(|k| (k, version)));
+            if done {
+                return Ok(removed);
+            }
+        }
+    }
+
+    async fn run_remove(
+        &self,
+        namespace: &str,
+        tag: Option<&str>,
+        keys: &[&str],
+    ) -> Result<(u64, Vec<String>), CacheError> {
+        let mut call = self.scripts.remove.prepare_invoke();
+        call.key(self.version_key());
+        if let Some(tag) = tag {
+            call.key(format!("{}{tag}", self.tag_set_prefix(namespace)))
+                .key(self.tag_marker(namespace, tag));
+        }
+        call.arg(px(self.tombstone_ttl))
+            .arg(format!("{}{namespace}:", self.prefix))
+            .arg(format!("{}~keytags:{namespace}:", self.prefix))
+            .arg(self.tag_set_prefix(namespace))
+            .arg(self.channel.as_deref().unwrap_or(""))
+            .arg(self.notice_head())
+            .arg(namespace);
+        if tag.is_some() {
+            call.arg(BATCH);
+        } else {
+            for key in keys {
+                call.arg(*key);
+            }
+        }
+        let remove = async {
+            let (version, removed): (u64, Vec<String>) = self
+                .backend
+                .run(Retry::Idempotent, |mut c| {
+                    let call = &call;
+                    async move { call.invoke_async(&mut c).await }
+                })
+                .await?;
+            Ok((version, removed))
         };
-        let keys = self.breaker.call(take).await?;
-        if keys.is_empty() {
-            return Ok(keys);
+        let (version, removed) = self.breaker.call(remove).await?;
+        if self.channel.is_some() {
+            metrics::counter!("blinkchamber_cache_backplane_sent_total")
+                .increment(removed.len().max(keys.len()) as u64);
         }
-        let mut pipe = redis::pipe();
-        for chunk in keys.chunks(CLEAR_BATCH) {
-            let full: Vec<String> = chunk.iter().map(|k| self.key(namespace, k)).collect();
-            pipe.cmd("UNLINK").arg(full).ignore();
-        }
-        for key in &keys {
-            self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
-        }
-        self.send(pipe).await?;
-        Ok(keys)
+        Ok((version, removed))
     }
 
-    async fn send(&self, pipe: redis::Pipeline) -> Result<(), CacheError> {
-        self.backend
-            .pipeline::<()>(Retry::Idempotent, &pipe)
-            .await?;
-        Ok(())
-    }
-
-    pub(super) async fn remove(&self, namespace: &str, key: &str) -> Result<(), CacheError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("UNLINK").arg(self.key(namespace, key)).ignore();
-        self.notify(&mut pipe, 'k', &format!("{namespace}:{key}"));
-        self.breaker.call(self.send(pipe)).await
-    }
-
-    /// `SCAN` + `UNLINK` over the namespace; returns how many keys went.
+    /// Removes every key of `namespace` (values, tombstones, tag sets and lists) with
+    /// `SCAN` + `UNLINK`, each step under the breaker and `cache.l2Timeout`, and tells every
+    /// instance; returns how many values and tombstones went. The clear marker is set first,
+    /// so a load that read before the clear cannot store its value afterwards.
     pub(super) async fn clear(&self, namespace: &str) -> Result<u64, CacheError> {
-        let pattern = format!("{}{namespace}:*", glob_escape(&self.prefix));
+        let mark = async {
+            let mut call = self.scripts.mark.prepare_invoke();
+            call.key(self.clear_marker(namespace))
+                .key(self.version_key())
+                .arg(px(self.tombstone_ttl));
+            let version: u64 = self
+                .backend
+                .run(Retry::Idempotent, |mut c| {
+                    let call = &call;
+                    async move { call.invoke_async(&mut c).await }
+                })
+                .await?;
+            Ok(version)
+        };
+        let version = self.breaker.call(mark).await?;
+        let values = format!("{}{namespace}:", self.prefix);
+        let owned = [
+            values.clone(),
+            self.tag_set_prefix(namespace),
+            format!("{}~keytags:{namespace}:", self.prefix),
+        ];
+        let pattern = format!("{}*", glob_escape(&self.prefix));
         let mut cursor = 0u64;
         let mut removed = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .backend
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(CLEAR_BATCH),
-                )
-                .await?;
-            if !keys.is_empty() {
-                let n: u64 = self.backend.query(redis::cmd("UNLINK").arg(&keys)).await?;
-                removed += n;
-            }
+            let step = async {
+                let (next, keys): (u64, Vec<String>) = self
+                    .backend
+                    .query(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(BATCH),
+                    )
+                    .await?;
+                let keys: Vec<String> = keys
+                    .into_iter()
+                    .filter(|k| owned.iter().any(|p| k.starts_with(p.as_str())))
+                    .collect();
+                let values_here = keys
+                    .iter()
+                    .filter(|k| k.starts_with(values.as_str()))
+                    .count();
+                if !keys.is_empty() {
+                    let _: u64 = self.backend.query(redis::cmd("UNLINK").arg(&keys)).await?;
+                }
+                Ok((next, values_here as u64))
+            };
+            let (next, n) = self.breaker.call(step).await?;
+            removed += n;
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        let mut pipe = redis::pipe();
-        self.notify(&mut pipe, 'n', namespace);
-        self.send(pipe).await?;
-        Ok(removed)
-    }
-
-    fn notify(&self, pipe: &mut redis::Pipeline, kind: char, what: &str) {
         if let Some(channel) = &self.channel {
-            pipe.cmd("PUBLISH")
-                .arg(channel)
-                .arg(format!("{} {} {kind} {what}", self.instance, unix_micros()))
-                .ignore();
+            let publish = async {
+                let _: i64 = self
+                    .backend
+                    .query(
+                        redis::cmd("PUBLISH")
+                            .arg(channel)
+                            .arg(format!("{} n {version} {namespace}", self.notice_head())),
+                    )
+                    .await?;
+                Ok(())
+            };
+            self.breaker.call(publish).await?;
             metrics::counter!("blinkchamber_cache_backplane_sent_total").increment(1);
         }
+        Ok(removed)
     }
 }
 
 async fn listen(
     mut subscription: crate::backend::redis::Subscription,
-    l1: L1,
-    evictions: Arc<AtomicU64>,
+    coherence: Arc<Coherence>,
     instance: String,
     subscribed: watch::Sender<bool>,
 ) {
     while let Some(event) = subscription.recv().await {
         match event {
             SubscriptionEvent::Subscribed(reconnects) => {
-                // Evictions may have been published while we were not subscribed (also before
+                // Notices may have been published while we were not subscribed (also before
                 // the first subscription: the cache may already have been used).
-                evictions.fetch_add(1, Ordering::SeqCst);
-                l1.invalidate_all();
+                coherence.evict_bulk(None);
                 if reconnects > 0 {
                     metrics::counter!("blinkchamber_cache_backplane_flushes_total").increment(1);
                 }
@@ -366,74 +539,38 @@ async fn listen(
             }
             SubscriptionEvent::Message { payload, .. } => {
                 let text = String::from_utf8_lossy(&payload);
-                let mut parts = text.splitn(4, ' ');
-                let (Some(from), Some(sent), Some(kind), Some(what)) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
+                let mut parts = text.splitn(5, ' ');
+                let (Some(from), Some(sent), Some(kind), Some(version), Some(what)) = (
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                ) else {
                     continue;
                 };
-                if from == instance {
+                let Ok(version) = version.parse::<u64>() else {
                     continue;
+                };
+                if from != instance {
+                    metrics::counter!("blinkchamber_cache_backplane_received_total").increment(1);
+                    // Across hosts this includes clock skew; on one host it is the lag itself.
+                    if let Ok(sent) = sent.parse::<u64>() {
+                        let lag = unix_micros().saturating_sub(sent) as f64 / 1e6;
+                        metrics::histogram!("blinkchamber_cache_invalidation_lag_seconds")
+                            .record(lag);
+                    }
                 }
-                metrics::counter!("blinkchamber_cache_backplane_received_total").increment(1);
-                // Across hosts this includes clock skew; on one host it is the lag itself.
-                if let Ok(sent) = sent.parse::<u64>() {
-                    let lag = unix_micros().saturating_sub(sent) as f64 / 1e6;
-                    metrics::histogram!("blinkchamber_cache_invalidation_lag_seconds").record(lag);
-                }
+                // Own notices too: a write whose reply was lost is applied by its notice.
                 match kind {
-                    // Counted and removed in one step for the key (see keep_if_unchanged).
-                    "k" => {
-                        let evictions = &evictions;
-                        l1.entry(what.to_owned())
-                            .and_compute_with(|_| async move {
-                                evictions.fetch_add(1, Ordering::SeqCst);
-                                moka::ops::compute::Op::Remove
-                            })
-                            .await;
-                    }
-                    "n" => {
-                        evictions.fetch_add(1, Ordering::SeqCst);
-                        evict_namespace(&l1, what);
-                    }
+                    "k" => coherence.evict(what, version, false).await,
+                    "d" => coherence.evict(what, version, true).await,
+                    "n" => coherence.evict_bulk(Some(what)),
                     _ => {}
                 }
             }
         }
     }
-}
-
-/// `{"expiresAt":<ms>,"value":<json>}`.
-fn wrap(json: &[u8], expires_at_ms: u64) -> Vec<u8> {
-    let at = expires_at_ms.to_string();
-    let mut out = Vec::with_capacity(HEAD.len() + at.len() + VALUE.len() + json.len() + 1);
-    out.extend_from_slice(HEAD);
-    out.extend_from_slice(at.as_bytes());
-    out.extend_from_slice(VALUE);
-    out.extend_from_slice(json);
-    out.push(b'}');
-    out
-}
-
-/// The value's JSON and its expiry in Unix milliseconds, if `stored` is wrapped.
-fn unwrap(stored: &[u8]) -> Option<(&[u8], u64)> {
-    let rest = stored.strip_prefix(HEAD)?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let at = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    let json = rest[digits..].strip_prefix(VALUE)?.strip_suffix(b"}")?;
-    Some((json, at))
-}
-
-/// Bytes from Redis → JSON and time left (`Duration::MAX` when the expiry is unknown).
-fn read_stored(bytes: Vec<u8>) -> Result<Stored, CacheError> {
-    let plain = frame::decode(bytes)?;
-    Ok(match unwrap(&plain) {
-        Some((json, at)) => {
-            let left = at.saturating_sub(unix_micros() / 1000);
-            (json.into(), Duration::from_millis(left))
-        }
-        None => (plain.into(), Duration::MAX),
-    })
 }
 
 /// `text` with the glob characters of `SCAN MATCH` escaped.
@@ -458,23 +595,6 @@ fn unix_micros() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stored_values_carry_their_expiry() {
-        let stored = wrap(br#"{"a":[1,2]}"#, 1_700_000_000_123);
-        assert_eq!(
-            stored,
-            br#"{"expiresAt":1700000000123,"value":{"a":[1,2]}}"#.to_vec()
-        );
-        assert_eq!(
-            unwrap(&stored),
-            Some((br#"{"a":[1,2]}"#.as_slice(), 1_700_000_000_123))
-        );
-        assert_eq!(unwrap(br#"{"a":1}"#), None);
-        assert_eq!(unwrap(br#"{"expiresAt":x,"value":1}"#), None);
-        let (json, left) = read_stored(br#"[1]"#.to_vec()).unwrap();
-        assert_eq!((&*json, left), (b"[1]".as_slice(), Duration::MAX));
-    }
 
     #[test]
     fn glob_characters_are_escaped() {

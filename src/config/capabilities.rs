@@ -52,6 +52,9 @@ pub struct CacheConfig {
     pub distributed_load: DistributedLoadConfig,
     /// When to stop asking a failing Redis for a while.
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Largest value (its JSON) that may be stored or read back; larger ones are refused
+    /// on write and treated as corrupt on read.
+    pub max_value_bytes: usize,
 }
 
 /// The `cache.circuitBreaker` block.
@@ -102,8 +105,10 @@ impl Default for DistributedLoadConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct L1Config {
-    /// Most entries kept in memory.
+    /// Most entries kept in memory (`0`: no L1).
     pub max_entries: u64,
+    /// Most bytes kept in memory: keys, values and bookkeeping.
+    pub max_bytes: u64,
     /// Longest an entry read from Redis stays in memory (entries written by this instance
     /// keep their own TTL when shorter).
     #[serde(with = "duration")]
@@ -114,6 +119,7 @@ impl Default for L1Config {
     fn default() -> Self {
         Self {
             max_entries: 100_000,
+            max_bytes: 256 << 20,
             max_ttl: Duration::from_secs(300),
         }
     }
@@ -138,6 +144,7 @@ impl Default for CacheConfig {
             loader_soft_timeout: Duration::ZERO,
             distributed_load: DistributedLoadConfig::default(),
             circuit_breaker: CircuitBreakerConfig::default(),
+            max_value_bytes: 8 << 20,
         }
     }
 }

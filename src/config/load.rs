@@ -285,6 +285,19 @@ fn validate_cache(cfg: &super::CacheConfig) -> Result<(), ConfigError> {
     if cfg.jitter_percent > 100 {
         return Err(invalid("cache.jitterPercent", "expected 0 to 100"));
     }
+    let max_value = crate::cache::frame::MAX_DECOMPRESSED;
+    if cfg.max_value_bytes == 0 || cfg.max_value_bytes > max_value {
+        return Err(invalid(
+            "cache.maxValueBytes",
+            format!("expected 1 to {max_value} (64 MiB)"),
+        ));
+    }
+    if cfg.l1.max_entries > 0 && cfg.l1.max_bytes < 1 << 20 {
+        return Err(invalid(
+            "cache.l1.maxBytes",
+            "expected at least 1048576 (1 MiB) while cache.l1.maxEntries is above 0",
+        ));
+    }
     let soft = cfg.loader_soft_timeout;
     if !soft.is_zero() && !cfg.loader_timeout.is_zero() && soft >= cfg.loader_timeout {
         return Err(invalid(

@@ -184,6 +184,13 @@ fn cache_error(e: CacheError) -> ApiError {
         }
         // The body's `ttl` field, out of range.
         CacheError::InvalidTtl(_) => ApiError::bad_request(format!("ttl: {e}")),
+        // The body's `value` field, over cache.maxValueBytes.
+        CacheError::ValueTooLarge { .. } => ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            format!("value: {e}"),
+        ),
         CacheError::Backend(b) => b.into(),
         other => ApiError::internal(&other),
     }

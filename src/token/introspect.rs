@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use super::{check_token, token_hash, unix_now};
 use crate::backend::{Backend, RedisBackend};
-use crate::cache::{Cache, CacheError, SetOptions};
+use crate::cache::{Cache, CacheError, SetOptions, WriteMark};
 use crate::config::secret::WatchedSecret;
 use crate::config::{CacheConfig, TokensConfig};
 
@@ -297,10 +297,19 @@ impl Inner {
         let token = token.to_owned();
         let task_key = key.clone();
         let task = tokio::spawn(async move {
+            // Taken before the issuer is asked: a revocation or logout after it, on any
+            // instance, keeps the answer out of the cache.
+            let mark = match inner.cache.mark(NAMESPACE, &task_key).await {
+                Ok(mark) => Some(mark),
+                Err(error) => {
+                    tracing::warn!(%error, "tokens: cache unavailable; the answer is not cached");
+                    None
+                }
+            };
             // A lookup that finished between the caller's cache read and this task.
             let loaded = match inner.cached(&task_key).await {
                 Some(response) => Ok(response),
-                None => inner.call_and_cache(&task_key, &token, seen).await,
+                None => inner.call_and_cache(&task_key, &token, seen, mark).await,
             };
             let mut loads = inner.loads.lock().unwrap_or_else(|e| e.into_inner());
             // An eviction may have removed this lookup and another may have started.
@@ -330,10 +339,12 @@ impl Inner {
         key: &str,
         token: &str,
         seen: u64,
+        mark: Option<WriteMark>,
     ) -> Result<Map<String, Value>, IntrospectError> {
         let response = self.call(token).await?;
         if let Some((ttl, tags)) = self.cacheable(&response, token)
             && self.evictions.load(Ordering::SeqCst) == seen
+            && let Some(mark) = mark
         {
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
             let options = SetOptions {
@@ -342,7 +353,11 @@ impl Inner {
                 tags: &tags,
             };
             let json = serde_json::to_vec(&response).unwrap_or_default();
-            if let Err(error) = self.cache.set_json(NAMESPACE, key, json, options).await {
+            let stored = self
+                .cache
+                .set_json_if_unchanged(NAMESPACE, key, json, options, mark)
+                .await;
+            if let Err(error) = stored {
                 metrics::counter!("blinkchamber_token_introspection_cache_errors_total")
                     .increment(1);
                 tracing::warn!(%error, "tokens: cache write failed; the answer is not cached");
