@@ -99,10 +99,29 @@ conformance!(fixture;
 );
 
 async fn a_removed_value_is_not_served_by_the_fail_safe(f: &Fixture) {
-    f.cache
-        .set("resource", "gone", &1, SetOptions::default())
-        .await
-        .unwrap();
+    let short = SetOptions {
+        ttl: Some(Duration::from_millis(30)),
+        ..SetOptions::default()
+    };
+    f.cache.set("resource", "gone", &1, short).await.unwrap();
+    // Expired, so the failing loader runs and its caller gets the stale copy: the
+    // fail-safe holds one.
+    let runs = Arc::new(AtomicUsize::new(0));
+    wait_for_async(
+        "the value to expire and its stale copy to be served",
+        || async {
+            let counter = runs.clone();
+            let got = f
+                .cache
+                .get_or_load("resource", "gone", None, move || async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Err::<u32, _>("down")
+                })
+                .await;
+            (runs.load(Ordering::SeqCst) > 0).then(|| assert_eq!(got.unwrap(), 1))
+        },
+    )
+    .await;
     f.cache.remove("resource", "gone").await.unwrap();
     let loaded = f
         .cache

@@ -364,7 +364,11 @@ async fn tag_sets_hold_only_live_tagged_keys_over_many_writes() {
 
 async fn write_one(cache: &Cache, i: u32) {
     let key = format!("d{}", i % 1000);
-    let tag = if (i / 1000).is_multiple_of(2) { "even" } else { "odd" };
+    let tag = if (i / 1000).is_multiple_of(2) {
+        "even"
+    } else {
+        "odd"
+    };
     if i % 10 == 9 {
         cache.remove("docs", &key).await.unwrap();
     } else {
