@@ -124,10 +124,15 @@ async fn a_created_session_reads_back_with_its_timeouts(f: &Fixture) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.handle)
         .collect();
     assert_eq!(listed.len(), 2);
-    assert!(listed.contains(&s.id) && listed.contains(&admin.id));
+    assert!(listed.contains(&s.handle) && listed.contains(&admin.handle));
+    // A handle is not an id: presented as one, it finds nothing.
+    assert!(matches!(
+        f.sessions.get(&s.handle).await,
+        Err(SessionError::NotFound)
+    ));
 }
 
 async fn unknown_and_malformed_ids_are_not_found(f: &Fixture) {
@@ -318,9 +323,9 @@ async fn rotation_kills_the_old_id_and_keeps_the_rest(f: &Fixture) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.handle)
         .collect();
-    assert_eq!(listed, vec![rotated.id.clone()]);
+    assert_eq!(listed, vec![rotated.handle.clone()]);
     // Revoking the user reaches the rotated session.
     assert_eq!(f.sessions.revoke_user("dave").await.unwrap(), 1);
     assert!(matches!(
@@ -366,9 +371,13 @@ async fn revoke_all_removes_every_session_of_the_user_and_only_theirs(f: &Fixtur
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.handle)
         .collect();
-    assert_eq!(left, frank);
+    let frank_handles: HashSet<String> = frank
+        .iter()
+        .map(|id| blinkchamber::session::id::handle(id))
+        .collect();
+    assert_eq!(left, frank_handles);
     for id in frank.iter().chain([&erin2]) {
         f.sessions.get(id).await.unwrap();
     }
@@ -411,18 +420,18 @@ async fn a_deleted_session_is_gone(f: &Fixture) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.handle)
         .collect();
-    assert_eq!(listed, vec![keep.id]);
+    assert_eq!(listed, vec![keep.handle.clone()]);
     if let Some(redis) = &f.redis {
         let mut conn = redis.conn();
         let exists: bool = ::redis::cmd("EXISTS")
-            .arg(format!("blinkchamber:session:id:{}", s.id))
+            .arg(format!("blinkchamber:session:s:{}", s.handle))
             .query(&mut conn)
             .unwrap();
         let indexed: Option<f64> = ::redis::cmd("ZSCORE")
-            .arg("blinkchamber:session:user:gina")
-            .arg(&s.id)
+            .arg("blinkchamber:session:u:gina")
+            .arg(&s.handle)
             .query(&mut conn)
             .unwrap();
         assert!(
@@ -670,7 +679,7 @@ async fn redis_idle_timeout_ends_an_untouched_session_and_prunes_the_index() {
         .create("mia", SessionKind::User, json!({}))
         .await
         .unwrap();
-    let index = "blinkchamber:session:user:mia";
+    let index = "blinkchamber:session:u:mia";
     let pttl: i64 = ::redis::cmd("PTTL")
         .arg(index)
         .query(&mut redis.conn())
@@ -694,7 +703,7 @@ async fn redis_idle_timeout_ends_an_untouched_session_and_prunes_the_index() {
         .arg(-1)
         .query(&mut redis.conn())
         .unwrap();
-    assert_eq!(members, vec![fresh.id]);
+    assert_eq!(members, vec![fresh.handle]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,7 +738,7 @@ async fn redis_absolute_timeout_ends_a_touched_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_keys_are_readable() {
+async fn redis_keys_are_readable_and_hold_no_session_id() {
     let f = fixture(Store::Redis).await;
     let redis = f.redis.as_ref().unwrap();
     let s = f
@@ -738,7 +747,8 @@ async fn redis_keys_are_readable() {
         .await
         .unwrap();
     let mut conn = redis.conn();
-    let key = format!("blinkchamber:session:id:{}", s.id);
+    assert_eq!(s.handle, blinkchamber::session::id::handle(&s.id));
+    let key = format!("blinkchamber:session:s:{}", s.handle);
     let fields: std::collections::HashMap<String, String> =
         ::redis::cmd("HGETALL").arg(&key).query(&mut conn).unwrap();
     assert_eq!(fields["user"], "olga");
@@ -751,11 +761,49 @@ async fn redis_keys_are_readable() {
     let pttl: i64 = ::redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
     assert!(pttl > 0 && pttl <= 15 * 60 * 1000, "{pttl}");
     let score: f64 = ::redis::cmd("ZSCORE")
-        .arg("blinkchamber:session:user:olga")
-        .arg(&s.id)
+        .arg("blinkchamber:session:u:olga")
+        .arg(&s.handle)
         .query(&mut conn)
         .unwrap();
     assert_eq!(score as u64, fields["expires"].parse::<u64>().unwrap());
+    // After every operation, the id appears nowhere at rest: not in a key name, not in a
+    // value, not in an index.
+    let s = f
+        .sessions
+        .update(&s.id, json!({"theme": "light"}), 1)
+        .await
+        .unwrap();
+    f.sessions.touch(&s.id).await.unwrap();
+    let rotated = f.sessions.rotate(&s.id).await.unwrap();
+    f.sessions
+        .create("olga", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    let mut dump = String::new();
+    for key in &keys {
+        dump.push_str(key);
+        dump.push('\n');
+        let kind: String = ::redis::cmd("TYPE").arg(key).query(&mut conn).unwrap();
+        let values: Vec<String> = match kind.as_str() {
+            "hash" => ::redis::cmd("HVALS").arg(key).query(&mut conn).unwrap(),
+            "zset" => ::redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn)
+                .unwrap(),
+            other => panic!("unexpected key type {other} at {key}"),
+        };
+        for value in values {
+            dump.push_str(&value);
+            dump.push('\n');
+        }
+    }
+    for id in [&s.id, &rotated.id] {
+        assert!(!dump.contains(id.as_str()), "a session id at rest:\n{dump}");
+    }
+    assert!(dump.contains(&rotated.handle), "{dump}");
 }
 
 // ---- HTTP ----
@@ -794,29 +842,26 @@ async fn http_session_lifecycle() {
             "{field}: {t}"
         );
     }
-    let url = format!("{base}/{id}");
+    // The routes on one session take its id in a header, never in the URL.
+    let one = format!("{}/v1/session", served.api);
+    let with = |request: reqwest::RequestBuilder, id: &str| request.header("Session-Id", id);
+    assert!(!s["handle"].as_str().unwrap().is_empty());
 
-    let (status, read) = send(c.get(&url)).await;
+    let (status, read) = send(with(c.get(&one), &id)).await;
     assert_eq!(
         (status, read["id"].as_str()),
         (StatusCode::OK, Some(id.as_str()))
     );
 
-    let (status, updated) = send(
-        c.put(&url)
-            .json(&json!({"data": {"cart": [1]}, "version": 1})),
-    )
-    .await;
+    let (status, updated) =
+        send(with(c.put(&one), &id).json(&json!({"data": {"cart": [1]}, "version": 1}))).await;
     assert_eq!(
         (status, updated["version"].clone()),
         (StatusCode::OK, json!(2)),
         "{updated}"
     );
-    let (status, problem) = send(
-        c.put(&url)
-            .json(&json!({"data": {"cart": [2]}, "version": 1})),
-    )
-    .await;
+    let (status, problem) =
+        send(with(c.put(&one), &id).json(&json!({"data": {"cart": [2]}, "version": 1}))).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["type"], "session-version-conflict");
     assert!(
@@ -824,13 +869,13 @@ async fn http_session_lifecycle() {
         "{problem}"
     );
 
-    let (status, touched) = send(c.post(format!("{url}/touch"))).await;
+    let (status, touched) = send(with(c.post(format!("{one}/touch")), &id)).await;
     assert_eq!(
         (status, touched["version"].clone()),
         (StatusCode::OK, json!(2))
     );
 
-    let (status, rotated) = send(c.post(format!("{url}/rotate"))).await;
+    let (status, rotated) = send(with(c.post(format!("{one}/rotate")), &id)).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let new_id = rotated["id"].as_str().unwrap().to_owned();
     assert_ne!(new_id, id);
@@ -838,13 +883,20 @@ async fn http_session_lifecycle() {
     assert_eq!(rotated["expiresAt"], s["expiresAt"]);
 
     // Rotated away, unknown and deleted answer the same 404.
-    let (status, gone) = send(c.get(&url)).await;
+    let (status, gone) = send(with(c.get(&one), &id)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let unknown = blinkchamber::session::id::new_id();
-    let (status, never) = send(c.get(format!("{base}/{unknown}"))).await;
+    let (status, never) = send(with(c.get(&one), &unknown)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(gone, never);
     assert_eq!(never["type"], "not-found");
+    // Without the header: a 400 naming it.
+    let (status, problem) = send(c.get(&one)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("Session-Id"),
+        "{problem}"
+    );
 
     let (_, admin) = send(
         c.post(&base)
@@ -858,35 +910,57 @@ async fn http_session_lifecycle() {
     let (_, other) = send(c.post(&base).json(&json!({"userId": "u2"}))).await;
     let (status, list) = send(c.get(&base).query(&[("userId", "u1")])).await;
     assert_eq!(status, StatusCode::OK);
-    let mut ids: Vec<&str> = list["sessions"]
-        .as_array()
-        .unwrap()
+    // Listed sessions are named by handle; no id is ever listed.
+    let listed = list["sessions"].as_array().unwrap();
+    assert!(listed.iter().all(|s| s.get("id").is_none()), "{list}");
+    let mut handles: Vec<&str> = listed
         .iter()
-        .map(|s| s["id"].as_str().unwrap())
+        .map(|s| s["handle"].as_str().unwrap())
         .collect();
-    ids.sort_unstable();
-    let mut expected = vec![new_id.as_str(), admin["id"].as_str().unwrap()];
+    handles.sort_unstable();
+    let mut expected = vec![
+        rotated["handle"].as_str().unwrap(),
+        admin["handle"].as_str().unwrap(),
+    ];
     expected.sort_unstable();
-    assert_eq!(ids, expected);
+    assert_eq!(handles, expected);
+    // A handle presented as an id finds nothing.
+    let (status, _) = send(with(c.get(&one), expected[0])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Revoke one session by its handle.
+    let by_handle = format!("{base}/handles/{}", admin["handle"].as_str().unwrap());
+    assert_eq!(send(c.delete(&by_handle)).await.0, StatusCode::NO_CONTENT);
+    let admin_id = admin["id"].as_str().unwrap();
+    assert_eq!(
+        send(with(c.get(&one), admin_id)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, again) = send(c.delete(&by_handle)).await;
+    assert_eq!((status, &again), (StatusCode::NOT_FOUND, &never));
 
     let (status, revoked) = send(c.delete(&base).query(&[("userId", "u1")])).await;
-    assert_eq!((status, revoked), (StatusCode::OK, json!({"revoked": 2})));
-    let (status, revoked_body) = send(c.get(format!("{base}/{new_id}"))).await;
+    assert_eq!((status, revoked), (StatusCode::OK, json!({"revoked": 1})));
+    let (status, revoked_body) = send(with(c.get(&one), &new_id)).await;
     assert_eq!((status, &revoked_body), (StatusCode::NOT_FOUND, &never));
-    let other_url = format!("{base}/{}", other["id"].as_str().unwrap());
-    assert_eq!(send(c.get(&other_url)).await.0, StatusCode::OK);
+    let other_id = other["id"].as_str().unwrap();
+    assert_eq!(send(with(c.get(&one), other_id)).await.0, StatusCode::OK);
 
-    assert_eq!(send(c.delete(&other_url)).await.0, StatusCode::NO_CONTENT);
-    let (status, deleted) = send(c.delete(&other_url)).await;
+    assert_eq!(
+        send(with(c.delete(&one), other_id)).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (status, deleted) = send(with(c.delete(&one), other_id)).await;
     assert_eq!((status, &deleted), (StatusCode::NOT_FOUND, &never));
 
     // Every session route is in the OpenAPI document.
     let (_, doc) = send(c.get(format!("{}/openapi.json", served.api))).await;
     for path in [
         "/v1/sessions",
-        "/v1/sessions/{id}",
-        "/v1/sessions/{id}/touch",
-        "/v1/sessions/{id}/rotate",
+        "/v1/sessions/handles/{handle}",
+        "/v1/session",
+        "/v1/session/touch",
+        "/v1/session/rotate",
     ] {
         assert!(
             doc["paths"][path].is_object(),
@@ -929,14 +1003,15 @@ async fn http_bad_input_is_a_400_naming_the_field() {
     );
 
     let (_, s) = send(c.post(&base).json(&json!({"userId": "u"}))).await;
-    let url = format!("{base}/{}", s["id"].as_str().unwrap());
+    let url = format!("{}/v1/session", served.api);
+    let id = s["id"].as_str().unwrap().to_owned();
     for (body, names) in [
         (json!({"data": {}}), "version"),
         (json!({"data": {}, "version": "1"}), "version"),
         (json!({"data": {}, "version": -1}), "version"),
         (json!({"version": 1}), "data"),
     ] {
-        let (status, problem) = send(c.put(&url).json(&body)).await;
+        let (status, problem) = send(c.put(&url).header("Session-Id", &id).json(&body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
         assert!(
             problem["detail"].as_str().unwrap().contains(names),
@@ -944,7 +1019,10 @@ async fn http_bad_input_is_a_400_naming_the_field() {
         );
     }
     // Nothing was changed by the rejected updates.
-    assert_eq!(send(c.get(&url)).await.1["version"], 1);
+    assert_eq!(
+        send(c.get(&url).header("Session-Id", &id)).await.1["version"],
+        1
+    );
 
     for request in [c.get(&base), c.delete(&base)] {
         let (status, problem) = send(request).await;
@@ -965,10 +1043,15 @@ async fn http_an_idle_session_answers_404_like_an_unknown_one() {
     let base = format!("{}/v1/sessions", served.api);
     let (status, s) = send(c.post(&base).json(&json!({"userId": "u"}))).await;
     assert_eq!(status, StatusCode::CREATED);
-    let url = format!("{base}/{}", s["id"].as_str().unwrap());
-    let (_, never) = send(c.get(format!("{base}/{}", blinkchamber::session::id::new_id()))).await;
+    let url = format!("{}/v1/session", served.api);
+    let id = s["id"].as_str().unwrap().to_owned();
+    let (_, never) = send(
+        c.get(&url)
+            .header("Session-Id", blinkchamber::session::id::new_id()),
+    )
+    .await;
     let expired = wait_for_async("the idle session to end", || {
-        let request = c.get(&url).send();
+        let request = c.get(&url).header("Session-Id", &id).send();
         async move {
             let response = request.await.ok()?;
             (response.status() == StatusCode::NOT_FOUND).then_some(())?;
@@ -978,7 +1061,9 @@ async fn http_an_idle_session_answers_404_like_an_unknown_one() {
     .await;
     assert_eq!(expired, never);
     assert_eq!(
-        send(c.post(format!("{url}/touch"))).await.0,
+        send(c.post(format!("{url}/touch")).header("Session-Id", &id))
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
 }

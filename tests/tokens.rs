@@ -809,6 +809,48 @@ async fn stale_keys_verify_for_jwks_max_stale_with_backed_off_refetches_then_fai
 }
 
 #[tokio::test]
+async fn forged_and_ambiguous_tokens_are_rejected() {
+    let stub = Stub::start().await;
+    // Several RSA keys: a token without a `kid` cannot say which one it means.
+    stub.publish(keys().rsa2.jwk("rsa-2"));
+    let dir = tempfile::tempdir().unwrap();
+    let verifier = JwtVerifier::from_config(&tokens_config(&stub, dir.path())).unwrap();
+    let k = keys();
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&stub.url)).unwrap());
+    let b64 = |v: Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap());
+    // `alg: none`, with and without an empty signature.
+    let none_header = b64(json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"}));
+    // HS256 keyed with the RSA public key's bytes (the key confusion attack).
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("rsa-1".into());
+    let confused = jsonwebtoken::encode(
+        &hs,
+        &claims(&stub.url),
+        &EncodingKey::from_secret(&k.rsa1.public.0),
+    )
+    .unwrap();
+    // A valid RS256 signature by a published key, without a `kid`.
+    let no_kid = jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims(&stub.url),
+        &EncodingKey::from_rsa_der(&k.rsa1.der),
+    )
+    .unwrap();
+    // ES256 (allowed) naming a key published for RS256.
+    let mismatched = k.ec1.sign("rsa-1", &claims(&stub.url));
+    for (reason, token) in [
+        ("malformed", format!("{none_header}.{payload}.")),
+        ("malformed", format!("{none_header}.{payload}")),
+        ("disallowed-algorithm", confused),
+        ("unknown-key", no_kid),
+        ("bad-signature", mismatched),
+    ] {
+        let err = verifier.verify(&token).await.unwrap_err();
+        assert_eq!(err.reason.as_str(), reason, "{err}");
+    }
+}
+
+#[tokio::test]
 async fn bad_tokens_are_rejected_with_their_reason() {
     let stub = Stub::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -23,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
@@ -138,14 +138,15 @@ pub fn router(state: AppState) -> Router {
                 .get(sessions::list)
                 .delete(sessions::revoke_user),
         )
+        .route("/sessions/handles/{handle}", delete(sessions::revoke))
         .route(
-            "/sessions/{id}",
+            "/session",
             get(sessions::get)
                 .put(sessions::update)
                 .delete(sessions::delete),
         )
-        .route("/sessions/{id}/touch", post(sessions::touch))
-        .route("/sessions/{id}/rotate", post(sessions::rotate))
+        .route("/session/touch", post(sessions::touch))
+        .route("/session/rotate", post(sessions::rotate))
         .route("/tokens/introspect", post(tokens::introspect))
         .route("/tokens/revoke", post(tokens::revoke))
         .route("/tokens/verify", post(tokens::verify))

@@ -1,5 +1,8 @@
-//! `/v1/sessions…`: create, read, touch, update (compare-and-set), rotate, delete, and
-//! list or revoke every session of a user (`?userId=`).
+//! Sessions over HTTP. `POST /v1/sessions` creates; the routes on one session
+//! (`/v1/session`, `/v1/session/touch`, `/v1/session/rotate`) take its id in the
+//! `Session-Id` header, never in the URL, where proxies and access logs would keep it.
+//! `GET|DELETE /v1/sessions?userId=` list or revoke every session of a user; listed
+//! sessions are named by handle, and `DELETE /v1/sessions/handles/{handle}` revokes one.
 //!
 //! An unknown, expired, deleted, rotated-away or revoked id answers the same `404`, so the
 //! answer reveals nothing about ids that once existed. Bodies are parsed here rather than
@@ -8,15 +11,16 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
 use super::problem::{ApiError, Problem};
-use crate::session::{Session, SessionError, SessionKind};
+use crate::session::{Session, SessionError, SessionInfo, SessionKind};
 
 /// `POST /v1/sessions` body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -34,7 +38,29 @@ pub struct CreateRequest {
     pub kind: Option<SessionKind>,
 }
 
-/// `PUT /v1/sessions/{id}` body.
+/// The header that carries a session's id.
+pub const SESSION_ID_HEADER: &str = "session-id";
+
+/// The id of the session a request is about, from the `Session-Id` header.
+pub struct SessionIdHeader(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionIdHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(SESSION_ID_HEADER).ok_or_else(|| {
+            ApiError::bad_request(
+                "missing the Session-Id header: the session's id goes there, never in the URL",
+            )
+        })?;
+        let id = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Session-Id: expected a session id (ASCII)"))?;
+        Ok(Self(id.trim().to_owned()))
+    }
+}
+
+/// `PUT /v1/session` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateRequest {
@@ -53,12 +79,15 @@ pub struct UserQuery {
     pub user_id: String,
 }
 
-/// A live session.
+/// A live session, as its holder sees it.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionBody {
-    /// The id: the session's credential (43 characters, base64url).
+    /// The id: the session's credential (43 characters, base64url). Send it back in the
+    /// `Session-Id` header.
     pub id: String,
+    /// Names the session in lists and revokes it; cannot be used as the id.
+    pub handle: String,
     /// Whose session it is.
     pub user_id: String,
     /// `user` or `admin`.
@@ -84,6 +113,46 @@ impl From<Session> for SessionBody {
             expires_at: time(s.expires_at),
             idle_expires_at: time(s.idle_expires_at),
             id: s.id,
+            handle: s.handle,
+            user_id: s.user_id,
+            kind: s.kind,
+            data: s.data,
+            version: s.version,
+        }
+    }
+}
+
+/// A live session as listed: everything but its id.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSession {
+    /// Names the session; `DELETE /v1/sessions/handles/{handle}` revokes it.
+    pub handle: String,
+    /// Whose session it is.
+    pub user_id: String,
+    /// `user` or `admin`.
+    #[schema(value_type = String, example = "user")]
+    pub kind: SessionKind,
+    /// Application data.
+    pub data: Value,
+    /// Compare-and-set version.
+    pub version: u64,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 absolute end.
+    pub expires_at: String,
+    /// RFC 3339 time the session ends unless touched first.
+    pub idle_expires_at: String,
+}
+
+impl From<SessionInfo> for ListedSession {
+    fn from(s: SessionInfo) -> Self {
+        let time = |t| humantime::format_rfc3339_millis(t).to_string();
+        Self {
+            created_at: time(s.created_at),
+            expires_at: time(s.expires_at),
+            idle_expires_at: time(s.idle_expires_at),
+            handle: s.handle,
             user_id: s.user_id,
             kind: s.kind,
             data: s.data,
@@ -96,7 +165,7 @@ impl From<Session> for SessionBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionList {
     /// Oldest first.
-    pub sessions: Vec<SessionBody>,
+    pub sessions: Vec<ListedSession>,
 }
 
 /// The answer of revoking a user's sessions.
@@ -128,34 +197,35 @@ pub async fn create(
 }
 
 /// Read a session (does not renew its idle timeout).
-#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])),
-    params(("id" = String, Path, description = "session id")),
+#[utoipa::path(get, path = "/v1/session", tag = "sessions", security(("bearer" = [])),
+    params(("Session-Id" = String, Header, description = "the session's id")),
     responses((status = 200, description = "the session", body = SessionBody),
+              (status = 400, description = "`bad-request`: no `Session-Id` header", body = Problem),
               (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionIdHeader(id): SessionIdHeader,
 ) -> Result<Json<SessionBody>, ApiError> {
     let session = state.sessions.get(&id).await.map_err(problem)?;
     Ok(Json(session.into()))
 }
 
 /// Renew a session's idle timeout (never past its absolute end).
-#[utoipa::path(post, path = "/v1/sessions/{id}/touch", tag = "sessions", security(("bearer" = [])),
-    params(("id" = String, Path, description = "session id")),
+#[utoipa::path(post, path = "/v1/session/touch", tag = "sessions", security(("bearer" = [])),
+    params(("Session-Id" = String, Header, description = "the session's id")),
     responses((status = 200, description = "renewed", body = SessionBody),
               (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
 pub async fn touch(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionIdHeader(id): SessionIdHeader,
 ) -> Result<Json<SessionBody>, ApiError> {
     let session = state.sessions.touch(&id).await.map_err(problem)?;
     Ok(Json(session.into()))
 }
 
 /// Replace a session's data if `version` is still current; the expiry is kept.
-#[utoipa::path(put, path = "/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])),
-    params(("id" = String, Path, description = "session id")),
+#[utoipa::path(put, path = "/v1/session", tag = "sessions", security(("bearer" = [])),
+    params(("Session-Id" = String, Header, description = "the session's id")),
     request_body = UpdateRequest,
     responses((status = 200, description = "updated; the answer has the new version", body = SessionBody),
               (status = 400, description = "`invalid-body`: missing `data` or `version`", body = Problem),
@@ -163,7 +233,7 @@ pub async fn touch(
               (status = 409, description = "`session-version-conflict`: updated concurrently; read again and retry", body = Problem)))]
 pub async fn update(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionIdHeader(id): SessionIdHeader,
     body: Bytes,
 ) -> Result<Json<SessionBody>, ApiError> {
     let body: UpdateRequest = parse(&body)?;
@@ -176,28 +246,41 @@ pub async fn update(
 }
 
 /// Move a session to a new id (on privilege change); the old id stops working at once.
-#[utoipa::path(post, path = "/v1/sessions/{id}/rotate", tag = "sessions", security(("bearer" = [])),
-    params(("id" = String, Path, description = "session id")),
+#[utoipa::path(post, path = "/v1/session/rotate", tag = "sessions", security(("bearer" = [])),
+    params(("Session-Id" = String, Header, description = "the session's id")),
     responses((status = 200, description = "the session under its new id; user, data, version and absolute end are kept", body = SessionBody),
               (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
 pub async fn rotate(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionIdHeader(id): SessionIdHeader,
 ) -> Result<Json<SessionBody>, ApiError> {
     let session = state.sessions.rotate(&id).await.map_err(problem)?;
     Ok(Json(session.into()))
 }
 
 /// End a session (logout).
-#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])),
-    params(("id" = String, Path, description = "session id")),
+#[utoipa::path(delete, path = "/v1/session", tag = "sessions", security(("bearer" = [])),
+    params(("Session-Id" = String, Header, description = "the session's id")),
     responses((status = 204, description = "ended"),
               (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionIdHeader(id): SessionIdHeader,
 ) -> Result<StatusCode, ApiError> {
     state.sessions.delete(&id).await.map_err(problem)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End one session by its handle (from a list), without its id.
+#[utoipa::path(delete, path = "/v1/sessions/handles/{handle}", tag = "sessions", security(("bearer" = [])),
+    params(("handle" = String, Path, description = "the session's handle")),
+    responses((status = 204, description = "ended"),
+              (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(handle): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.sessions.revoke(&handle).await.map_err(problem)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

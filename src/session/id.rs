@@ -1,8 +1,12 @@
-//! Session ids: 256 bits from the operating system's CSPRNG, base64url without padding.
+//! Session ids: 256 bits from the operating system's CSPRNG, base64url without padding;
+//! and handles: the SHA-256 of an id, same format.
 //!
 //! The id is the only credential a session has, so it is never chosen by a client and
 //! never derived from anything a client knows. 256 bits (twice the usual 128-bit floor)
-//! leaves guessing hopeless even with billions of live sessions.
+//! leaves guessing hopeless even with billions of live sessions. The stores keep only the
+//! handle: an RDB dump, a replica, `MONITOR` or `SLOWLOG` shows handles, and a handle
+//! presented as an id is hashed again and finds nothing. Handles name sessions in lists
+//! and revoke them.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -27,7 +31,13 @@ pub fn new_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Whether `id` could have come from [`new_id`]; anything else is unknown without a
+/// The handle of `id`: base64url SHA-256, 43 characters.
+pub fn handle(id: &str) -> String {
+    use sha2::Digest;
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(id.as_bytes()))
+}
+
+/// Whether `id` could have come from [`new_id`] (or a handle from [`handle`]); anything else is unknown without a
 /// round trip to the store.
 pub fn is_well_formed(id: &str) -> bool {
     id.len() == ID_LEN
@@ -49,6 +59,11 @@ mod tests {
         assert!(is_well_formed(&a), "{a}");
         assert_ne!(a, b);
         assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), ID_BYTES);
+        let h = handle(&a);
+        assert!(is_well_formed(&h), "{h}");
+        assert_ne!(h, a);
+        assert_eq!(h, handle(&a));
+        assert_ne!(handle(&h), h);
     }
 
     #[test]

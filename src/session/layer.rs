@@ -160,7 +160,7 @@ pub struct SessionService<S> {
 /// What the layer found, kept in the request's extensions.
 #[derive(Clone)]
 enum Loaded {
-    Live(Session),
+    Live(Box<Session>),
     Absent,
     Unavailable,
 }
@@ -189,7 +189,7 @@ where
             let loaded = match &id {
                 None => Loaded::Absent,
                 Some(id) => match layer.sessions.touch(id).await {
-                    Ok(session) => Loaded::Live(session),
+                    Ok(session) => Loaded::Live(Box::new(session)),
                     Err(SessionError::NotFound) => Loaded::Absent,
                     Err(e) => {
                         tracing::warn!(error = %e, "session lookup failed");
@@ -232,7 +232,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentSession {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, ApiError> {
         match parts.extensions.get::<Loaded>() {
-            Some(Loaded::Live(session)) => Ok(Some(Self(session.clone()))),
+            Some(Loaded::Live(session)) => Ok(Some(Self((**session).clone()))),
             Some(Loaded::Absent) => Ok(None),
             Some(Loaded::Unavailable) => Err(ApiError::unavailable(&"session store")),
             None => Err(ApiError::internal(

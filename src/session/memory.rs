@@ -1,4 +1,4 @@
-//! Sessions in this process: a map of sessions and a map of user → ids.
+//! Sessions in this process: a map of sessions by handle and a map of user → handles.
 //!
 //! Time is [`tokio::time::Instant`], so tests pause and advance the clock instead of
 //! sleeping; wall-clock times in answers are derived from one anchor taken at start, so
@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Session, SessionKind, Updated, id, record_evicted, record_expired};
+use super::{Rotated, Session, SessionKind, Updated, record_evicted, record_expired};
 use crate::config::SessionTimeouts;
 
 struct Entry {
@@ -133,6 +133,7 @@ impl MemorySessions {
     fn session(&self, id: &str, e: &Entry) -> Session {
         Session {
             id: id.to_owned(),
+            handle: String::new(),
             user_id: e.user.clone(),
             kind: e.kind,
             data: e.data.clone(),
@@ -143,14 +144,16 @@ impl MemorySessions {
         }
     }
 
+    /// `None` when `id` (a handle) is taken.
     pub(super) fn create(
         &self,
+        id: &str,
         user: &str,
         kind: SessionKind,
         data: Value,
         t: SessionTimeouts,
         max_per_user: u32,
-    ) -> Session {
+    ) -> Option<Session> {
         let now = Instant::now();
         let absolute = now + t.absolute_timeout;
         let entry = Entry {
@@ -163,17 +166,23 @@ impl MemorySessions {
             idle: t.idle_timeout,
             idle_deadline: (now + t.idle_timeout).min(absolute),
         };
-        let id = id::new_id();
-        let session = self.session(&id, &entry);
+        let session = self.session(id, &entry);
         let mut state = self.state();
+        if state.sessions.contains_key(id) {
+            return None;
+        }
         state.make_room(user, max_per_user as usize, now);
-        state.sessions.insert(id.clone(), entry);
-        state.by_user.entry(user.to_owned()).or_default().insert(id);
+        state.sessions.insert(id.to_owned(), entry);
+        state
+            .by_user
+            .entry(user.to_owned())
+            .or_default()
+            .insert(id.to_owned());
         if state.sessions.len() > (state.swept_at * 2).max(1024) {
             state.sweep(now);
         }
         state.publish_gauge();
-        session
+        Some(session)
     }
 
     pub(super) fn read(&self, id: &str, touch: bool) -> Option<Session> {
@@ -200,13 +209,20 @@ impl MemorySessions {
         Updated::Done(self.session(id, entry))
     }
 
-    pub(super) fn rotate(&self, id: &str) -> Option<Session> {
+    pub(super) fn rotate(&self, id: &str, new_id: &str) -> Rotated {
         let now = Instant::now();
         let mut state = self.state();
-        state.live(id, now)?;
-        let mut entry = state.remove(id)?;
+        if state.live(id, now).is_none() {
+            return Rotated::Missing;
+        }
+        if state.sessions.contains_key(new_id) {
+            return Rotated::Taken;
+        }
+        let Some(mut entry) = state.remove(id) else {
+            return Rotated::Missing;
+        };
         entry.renew(now);
-        let new_id = id::new_id();
+        let new_id = new_id.to_owned();
         let session = self.session(&new_id, &entry);
         state
             .by_user
@@ -214,7 +230,7 @@ impl MemorySessions {
             .or_default()
             .insert(new_id.clone());
         state.sessions.insert(new_id, entry);
-        Some(session)
+        Rotated::Done(Box::new(session))
     }
 
     pub(super) fn delete(&self, id: &str) -> bool {

@@ -88,6 +88,9 @@ impl SessionKind {
 pub struct Session {
     /// The id: the session's only credential. Keep it secret (`Debug` hides it).
     pub id: String,
+    /// The handle: names the session in lists and revokes it ([`Sessions::revoke`]), but
+    /// cannot be presented as the id. What the stores keep instead of the id.
+    pub handle: String,
     /// Whose session it is.
     pub user_id: String,
     /// User or admin.
@@ -108,6 +111,7 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("id", &"<redacted>")
+            .field("handle", &self.handle)
             .field("user_id", &self.user_id)
             .field("kind", &self.kind)
             .field("data", &self.data)
@@ -116,6 +120,42 @@ impl fmt::Debug for Session {
             .field("expires_at", &self.expires_at)
             .field("idle_expires_at", &self.idle_expires_at)
             .finish()
+    }
+}
+
+/// A live session as listed: everything but the id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionInfo {
+    /// Names the session; [`Sessions::revoke`] ends it. Not usable as its id.
+    pub handle: String,
+    /// Whose session it is.
+    pub user_id: String,
+    /// User or admin.
+    pub kind: SessionKind,
+    /// Application data (any JSON).
+    pub data: Value,
+    /// The compare-and-set version.
+    pub version: u64,
+    /// When the session was created.
+    pub created_at: SystemTime,
+    /// The absolute end.
+    pub expires_at: SystemTime,
+    /// When the session ends unless touched first.
+    pub idle_expires_at: SystemTime,
+}
+
+impl From<Session> for SessionInfo {
+    fn from(s: Session) -> Self {
+        Self {
+            handle: s.handle,
+            user_id: s.user_id,
+            kind: s.kind,
+            data: s.data,
+            version: s.version,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            idle_expires_at: s.idle_expires_at,
+        }
     }
 }
 
@@ -142,6 +182,16 @@ pub enum SessionError {
     /// Redis failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+}
+
+/// What a store answers for a rotation.
+pub(crate) enum Rotated {
+    /// Moved; the session under its new handle.
+    Done(Box<Session>),
+    /// No live session.
+    Missing,
+    /// The new handle is taken (a 256-bit collision: try another id).
+    Taken,
 }
 
 /// What a store answers for an update.
@@ -231,9 +281,17 @@ impl Sessions {
         check_user_id(user_id)?;
         let t = self.timeouts(kind);
         let max = self.inner.config.max_per_user.get();
-        let session = match &self.inner.store {
-            Store::Memory(m) => m.create(user_id, kind, data, t, max),
-            Store::Redis(r) => r.create(user_id, kind, &data, t, max).await?,
+        let session = loop {
+            let id = id::new_id();
+            let handle = id::handle(&id);
+            let created = match &self.inner.store {
+                Store::Memory(m) => m.create(&handle, user_id, kind, data.clone(), t, max),
+                Store::Redis(r) => r.create(&handle, user_id, kind, &data, t, max).await?,
+            };
+            // `None`: the handle is taken (a 256-bit collision); draw again.
+            if let Some(session) = created {
+                break with_id(session, id);
+            }
         };
         metrics::counter!("blinkchamber_sessions_created_total", "kind" => kind.as_str())
             .increment(1);
@@ -260,11 +318,14 @@ impl Sessions {
         if !id::is_well_formed(id) {
             return Err(SessionError::NotFound);
         }
+        let handle = id::handle(id);
         let found = match &self.inner.store {
-            Store::Memory(m) => m.read(id, touch),
-            Store::Redis(r) => r.read(id, touch).await?,
+            Store::Memory(m) => m.read(&handle, touch),
+            Store::Redis(r) => r.read(&handle, touch).await?,
         };
-        found.ok_or(SessionError::NotFound)
+        found
+            .map(|s| with_id(s, id.to_owned()))
+            .ok_or(SessionError::NotFound)
     }
 
     /// Replaces the data of session `id` if its version is still `version`, keeping its
@@ -282,12 +343,13 @@ impl Sessions {
         if !id::is_well_formed(id) {
             return Err(SessionError::NotFound);
         }
+        let handle = id::handle(id);
         let outcome = match &self.inner.store {
-            Store::Memory(m) => m.update(id, data, version),
-            Store::Redis(r) => r.update(id, &data, version).await?,
+            Store::Memory(m) => m.update(&handle, data, version),
+            Store::Redis(r) => r.update(&handle, &data, version).await?,
         };
         match outcome {
-            Updated::Done(session) => Ok(session),
+            Updated::Done(session) => Ok(with_id(session, id.to_owned())),
             Updated::Missing => Err(SessionError::NotFound),
             Updated::Conflict(current) => {
                 metrics::counter!("blinkchamber_session_update_conflicts_total").increment(1);
@@ -309,11 +371,20 @@ impl Sessions {
         if !id::is_well_formed(id) {
             return Err(SessionError::NotFound);
         }
-        let rotated = match &self.inner.store {
-            Store::Memory(m) => m.rotate(id),
-            Store::Redis(r) => r.rotate(id).await?,
+        let handle = id::handle(id);
+        let session = loop {
+            let new_id = id::new_id();
+            let new_handle = id::handle(&new_id);
+            let rotated = match &self.inner.store {
+                Store::Memory(m) => m.rotate(&handle, &new_handle),
+                Store::Redis(r) => r.rotate(&handle, &new_handle).await?,
+            };
+            match rotated {
+                Rotated::Done(session) => break with_id(*session, new_id),
+                Rotated::Missing => return Err(SessionError::NotFound),
+                Rotated::Taken => {}
+            }
         };
-        let session = rotated.ok_or(SessionError::NotFound)?;
         metrics::counter!("blinkchamber_sessions_rotated_total").increment(1);
         Ok(session)
     }
@@ -326,28 +397,54 @@ impl Sessions {
         if !id::is_well_formed(id) {
             return Err(SessionError::NotFound);
         }
+        self.end(&id::handle(id), "delete").await
+    }
+
+    /// Ends the session named by `handle` (from [`Sessions::list_user`] or
+    /// [`Session::handle`]): an operator revoking one session without holding its id.
+    ///
+    /// # Errors
+    /// [`SessionError::NotFound`] when it was not live; Redis errors.
+    pub async fn revoke(&self, handle: &str) -> Result<(), SessionError> {
+        if !id::is_well_formed(handle) {
+            return Err(SessionError::NotFound);
+        }
+        self.end(handle, "revoke").await
+    }
+
+    async fn end(&self, handle: &str, how: &'static str) -> Result<(), SessionError> {
         let deleted = match &self.inner.store {
-            Store::Memory(m) => m.delete(id),
-            Store::Redis(r) => r.delete(id).await?,
+            Store::Memory(m) => m.delete(handle),
+            Store::Redis(r) => r.delete(handle).await?,
         };
         if !deleted {
             return Err(SessionError::NotFound);
         }
-        metrics::counter!("blinkchamber_sessions_revoked_total", "how" => "delete").increment(1);
+        metrics::counter!("blinkchamber_sessions_revoked_total", "how" => how).increment(1);
         Ok(())
     }
 
-    /// Every live session of `user_id`, oldest first.
+    /// Every live session of `user_id`, oldest first, named by handle (the ids are not
+    /// kept anywhere, so they cannot be listed).
     ///
     /// # Errors
     /// [`SessionError::InvalidUserId`]; Redis errors.
-    pub async fn list_user(&self, user_id: &str) -> Result<Vec<Session>, SessionError> {
+    pub async fn list_user(&self, user_id: &str) -> Result<Vec<SessionInfo>, SessionError> {
         check_user_id(user_id)?;
-        let mut sessions = match &self.inner.store {
+        let sessions = match &self.inner.store {
             Store::Memory(m) => m.list(user_id),
             Store::Redis(r) => r.list(user_id).await?,
         };
-        sessions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        // The stores answer the handle where a session's id would be.
+        let mut sessions: Vec<SessionInfo> = sessions
+            .into_iter()
+            .map(|s| with_id(s, String::new()).into())
+            .collect();
+        sessions.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then(a.handle.cmp(&b.handle))
+        });
         Ok(sessions)
     }
 
@@ -365,6 +462,12 @@ impl Sessions {
             .increment(revoked as u64);
         Ok(revoked)
     }
+}
+
+/// A session as a store answers it (its handle in `id`) with the id the caller knows.
+fn with_id(mut stored: Session, id: String) -> Session {
+    stored.handle = std::mem::replace(&mut stored.id, id);
+    stored
 }
 
 /// Counts sessions found ended by a timeout (best effort: a session that ends unseen is

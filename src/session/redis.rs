@@ -1,12 +1,15 @@
 //! Sessions in Redis: one hash per session, one sorted set per user, one Lua script per
 //! operation (`lua/*.lua`, each prefixed with `lua/common.lua`).
 //!
-//! Keys (`{prefix}` is `sessions.keyPrefix`):
-//! - `{prefix}id:{id}` — hash `user`, `kind`, `data` (JSON), `version`, `created`,
+//! Keys (`{prefix}` is `sessions.keyPrefix`; `{handle}` is the SHA-256 of the id, see
+//! [`super::id::handle`] — the id itself never reaches Redis):
+//! - `{prefix}s:{handle}` — hash `user`, `kind`, `data` (JSON), `version`, `created`,
 //!   `expires` (absolute end, unix ms), `idle` (idle timeout, ms); its PTTL is the idle
 //!   deadline, capped by the absolute end, so Redis itself drops a session that ends.
-//! - `{prefix}user:{userId}` — sorted set id → absolute end, pruned on create, delete and
+//! - `{prefix}u:{userId}` — sorted set handle → absolute end, pruned on create, delete and
 //!   list, expiring with its longest-lived member; at most `sessions.maxPerUser` members.
+//!
+//! Every function here takes and answers handles where the scripts say "id".
 //!
 //! A plain read is `HMGET` + `PEXPIRETIME` (Redis 7+) in one round trip, no script.
 //! Every script reads Redis's clock (`TIME`), so instances with skewed clocks agree on
@@ -21,7 +24,7 @@ use redis::Script;
 use serde_json::Value;
 
 use super::{
-    Session, SessionError, SessionKind, Updated, id, millis, record_evicted, record_expired,
+    Rotated, Session, SessionError, SessionKind, Updated, millis, record_evicted, record_expired,
 };
 use crate::backend::{BackendError, RedisBackend, Retry};
 use crate::config::SessionTimeouts;
@@ -64,11 +67,11 @@ impl RedisSessions {
     }
 
     fn session_key(&self, id: &str) -> String {
-        format!("{}id:{id}", self.prefix)
+        format!("{}s:{id}", self.prefix)
     }
 
     fn index_key(&self, user: &str) -> String {
-        format!("{}user:{user}", self.prefix)
+        format!("{}u:{user}", self.prefix)
     }
 
     /// Runs `script` with `keys` and `args`, answering its strings.
@@ -93,20 +96,21 @@ impl RedisSessions {
             .await
     }
 
+    /// `None` when `id` (a handle) is taken.
     pub(super) async fn create(
         &self,
+        id: &str,
         user: &str,
         kind: SessionKind,
         data: &Value,
         t: SessionTimeouts,
         max_per_user: u32,
-    ) -> Result<Session, SessionError> {
+    ) -> Result<Option<Session>, SessionError> {
         let data = data.to_string();
-        loop {
-            let id = id::new_id();
-            let keys = [self.session_key(&id), self.index_key(user)];
+        {
+            let keys = [self.session_key(id), self.index_key(user)];
             let args = [
-                id.clone(),
+                id.to_owned(),
                 user.to_owned(),
                 kind.as_str().to_owned(),
                 data.clone(),
@@ -119,14 +123,15 @@ impl RedisSessions {
             let answer = self
                 .call(&self.create, Retry::IfNotRun, &keys, &args)
                 .await?;
-            // `exists`: a 256-bit collision, which does not happen; a fresh id is still
-            // the right answer to it.
-            if answer[0] == "ok" {
-                record_evicted(number(answer.get(2))?);
-                let mut rest = answer;
-                rest.remove(2);
-                return one(&rest);
+            // `exists`: a 256-bit collision, which does not happen; the caller tries a
+            // fresh id.
+            if answer[0] != "ok" {
+                return Ok(None);
             }
+            record_evicted(number(answer.get(2))?);
+            let mut rest = answer;
+            rest.remove(2);
+            one(&rest).map(Some)
         }
     }
 
@@ -194,20 +199,17 @@ impl RedisSessions {
         })
     }
 
-    pub(super) async fn rotate(&self, id: &str) -> Result<Option<Session>, SessionError> {
-        loop {
-            let new_id = id::new_id();
-            let keys = [self.session_key(id), self.session_key(&new_id)];
-            let args = [id.to_owned(), new_id, self.prefix.clone()];
-            let answer = self
-                .call(&self.rotate, Retry::IfNotRun, &keys, &args)
-                .await?;
-            match answer[0].as_str() {
-                "missing" => return Ok(None),
-                "ok" => return one(&answer).map(Some),
-                _ => {} // `exists`: try another id.
-            }
-        }
+    pub(super) async fn rotate(&self, id: &str, new_id: &str) -> Result<Rotated, SessionError> {
+        let keys = [self.session_key(id), self.session_key(new_id)];
+        let args = [id.to_owned(), new_id.to_owned(), self.prefix.clone()];
+        let answer = self
+            .call(&self.rotate, Retry::IfNotRun, &keys, &args)
+            .await?;
+        Ok(match answer[0].as_str() {
+            "missing" => Rotated::Missing,
+            "ok" => Rotated::Done(Box::new(one(&answer)?)),
+            _ => Rotated::Taken,
+        })
     }
 
     pub(super) async fn delete(&self, id: &str) -> Result<bool, SessionError> {
@@ -261,6 +263,7 @@ fn parse(f: &[String]) -> Result<Session, SessionError> {
         .map_err(|e| SessionError::Decode(format!("data is not JSON: {e}")))?;
     Ok(Session {
         id: f[0].clone(),
+        handle: String::new(),
         user_id: f[1].clone(),
         kind,
         data,

@@ -1,9 +1,10 @@
 -- Shared by every session script (prepended to each).
 --
--- A session is a hash {prefix}id:{id} with fields user, kind, data (JSON), version,
+-- "id" below is always the session's handle (SHA-256 of the id): the id never reaches Redis.
+-- A session is a hash {prefix}s:{id} with fields user, kind, data (JSON), version,
 -- created, expires (absolute end, unix ms), idle (idle timeout, ms). Its PTTL is the
 -- idle deadline, never past the absolute end, so Redis drops an idle session by itself.
--- The index {prefix}user:{userId} is a sorted set of id -> absolute end (unix ms), pruned
+-- The index {prefix}u:{userId} is a sorted set of id -> absolute end (unix ms), pruned
 -- on create, delete and list and expiring with its longest-lived member.
 -- Time is Redis's (TIME), so every instance agrees on expiry.
 -- A session is answered as 8 strings: id, user, kind, data, version, created, expires,
@@ -15,11 +16,11 @@ local function now_ms()
 end
 
 local function session_key(prefix, id)
-  return prefix .. 'id:' .. id
+  return prefix .. 's:' .. id
 end
 
 local function index_key(prefix, user)
-  return prefix .. 'user:' .. user
+  return prefix .. 'u:' .. user
 end
 
 -- Appends the live session at `key` to `out`; answers false (and removes an ended hash)
