@@ -277,7 +277,11 @@ impl Cache {
         key: &str,
     ) -> Result<Option<Arc<[u8]>>, CacheError> {
         let l1_key = l1_key(namespace, key)?;
-        let cached = self.inner.l1().get(&l1_key).await;
+        // With L1 off (`maxEntries: 0`) there is nothing to look up.
+        let cached = match self.inner.l1_on() {
+            true => self.inner.l1().get(&l1_key).await,
+            false => None,
+        };
         if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh()) {
             self.inner.record(Level::L1, true);
             return Ok(Some(entry.json.clone()));
@@ -286,6 +290,20 @@ impl Cache {
         let Some(l2) = &self.inner.l2 else {
             return Ok(None);
         };
+        // Boxed: the Redis read's future is several kilobytes, which every caller (L1 hits
+        // included) would otherwise carry and move.
+        Box::pin(self.read_through(l2, l1_key, namespace, key, cached)).await
+    }
+
+    /// An L1 miss: Redis, then L1 by the coherence rule.
+    async fn read_through(
+        &self,
+        l2: &redis::RedisLevel,
+        l1_key: String,
+        namespace: &str,
+        key: &str,
+        cached: Option<Entry>,
+    ) -> Result<Option<Arc<[u8]>>, CacheError> {
         let ticket = self.inner.coherence.ticket();
         let read = match l2.get(namespace, key).await {
             Ok(read) => read,
@@ -639,6 +657,11 @@ impl Inner {
         tombstone_ttl(&self.cfg)
     }
 
+    /// Whether L1 keeps anything (`cache.l1.maxEntries` above 0).
+    fn l1_on(&self) -> bool {
+        self.cfg.l1.max_entries > 0
+    }
+
     fn check_size(&self, bytes: usize) -> Result<(), CacheError> {
         let max = self.cfg.max_value_bytes;
         if bytes > max {
@@ -649,7 +672,7 @@ impl Inner {
 
     /// Puts `entry` in L1 by the coherence rule (when L1 is on).
     async fn keep(&self, l1_key: String, entry: Entry, ticket: Ticket) {
-        if self.cfg.l1.max_entries > 0 && entry.stale_until > Instant::now() {
+        if self.l1_on() && entry.stale_until > Instant::now() {
             self.coherence.admit(l1_key, entry, ticket).await;
         }
     }

@@ -212,7 +212,7 @@ impl RedisLevel {
         match stored::read(&bytes, now, self.max_value) {
             Ok(read) => Some(read),
             Err(error) => {
-                self.drop_corrupt(full, &bytes, &error).await;
+                Box::pin(self.drop_corrupt(full, &bytes, &error)).await;
                 None
             }
         }
