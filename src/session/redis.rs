@@ -4,14 +4,15 @@
 //! Keys (`{prefix}` is `sessions.keyPrefix`; `{handle}` is the SHA-256 of the id, see
 //! [`super::id::handle`] — the id itself never reaches Redis):
 //! - `{prefix}s:{handle}` — hash `user`, `kind`, `data` (JSON), `version`, `created`,
-//!   `expires` (absolute end, unix ms), `idle` (idle timeout, ms); its PTTL is the idle
-//!   deadline, capped by the absolute end, so Redis itself drops a session that ends.
+//!   `expires` (absolute end, unix ms), `idle` (idle timeout, ms), `deadline` (idle
+//!   deadline, unix ms); its PTTL ends at the deadline, capped by the absolute end, so
+//!   Redis itself drops a session that ends.
 //! - `{prefix}u:{userId}` — sorted set handle → absolute end, pruned on create, delete and
 //!   list, expiring with its longest-lived member; at most `sessions.maxPerUser` members.
 //!
 //! Every function here takes and answers handles where the scripts say "id".
 //!
-//! A plain read is `HMGET` + `PEXPIRETIME` (Redis 7+) in one round trip, no script.
+//! A plain read is one `HMGET` (the hash carries its idle deadline), no script.
 //! Every script reads Redis's clock (`TIME`), so instances with skewed clocks agree on
 //! expiry. Scripts that move between a session and its user's index (rotate, delete, list,
 //! revoke) build the other key from the prefix and the stored user id: the id alone must
@@ -154,28 +155,21 @@ impl RedisSessions {
         one(&answer).map(Some)
     }
 
-    /// A read that renews nothing, without a script: `HMGET` and `PEXPIRETIME` in one
-    /// round trip. Every script keeps a session's expiry at or before its absolute end, so
-    /// a hash that still exists is live, and its expiry time is the idle deadline.
+    /// A read that renews nothing, without a script: one `HMGET`. Every script keeps a
+    /// session's expiry at or before its absolute end and writes the idle deadline beside
+    /// it, so a hash that still exists is live.
     async fn peek(&self, id: &str) -> Result<Option<Session>, SessionError> {
-        let key = self.session_key(id);
-        let mut pipe = redis::pipe();
-        pipe.cmd("HMGET")
-            .arg(&key)
-            .arg(&["user", "kind", "data", "version", "created", "expires"]);
-        pipe.cmd("PEXPIRETIME").arg(&key);
-        let (fields, idle): (Vec<Option<String>>, i64) =
-            self.backend.pipeline(Retry::Idempotent, &pipe).await?;
-        let (Some(fields), true) = (
-            fields.into_iter().collect::<Option<Vec<String>>>(),
-            idle > 0,
-        ) else {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.session_key(id)).arg(&[
+            "user", "kind", "data", "version", "created", "expires", "deadline",
+        ]);
+        let fields: Vec<Option<String>> = self.backend.query(&cmd).await?;
+        let Some(fields) = fields.into_iter().collect::<Option<Vec<String>>>() else {
             return Ok(None);
         };
         let mut answer = Vec::with_capacity(FIELDS);
         answer.push(id.to_owned());
         answer.extend(fields);
-        answer.push(idle.to_string());
         parse(&answer).map(Some)
     }
 

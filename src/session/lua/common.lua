@@ -2,8 +2,10 @@
 --
 -- "id" below is always the session's handle (SHA-256 of the id): the id never reaches Redis.
 -- A session is a hash {prefix}s:{id} with fields user, kind, data (JSON), version,
--- created, expires (absolute end, unix ms), idle (idle timeout, ms). Its PTTL is the
--- idle deadline, never past the absolute end, so Redis drops an idle session by itself.
+-- created, expires (absolute end, unix ms), idle (idle timeout, ms) and deadline (the idle
+-- deadline, unix ms). Its PTTL ends at the deadline, never past the absolute end, so Redis
+-- drops an idle session by itself; every script that moves the PTTL writes `deadline`, so a
+-- plain read is one HMGET.
 -- The index {prefix}u:{userId} is a sorted set of id -> absolute end (unix ms), pruned
 -- on create, delete and list and expiring with its longest-lived member.
 -- Time is Redis's (TIME), so every instance agrees on expiry.
@@ -23,10 +25,14 @@ local function index_key(prefix, user)
   return prefix .. 'u:' .. user
 end
 
--- Appends the live session at `key` to `out`; answers false (and removes an ended hash)
--- when there is none.
-local function load(out, key, id, now)
-  local f = redis.call('HMGET', key, 'user', 'kind', 'data', 'version', 'created', 'expires')
+-- The fields of a session answer, in order (the last is the idle deadline, unix ms).
+local FIELDS = {'user', 'kind', 'data', 'version', 'created', 'expires', 'deadline'}
+
+-- Appends the live session at `key` to `out`, from `f` (its FIELDS, as HMGET answers
+-- them; read here when not given); answers false (and removes a hash past its absolute
+-- end) when there is none.
+local function load(out, key, id, now, f)
+  f = f or redis.call('HMGET', key, unpack(FIELDS))
   if not f[1] then
     return false
   end
@@ -34,24 +40,24 @@ local function load(out, key, id, now)
     redis.call('DEL', key)
     return false
   end
-  local pttl = redis.call('PTTL', key)
-  if pttl < 0 then
+  if tonumber(f[7]) <= now then
     return false
   end
   local n = #out
   out[n + 1] = id
-  for i = 1, 6 do
+  for i = 1, 7 do
     out[n + 1 + i] = f[i]
   end
-  out[n + 8] = string.format('%d', now + pttl)
   return true
 end
 
--- Sets the idle deadline of `key` to `now + idle`, capped by its absolute end.
-local function renew(key, now)
-  local f = redis.call('HMGET', key, 'expires', 'idle')
-  local left = tonumber(f[1]) - now
-  redis.call('PEXPIRE', key, math.max(1, math.min(tonumber(f[2]), left)))
+-- Sets the idle deadline of `key` to `now + idle`, capped by its absolute end `expires`:
+-- its PTTL and its `deadline` field. Answers the deadline.
+local function renew(key, now, expires, idle)
+  local deadline = math.min(now + idle, expires)
+  redis.call('PEXPIRE', key, math.max(1, deadline - now))
+  redis.call('HSET', key, 'deadline', string.format('%d', deadline))
+  return deadline
 end
 
 -- Drops members past their absolute end and, with `deep`, members whose hash is gone

@@ -25,7 +25,7 @@ end
 redis.call('HSET', KEYS[1], 'user', ARGV[2], 'kind', ARGV[3], 'data', ARGV[4],
   'version', '1', 'created', string.format('%d', now), 'expires', string.format('%d', expires),
   'idle', string.format('%d', idle))
-redis.call('PEXPIRE', KEYS[1], math.min(idle, expires - now))
+renew(KEYS[1], now, expires, idle)
 redis.call('ZADD', KEYS[2], expires, ARGV[1])
 expire_index(KEYS[2])
 local out = {'ok', tostring(expired), tostring(evicted)}

@@ -12,7 +12,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'exists'}
 end
 redis.call('RENAME', KEYS[1], KEYS[2])
-renew(KEYS[2], now)
+-- old: id, user, kind, data, version, created, expires, deadline
+renew(KEYS[2], now, tonumber(old[7]), tonumber(redis.call('HGET', KEYS[2], 'idle')))
 local index = index_key(ARGV[3], old[2])
 redis.call('ZREM', index, ARGV[1])
 redis.call('ZADD', index, old[7], ARGV[2])

@@ -8,11 +8,12 @@ local out = {'ok', '0'}
 if not load(out, KEYS[1], ARGV[1], now) then
   return {'missing'}
 end
+-- out: 'ok', '0', id, user, kind, data, version, created, expires, deadline
 if out[7] ~= ARGV[3] then
   return {'conflict', out[7]}
 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-out = {'ok', '0'}
-load(out, KEYS[1], ARGV[1], now)
+local version = string.format('%d', tonumber(ARGV[3]) + 1)
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', version)
+out[6] = ARGV[2]
+out[7] = version
 return out
