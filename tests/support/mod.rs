@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod proxy;
+pub mod sentinel_standin;
 pub mod serve;
 pub mod tls;
 

@@ -211,7 +211,9 @@ impl RedisBackend {
         self.inner.pool.clear();
     }
 
-    pub(crate) fn suspect_master(&self) {
+    /// Asks the Sentinel supervisor to re-resolve the master now, as a `READONLY` reply or
+    /// a lost connection does (nothing in standalone mode).
+    pub fn suspect_master(&self) {
         self.inner.topology.suspect();
     }
 }

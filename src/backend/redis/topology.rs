@@ -4,10 +4,18 @@
 //! leave a dead master or keep writing to a demoted one for seconds. Here the master
 //! address is a `watch` value with an epoch; every pooled connection remembers the epoch
 //! it was opened in and is discarded once the epoch moves. The epoch moves when:
-//! - any Sentinel publishes `+switch-master` for our master (pub/sub, sub-millisecond);
-//! - a command fails with `READONLY` or a connection error and a re-resolve, asking the
-//!   Sentinels and confirming with `ROLE` on the answer, finds a different master;
+//! - a Sentinel publishes `+switch-master` for our master (pub/sub, sub-millisecond) and,
+//!   asked, reports a config epoch newer than the one we follow;
+//! - a command fails with `READONLY` or a connection error and a re-resolve finds a
+//!   different master;
 //! - the periodic re-resolve (a safety net for missed messages) finds one.
+//!
+//! A re-resolve asks every Sentinel at once (`SENTINEL MASTER`, each bounded by
+//! `dialTimeout` + `readTimeout`) and adopts the master a majority of the Sentinels that
+//! answered agree on. Never a master with an older Sentinel config epoch than the one we
+//! follow — unless a majority of *all* configured Sentinels name it (they were reset) —
+//! and never one that `ROLE` does not confirm. So a lagging Sentinel, or one that lies,
+//! cannot move the process back to a demoted master.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +35,8 @@ pub struct Master {
     pub endpoint: Endpoint,
     /// Increases by one each time the master changes.
     pub epoch: u64,
+    /// The Sentinels' configuration epoch of this master (0 in standalone mode).
+    pub config_epoch: u64,
 }
 
 /// Follows the master. Dropping it stops the background tasks.
@@ -54,6 +64,7 @@ impl Topology {
                     port: cfg.port,
                 },
                 epoch: 0,
+                config_epoch: 0,
             });
             drop(stop_rx);
             return Ok(Self {
@@ -64,11 +75,12 @@ impl Topology {
             });
         }
         let sentinels = sentinel_endpoints(cfg)?;
-        let first = resolve(cfg, &sentinels).await?;
-        tracing::info!(master = %first, name = %cfg.sentinel.master_name, "master resolved through Sentinel");
+        let (first, config_epoch) = resolve(cfg, &sentinels, 0).await?;
+        tracing::info!(master = %first, config_epoch, name = %cfg.sentinel.master_name, "master resolved through Sentinel");
         let (tx, master) = watch::channel(Master {
             endpoint: first,
             epoch: 0,
+            config_epoch,
         });
         let tx = Arc::new(tx);
         for sentinel in &sentinels {
@@ -131,16 +143,19 @@ fn sentinel_endpoints(cfg: &RedisConfig) -> Result<Vec<Endpoint>, BackendError> 
         .collect()
 }
 
-/// Publishes `endpoint` as the master if it differs from the current one.
-fn publish(tx: &watch::Sender<Master>, endpoint: Endpoint, why: &str) {
+/// Publishes `endpoint` (at Sentinel config epoch `config_epoch`) as the master if it
+/// differs from the current one. The caller has checked the epoch.
+fn publish(tx: &watch::Sender<Master>, endpoint: Endpoint, config_epoch: u64, why: &str) {
     tx.send_if_modified(|m| {
         if m.endpoint == endpoint {
+            m.config_epoch = m.config_epoch.max(config_epoch);
             return false;
         }
-        tracing::warn!(from = %m.endpoint, to = %endpoint, why, "Redis master changed");
+        tracing::warn!(from = %m.endpoint, to = %endpoint, config_epoch, why, "Redis master changed");
         metrics::counter!("blinkchamber_redis_failovers_total").increment(1);
         m.endpoint = endpoint;
         m.epoch += 1;
+        m.config_epoch = config_epoch;
         true
     });
 }
@@ -159,8 +174,9 @@ async fn supervise(
             () = refresh.notified() => {}
             () = tokio::time::sleep(RECHECK_INTERVAL) => {}
         }
-        match resolve(&cfg, &sentinels).await {
-            Ok(endpoint) => publish(&tx, endpoint, "re-resolved"),
+        let following = tx.borrow().config_epoch;
+        match resolve(&cfg, &sentinels, following).await {
+            Ok((endpoint, config_epoch)) => publish(&tx, endpoint, config_epoch, "re-resolved"),
             Err(e) => {
                 tracing::warn!(error = %e, "re-resolving the Redis master failed");
                 // Try again soon: the failover may still be in progress.
@@ -201,7 +217,7 @@ async fn watch_sentinel(
                         host: ip.to_owned(),
                         port,
                     };
-                    publish(&tx, endpoint, "+switch-master");
+                    switch_announced(&cfg, &sentinel, endpoint, &tx).await;
                 }
             }
             Ok::<(), BackendError>(())
@@ -222,39 +238,126 @@ async fn watch_sentinel(
     }
 }
 
-/// Asks each Sentinel in turn and returns the first answer that `ROLE` confirms.
+/// A `+switch-master` from `sentinel` naming `endpoint`: adopted if that Sentinel reports
+/// it with a config epoch newer than the one followed and `ROLE` confirms it; otherwise a
+/// lagging or lying Sentinel is ignored (a real failover raises the epoch).
+async fn switch_announced(
+    cfg: &RedisConfig,
+    sentinel: &Endpoint,
+    endpoint: Endpoint,
+    tx: &watch::Sender<Master>,
+) {
+    let following = tx.borrow().config_epoch;
+    let checked = async {
+        let (named, config_epoch) = ask(cfg, sentinel).await?;
+        if named != endpoint || config_epoch <= following {
+            return Err(BackendError::Unavailable(format!(
+                "Sentinel {sentinel} announced {endpoint} but reports {named} at config epoch \
+                 {config_epoch} (following epoch {following})"
+            )));
+        }
+        confirm_master(cfg, &endpoint).await?;
+        Ok(config_epoch)
+    };
+    match checked.await {
+        Ok(config_epoch) => publish(tx, endpoint, config_epoch, "+switch-master"),
+        Err(error) => {
+            metrics::counter!("blinkchamber_redis_master_announcements_ignored_total").increment(1);
+            tracing::warn!(%error, "ignoring a +switch-master");
+        }
+    }
+}
+
+/// Asks every Sentinel at once and returns the master a majority of those that answered
+/// agree on, with its config epoch, once `ROLE` confirms it. A master at a config epoch
+/// below `following` is refused unless a majority of all configured Sentinels name it.
 pub(crate) async fn resolve(
     cfg: &RedisConfig,
     sentinels: &[Endpoint],
-) -> Result<Endpoint, BackendError> {
+    following: u64,
+) -> Result<(Endpoint, u64), BackendError> {
+    let bound = cfg.dial_timeout + cfg.read_timeout;
+    let asked = futures_util::future::join_all(sentinels.iter().map(|sentinel| async move {
+        match tokio::time::timeout(bound, ask(cfg, sentinel)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "Sentinel {sentinel}: no answer within dialTimeout + readTimeout"
+            ))),
+        }
+    }))
+    .await;
     let mut last = None;
-    for sentinel in sentinels {
-        match ask(cfg, sentinel).await {
-            Ok(endpoint) => match confirm_master(cfg, &endpoint).await {
-                Ok(()) => return Ok(endpoint),
-                Err(e) => last = Some(e),
-            },
+    let mut votes: Vec<(Endpoint, usize, u64)> = Vec::new();
+    let mut answered = 0;
+    for answer in asked {
+        match answer {
+            Ok((endpoint, epoch)) => {
+                answered += 1;
+                match votes.iter_mut().find(|(e, ..)| *e == endpoint) {
+                    Some((_, n, top)) => {
+                        *n += 1;
+                        *top = (*top).max(epoch);
+                    }
+                    None => votes.push((endpoint, 1, epoch)),
+                }
+            }
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| BackendError::Unavailable("no Sentinel configured".into())))
+    let Some((endpoint, n, epoch)) = votes.into_iter().max_by_key(|(_, n, epoch)| (*n, *epoch))
+    else {
+        return Err(
+            last.unwrap_or_else(|| BackendError::Unavailable("no Sentinel configured".into()))
+        );
+    };
+    if n * 2 <= answered {
+        return Err(BackendError::Unavailable(format!(
+            "no majority among the {answered} Sentinels that answered: the most named master, \
+             {endpoint}, has {n}"
+        )));
+    }
+    if epoch < following && n * 2 <= sentinels.len() {
+        return Err(BackendError::Unavailable(format!(
+            "the Sentinels name {endpoint} at config epoch {epoch}, older than the followed \
+             epoch {following}"
+        )));
+    }
+    confirm_master(cfg, &endpoint).await?;
+    Ok((endpoint, epoch))
 }
 
-async fn ask(cfg: &RedisConfig, sentinel: &Endpoint) -> Result<Endpoint, BackendError> {
+/// What `sentinel` says the master is, with its config epoch (`SENTINEL MASTER`).
+async fn ask(cfg: &RedisConfig, sentinel: &Endpoint) -> Result<(Endpoint, u64), BackendError> {
     let mut conn =
         connect::multiplexed(cfg, sentinel, Role::Sentinel, Some(cfg.read_timeout)).await?;
-    let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
-        .arg("GET-MASTER-ADDR-BY-NAME")
+    let fields: Vec<String> = redis::cmd("SENTINEL")
+        .arg("MASTER")
         .arg(&cfg.sentinel.master_name)
         .query_async(&mut conn)
-        .await?;
-    let (host, port) = addr.ok_or_else(|| {
+        .await
+        .map_err(|e| {
+            BackendError::Unavailable(format!(
+                "Sentinel {sentinel} does not know master `{}`: {e}",
+                cfg.sentinel.master_name
+            ))
+        })?;
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|pair| pair[0] == name)
+            .and_then(|pair| pair.get(1))
+    };
+    let parsed = (|| {
+        let host = field("ip")?.clone();
+        let port = field("port")?.parse().ok()?;
+        let epoch = field("config-epoch").map_or(Some(0), |e| e.parse().ok())?;
+        Some((Endpoint { host, port }, epoch))
+    })();
+    parsed.ok_or_else(|| {
         BackendError::Unavailable(format!(
-            "Sentinel {sentinel} does not know master `{}`",
-            cfg.sentinel.master_name
+            "Sentinel {sentinel}: unexpected SENTINEL MASTER answer"
         ))
-    })?;
-    Ok(Endpoint { host, port })
+    })
 }
 
 async fn confirm_master(cfg: &RedisConfig, endpoint: &Endpoint) -> Result<(), BackendError> {
