@@ -284,3 +284,45 @@ async fn batched_script_calls_answer_each_caller_once_even_when_some_are_cancell
         }
     }
 }
+
+#[tokio::test]
+async fn refusals_that_did_not_run_are_classified_as_not_run() {
+    // NOREPLICAS: a master that requires a replica it does not have refuses writes.
+    let master = RedisProc::start_with(&["--min-replicas-to-write", "1"]);
+    let mut cfg = RedisConfig::standalone("127.0.0.1", master.port);
+    cfg.max_retries = 0;
+    let backend = RedisBackend::connect(cfg).await.unwrap();
+    let err = backend.query::<()>(&set("guarded", "x")).await.unwrap_err();
+    assert!(err.to_string().contains("NOREPLICAS"), "{err}");
+    assert!(err.certainly_not_run(), "NOREPLICAS did not run: {err}");
+
+    // EXECABORT: a transaction sent to a replica (a demoted master) is discarded whole.
+    let plain = RedisProc::start();
+    let replica = RedisProc::start();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(plain.port)
+        .query(&mut replica.conn())
+        .unwrap();
+    let mut cfg = RedisConfig::standalone("127.0.0.1", replica.port);
+    cfg.max_retries = 0;
+    let backend = RedisBackend::connect(cfg).await.unwrap();
+    let mut tx = redis::pipe();
+    tx.atomic()
+        .cmd("SET")
+        .arg("a")
+        .arg(1)
+        .cmd("SET")
+        .arg("b")
+        .arg(2);
+    let err = backend
+        .pipeline::<()>(blinkchamber::Retry::IfNotRun, &tx)
+        .await
+        .unwrap_err();
+    assert!(
+        err.certainly_not_run(),
+        "a discarded transaction did not run: {err}"
+    );
+    let a: Option<String> = redis::cmd("GET").arg("a").query(&mut plain.conn()).unwrap();
+    assert_eq!(a, None);
+}

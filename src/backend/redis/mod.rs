@@ -234,6 +234,10 @@ fn maybe_ran(e: &RedisError) -> bool {
     !(e.is_connection_refusal() || not_run_server_error(e))
 }
 
+/// Refusals that say the command did not run: `READONLY`, `LOADING`, `MASTERDOWN`,
+/// `TRYAGAIN`, `EXECABORT` (a transaction discarded, as on a demoted master), `NOREPLICAS`
+/// (`min-replicas-to-write` not met) and `UNBLOCKED` (a blocking command released because
+/// the node became a replica).
 fn not_run_server_error(e: &RedisError) -> bool {
     matches!(
         e.kind(),
@@ -242,15 +246,21 @@ fn not_run_server_error(e: &RedisError) -> bool {
                 | ServerErrorKind::BusyLoading
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::TryAgain
+                | ServerErrorKind::ExecAbort
         )
-    )
+    ) || e
+        .code()
+        .is_some_and(|code| matches!(code, "NOREPLICAS" | "UNBLOCKED"))
 }
 
+/// Errors that say this node is not (or no longer) the master.
 fn moved(e: &RedisError) -> bool {
     matches!(
         e.kind(),
-        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
-    )
+        ErrorKind::Server(
+            ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown | ServerErrorKind::ExecAbort
+        )
+    ) || e.code() == Some("UNBLOCKED")
 }
 
 impl BackendError {

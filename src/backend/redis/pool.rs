@@ -34,6 +34,8 @@ pub struct Pool {
     /// Slots in use, `1..=slots.len()`; grows under load, never shrinks.
     opened: AtomicUsize,
     ids: AtomicU64,
+    /// The newest master epoch any caller has asked for: connections only move forward.
+    newest: AtomicU64,
 }
 
 struct Slot {
@@ -83,11 +85,13 @@ impl Pool {
                 .collect(),
             opened: AtomicUsize::new(1),
             ids: AtomicU64::new(0),
+            newest: AtomicU64::new(0),
         }
     }
 
     /// A usable connection to `master`, opening one if the slot has none.
     pub async fn get(&self, cfg: &RedisConfig, master: &Master) -> Result<Lease<'_>, BackendError> {
+        self.newest.fetch_max(master.epoch, Ordering::SeqCst);
         let index = self.pick();
         let slot = &self.slots[index];
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -152,9 +156,22 @@ impl Pool {
             Some(connect::command_timeout(cfg)),
         )
         .await?;
+        // The master moved while this caller dialled the one it knew: that connection may
+        // lead to a demoted node. Not installed, and nothing ran: the caller retries.
+        if self.newest.load(Ordering::SeqCst) > master.epoch {
+            return Err(BackendError::Unavailable(
+                "the Redis master changed while connecting".into(),
+            ));
+        }
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        *slot.lock() = Some(Live {
+        let mut live = slot.lock();
+        if live.as_ref().is_some_and(|l| l.epoch > master.epoch) {
+            return Err(BackendError::Unavailable(
+                "the Redis master changed while connecting".into(),
+            ));
+        }
+        *live = Some(Live {
             conn: conn.clone(),
             id,
             epoch: master.epoch,
@@ -190,7 +207,12 @@ impl Slot {
         let mut guard = self.lock();
         let live = guard.as_mut()?;
         let now = Instant::now();
-        let stale = live.epoch != epoch
+        // Only forward: a caller with an older view of the master than the connection's does
+        // not drop it (and dials nothing it could install: see `connection`).
+        if live.epoch > epoch {
+            return None;
+        }
+        let stale = live.epoch < epoch
             || expired(now, live.opened, live.max_age)
             || expired(now, live.used, cfg.idle_timeout);
         if stale {
