@@ -779,27 +779,7 @@ async fn redis_keys_are_readable_and_hold_no_session_id() {
         .create("olga", SessionKind::User, json!({}))
         .await
         .unwrap();
-    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-    let mut dump = String::new();
-    for key in &keys {
-        dump.push_str(key);
-        dump.push('\n');
-        let kind: String = ::redis::cmd("TYPE").arg(key).query(&mut conn).unwrap();
-        let values: Vec<String> = match kind.as_str() {
-            "hash" => ::redis::cmd("HVALS").arg(key).query(&mut conn).unwrap(),
-            "zset" => ::redis::cmd("ZRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .query(&mut conn)
-                .unwrap(),
-            other => panic!("unexpected key type {other} at {key}"),
-        };
-        for value in values {
-            dump.push_str(&value);
-            dump.push('\n');
-        }
-    }
+    let dump = support::dump_keys(&mut conn);
     for id in [&s.id, &rotated.id] {
         assert!(!dump.contains(id.as_str()), "a session id at rest:\n{dump}");
     }

@@ -613,28 +613,7 @@ async fn the_raw_token_is_never_stored(f: &Fixture) {
     }
     let Some(redis) = &f.redis else { return };
     let mut conn = redis.conn();
-    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-    let mut dump = String::new();
-    for key in &keys {
-        dump.push_str(key);
-        dump.push('\n');
-        let kind: String = ::redis::cmd("TYPE").arg(key).query(&mut conn).unwrap();
-        let values: Vec<Vec<u8>> = match kind.as_str() {
-            "string" => vec![::redis::cmd("GET").arg(key).query(&mut conn).unwrap()],
-            "set" => ::redis::cmd("SMEMBERS").arg(key).query(&mut conn).unwrap(),
-            "zset" => ::redis::cmd("ZRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .query(&mut conn)
-                .unwrap(),
-            other => panic!("unexpected key type {other} at {key}"),
-        };
-        for value in values {
-            dump.push_str(&String::from_utf8_lossy(&value));
-            dump.push('\n');
-        }
-    }
+    let dump = support::dump_keys(&mut conn);
     for token in &tokens {
         assert!(
             dump.contains(&token_hash(token)),

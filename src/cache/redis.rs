@@ -42,6 +42,11 @@ use crate::lock::{Lease, Locks};
 /// Keys removed per script call or `UNLINK` while removing by tag or clearing a namespace.
 const BATCH: usize = 500;
 
+/// A script with `lua/common.lua` in front.
+fn script(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("lua/common.lua")))
+}
+
 struct Scripts {
     set: Script,
     remove: Script,
@@ -120,9 +125,9 @@ impl RedisLevel {
             subscribed,
             breaker: Breaker::new(cfg),
             scripts: Scripts {
-                set: Script::new(include_str!("lua/set.lua")),
-                remove: Script::new(include_str!("lua/remove.lua")),
-                mark: Script::new(include_str!("lua/mark.lua")),
+                set: script(include_str!("lua/set.lua")),
+                remove: script(include_str!("lua/remove.lua")),
+                mark: script(include_str!("lua/mark.lua")),
                 drop_corrupt: Script::new(include_str!("lua/drop_corrupt.lua")),
             },
             load_locks: cfg.distributed_load.enabled.then(|| {

@@ -79,14 +79,33 @@ pub struct UserQuery {
     pub user_id: String,
 }
 
-/// A live session, as its holder sees it.
+/// A live session, as its holder sees it: its id and what a list shows.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionBody {
     /// The id: the session's credential (43 characters, base64url). Send it back in the
     /// `Session-Id` header.
     pub id: String,
-    /// Names the session in lists and revokes it; cannot be used as the id.
+    /// Everything else.
+    #[serde(flatten)]
+    pub session: ListedSession,
+}
+
+impl From<Session> for SessionBody {
+    fn from(s: Session) -> Self {
+        Self {
+            id: s.id.clone(),
+            session: SessionInfo::from(s).into(),
+        }
+    }
+}
+
+/// A live session as listed: everything but its id.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSession {
+    /// Names the session in lists and revokes it (`DELETE
+    /// /v1/sessions/handles/{handle}`); cannot be used as the id.
     pub handle: String,
     /// Whose session it is.
     pub user_id: String,
@@ -100,46 +119,6 @@ pub struct SessionBody {
     /// RFC 3339 creation time (kept by rotation).
     pub created_at: String,
     /// RFC 3339 absolute end; nothing extends the session past it.
-    pub expires_at: String,
-    /// RFC 3339 time the session ends unless touched first.
-    pub idle_expires_at: String,
-}
-
-impl From<Session> for SessionBody {
-    fn from(s: Session) -> Self {
-        let time = |t| humantime::format_rfc3339_millis(t).to_string();
-        Self {
-            created_at: time(s.created_at),
-            expires_at: time(s.expires_at),
-            idle_expires_at: time(s.idle_expires_at),
-            id: s.id,
-            handle: s.handle,
-            user_id: s.user_id,
-            kind: s.kind,
-            data: s.data,
-            version: s.version,
-        }
-    }
-}
-
-/// A live session as listed: everything but its id.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ListedSession {
-    /// Names the session; `DELETE /v1/sessions/handles/{handle}` revokes it.
-    pub handle: String,
-    /// Whose session it is.
-    pub user_id: String,
-    /// `user` or `admin`.
-    #[schema(value_type = String, example = "user")]
-    pub kind: SessionKind,
-    /// Application data.
-    pub data: Value,
-    /// Compare-and-set version.
-    pub version: u64,
-    /// RFC 3339 creation time.
-    pub created_at: String,
-    /// RFC 3339 absolute end.
     pub expires_at: String,
     /// RFC 3339 time the session ends unless touched first.
     pub idle_expires_at: String,

@@ -352,6 +352,35 @@ impl SentinelGroup {
     }
 }
 
+/// Every key of the current database with its contents (strings, hash values, set and
+/// sorted-set members), one per line: what someone holding a dump of Redis would see.
+pub fn dump_keys(conn: &mut redis::Connection) -> String {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap();
+    let mut dump = String::new();
+    for key in &keys {
+        dump.push_str(key);
+        dump.push('\n');
+        let kind: String = redis::cmd("TYPE").arg(key).query(conn).unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![redis::cmd("GET").arg(key).query(conn).unwrap()],
+            "hash" => redis::cmd("HVALS").arg(key).query(conn).unwrap(),
+            "set" => redis::cmd("SMEMBERS").arg(key).query(conn).unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query(conn)
+                .unwrap(),
+            other => panic!("unexpected key type {other} at {key}"),
+        };
+        for value in values {
+            dump.push_str(&String::from_utf8_lossy(&value));
+            dump.push('\n');
+        }
+    }
+    dump
+}
+
 /// Path of the built `blinkchamber` binary.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_blinkchamber"))

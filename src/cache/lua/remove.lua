@@ -16,17 +16,14 @@
 -- ARGV[7]  the namespace
 -- ARGV[8..] the keys; by tag, the batch size
 -- Returns {version, {key, ...}}: the version of the removals and the keys removed.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-if now <= last then now = last + 1 end
-local v = string.format('%.0f', now)
-redis.call('SET', KEYS[1], v)
+local v = next_version(KEYS[1])
 
 local keys = {}
 if KEYS[2] then
   redis.call('SET', KEYS[3], v, 'PX', ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', math.floor(now / 1000))
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
   keys = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[8]) - 1)
   -- Also when the key's tag list disagrees: the batch always leaves the set.
   if #keys > 0 then redis.call('ZREM', KEYS[2], unpack(keys)) end

@@ -20,16 +20,6 @@
 -- ARGV[10..] tags
 -- Returns {version, false} when stored; {0, current} when a guarded write lost (current:
 -- the stored value or tombstone that won, or false when a clear or tag marker did).
-local function next_version()
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-  if now <= last then now = last + 1 end
-  local v = string.format('%.0f', now)
-  redis.call('SET', KEYS[2], v)
-  return v
-end
-
 local function version_of(stored)
   return tonumber(string.match(stored, '^{"version":(%d+)') or string.match(stored, '^%zBC2(%d+):') or '0')
 end
@@ -47,7 +37,7 @@ if ARGV[5] ~= '' then
   end
 end
 
-local v = next_version()
+local v = next_version(KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. v .. ARGV[2], 'PX', ARGV[3])
 
 local t = redis.call('TIME')
