@@ -521,3 +521,54 @@ fn config_with_default_prefix() -> CacheConfig {
         ..CacheConfig::default()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_backplane_is_found_and_no_stale_l1_entry_outlives_it() {
+    let redis = RedisProc::start();
+    let proxy = support::proxy::Proxy::start(redis.port).await;
+    // Instance A reaches Redis through the proxy; B directly.
+    let mut via_proxy = RedisConfig::standalone("127.0.0.1", proxy.port);
+    via_proxy.read_timeout = Duration::from_millis(300);
+    via_proxy.max_retries = 0;
+    let cfg = CacheConfig {
+        l2_timeout: Duration::from_millis(500),
+        circuit_breaker: blinkchamber::config::CircuitBreakerConfig {
+            failure_threshold: 1000,
+            ..Default::default()
+        },
+        ..config()
+    };
+    let a = Cache::redis(&cfg, RedisBackend::connect(via_proxy).await.unwrap());
+    a.ready().await;
+    let b = instance(&redis, &cfg).await;
+    a.set("half", "k", &"v1", SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        a.get::<String>("half", "k").await.unwrap().as_deref(),
+        Some("v1")
+    );
+
+    // The path goes silent: connections stay open, nothing comes back. B writes v2; its
+    // notice never reaches A.
+    proxy.set_mode(support::proxy::Mode::SwallowReplies);
+    b.set("half", "k", &"v2", SetOptions::default())
+        .await
+        .unwrap();
+    // A finds out from its unanswered PING and stops serving L1.
+    wait_for_async("A to notice the silent backplane", || async {
+        (!a.following()).then_some(())
+    })
+    .await;
+    // The path comes back: A resubscribes, flushes L1 and reads what Redis holds, although
+    // l1.maxTtl (5 minutes) has not passed.
+    proxy.set_mode(support::proxy::Mode::Pass);
+    wait_for_async("A to follow again", || async {
+        a.following().then_some(())
+    })
+    .await;
+    assert_eq!(
+        a.get::<String>("half", "k").await.unwrap().as_deref(),
+        Some("v2")
+    );
+}

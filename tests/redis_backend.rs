@@ -164,7 +164,9 @@ async fn subscriptions_resubscribe_after_a_restart() {
     );
 
     redis.restart();
-    // The resubscription is announced, so a cache can flush what it may have missed.
+    // The loss is announced at once, and the resubscription after it, so a cache can stop
+    // trusting, then flush, what it may have missed.
+    assert_eq!(sub.recv().await, Some(SubscriptionEvent::Interrupted));
     assert_eq!(sub.recv().await, Some(SubscriptionEvent::Subscribed(1)));
     let _: i64 = redis::cmd("PUBLISH")
         .arg("news")

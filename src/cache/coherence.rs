@@ -106,6 +106,9 @@ pub(super) struct Coherence {
     watched: Mutex<HashMap<String, Vec<Arc<AtomicBool>>>>,
     /// Memory backend: the last version handed out.
     local: AtomicU64,
+    /// Whether other instances' notices reach this one (always with no backplane): L1 is
+    /// served and filled only then.
+    following: AtomicBool,
     window: Duration,
 }
 
@@ -119,7 +122,30 @@ impl Coherence {
             bulk: AtomicU64::new(0),
             watched: Mutex::default(),
             local: AtomicU64::new(0),
+            following: AtomicBool::new(true),
             window,
+        }
+    }
+
+    /// Whether notices from other instances reach this one now.
+    pub fn following(&self) -> bool {
+        self.following.load(Ordering::SeqCst)
+    }
+
+    /// The backplane is subscribed again (after [`Coherence::evict_bulk`] of everything).
+    pub fn resume(&self) {
+        self.following.store(true, Ordering::SeqCst);
+    }
+
+    /// The backplane was lost: notices may be missed from now on. L1 is neither served nor
+    /// filled (reads and loads in flight are not kept), but its entries stay as fail-safe
+    /// copies for when Redis itself fails.
+    pub fn interrupt(&self) {
+        self.following.store(false, Ordering::SeqCst);
+        self.bulk.fetch_add(1, Ordering::SeqCst);
+        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        for flag in watched.values().flatten() {
+            flag.store(true, Ordering::SeqCst);
         }
     }
 
@@ -189,7 +215,8 @@ impl Coherence {
                     .floor(&check_key)
                     .is_some_and(|f| f.version > version || (f.version == version && f.removed));
                 let outdated = bulk.load(Ordering::SeqCst) != ticket.bulk
-                    || ticket.started.elapsed() >= self.window;
+                    || ticket.started.elapsed() >= self.window
+                    || !self.following();
                 let op = if newer_here || newer_known || outdated {
                     Op::Nop
                 } else {

@@ -244,6 +244,13 @@ impl Cache {
         self.inner.l2.as_ref().is_some_and(|l2| l2.circuit_open())
     }
 
+    /// Whether other instances' writes reach this instance now: the backplane is
+    /// subscribed (always, without a backplane or on the memory backend). While it is not,
+    /// L1 is neither served nor filled; every read goes to Redis.
+    pub fn following(&self) -> bool {
+        self.inner.coherence.following()
+    }
+
     /// Resolves once other instances' writes evict this instance's L1 (the backplane is
     /// subscribed). Reads and writes work before that.
     pub async fn ready(&self) {
@@ -282,7 +289,11 @@ impl Cache {
             true => self.inner.l1().get(&l1_key).await,
             false => None,
         };
-        if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh()) {
+        // While the backplane is lost, another instance's write could be missed: no L1 hits.
+        if let Some(entry) = cached
+            .as_ref()
+            .filter(|e| e.is_fresh() && self.inner.coherence.following())
+        {
             self.inner.record(Level::L1, true);
             return Ok(Some(entry.json.clone()));
         }
@@ -582,7 +593,10 @@ impl Cache {
     {
         let l1_key = l1_key(namespace, key)?;
         let cached = self.inner.l1().get(&l1_key).await;
-        if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh()) {
+        if let Some(entry) = cached
+            .as_ref()
+            .filter(|e| e.is_fresh() && self.inner.coherence.following())
+        {
             self.inner.record(Level::L1, true);
             return Ok(serde_json::from_slice(&entry.json)?);
         }

@@ -533,10 +533,18 @@ async fn listen(
 ) {
     while let Some(event) = subscription.recv().await {
         match event {
+            SubscriptionEvent::Interrupted => {
+                // From now on notices may be missed: L1 is not served or filled until the
+                // backplane is subscribed again (its entries stay as fail-safe copies).
+                coherence.interrupt();
+                subscribed.send_replace(false);
+                metrics::counter!("blinkchamber_cache_backplane_interruptions_total").increment(1);
+            }
             SubscriptionEvent::Subscribed(reconnects) => {
                 // Notices may have been published while we were not subscribed (also before
                 // the first subscription: the cache may already have been used).
                 coherence.evict_bulk(None);
+                coherence.resume();
                 if reconnects > 0 {
                     metrics::counter!("blinkchamber_cache_backplane_flushes_total").increment(1);
                 }

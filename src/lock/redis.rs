@@ -113,6 +113,8 @@ impl RedisLocks {
                     SubscriptionEvent::Message { payload, .. } => {
                         String::from_utf8_lossy(&payload).into_owned()
                     }
+                    // Waiters are woken when the subscription is back.
+                    SubscriptionEvent::Interrupted => continue,
                 };
                 let _ = released.send(name);
             }

@@ -20,13 +20,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::Value;
 use tokio::sync::{Notify, watch};
 
 use super::connect::{self, Endpoint, Role};
+use super::pubsub;
 use crate::backend::BackendError;
 use crate::config::{RedisConfig, RedisMode, parse_host_port};
+use futures_util::StreamExt;
 
 /// The current master and the epoch it was learnt in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,12 +199,28 @@ async fn watch_sentinel(
     let mut backoff = Duration::from_millis(50);
     loop {
         let session = async {
-            let mut pubsub = connect::pubsub(&cfg, &sentinel, Role::Sentinel).await?;
-            pubsub.subscribe("+switch-master").await?;
+            let pubsub = connect::pubsub(&cfg, &sentinel, Role::Sentinel).await?;
+            let (mut sink, mut stream) = pubsub.split();
+            sink.subscribe("+switch-master").await?;
             // Messages may have been missed while disconnected.
             refresh.notify_one();
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
+            backoff = Duration::from_millis(50);
+            // A half-open connection to a Sentinel would silently stop failover notices:
+            // checked with PING like every subscription.
+            let mut heartbeat = pubsub::Heartbeat::new(&cfg);
+            loop {
+                let msg = tokio::select! {
+                    msg = stream.next() => msg,
+                    checked = heartbeat.check(&mut sink) => {
+                        checked?;
+                        continue;
+                    }
+                };
+                let Some(msg) = msg else {
+                    return Err::<(), _>(BackendError::Unavailable(
+                        "Sentinel subscription closed".into(),
+                    ));
+                };
                 let Ok(text) = msg.get_payload::<String>() else {
                     continue;
                 };
@@ -220,7 +237,6 @@ async fn watch_sentinel(
                     switch_announced(&cfg, &sentinel, endpoint, &tx).await;
                 }
             }
-            Ok::<(), BackendError>(())
         };
         tokio::select! {
             _ = stop.changed() => return,
