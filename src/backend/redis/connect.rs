@@ -72,12 +72,37 @@ pub fn client(cfg: &RedisConfig, endpoint: &Endpoint, role: Role) -> Result<Clie
     let info: ConnectionInfo = addr
         .into_connection_info()
         .map_err(BackendError::from)?
-        .set_redis_settings(redis_info);
+        .set_redis_settings(redis_info)
+        .set_tcp_settings(tcp_settings(cfg));
     if cfg.tls.enabled {
         Client::build_with_tls(info, tls_certificates(cfg)?).map_err(BackendError::from)
     } else {
         Client::open(info).map_err(BackendError::from)
     }
+}
+
+/// Every socket: keepalive probes after 15 s idle every 5 s (3 probes), so a peer that
+/// vanished without a reset is found even on an idle connection, and on Linux
+/// `TCP_USER_TIMEOUT` of write + read timeout, so written data that is never acknowledged
+/// (a partition) fails the connection instead of waiting for the kernel's retransmission
+/// limit of about 15 minutes. `TCP_NODELAY` stays off: measured with `blinkchamber bench
+/// --only raw` at 50 in flight, it took the pooled rows from 1.03–1.04 × to 0.82 × raw
+/// `SET` and from 0.88–0.97 × to 0.86 × raw `EVALSHA` (more, smaller packets), and the
+/// multiplexed connection already writes every queued command at once.
+fn tcp_settings(cfg: &RedisConfig) -> redis::io::tcp::TcpSettings {
+    use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let settings = TcpSettings::default()
+        .set_nodelay(false)
+        .set_keepalive(keepalive);
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(cfg.write_timeout + cfg.read_timeout);
+    #[cfg(not(target_os = "linux"))]
+    let _ = cfg;
+    settings
 }
 
 fn read_secret(source: &SecretSource) -> Result<crate::config::Secret, BackendError> {
