@@ -572,3 +572,55 @@ async fn a_half_open_backplane_is_found_and_no_stale_l1_entry_outlives_it() {
         Some("v2")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_reply_is_lost_still_converges_on_every_instance() {
+    let redis = RedisProc::start();
+    let proxy = support::proxy::Proxy::start(redis.port).await;
+    let mut via_proxy = RedisConfig::standalone("127.0.0.1", proxy.port);
+    via_proxy.read_timeout = Duration::from_millis(300);
+    via_proxy.max_retries = 2;
+    let cfg = CacheConfig {
+        l2_timeout: Duration::from_millis(500),
+        ..config()
+    };
+    let a = Cache::redis(&cfg, RedisBackend::connect(via_proxy).await.unwrap());
+    a.ready().await;
+    let b = instance(&redis, &cfg).await;
+    a.set("lost", "k", &"v1", SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get::<String>("lost", "k").await.unwrap().as_deref(),
+        Some("v1")
+    );
+
+    // Redis runs A's write, but its reply (and the notice A would hear) never comes back.
+    proxy.set_mode(support::proxy::Mode::SwallowReplies);
+    let lost = a.set("lost", "k", &"v2", SetOptions::default()).await;
+    assert!(lost.is_err(), "the write's reply was swallowed: {lost:?}");
+    let fresh = instance(&redis, &cfg).await;
+    assert_eq!(in_redis(&fresh, "lost", "k").await, Some(json!("v2")));
+    // B heard the notice the script published and dropped its copy of v1.
+    assert_eq!(
+        b.get::<String>("lost", "k").await.unwrap().as_deref(),
+        Some("v2")
+    );
+
+    // The silent path fails (as TCP eventually does), then comes back. A, once it follows
+    // the backplane again, answers what Redis holds, not the v1 it had before.
+    proxy.set_mode(support::proxy::Mode::Reset);
+    wait_for_async("A to notice the lost backplane", || async {
+        (!a.following()).then_some(())
+    })
+    .await;
+    proxy.set_mode(support::proxy::Mode::Pass);
+    wait_for_async("A to follow the backplane again", || async {
+        a.following().then_some(())
+    })
+    .await;
+    assert_eq!(
+        a.get::<String>("lost", "k").await.unwrap().as_deref(),
+        Some("v2")
+    );
+}

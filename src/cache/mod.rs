@@ -327,8 +327,10 @@ impl Cache {
                 found: Found::Value(json, left),
             }) => {
                 self.inner.record(Level::L2, true);
-                let entry = self.inner.entry(json.clone(), left, version);
-                self.inner.keep(l1_key, entry, ticket).await;
+                if self.inner.l1_on() {
+                    let entry = self.inner.entry(json.clone(), left, version);
+                    self.inner.keep(l1_key, entry, ticket).await;
+                }
                 Ok(Some(json))
             }
             Some(Read {

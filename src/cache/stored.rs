@@ -21,9 +21,9 @@ use super::frame::{self, FrameError};
 use crate::config::CompressionConfig;
 
 /// Start of a plain stored value or tombstone, before the version.
-pub(super) const PLAIN_HEAD: &[u8] = b"{\"version\":";
+const PLAIN_HEAD: &[u8] = b"{\"version\":";
 /// Start of a compressed stored value, before the version.
-pub(super) const COMPRESSED_HEAD: &[u8] = b"\0BC2";
+const COMPRESSED_HEAD: &[u8] = b"\0BC2";
 /// Start of a value stored before versions, before its expiry.
 const LEGACY_HEAD: &[u8] = b"{\"expiresAt\":";
 /// Between the expiry and the value's JSON.
