@@ -127,6 +127,32 @@ fn unreadable_tls_file_names_key() {
 }
 
 #[test]
+fn redis_timeouts_that_cannot_work_are_refused() {
+    refused(
+        &format!("{NO_AUTH}backend: redis\nredis:\n  readTimeout: 0s\n"),
+        &[],
+        &["redis.readTimeout", "above 0s"],
+    );
+    refused(
+        &format!(
+            "{NO_AUTH}backend: redis\nredis:\n  readTimeout: 3s\n  writeTimeout: 3s\n  callTimeout: 5s\n"
+        ),
+        &[],
+        &["redis.callTimeout", "5s", "writeTimeout + readTimeout = 6s"],
+    );
+    refused(
+        &format!("{NO_AUTH}backend: redis\nevents:\n  redis:\n    callTimeout: 1s\n"),
+        &[],
+        &["events.redis.callTimeout", "1s"],
+    );
+    refused(
+        &format!("{NO_AUTH}backend: redis\nredis:\n  maxInFlight: 0\n"),
+        &[],
+        &["redis.maxInFlight", "nonzero"],
+    );
+}
+
+#[test]
 fn sentinel_mode_needs_nodes() {
     refused(
         &format!(

@@ -584,6 +584,33 @@ fn validate_redis(prefix: &str, redis: &RedisConfig) -> Result<(), ConfigError> 
     } else if redis.host.is_empty() {
         return Err(invalid(&key("host"), "must not be empty"));
     }
+    for (k, value) in [
+        ("dialTimeout", redis.dial_timeout),
+        ("readTimeout", redis.read_timeout),
+        ("writeTimeout", redis.write_timeout),
+        ("poolTimeout", redis.pool_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(invalid(&key(k), "must be above 0s"));
+        }
+    }
+    let attempt = redis.write_timeout + redis.read_timeout;
+    if redis.call_timeout < attempt {
+        return Err(invalid(
+            &key("callTimeout"),
+            format!(
+                "{} is shorter than one attempt (writeTimeout + readTimeout = {}): expected at least that",
+                humantime::format_duration(redis.call_timeout),
+                humantime::format_duration(attempt)
+            ),
+        ));
+    }
+    if redis.max_retry_backoff < redis.min_retry_backoff {
+        return Err(invalid(
+            &key("maxRetryBackoff"),
+            "must not be shorter than minRetryBackoff",
+        ));
+    }
     for (k, secret) in redis.clone().secrets_mut() {
         secret.read().map_err(|e| invalid(&key(k), e.to_string()))?;
     }

@@ -114,6 +114,7 @@ impl Worker {
             .max(Duration::from_millis(10));
         let mut last_reap: Option<Instant> = None;
         let mut failures = 0u32;
+        let mut masters = self.queues.master_watch();
         while !*self.stop.borrow() {
             if last_reap.is_none_or(|at| at.elapsed() >= idle) {
                 last_reap = Some(Instant::now());
@@ -166,7 +167,22 @@ impl Worker {
                     failures = failures.saturating_add(1);
                     tracing::warn!(%error, "events: taking events failed");
                     let backoff = Duration::from_millis(50 * 2u64.pow(failures.min(5)));
-                    self.pause(backoff).await;
+                    // A new master ends the backoff: the failures were most likely the old
+                    // one's.
+                    let moved = async {
+                        match masters.as_mut() {
+                            Some(m) => {
+                                if m.changed().await.is_err() {
+                                    std::future::pending::<()>().await;
+                                }
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = self.pause(backoff) => {}
+                        () = moved => failures = 0,
+                    }
                 }
             }
         }

@@ -146,10 +146,33 @@ pub async fn multiplexed(
     role: Role,
     response_timeout: Option<Duration>,
 ) -> Result<MultiplexedConnection, BackendError> {
-    let client = client(cfg, endpoint, role)?;
+    let config = AsyncConnectionConfig::new().set_response_timeout(response_timeout);
+    open(cfg, endpoint, role, config).await
+}
+
+/// Opens a pooled data connection: at most `maxInFlight` commands in flight on it (more
+/// wait for a slot), and no response timeout of its own, because
+/// [`RedisBackend::run`](super::RedisBackend::run) bounds each attempt by the command
+/// deadline and the call's `callTimeout`, whichever comes first.
+pub async fn pooled(
+    cfg: &RedisConfig,
+    endpoint: &Endpoint,
+) -> Result<MultiplexedConnection, BackendError> {
+    let limit = usize::try_from(cfg.max_in_flight.get()).unwrap_or(usize::MAX);
     let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(cfg.dial_timeout))
-        .set_response_timeout(response_timeout);
+        .set_response_timeout(None)
+        .set_concurrency_limit(limit);
+    open(cfg, endpoint, Role::Data, config).await
+}
+
+async fn open(
+    cfg: &RedisConfig,
+    endpoint: &Endpoint,
+    role: Role,
+    config: AsyncConnectionConfig,
+) -> Result<MultiplexedConnection, BackendError> {
+    let client = client(cfg, endpoint, role)?;
+    let config = config.set_connection_timeout(Some(cfg.dial_timeout));
     let conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;

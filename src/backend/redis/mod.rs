@@ -19,6 +19,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 pub use connect::Endpoint;
 pub use pool::SPREAD_AT;
@@ -93,59 +94,98 @@ impl RedisBackend {
     }
 
     /// Runs `op` on a pooled connection, retrying as `retry` allows, up to `maxRetries`
-    /// times with exponential backoff.
+    /// times with exponential backoff, all within `callTimeout`.
+    ///
+    /// Each attempt waits for its reply until the command deadline (`writeTimeout +
+    /// readTimeout`) or the call's deadline, whichever is first. In Sentinel mode an
+    /// attempt still waiting when the master changes is abandoned at once, as a lost
+    /// reply: a frozen master never holds a call past the failover.
     ///
     /// # Errors
-    /// The last error once retries are exhausted or the error is not retryable.
+    /// The last error once retries are exhausted, the call's deadline has passed, or the
+    /// error is not retryable.
     pub async fn run<T, F, Fut>(&self, retry: Retry, op: F) -> Result<T, BackendError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let inner = &*self.inner;
+        let mut now = Instant::now();
+        let deadline = now + inner.cfg.call_timeout;
         let mut attempt = 0u32;
         loop {
             inner.commands.increment(1);
             let master = inner.topology.current();
-            let (error, ran) = match inner.pool.get(&inner.cfg, &master).await {
-                Ok(lease) => match op(lease.conn.clone()).await {
-                    Ok(value) => return Ok(value),
-                    Err(e) => {
-                        let ran = maybe_ran(&e);
-                        if e.is_io_error()
-                            || e.is_connection_dropped()
-                            || e.is_timeout()
-                            || moved(&e)
-                        {
-                            inner.pool.retire(&lease);
+            let lease = self.unless_moved(&master, inner.pool.get(&inner.cfg, &master, deadline));
+            let (error, ran) = match lease.await {
+                Ok(lease) => {
+                    let reply_by = deadline.min(now + connect::command_timeout(&inner.cfg));
+                    let reply = tokio::time::timeout_at(reply_by, op(lease.conn.clone()));
+                    let reply = async {
+                        reply.await.unwrap_or_else(|_| {
+                            Err(lost_reply("no reply within the command deadline"))
+                        })
+                    };
+                    match self.unless_moved(&master, reply).await {
+                        Ok(value) => return Ok(value),
+                        Err(e) => {
+                            let ran = maybe_ran(&e);
+                            if e.is_io_error()
+                                || e.is_connection_dropped()
+                                || e.is_timeout()
+                                || moved(&e)
+                            {
+                                inner.pool.retire(&lease);
+                            }
+                            (BackendError::from(e), ran)
                         }
-                        (BackendError::from(e), ran)
                     }
-                },
+                }
                 Err(e) => (e, false),
             };
             inner.errors.increment(1);
+            tracing::debug!(%error, attempt, master = %master.endpoint, epoch = master.epoch, "redis: an attempt failed");
             let moved = error.master_moved();
             if moved || error.is_connection() {
                 inner.topology.suspect();
             }
+            now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
             let retryable = error.is_transient() && (!ran || retry == Retry::Idempotent);
-            if !retryable || attempt >= inner.cfg.max_retries {
+            if !retryable || attempt >= inner.cfg.max_retries || left.is_zero() {
                 return Err(error);
             }
-            let backoff = backoff(&inner.cfg, attempt);
+            let backoff = backoff(&inner.cfg, attempt).min(left);
             if moved && inner.cfg.mode == crate::config::RedisMode::Sentinel {
                 // Do not retry against the same demoted node: wait for the new master.
                 // (A standalone address never moves: waiting would only add dialTimeout.)
-                inner
-                    .topology
-                    .wait_past(master.epoch, backoff.max(inner.cfg.dial_timeout))
-                    .await;
+                let wait = backoff.max(inner.cfg.dial_timeout).min(left);
+                inner.topology.wait_past(master.epoch, wait).await;
             } else {
                 tokio::time::sleep(backoff).await;
             }
+            now = Instant::now();
             inner.retries.increment(1);
             attempt += 1;
+        }
+    }
+
+    /// `step` (getting a connection, or awaiting a reply), given up in Sentinel mode when
+    /// the master moves on from `master` meanwhile: a dial to, or a reply from, a node that
+    /// froze never holds a call past the failover.
+    async fn unless_moved<T, E: MovedOn>(
+        &self,
+        master: &Master,
+        step: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        if self.inner.cfg.mode != crate::config::RedisMode::Sentinel {
+            return step.await;
+        }
+        let mut masters = self.master_watch();
+        tokio::select! {
+            biased;
+            outcome = step => outcome,
+            _ = masters.wait_for(|m| m.epoch > master.epoch) => Err(E::moved_on()),
         }
     }
 
@@ -227,6 +267,30 @@ fn backoff(cfg: &RedisConfig, attempt: u32) -> Duration {
     cfg.min_retry_backoff
         .saturating_mul(1 << attempt.min(16))
         .min(cfg.max_retry_backoff)
+}
+
+/// The error of a step abandoned because the master changed.
+trait MovedOn {
+    fn moved_on() -> Self;
+}
+
+/// A reply abandoned: Redis may or may not have run the command.
+impl MovedOn for RedisError {
+    fn moved_on() -> Self {
+        lost_reply("the master changed while the reply was awaited")
+    }
+}
+
+/// A connection abandoned before anything was sent on it: nothing ran.
+impl MovedOn for BackendError {
+    fn moved_on() -> Self {
+        Self::Unavailable("the master changed while connecting".into())
+    }
+}
+
+/// A reply that did not come: Redis may or may not have run the command.
+fn lost_reply(why: &'static str) -> RedisError {
+    RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
 }
 
 /// Whether Redis may have executed the command before the error.

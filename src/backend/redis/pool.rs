@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use super::connect::{self, Role};
+use super::connect;
 use super::topology::Master;
 use crate::backend::BackendError;
 use crate::config::RedisConfig;
@@ -89,8 +89,14 @@ impl Pool {
         }
     }
 
-    /// A usable connection to `master`, opening one if the slot has none.
-    pub async fn get(&self, cfg: &RedisConfig, master: &Master) -> Result<Lease<'_>, BackendError> {
+    /// A usable connection to `master`, opening one if the slot has none; waiting for a
+    /// slot and dialling both end by `deadline` (the call's) at the latest.
+    pub async fn get(
+        &self,
+        cfg: &RedisConfig,
+        master: &Master,
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease<'_>, BackendError> {
         self.newest.fetch_max(master.epoch, Ordering::SeqCst);
         let index = self.pick();
         let slot = &self.slots[index];
@@ -101,7 +107,7 @@ impl Pool {
             id,
             in_flight: &slot.in_flight,
         };
-        let result = self.connection(slot, cfg, master).await;
+        let result = self.connection(slot, cfg, master, deadline).await;
         match result {
             Ok((conn, id)) => Ok(leased(conn, id)),
             Err(e) => {
@@ -137,11 +143,13 @@ impl Pool {
         slot: &Slot,
         cfg: &RedisConfig,
         master: &Master,
+        deadline: tokio::time::Instant,
     ) -> Result<(MultiplexedConnection, u64), BackendError> {
         if let Some(found) = slot.fresh(cfg, master.epoch) {
             return Ok(found);
         }
-        let _connecting = tokio::time::timeout(cfg.pool_timeout, slot.connecting.lock())
+        let wait_until = deadline.min(tokio::time::Instant::now() + cfg.pool_timeout);
+        let _connecting = tokio::time::timeout_at(wait_until, slot.connecting.lock())
             .await
             .map_err(|_| {
                 BackendError::Unavailable("timed out waiting for a pooled connection".into())
@@ -149,13 +157,20 @@ impl Pool {
         if let Some(found) = slot.fresh(cfg, master.epoch) {
             return Ok(found);
         }
-        let conn = connect::multiplexed(
-            cfg,
-            &master.endpoint,
-            Role::Data,
-            Some(connect::command_timeout(cfg)),
-        )
-        .await?;
+        // Waited behind a dial while the master moved on: do not dial the old one.
+        if self.newest.load(Ordering::SeqCst) > master.epoch {
+            return Err(BackendError::Unavailable(
+                "the Redis master changed while connecting".into(),
+            ));
+        }
+        let conn = tokio::time::timeout_at(deadline, connect::pooled(cfg, &master.endpoint))
+            .await
+            .map_err(|_| {
+                BackendError::Unavailable(format!(
+                    "connecting to {} outlasted redis.callTimeout",
+                    master.endpoint
+                ))
+            })??;
         // The master moved while this caller dialled the one it knew: that connection may
         // lead to a demoted node. Not installed, and nothing ran: the caller retries.
         if self.newest.load(Ordering::SeqCst) > master.epoch {

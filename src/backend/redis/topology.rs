@@ -17,7 +17,7 @@
 //! and never one that `ROLE` does not confirm. So a lagging Sentinel, or one that lies,
 //! cannot move the process back to a demoted master.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use redis::Value;
@@ -40,41 +40,97 @@ pub struct Master {
     pub config_epoch: u64,
 }
 
-/// Follows the master. Dropping it stops the background tasks.
+/// Follows the master. Cheap to clone; every backend of the process that names the same
+/// Sentinel group shares one (see [`Topology::start`]), and the background tasks stop when
+/// the last clone is dropped.
+#[derive(Clone)]
 pub struct Topology {
+    group: Arc<Group>,
+}
+
+struct Group {
     master: watch::Receiver<Master>,
     _tx: Arc<watch::Sender<Master>>,
     refresh: Arc<Notify>,
     _stop: watch::Sender<()>,
 }
 
+/// A running supervisor and the settings that shape it (see [`group_key`]).
+type Running = (RedisConfig, Weak<Group>);
+
+/// The Sentinel supervisors running in this process.
+static SUPERVISORS: LazyLock<tokio::sync::Mutex<Vec<Running>>> =
+    LazyLock::new(|| tokio::sync::Mutex::new(Vec::new()));
+
 /// How often the supervisor re-asks the Sentinels even without any signal.
 const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Smallest pause between two re-resolves, so an error storm cannot hammer the Sentinels.
 const MIN_RESOLVE_GAP: Duration = Duration::from_millis(20);
 
+/// What a supervisor depends on: the Sentinels and how to reach them, and how to confirm a
+/// master with `ROLE`. Two `redis` blocks that differ only elsewhere (database, pool,
+/// retries) follow the same master with one supervisor.
+fn group_key(cfg: &RedisConfig) -> RedisConfig {
+    RedisConfig {
+        mode: cfg.mode,
+        sentinel: cfg.sentinel.clone(),
+        tls: cfg.tls.clone(),
+        username: cfg.username.clone(),
+        password: cfg.password.clone(),
+        dial_timeout: cfg.dial_timeout,
+        read_timeout: cfg.read_timeout,
+        ..RedisConfig::default()
+    }
+}
+
 impl Topology {
-    /// Resolves the master once (failing if nobody answers), then follows it.
+    /// Resolves the master once (failing if nobody answers), then follows it. In Sentinel
+    /// mode a supervisor already following the same group in this process is shared:
+    /// one set of Sentinel connections, one view of the master, one epoch.
     pub async fn start(cfg: &RedisConfig) -> Result<Self, BackendError> {
-        let (stop_tx, stop_rx) = watch::channel(());
-        let refresh = Arc::new(Notify::new());
         if cfg.mode == RedisMode::Standalone {
-            let (tx, master) = watch::channel(Master {
-                endpoint: Endpoint {
-                    host: cfg.host.clone(),
-                    port: cfg.port,
-                },
-                epoch: 0,
-                config_epoch: 0,
-            });
-            drop(stop_rx);
-            return Ok(Self {
+            return Ok(Self::fixed(cfg));
+        }
+        let key = group_key(cfg);
+        let mut running = SUPERVISORS.lock().await;
+        running.retain(|(_, group)| group.strong_count() > 0);
+        if let Some(group) = running
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, group)| group.upgrade())
+        {
+            return Ok(Self { group });
+        }
+        let group = Arc::new(Self::supervise_group(cfg).await?);
+        running.push((key, Arc::downgrade(&group)));
+        Ok(Self { group })
+    }
+
+    /// A standalone server: the address never moves.
+    fn fixed(cfg: &RedisConfig) -> Self {
+        let (stop_tx, _) = watch::channel(());
+        let (tx, master) = watch::channel(Master {
+            endpoint: Endpoint {
+                host: cfg.host.clone(),
+                port: cfg.port,
+            },
+            epoch: 0,
+            config_epoch: 0,
+        });
+        Self {
+            group: Arc::new(Group {
                 master,
                 _tx: Arc::new(tx),
-                refresh,
+                refresh: Arc::new(Notify::new()),
                 _stop: stop_tx,
-            });
+            }),
         }
+    }
+
+    /// Resolves through the Sentinels and starts the watchers and the supervisor.
+    async fn supervise_group(cfg: &RedisConfig) -> Result<Group, BackendError> {
+        let (stop_tx, stop_rx) = watch::channel(());
+        let refresh = Arc::new(Notify::new());
         let sentinels = sentinel_endpoints(cfg)?;
         let (first, config_epoch) = resolve(cfg, &sentinels, 0).await?;
         tracing::info!(master = %first, config_epoch, name = %cfg.sentinel.master_name, "master resolved through Sentinel");
@@ -100,7 +156,7 @@ impl Topology {
             refresh.clone(),
             stop_rx,
         ));
-        Ok(Self {
+        Ok(Group {
             master,
             _tx: tx,
             refresh,
@@ -110,24 +166,24 @@ impl Topology {
 
     /// The master now.
     pub fn current(&self) -> Master {
-        self.master.borrow().clone()
+        self.group.master.borrow().clone()
     }
 
     /// A receiver that fires on the next master change (the current one counts as seen).
     pub fn watch(&self) -> watch::Receiver<Master> {
-        let mut rx = self.master.clone();
+        let mut rx = self.group.master.clone();
         rx.borrow_and_update();
         rx
     }
 
     /// Asks for an immediate re-resolve: a command saw `READONLY` or lost its connection.
     pub fn suspect(&self) {
-        self.refresh.notify_one();
+        self.group.refresh.notify_one();
     }
 
     /// Waits until the epoch moves past `epoch` or `max` elapses.
     pub async fn wait_past(&self, epoch: u64, max: Duration) {
-        let mut rx = self.master.clone();
+        let mut rx = self.group.master.clone();
         let _ = tokio::time::timeout(max, rx.wait_for(|m| m.epoch > epoch)).await;
     }
 }

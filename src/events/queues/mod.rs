@@ -397,6 +397,17 @@ impl Queues {
         }
     }
 
+    /// A receiver that changes whenever the Redis master does (`None` on the memory
+    /// store): a consumer backing off after failures tries again at once.
+    pub fn master_watch(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<crate::backend::redis::Master>> {
+        match &*self.store {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(r.backend().master_watch()),
+        }
+    }
+
     /// Waits up to `timeout` for new events (a doorbell rung by publishes, reaps, due
     /// retries and takes that leave events behind). `conn` is the caller's own blocking
     /// connection on Redis.

@@ -381,6 +381,10 @@ impl RedisQueues {
     /// was dialled in, and dropped on error, on a client-side deadline (block time +
     /// `readTimeout`: a frozen node answers nothing) and when the master changes, so the
     /// next wait dials the new master.
+    pub(super) fn backend(&self) -> &RedisBackend {
+        &self.backend
+    }
+
     pub(super) async fn wait(
         &self,
         conn: &mut Option<(redis::aio::MultiplexedConnection, u64)>,

@@ -1,0 +1,149 @@
+//! Every call has an overall deadline (`redis.callTimeout`): when nothing answers — a
+//! server behind a proxy that swallows every reply, or a whole Sentinel group frozen with
+//! SIGSTOP — calls fail by their deadline instead of retrying for a minute or more.
+//!
+//! The bound asserted is the deadline plus a generous grace for a loaded machine: without
+//! the deadline these calls would take `maxRetries` (50) attempts of at least 600 ms.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use blinkchamber::config::{DbIndex, RedisConfig};
+use blinkchamber::{RedisBackend, Retry};
+use support::proxy::{Mode, Proxy};
+use support::{RedisProc, SentinelGroup};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Short attempts and many retries: only `callTimeout` can end a call early.
+fn bounded(mut cfg: RedisConfig) -> RedisConfig {
+    cfg.dial_timeout = Duration::from_millis(300);
+    cfg.read_timeout = Duration::from_millis(300);
+    cfg.write_timeout = Duration::from_millis(300);
+    cfg.pool_timeout = Duration::from_millis(300);
+    cfg.max_retries = 50;
+    cfg.max_retry_backoff = Duration::from_millis(50);
+    cfg.call_timeout = CALL_TIMEOUT;
+    cfg
+}
+
+/// Runs a read, a script that may not be repeated, and a transaction at once, and returns
+/// how long each took to fail.
+async fn calls_fail_in_time(backend: &RedisBackend) -> Vec<(&'static str, Duration)> {
+    let read = Box::pin(async {
+        backend
+            .query::<Option<String>>(redis::cmd("GET").arg("deadline:k"))
+            .await
+            .is_err()
+    });
+    let script = Box::pin(async {
+        backend
+            .run(Retry::IfNotRun, |mut c| async move {
+                redis::cmd("EVAL")
+                    .arg("return redis.call('INCR', KEYS[1])")
+                    .arg(1)
+                    .arg("deadline:n")
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .is_err()
+    });
+    let mut tx = redis::pipe();
+    tx.atomic()
+        .cmd("INCR")
+        .arg("deadline:a")
+        .cmd("INCR")
+        .arg("deadline:b");
+    let transaction = Box::pin(async {
+        backend
+            .pipeline::<(i64, i64)>(Retry::IfNotRun, &tx)
+            .await
+            .is_err()
+    });
+    let (a, b, c) = tokio::join!(
+        timed("GET", read),
+        timed("EVAL", script),
+        timed("MULTI", transaction)
+    );
+    vec![a, b, c]
+}
+
+/// How long `call` took to fail; panics if it succeeded.
+async fn timed(
+    name: &'static str,
+    call: futures_util::future::BoxFuture<'_, bool>,
+) -> (&'static str, Duration) {
+    let started = Instant::now();
+    let failed = call.await;
+    assert!(failed, "{name} succeeded although nothing answers");
+    (name, started.elapsed())
+}
+
+fn assert_within_deadline(what: &str, took: &[(&'static str, Duration)]) {
+    for (name, elapsed) in took {
+        assert!(
+            *elapsed < CALL_TIMEOUT + GRACE,
+            "{what}: {name} took {elapsed:?}, past callTimeout {CALL_TIMEOUT:?}"
+        );
+    }
+    eprintln!("{what}: calls failed after {took:?} (callTimeout {CALL_TIMEOUT:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_outlasts_its_deadline_when_every_reply_is_swallowed() {
+    let redis = RedisProc::start();
+    let proxy = Proxy::start(redis.port).await;
+    let backend = RedisBackend::connect(bounded(RedisConfig::standalone("127.0.0.1", proxy.port)))
+        .await
+        .unwrap();
+    backend.ping().await.unwrap();
+
+    // Open connections stay open and new ones are accepted; nothing is ever answered.
+    proxy.set_mode(Mode::SwallowReplies);
+    let took = calls_fail_in_time(&backend).await;
+    assert!(proxy.swallowed() > 0, "the proxy swallowed nothing");
+    assert_within_deadline("replies swallowed", &took);
+
+    // Answers again: the same backend recovers.
+    proxy.set_mode(Mode::Pass);
+    support::wait_for_async("calls to succeed again", || async {
+        backend.ping().await.ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_outlasts_its_deadline_when_the_whole_sentinel_group_freezes() {
+    let mut group = tokio::task::spawn_blocking(SentinelGroup::start)
+        .await
+        .unwrap();
+    let backend = RedisBackend::connect(bounded(RedisConfig::sentinel(
+        "mymaster",
+        group.sentinel_nodes(),
+    )))
+    .await
+    .unwrap();
+    backend.ping().await.unwrap();
+
+    for node in group.nodes.iter_mut().chain(group.sentinels.iter_mut()) {
+        node.pause();
+    }
+    let took = calls_fail_in_time(&backend).await;
+    // A second backend on the same group (another database) shares the supervisor: it
+    // starts at once instead of asking frozen Sentinels.
+    let other = RedisBackend::connect(
+        bounded(RedisConfig::sentinel("mymaster", group.sentinel_nodes()))
+            .with_database(DbIndex::new(1).unwrap()),
+    )
+    .await
+    .expect("the running supervisor is shared");
+    let more = calls_fail_in_time(&other).await;
+    for node in group.nodes.iter_mut().chain(group.sentinels.iter_mut()) {
+        node.resume();
+    }
+    assert_within_deadline("Sentinel group frozen", &took);
+    assert_within_deadline("Sentinel group frozen, second backend", &more);
+}
