@@ -72,7 +72,7 @@ async fn stale_is_served_until_the_loader_runs(cache: &Cache, key: &str, expecte
 async fn fixture(store: Store) -> Fixture {
     match store {
         Store::Memory => Fixture {
-            cache: Cache::from_config(&config(), &Backend::Memory),
+            cache: Cache::from_config(&config(), &Backend::memory()),
             _redis: None,
         },
         Store::Redis => {

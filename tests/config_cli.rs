@@ -146,6 +146,11 @@ fn redis_timeouts_that_cannot_work_are_refused() {
         &["events.redis.callTimeout", "1s"],
     );
     refused(
+        &format!("{NO_AUTH}memory:\n  maxBytes: 1000\n"),
+        &[],
+        &["memory.maxBytes", "1000", "at least 1048576"],
+    );
+    refused(
         &format!("{NO_AUTH}backend: redis\nredis:\n  maxInFlight: 0\n"),
         &[],
         &["redis.maxInFlight", "nonzero"],

@@ -27,7 +27,7 @@ async fn fixture(store: Store) -> Fixture {
     let cfg = LocksConfig::default();
     match store {
         Store::Memory => {
-            let locks = Locks::from_config(&cfg, &Backend::Memory);
+            let locks = Locks::from_config(&cfg, &Backend::memory());
             Fixture {
                 other: locks.clone(),
                 locks,

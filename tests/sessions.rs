@@ -30,7 +30,7 @@ async fn fixture(store: Store) -> Fixture {
 async fn fixture_with(store: Store, cfg: SessionsConfig) -> Fixture {
     match store {
         Store::Memory => {
-            let sessions = Sessions::from_config(&cfg, &Backend::Memory);
+            let sessions = Sessions::from_config(&cfg, &Backend::memory());
             Fixture {
                 other: sessions.clone(),
                 sessions,

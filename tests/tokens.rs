@@ -300,7 +300,7 @@ async fn fixture(store: Store) -> Fixture {
     let cfg = tokens_config(&stub, dir.path());
     let (introspector, redis) = match store {
         Store::Memory => (
-            Introspector::from_config(&cfg, &Backend::Memory).unwrap(),
+            Introspector::from_config(&cfg, &Backend::memory()).unwrap(),
             None,
         ),
         Store::Redis => {

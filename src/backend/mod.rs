@@ -3,10 +3,12 @@
 //! Each capability has its own memory and Redis implementation of its trait; this module
 //! owns what they share: the Redis connection layer and the choice between the two.
 
+pub mod memory;
 pub mod redis;
 
 use crate::config::{BackendKind, Config, RedisMode};
 
+pub use self::memory::{Full, MemoryBudget};
 pub use self::redis::{RedisBackend, Retry};
 
 /// Why a backend operation failed. Messages never carry secrets or values.
@@ -31,8 +33,8 @@ pub enum BackendError {
 /// The store behind every capability of one process.
 #[derive(Clone)]
 pub enum Backend {
-    /// In-process: single node, not persistent.
-    Memory,
+    /// In-process: single node, not persistent; its stores share one byte budget.
+    Memory(MemoryBudget),
     /// Redis; each capability may use its own database, so there is one handle per
     /// distinct effective `redis` block.
     Redis(RedisBackends),
@@ -50,6 +52,11 @@ pub struct RedisBackends {
 }
 
 impl Backend {
+    /// The memory backend with the default `memory.maxBytes`.
+    pub fn memory() -> Self {
+        Self::Memory(MemoryBudget::default())
+    }
+
     /// Builds the backend the config names.
     ///
     /// # Errors
@@ -61,7 +68,7 @@ impl Backend {
                     "backend: memory (embedded). Single node, contents are lost on restart; \
                      use `backend: redis` for anything shared or durable"
                 );
-                Ok(Self::Memory)
+                Ok(Self::Memory(MemoryBudget::new(config.memory.max_bytes)))
             }
             BackendKind::Redis => {
                 let default = RedisBackend::connect(config.redis.clone()).await?;
@@ -109,7 +116,7 @@ impl Backend {
     /// The first Redis handle that does not answer `PING`.
     pub async fn ready(&self) -> Result<(), BackendError> {
         match self {
-            Self::Memory => Ok(()),
+            Self::Memory(_) => Ok(()),
             Self::Redis(r) => {
                 r.default.ping().await?;
                 r.cache.ping().await?;
@@ -121,7 +128,7 @@ impl Backend {
     /// `memory` or `redis`.
     pub fn kind(&self) -> BackendKind {
         match self {
-            Self::Memory => BackendKind::Memory,
+            Self::Memory(_) => BackendKind::Memory,
             Self::Redis(_) => BackendKind::Redis,
         }
     }

@@ -170,7 +170,7 @@ impl Cache {
     /// The cache on the backend the config names (`cache.redis` for Redis).
     pub fn from_config(cfg: &CacheConfig, backend: &Backend) -> Self {
         match backend {
-            Backend::Memory => Self::memory(cfg),
+            Backend::Memory(_) => Self::memory(cfg),
             Backend::Redis(r) => Self::redis(cfg, r.cache.clone()),
         }
     }

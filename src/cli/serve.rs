@@ -68,7 +68,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// On the memory backend the queues live in this process, so `serve` consumes them itself
 /// (to `events.sinks`); with Redis, `blinkchamber worker` does.
 fn in_process_workers(state: &AppState) -> anyhow::Result<Option<Workers>> {
-    let (Backend::Memory, Some(events)) = (&state.backend, &state.events) else {
+    let (Backend::Memory(_), Some(events)) = (&state.backend, &state.events) else {
         return Ok(None);
     };
     let cfg = &state.config.events;

@@ -185,6 +185,15 @@ impl Config {
                 .read()
                 .map_err(|e| invalid("server.auth.tokens", e.to_string()))?;
         }
+        if self.memory.max_bytes < 1 << 20 {
+            return Err(invalid(
+                "memory.maxBytes",
+                format!(
+                    "{} is too small: expected at least 1048576 (1 MiB)",
+                    self.memory.max_bytes
+                ),
+            ));
+        }
         validate_cache(&self.cache)?;
         validate_rate_limits(&self.rate_limit)?;
         validate_locks(&self.locks)?;

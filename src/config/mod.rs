@@ -47,6 +47,24 @@ pub enum BackendKind {
     Redis,
 }
 
+/// The `memory` block: limits of the embedded memory backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Most bytes the memory backend's sessions, locks, rate-limit keys and event queues
+    /// may hold together (estimated: their bytes plus bookkeeping); new state past it is
+    /// refused, nothing stored is dropped. The cache's L1 has its own `cache.l1.maxBytes`.
+    pub max_bytes: u64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -55,6 +73,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `memory` or `redis`.
     pub backend: BackendKind,
+    /// The memory backend's size budget.
+    pub memory: MemoryConfig,
     /// Redis defaults shared by every capability.
     pub redis: RedisConfig,
     /// Two-level cache.

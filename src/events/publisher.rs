@@ -44,11 +44,33 @@ pub enum PublishError {
     /// still have been written (delivery is at least once; ids let consumers de-duplicate).
     #[error("the batch was not acknowledged: {0}")]
     Write(String),
+    /// The memory backend has no room for the events (`memory.maxBytes`); nothing of the
+    /// call was published.
+    #[error(transparent)]
+    StoreFull(#[from] crate::backend::Full),
+}
+
+/// Why a batch failed, as handed to each of its callers.
+#[derive(Clone, Debug, thiserror::Error)]
+enum BatchFailure {
+    #[error("{0}")]
+    Write(String),
+    #[error(transparent)]
+    Full(crate::backend::Full),
+}
+
+impl From<BatchFailure> for PublishError {
+    fn from(f: BatchFailure) -> Self {
+        match f {
+            BatchFailure::Write(e) => Self::Write(e),
+            BatchFailure::Full(full) => Self::StoreFull(full),
+        }
+    }
 }
 
 struct Pending {
     items: Vec<(Priority, Vec<u8>)>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), BatchFailure>>,
     permits: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -201,7 +223,10 @@ impl Publisher {
                     duration::format(&inner.batch_timeout)
                 ))
             })?
-            .map_err(|e| PublishError::Write(e.to_string()))?;
+            .map_err(|e| match e {
+                QueueError::StoreFull(full) => PublishError::StoreFull(full),
+                e => PublishError::Write(e.to_string()),
+            })?;
         if written {
             metrics::counter!("blinkchamber_events_published_total").increment(1);
         } else {
@@ -254,7 +279,7 @@ impl Publisher {
             .map_err(|_| PublishError::Write("the publisher has stopped".into()))?;
         match answer.await {
             Ok(Ok(())) => Ok(ids),
-            Ok(Err(e)) => Err(PublishError::Write(e)),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(PublishError::Write("the publisher has stopped".into())),
         }
     }
@@ -311,7 +336,7 @@ async fn flush(
 
 /// One batch: one round trip, retried with `retryDelay` backoff up to `maxRetries`, all
 /// within `batchTimeout`.
-async fn write(queues: &Queues, cfg: &EventsConfig, batch: &[Pending]) -> Result<(), String> {
+async fn write(queues: &Queues, cfg: &EventsConfig, batch: &[Pending]) -> Result<(), BatchFailure> {
     let publishing = &cfg.publishing;
     let items: Vec<(Priority, &[u8])> = batch
         .iter()
@@ -336,16 +361,17 @@ async fn write(queues: &Queues, cfg: &EventsConfig, batch: &[Pending]) -> Result
                     tokio::time::sleep(delay.min(Duration::from_secs(30))).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(QueueError::StoreFull(full)) => return Err(BatchFailure::Full(full)),
+                Err(e) => return Err(BatchFailure::Write(e.to_string())),
             }
         }
     };
     let result = match tokio::time::timeout(publishing.batch_timeout, attempts).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
+        Err(_) => Err(BatchFailure::Write(format!(
             "no acknowledgement within events.publishing.batchTimeout ({})",
             duration::format(&publishing.batch_timeout)
-        )),
+        ))),
     };
     metrics::histogram!("blinkchamber_events_publish_seconds")
         .record(started.elapsed().as_secs_f64());
@@ -366,6 +392,6 @@ async fn write(queues: &Queues, cfg: &EventsConfig, batch: &[Pending]) -> Result
 fn retryable(e: &QueueError) -> bool {
     match e {
         QueueError::Backend(b) => b.is_unreachable() || b.is_transient(),
-        QueueError::Replicas { .. } | QueueError::Reply(_) => false,
+        QueueError::Replicas { .. } | QueueError::Reply(_) | QueueError::StoreFull(_) => false,
     }
 }

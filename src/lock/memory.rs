@@ -8,11 +8,17 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::Attempt;
+use crate::backend::memory::{Full, ITEM_OVERHEAD, MemoryBudget};
 
 struct Held {
     token: String,
     fence: u64,
     expires: Instant,
+}
+
+/// The budget charge of a held lock.
+fn weight(name: &str, held: &Held) -> usize {
+    name.len() + held.token.len() + ITEM_OVERHEAD
 }
 
 #[derive(Default)]
@@ -28,43 +34,68 @@ struct State {
 pub(super) struct MemoryLocks {
     state: Mutex<State>,
     released: broadcast::Sender<String>,
+    budget: MemoryBudget,
 }
 
 impl MemoryLocks {
-    pub(super) fn new(released: broadcast::Sender<String>) -> Self {
+    pub(super) fn new(released: broadcast::Sender<String>, budget: MemoryBudget) -> Self {
         Self {
             state: Mutex::new(State::default()),
             released,
+            budget,
         }
+    }
+
+    /// Drops expired leases, giving their bytes back.
+    fn sweep(&self, state: &mut State, now: Instant) {
+        state.held.retain(|name, h| {
+            let live = h.expires > now;
+            if !live {
+                self.budget.release(weight(name, h));
+            }
+            live
+        });
+        state.swept_at = state.held.len();
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn try_acquire(&self, name: &str, token: &str, ttl: Duration) -> Attempt {
+    /// # Errors
+    /// [`Full`] when the memory budget has no room for a new lease.
+    pub(super) fn try_acquire(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Attempt, Full> {
         let now = Instant::now();
         let mut state = self.state();
         if let Some(held) = state.held.get(name)
             && held.expires > now
         {
-            return Attempt::Held(held.expires - now);
+            return Ok(Attempt::Held(held.expires - now));
+        }
+        let held = Held {
+            token: token.to_owned(),
+            fence: state.fence + 1,
+            expires: now + ttl,
+        };
+        let bytes = weight(name, &held);
+        if self.budget.reserve(bytes).is_err() {
+            self.sweep(&mut state, now);
+            self.budget.reserve(bytes)?;
         }
         state.fence += 1;
         let fence = state.fence;
-        state.held.insert(
-            name.to_owned(),
-            Held {
-                token: token.to_owned(),
-                fence,
-                expires: now + ttl,
-            },
-        );
-        if state.held.len() > (state.swept_at * 2).max(1024) {
-            state.held.retain(|_, h| h.expires > now);
-            state.swept_at = state.held.len();
+        if let Some(old) = state.held.insert(name.to_owned(), held) {
+            self.budget.release(weight(name, &old));
         }
-        Attempt::Acquired(fence)
+        if state.held.len() > (state.swept_at * 2).max(1024) {
+            self.sweep(&mut state, now);
+        }
+        Ok(Attempt::Acquired(fence))
     }
 
     pub(super) fn extend(&self, name: &str, token: &str, ttl: Duration) -> Option<u64> {
@@ -86,7 +117,9 @@ impl MemoryLocks {
             .get(name)
             .is_some_and(|h| h.token == token && h.expires > now);
         if owned {
-            state.held.remove(name);
+            if let Some(old) = state.held.remove(name) {
+                self.budget.release(weight(name, &old));
+            }
             drop(state);
             let _ = self.released.send(name.to_owned());
         }

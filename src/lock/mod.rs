@@ -88,6 +88,9 @@ pub enum LockError {
     /// Redis failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The memory backend has no room for new state (`memory.maxBytes`).
+    #[error(transparent)]
+    StoreFull(#[from] crate::backend::Full),
 }
 
 /// The answer of one acquisition attempt.
@@ -122,15 +125,21 @@ impl Locks {
     /// Locks on the backend the config names.
     pub fn from_config(cfg: &LocksConfig, backend: &Backend) -> Self {
         match backend {
-            Backend::Memory => Self::memory(cfg),
+            Backend::Memory(budget) => Self::memory_in(cfg, budget.clone()),
             Backend::Redis(r) => Self::redis(cfg, r.default.clone()),
         }
     }
 
     /// In-process locks (single instance).
     pub fn memory(cfg: &LocksConfig) -> Self {
+        Self::memory_in(cfg, crate::backend::MemoryBudget::default())
+    }
+
+    /// In-process locks counted against `budget` (shared with the other stores of the
+    /// memory backend).
+    pub fn memory_in(cfg: &LocksConfig, budget: crate::backend::MemoryBudget) -> Self {
         let (released, _) = broadcast::channel(1024);
-        let store = Store::Memory(memory::MemoryLocks::new(released.clone()));
+        let store = Store::Memory(memory::MemoryLocks::new(released.clone(), budget));
         Self::with_store(cfg, store, released)
     }
 
@@ -373,7 +382,7 @@ impl Locks {
 
     async fn attempt(&self, name: &str, token: &str, ttl: Duration) -> Result<Attempt, LockError> {
         Ok(match &self.inner.store {
-            Store::Memory(m) => m.try_acquire(name, token, ttl),
+            Store::Memory(m) => m.try_acquire(name, token, ttl)?,
             Store::Redis(r) => r.try_acquire(name, token, ttl).await?,
         })
     }

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::algorithm::{self, EPOCH_UNIX_SECS, Limits, Outcome, Write};
+use crate::backend::memory::{Full, ITEM_OVERHEAD, MemoryBudget};
 use crate::config::Algorithm;
 
 const SHARDS: usize = 16;
@@ -24,6 +25,12 @@ pub(crate) struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     clock: Clock,
+    budget: MemoryBudget,
+}
+
+/// The budget charge of one counter or arrival time.
+fn weight(key: &str) -> usize {
+    key.len() + ITEM_OVERHEAD
 }
 
 #[derive(Default)]
@@ -75,16 +82,23 @@ pub(crate) struct Check<'a> {
 }
 
 impl MemoryStore {
-    pub(crate) fn new() -> Self {
+    /// A store counted against `budget` (unlimited for the Redis limiter's local
+    /// fallback).
+    pub(crate) fn new(budget: MemoryBudget) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             clock: Clock::new(),
+            budget,
         }
     }
 
     /// Runs `checks` at one instant, each on its own key, in order.
-    pub(crate) fn check_many(&self, checks: &[Check<'_>]) -> Vec<Outcome> {
+    ///
+    /// # Errors
+    /// [`Full`] when a check needs a new key and the memory budget has no room; the checks
+    /// before it in `checks` have run.
+    pub(crate) fn check_many(&self, checks: &[Check<'_>]) -> Result<Vec<Outcome>, Full> {
         let now = self.clock.now_us();
         checks.iter().map(|c| self.check_at(c, now)).collect()
     }
@@ -94,7 +108,8 @@ impl MemoryStore {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn check_at(&self, c: &Check<'_>, now_us: i64) -> Outcome {
+    fn check_at(&self, c: &Check<'_>, now_us: i64) -> Result<Outcome, Full> {
+        let budget = &self.budget;
         let now = now_us as f64;
         let l = c.limits;
         match l.algorithm {
@@ -107,9 +122,9 @@ impl MemoryStore {
                 let (outcome, write) = algorithm::gcra(l, stored, now_us, c.cost);
                 if let Write::Tat { tat, ttl_ms } = write {
                     let expires_at = now + ttl_ms as f64 * 1000.0;
-                    shard.put(c.key, Value::Tat(tat), expires_at, now);
+                    shard.put(c.key, Value::Tat(tat), expires_at, now, budget)?;
                 }
-                outcome
+                Ok(outcome)
             }
             Algorithm::FixedWindow => {
                 let window = algorithm::window_index(l, now_us);
@@ -117,8 +132,8 @@ impl MemoryStore {
                 let mut shard = self.shard(c.key);
                 let count = shard.count(&key, now);
                 let (outcome, write) = algorithm::fixed_window(l, count, now_us, c.cost);
-                shard.apply(key, write, now);
-                outcome
+                shard.apply(key, write, now, budget)?;
+                Ok(outcome)
             }
             Algorithm::SlidingWindow => {
                 let window = algorithm::window_index(l, now_us);
@@ -130,8 +145,8 @@ impl MemoryStore {
                 let prev = shard.count(&prev_key, now);
                 let curr = shard.count(&key, now);
                 let (outcome, write) = algorithm::sliding_window(l, prev, curr, now_us, c.cost);
-                shard.apply(key, write, now);
-                outcome
+                shard.apply(key, write, now, budget)?;
+                Ok(outcome)
             }
         }
     }
@@ -170,21 +185,45 @@ impl Shard {
         }
     }
 
-    fn put(&mut self, key: &str, value: Value, expires_at: f64, now: f64) {
+    fn put(
+        &mut self,
+        key: &str,
+        value: Value,
+        expires_at: f64,
+        now: f64,
+        budget: &MemoryBudget,
+    ) -> Result<(), Full> {
         let entry = Entry { value, expires_at };
         match self.entries.get_mut(key) {
             Some(e) => *e = entry,
             None => {
+                self.reserve(key, now, budget)?;
                 self.entries.insert(key.to_owned(), entry);
             }
         }
-        self.after_write(now);
+        self.after_write(now, budget);
+        Ok(())
+    }
+
+    /// Room for a new key: the budget, after dropping this shard's expired keys if need be.
+    fn reserve(&mut self, key: &str, now: f64, budget: &MemoryBudget) -> Result<(), Full> {
+        if budget.reserve(weight(key)).is_err() {
+            self.sweep(now, budget);
+            budget.reserve(weight(key))?;
+        }
+        Ok(())
     }
 
     /// `INCRBY`, and `PEXPIRE` when the counter is new.
-    fn apply(&mut self, key: String, write: Write, now: f64) {
+    fn apply(
+        &mut self,
+        key: String,
+        write: Write,
+        now: f64,
+        budget: &MemoryBudget,
+    ) -> Result<(), Full> {
         let Write::Incr { cost, ttl_ms, .. } = write else {
-            return;
+            return Ok(());
         };
         match self.entries.get_mut(&key) {
             Some(e) if e.expires_at > now => {
@@ -192,7 +231,10 @@ impl Shard {
                     *n += cost;
                 }
             }
-            _ => {
+            found => {
+                if found.is_none() {
+                    self.reserve(&key, now, budget)?;
+                }
                 let expires_at = now + ttl_ms as f64 * 1000.0;
                 self.entries.insert(
                     key,
@@ -203,16 +245,27 @@ impl Shard {
                 );
             }
         }
-        self.after_write(now);
+        self.after_write(now, budget);
+        Ok(())
     }
 
     /// Drops expired entries every [`SWEEP_EVERY`] writes.
-    fn after_write(&mut self, now: f64) {
+    fn after_write(&mut self, now: f64, budget: &MemoryBudget) {
         self.writes += 1;
         if self.writes >= SWEEP_EVERY {
-            self.writes = 0;
-            self.entries.retain(|_, e| e.expires_at > now);
+            self.sweep(now, budget);
         }
+    }
+
+    fn sweep(&mut self, now: f64, budget: &MemoryBudget) {
+        self.writes = 0;
+        self.entries.retain(|key, e| {
+            let live = e.expires_at > now;
+            if !live {
+                budget.release(weight(key));
+            }
+            live
+        });
     }
 }
 
@@ -222,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn checks_write_the_keys_redis_would_and_limited_checks_write_nothing() {
-        let store = MemoryStore::new();
+        let store = MemoryStore::new(MemoryBudget::unlimited());
         let day = 86_400_000_000;
         for algorithm in [
             Algorithm::Gcra,
@@ -241,8 +294,8 @@ mod tests {
                 limits: &limits,
                 cost: 2,
             }];
-            assert!(store.check_many(&check)[0].allowed);
-            assert!(!store.check_many(&check)[0].allowed);
+            assert!(store.check_many(&check).unwrap()[0].allowed);
+            assert!(!store.check_many(&check).unwrap()[0].allowed);
         }
         assert_eq!(
             store.len(),

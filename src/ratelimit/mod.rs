@@ -88,6 +88,9 @@ pub enum RateLimitError {
         /// `burst` or `limit`.
         what: &'static str,
     },
+    /// The memory backend has no room for new state (`memory.maxBytes`).
+    #[error(transparent)]
+    StoreFull(#[from] crate::backend::Full),
 }
 
 /// Who answered a check.
@@ -316,14 +319,20 @@ impl RateLimiter {
             }
         }
         Ok(match backend {
-            Backend::Memory => Self::memory(cfg),
+            Backend::Memory(budget) => Self::memory_in(cfg, budget.clone()),
             Backend::Redis(r) => Self::redis(cfg, r.default.clone()),
         })
     }
 
     /// A limiter keeping its state in this process (single node).
     pub fn memory(cfg: &RateLimitConfig) -> Self {
-        Self::build(cfg, Store::Memory(MemoryStore::new()))
+        Self::memory_in(cfg, crate::backend::MemoryBudget::default())
+    }
+
+    /// A limiter keeping its state in this process, counted against `budget` (shared with
+    /// the other stores of the memory backend).
+    pub fn memory_in(cfg: &RateLimitConfig, budget: crate::backend::MemoryBudget) -> Self {
+        Self::build(cfg, Store::Memory(MemoryStore::new(budget)))
     }
 
     /// A limiter keeping its state in Redis, with the local shed when
@@ -335,7 +344,7 @@ impl RateLimiter {
             Store::Redis {
                 redis: RedisStore::new(redis),
                 shed,
-                insurance: MemoryStore::new(),
+                insurance: MemoryStore::new(crate::backend::MemoryBudget::unlimited()),
                 skip_until: AtomicU64::new(0),
                 clock_start: Instant::now(),
             },
@@ -431,7 +440,7 @@ impl RateLimiter {
         let resolved = self.resolve(checks)?;
         let decisions = match &self.inner.store {
             Store::Memory(store) => {
-                let outcomes = store.check_many(&as_checks(resolved.iter()));
+                let outcomes = store.check_many(&as_checks(resolved.iter()))?;
                 resolved
                     .iter()
                     .zip(outcomes)
@@ -621,7 +630,8 @@ impl RateLimiter {
                         }
                     })
                     .collect();
-                let outcomes = insurance.check_many(&checks);
+                // Unlimited: the local fallback is bounded by its rules, not a budget.
+                let outcomes = insurance.check_many(&checks).unwrap_or_default();
                 for (&i, o) in open.iter().zip(outcomes) {
                     // The limit this instance enforces now: its share.
                     let limit = resolved[i].rule.insurance_limits.limit;
@@ -746,7 +756,7 @@ mod tests {
         let mut cfg = config(vec![]);
         cfg.api.per_ip = Some("missing".into());
         assert!(matches!(
-            RateLimiter::from_config(&cfg, &Backend::Memory),
+            RateLimiter::from_config(&cfg, &Backend::memory()),
             Err(RateLimitError::UnknownRule(n)) if n == "missing"
         ));
     }

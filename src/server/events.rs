@@ -69,6 +69,7 @@ fn publish_error(e: PublishError) -> Response {
             e.to_string(),
         )
         .into_response(),
+        PublishError::StoreFull(full) => ApiError::from(full).into_response(),
         other => ApiError::unavailable(&other).into_response(),
     }
 }
@@ -89,7 +90,8 @@ fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
     request_body(content = serde_json::Value, description = "a CloudEvent or an array of them"),
     responses((status = 202, description = "in the queues", body = Accepted),
         (status = 400, description = "an invalid event; nothing published", body = super::problem::Problem),
-        (status = 503, description = "buffer full (Retry-After) or backend down", body = super::problem::Problem)))]
+        (status = 503, description = "buffer full (Retry-After) or backend down", body = super::problem::Problem),
+        (status = 507, description = "`storage-full`: the memory backend is at `memory.maxBytes`; nothing published", body = super::problem::Problem)))]
 pub async fn publish(State(state): State<AppState>, body: Bytes) -> Response {
     let events = match events_of(&state) {
         Ok(e) => e,

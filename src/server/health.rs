@@ -22,11 +22,22 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the backend answers (`PING` on every Redis handle).
+/// Readiness: the backend answers (`PING` on every Redis handle), and the memory backend
+/// has room for new state (`memory.maxBytes`).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "ready", body = Health),
-              (status = 503, description = "backend unreachable", body = super::problem::Problem)))]
+              (status = 503, description = "backend unreachable, or the memory backend full (`storage-full`)", body = super::problem::Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if let Backend::Memory(budget) = &state.backend {
+        budget.check().map_err(|full| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "storage-full",
+                "Storage full",
+                full.to_string(),
+            )
+        })?;
+    }
     state.backend.ready().await?;
     Ok(Json(Health { status: "ok" }))
 }
@@ -52,7 +63,7 @@ pub struct Status {
               (status = 401, description = "missing or bad token", body = super::problem::Problem)))]
 pub async fn status(State(state): State<AppState>) -> Json<Status> {
     let (master, master_epoch) = match &state.backend {
-        Backend::Memory => (None, None),
+        Backend::Memory(_) => (None, None),
         Backend::Redis(r) => {
             let m = r.default.master();
             (Some(m.endpoint.to_string()), Some(m.epoch))

@@ -79,7 +79,8 @@ impl From<Lease> for LeaseBody {
     request_body = AcquireRequest,
     responses((status = 201, description = "acquired", body = LeaseBody),
               (status = 409, description = "`lock-busy`: still held after `wait`", body = super::problem::Problem),
-              (status = 400, description = "bad ttl, wait or name", body = super::problem::Problem)))]
+              (status = 400, description = "bad ttl, wait or name", body = super::problem::Problem),
+              (status = 507, description = "`storage-full`: the memory backend is at `memory.maxBytes`", body = super::problem::Problem)))]
 pub async fn acquire(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -178,5 +179,6 @@ fn lock_error(e: LockError) -> ApiError {
         ),
         LockError::InvalidName(_) | LockError::InvalidTtl => ApiError::bad_request(e.to_string()),
         LockError::Backend(b) => b.into(),
+        LockError::StoreFull(full) => full.into(),
     }
 }

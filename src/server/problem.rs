@@ -85,6 +85,17 @@ impl ApiError {
         )
     }
 
+    /// `507 storage-full`: the memory backend has no room for new state; what it
+    /// already holds is kept.
+    pub fn storage_full(full: &crate::backend::Full) -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage-full",
+            "Storage full",
+            full.to_string(),
+        )
+    }
+
     /// `503 backend-unavailable`; the cause is logged, not returned.
     pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "backend unavailable");
@@ -127,6 +138,12 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         response
+    }
+}
+
+impl From<crate::backend::Full> for ApiError {
+    fn from(full: crate::backend::Full) -> Self {
+        Self::storage_full(&full)
     }
 }
 

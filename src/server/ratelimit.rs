@@ -136,7 +136,8 @@ pub struct CheckResponse {
             ("RateLimit" = String, description = "as for 200"),
             ("Retry-After" = String, description = "seconds, rounded up"))),
         (status = 400, description = "unknown rule (`unknown-rule`), bad key or cost", body = super::problem::Problem),
-        (status = 401, description = "missing or bad token", body = super::problem::Problem)))]
+        (status = 401, description = "missing or bad token", body = super::problem::Problem),
+        (status = 507, description = "`storage-full`: a new key does not fit the memory backend's `memory.maxBytes`", body = super::problem::Problem)))]
 pub async fn check(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CheckRequest>,
@@ -314,6 +315,7 @@ fn problem(e: RateLimitError) -> ApiError {
             "Unknown rate-limit rule",
             e.to_string(),
         ),
+        RateLimitError::StoreFull(full) => full.into(),
         e => ApiError::bad_request(e.to_string()),
     }
 }
@@ -445,6 +447,7 @@ async fn protect_with(
     let refs: Vec<(&str, &str, u64)> = checks.iter().map(|(r, k)| (*r, k.as_str(), 1)).collect();
     let decisions = match limiter.check_many(&refs).await {
         Ok(d) => d,
+        Err(RateLimitError::StoreFull(full)) => return ApiError::from(full).into_response(),
         Err(e) => return ApiError::internal(&e).into_response(),
     };
     if decisions.iter().all(|d| d.allowed) {

@@ -158,7 +158,8 @@ pub struct Revoked {
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", security(("bearer" = [])),
     request_body = CreateRequest,
     responses((status = 201, description = "created", body = SessionBody),
-              (status = 400, description = "`invalid-body`: missing or bad `userId`, `kind` or `data`", body = Problem)))]
+              (status = 400, description = "`invalid-body`: missing or bad `userId`, `kind` or `data`", body = Problem),
+              (status = 507, description = "`storage-full`: the memory backend is at `memory.maxBytes`", body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
@@ -337,5 +338,6 @@ fn problem(e: SessionError) -> ApiError {
         SessionError::InvalidUserId(_) => ApiError::bad_request(e.to_string()),
         SessionError::Decode(_) => ApiError::internal(&e),
         SessionError::Backend(b) => b.into(),
+        SessionError::StoreFull(full) => full.into(),
     }
 }

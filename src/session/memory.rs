@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{Rotated, Session, SessionKind, Updated, record_evicted, record_expired};
+use crate::backend::memory::{Full, ITEM_OVERHEAD, MemoryBudget};
 use crate::config::SessionTimeouts;
 
 struct Entry {
@@ -24,6 +25,15 @@ struct Entry {
     absolute: Instant,
     idle: Duration,
     idle_deadline: Instant,
+    /// What the entry is charged to the memory budget.
+    bytes: usize,
+}
+
+/// The budget charge of a session: its handle twice (the map and the user's index), the
+/// user id, the data as JSON, and bookkeeping for both maps.
+fn weight(handle: &str, user: &str, data: &Value) -> usize {
+    let data = serde_json::to_vec(data).map_or(0, |v| v.len());
+    2 * handle.len() + user.len() + data + 2 * ITEM_OVERHEAD
 }
 
 impl Entry {
@@ -36,18 +46,19 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 struct State {
     sessions: HashMap<String, Entry>,
     by_user: HashMap<String, HashSet<String>>,
     /// Size of `sessions` after the last sweep.
     swept_at: usize,
+    budget: MemoryBudget,
 }
 
 impl State {
-    /// Removes `id` from both maps.
+    /// Removes `id` from both maps, giving its bytes back to the budget.
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.sessions.remove(id)?;
+        self.budget.release(entry.bytes);
         if let Some(ids) = self.by_user.get_mut(&entry.user) {
             ids.remove(id);
             if ids.is_empty() {
@@ -115,9 +126,14 @@ pub(super) struct MemorySessions {
 }
 
 impl MemorySessions {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(budget: MemoryBudget) -> Self {
         Self {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                sessions: HashMap::new(),
+                by_user: HashMap::new(),
+                swept_at: 0,
+                budget,
+            }),
             anchor: (Instant::now(), SystemTime::now()),
         }
     }
@@ -145,6 +161,9 @@ impl MemorySessions {
     }
 
     /// `None` when `id` (a handle) is taken.
+    ///
+    /// # Errors
+    /// [`Full`] when the memory budget has no room for it, after dropping ended sessions.
     pub(super) fn create(
         &self,
         id: &str,
@@ -153,9 +172,10 @@ impl MemorySessions {
         data: Value,
         t: SessionTimeouts,
         max_per_user: u32,
-    ) -> Option<Session> {
+    ) -> Result<Option<Session>, Full> {
         let now = Instant::now();
         let absolute = now + t.absolute_timeout;
+        let bytes = weight(id, user, &data);
         let entry = Entry {
             user: user.to_owned(),
             kind,
@@ -165,13 +185,19 @@ impl MemorySessions {
             absolute,
             idle: t.idle_timeout,
             idle_deadline: (now + t.idle_timeout).min(absolute),
+            bytes,
         };
         let session = self.session(id, &entry);
         let mut state = self.state();
         if state.sessions.contains_key(id) {
-            return None;
+            return Ok(None);
         }
         state.make_room(user, max_per_user as usize, now);
+        if state.budget.reserve(bytes).is_err() {
+            // Ended sessions still count until swept: sweep, then try once more.
+            state.sweep(now);
+            state.budget.reserve(bytes)?;
+        }
         state.sessions.insert(id.to_owned(), entry);
         state
             .by_user
@@ -182,7 +208,7 @@ impl MemorySessions {
             state.sweep(now);
         }
         state.publish_gauge();
-        Some(session)
+        Ok(Some(session))
     }
 
     pub(super) fn read(&self, id: &str, touch: bool) -> Option<Session> {
@@ -195,18 +221,28 @@ impl MemorySessions {
         Some(self.session(id, entry))
     }
 
-    pub(super) fn update(&self, id: &str, data: Value, version: u64) -> Updated {
+    /// # Errors
+    /// [`Full`] when the new data is larger and the memory budget has no room for the
+    /// difference; the session keeps its data.
+    pub(super) fn update(&self, id: &str, data: Value, version: u64) -> Result<Updated, Full> {
         let now = Instant::now();
         let mut state = self.state();
+        let budget = state.budget.clone();
         let Some(entry) = state.live(id, now) else {
-            return Updated::Missing;
+            return Ok(Updated::Missing);
         };
         if entry.version != version {
-            return Updated::Conflict(entry.version);
+            return Ok(Updated::Conflict(entry.version));
         }
+        let bytes = weight(id, &entry.user, &data);
+        match bytes.checked_sub(entry.bytes) {
+            Some(more) => budget.reserve(more)?,
+            None => budget.release(entry.bytes - bytes),
+        }
+        entry.bytes = bytes;
         entry.data = data;
         entry.version += 1;
-        Updated::Done(self.session(id, entry))
+        Ok(Updated::Done(self.session(id, entry)))
     }
 
     pub(super) fn rotate(&self, id: &str, new_id: &str) -> Rotated {
@@ -222,6 +258,8 @@ impl MemorySessions {
             return Rotated::Missing;
         };
         entry.renew(now);
+        // The same session under a new handle of the same length: moved, not new.
+        state.budget.charge(entry.bytes);
         let new_id = new_id.to_owned();
         let session = self.session(&new_id, &entry);
         state
@@ -269,6 +307,7 @@ impl MemorySessions {
         let mut live = 0;
         for id in ids {
             if let Some(entry) = state.sessions.remove(&id) {
+                state.budget.release(entry.bytes);
                 if entry.live(now) {
                     live += 1;
                 } else {

@@ -45,7 +45,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::backend::{Backend, BackendError, RedisBackend};
+use crate::backend::{Backend, BackendError, MemoryBudget, RedisBackend};
 use crate::config::{SessionTimeouts, SessionsConfig};
 
 pub use layer::{CurrentSession, SessionCookie, SessionLayer};
@@ -182,6 +182,9 @@ pub enum SessionError {
     /// Redis failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The memory backend has no room for new state (`memory.maxBytes`).
+    #[error(transparent)]
+    StoreFull(#[from] crate::backend::Full),
 }
 
 /// What a store answers for a rotation.
@@ -224,7 +227,7 @@ impl Sessions {
     /// Sessions on the backend the config names.
     pub fn from_config(cfg: &SessionsConfig, backend: &Backend) -> Self {
         match backend {
-            Backend::Memory => Self::memory(cfg),
+            Backend::Memory(budget) => Self::memory_in(cfg, budget.clone()),
             Backend::Redis(r) => Self::redis(cfg, r.default.clone()),
         }
     }
@@ -232,7 +235,13 @@ impl Sessions {
     /// In-process sessions (single instance, lost on restart). Time is Tokio's clock, so
     /// tests can pause and advance it.
     pub fn memory(cfg: &SessionsConfig) -> Self {
-        Self::with_store(cfg, Store::Memory(memory::MemorySessions::new()))
+        Self::memory_in(cfg, MemoryBudget::default())
+    }
+
+    /// In-process sessions counted against `budget` (shared with the other stores of the
+    /// memory backend).
+    pub fn memory_in(cfg: &SessionsConfig, budget: MemoryBudget) -> Self {
+        Self::with_store(cfg, Store::Memory(memory::MemorySessions::new(budget)))
     }
 
     /// Sessions in Redis, under `cfg.key_prefix`.
@@ -285,7 +294,7 @@ impl Sessions {
             let id = id::new_id();
             let handle = id::handle(&id);
             let created = match &self.inner.store {
-                Store::Memory(m) => m.create(&handle, user_id, kind, data.clone(), t, max),
+                Store::Memory(m) => m.create(&handle, user_id, kind, data.clone(), t, max)?,
                 Store::Redis(r) => r.create(&handle, user_id, kind, &data, t, max).await?,
             };
             // `None`: the handle is taken (a 256-bit collision); draw again.
@@ -345,7 +354,7 @@ impl Sessions {
         }
         let handle = id::handle(id);
         let outcome = match &self.inner.store {
-            Store::Memory(m) => m.update(&handle, data, version),
+            Store::Memory(m) => m.update(&handle, data, version)?,
             Store::Redis(r) => r.update(&handle, &data, version).await?,
         };
         match outcome {

@@ -130,7 +130,7 @@ impl Introspector {
     /// The client secret cannot be read, or the HTTP client cannot be built.
     pub fn from_config(cfg: &TokensConfig, backend: &Backend) -> Result<Self, IntrospectError> {
         match backend {
-            Backend::Memory => Self::memory(cfg),
+            Backend::Memory(_) => Self::memory(cfg),
             Backend::Redis(r) => Self::redis(cfg, r.cache.clone()),
         }
     }

@@ -9,16 +9,27 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{Settle, SettleOutcome, Stats, Taken, age_of, unix_ms};
+use crate::backend::memory::{Full, ITEM_OVERHEAD, MemoryBudget};
 use crate::backend::redis::px;
 use crate::events::routing::Priority;
 
 /// How many settled lease tokens are remembered to recognise a repeated settle.
 const SETTLED_REMEMBERED: usize = 4096;
 
-#[derive(Default)]
 pub(super) struct MemoryQueues {
     state: Mutex<MemoryState>,
     wake: Notify,
+    budget: MemoryBudget,
+}
+
+/// The budget charge of a stored event.
+fn event_weight(event: &[u8]) -> usize {
+    event.len() + ITEM_OVERHEAD
+}
+
+/// The budget charge of an id kept in a map and its expiry order.
+fn id_weight(id: &str) -> usize {
+    2 * id.len() + ITEM_OVERHEAD
 }
 
 /// A consumer's batch.
@@ -61,19 +72,22 @@ struct MemoryState {
 }
 
 impl MemoryState {
-    fn mark(&mut self, id: &str, mark: Mark, until: u64) {
+    /// Charged per entry of the expiry order, given back as it is pruned.
+    fn mark(&mut self, id: &str, mark: Mark, until: u64, budget: &MemoryBudget) {
+        budget.charge(id_weight(id));
         self.seen.insert(id.to_owned(), (mark, until));
         self.seen_order.push_back((until, id.to_owned()));
     }
 
-    fn prune_marks(&mut self, now: u64) {
+    fn prune_marks(&mut self, now: u64, budget: &MemoryBudget) {
         while let Some((until, _)) = self.seen_order.front()
             && *until <= now
         {
-            if let Some((until, id)) = self.seen_order.pop_front()
-                && self.seen.get(&id).is_some_and(|(_, u)| *u == until)
-            {
-                self.seen.remove(&id);
+            if let Some((until, id)) = self.seen_order.pop_front() {
+                budget.release(id_weight(&id));
+                if self.seen.get(&id).is_some_and(|(_, u)| *u == until) {
+                    self.seen.remove(&id);
+                }
             }
         }
     }
@@ -84,6 +98,14 @@ impl MemoryState {
 }
 
 impl MemoryQueues {
+    pub(super) fn new(budget: MemoryBudget) -> Self {
+        Self {
+            state: Mutex::default(),
+            wake: Notify::new(),
+            budget,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -97,13 +119,18 @@ impl MemoryQueues {
         let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
     }
 
-    pub(super) fn enqueue(&self, batch: &[(Priority, &[u8])]) {
+    /// # Errors
+    /// [`Full`] when the batch does not fit in the memory budget; nothing of it is queued.
+    pub(super) fn enqueue(&self, batch: &[(Priority, &[u8])]) -> Result<(), Full> {
+        self.budget
+            .reserve(batch.iter().map(|(_, e)| event_weight(e)).sum())?;
         let mut state = self.lock();
         for (p, event) in batch {
             state.queues[*p as usize].push_back(event.to_vec());
         }
         drop(state);
         self.ring();
+        Ok(())
     }
 
     pub(super) fn enqueue_once(
@@ -112,28 +139,30 @@ impl MemoryQueues {
         id: &str,
         event: &[u8],
         window: Duration,
-    ) -> bool {
+    ) -> Result<bool, Full> {
         let now = unix_ms();
         let mut state = self.lock();
         while let Some((until, _)) = state.published_order.front()
             && *until <= now
         {
-            if let Some((until, id)) = state.published_order.pop_front()
-                && state.published.get(&id) == Some(&until)
-            {
-                state.published.remove(&id);
+            if let Some((until, id)) = state.published_order.pop_front() {
+                self.budget.release(id_weight(&id));
+                if state.published.get(&id) == Some(&until) {
+                    state.published.remove(&id);
+                }
             }
         }
         if state.published.get(id).is_some_and(|until| *until > now) {
-            return false;
+            return Ok(false);
         }
+        self.budget.reserve(event_weight(event) + id_weight(id))?;
         let until = now + px(window);
         state.published.insert(id.to_owned(), until);
         state.published_order.push_back((until, id.to_owned()));
         state.queues[priority as usize].push_back(event.to_vec());
         drop(state);
         self.ring();
-        true
+        Ok(true)
     }
 
     pub(super) fn take(
@@ -210,7 +239,12 @@ impl MemoryQueues {
         if !state.lease_is(consumer, token) {
             return SettleOutcome::LeaseLost;
         }
-        state.leases.remove(consumer);
+        // The batch leaves; what is retried or dead-lettered comes back, re-encoded. Never
+        // refused: these events were accepted already.
+        if let Some(lease) = state.leases.remove(consumer) {
+            self.budget
+                .release(lease.items.iter().map(|e| event_weight(e)).sum());
+        }
         if state.settled.len() >= SETTLED_REMEMBERED {
             state.settled.pop_front();
         }
@@ -218,6 +252,7 @@ impl MemoryQueues {
         let now = unix_ms();
         let i = settle.priority as usize;
         for (event, delay) in &settle.retries {
+            self.budget.charge(event_weight(event));
             state.retry[i]
                 .entry(now + px(*delay))
                 .or_default()
@@ -230,15 +265,22 @@ impl MemoryQueues {
                 .iter_mut()
                 .find(|(i, _)| !id.is_empty() && i == id)
             {
-                Some(entry) => entry.1 = event.clone(),
-                None => state.dead.push_front((id.clone(), event.clone())),
+                Some(entry) => {
+                    self.budget.release(event_weight(&entry.1));
+                    self.budget.charge(event_weight(event));
+                    entry.1 = event.clone();
+                }
+                None => {
+                    self.budget.charge(event_weight(event) + id.len());
+                    state.dead.push_front((id.clone(), event.clone()));
+                }
             }
         }
         if !settle.seen.is_empty() {
-            state.prune_marks(now);
+            state.prune_marks(now, &self.budget);
             let until = now + px(settle.seen_for);
             for id in &settle.seen {
-                state.mark(id, Mark::Done, until);
+                state.mark(id, Mark::Done, until, &self.budget);
             }
         }
         SettleOutcome::Settled
@@ -253,7 +295,7 @@ impl MemoryQueues {
     ) -> Vec<bool> {
         let now = unix_ms();
         let mut state = self.lock();
-        state.prune_marks(now);
+        state.prune_marks(now, &self.budget);
         let mine = Mark::Claimed {
             consumer: consumer.to_owned(),
             token: token.to_owned(),
@@ -268,7 +310,7 @@ impl MemoryQueues {
                     _ => true,
                 };
                 if handle {
-                    state.mark(id, mine.clone(), now + px(lease));
+                    state.mark(id, mine.clone(), now + px(lease), &self.budget);
                 }
                 handle
             })
@@ -369,8 +411,11 @@ impl MemoryQueues {
         else {
             return false;
         };
-        state.dead.remove(at);
+        if let Some((id, removed)) = state.dead.remove(at) {
+            self.budget.release(event_weight(&removed) + id.len());
+        }
         if let Some((p, event)) = replay {
+            self.budget.charge(event_weight(event));
             state.queues[p as usize].push_back(event.to_vec());
             drop(state);
             self.ring();
@@ -381,7 +426,9 @@ impl MemoryQueues {
     pub(super) fn purge_dead(&self) -> u64 {
         let mut state = self.lock();
         let n = state.dead.len() as u64;
-        state.dead.clear();
+        for (id, event) in state.dead.drain(..) {
+            self.budget.release(event_weight(&event) + id.len());
+        }
         n
     }
 }

@@ -44,6 +44,9 @@ pub enum QueueError {
     /// Redis answered something the queues did not write (another tool used the keys?).
     #[error("unexpected reply from Redis: {0}")]
     Reply(String),
+    /// The memory backend has no room for new events (`memory.maxBytes`).
+    #[error(transparent)]
+    StoreFull(#[from] crate::backend::Full),
 }
 
 impl From<::redis::ParsingError> for QueueError {
@@ -152,14 +155,21 @@ impl Queues {
     /// The queues on the backend the config names (`events.redis` for Redis).
     pub fn from_config(cfg: &EventsConfig, backend: &Backend) -> Self {
         match backend {
-            Backend::Memory => Self::memory(cfg),
+            Backend::Memory(budget) => Self::memory_in(cfg, budget.clone()),
             Backend::Redis(r) => Self::redis(cfg, r.events.clone()),
         }
     }
 
     /// In-process queues (single instance, lost on restart).
     pub fn memory(cfg: &EventsConfig) -> Self {
-        Self::with_store(cfg, Store::Memory(MemoryQueues::default()))
+        Self::memory_in(cfg, crate::backend::MemoryBudget::default())
+    }
+
+    /// In-process queues counted against `budget` (shared with the other stores of the
+    /// memory backend): a publish that does not fit is refused, and nothing already
+    /// queued is dropped.
+    pub fn memory_in(cfg: &EventsConfig, budget: crate::backend::MemoryBudget) -> Self {
+        Self::with_store(cfg, Store::Memory(MemoryQueues::new(budget)))
     }
 
     /// Queues in Redis.
@@ -196,10 +206,7 @@ impl Queues {
         wait: Duration,
     ) -> Result<(), QueueError> {
         match &*self.store {
-            Store::Memory(m) => {
-                m.enqueue(batch);
-                Ok(())
-            }
+            Store::Memory(m) => Ok(m.enqueue(batch)?),
             Store::Redis(r) => r.enqueue(batch, replicas, wait).await,
         }
     }
@@ -220,7 +227,7 @@ impl Queues {
         wait: Duration,
     ) -> Result<bool, QueueError> {
         match &*self.store {
-            Store::Memory(m) => Ok(m.enqueue_once(priority, id, event, window)),
+            Store::Memory(m) => Ok(m.enqueue_once(priority, id, event, window)?),
             Store::Redis(r) => {
                 r.enqueue_once(priority, id, event, window, replicas, wait)
                     .await
