@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{Rotated, Session, SessionKind, Updated, record_evicted, record_expired};
-use crate::backend::memory::{Full, ITEM_OVERHEAD, MemoryBudget};
+use crate::backend::memory::{Full, MemoryBudget};
 use crate::config::SessionTimeouts;
 
 struct Entry {
@@ -29,11 +29,16 @@ struct Entry {
     bytes: usize,
 }
 
+/// Bookkeeping of one session beyond its strings: the entry, both maps' slots and their
+/// spare capacity, the user's index set, allocator rounding. Measured: 214 689 sessions
+/// with two-field data took 220 MB of resident memory, about 1 000 bytes each.
+const SESSION_OVERHEAD: usize = 800;
+
 /// The budget charge of a session: its handle twice (the map and the user's index), the
-/// user id, the data as JSON, and bookkeeping for both maps.
+/// user id twice, its data (parsed JSON takes about twice its text), and bookkeeping.
 fn weight(handle: &str, user: &str, data: &Value) -> usize {
     let data = serde_json::to_vec(data).map_or(0, |v| v.len());
-    2 * handle.len() + user.len() + data + 2 * ITEM_OVERHEAD
+    2 * handle.len() + 2 * user.len() + 2 * data + SESSION_OVERHEAD
 }
 
 impl Entry {
