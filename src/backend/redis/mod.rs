@@ -115,18 +115,21 @@ impl RedisBackend {
         let mut attempt = 0u32;
         loop {
             inner.commands.increment(1);
-            let master = inner.topology.current();
-            let lease = self.unless_moved(&master, inner.pool.get(&inner.cfg, &master, deadline));
-            let (error, ran) = match lease.await {
-                Ok(lease) => {
+            // Only the epoch: the address is read when a connection has to be opened.
+            let epoch = inner.topology.epoch();
+            let lease = inner
+                .pool
+                .get(&inner.cfg, &inner.topology, epoch, now, deadline);
+            let (error, ran) = match self.unless_moved(epoch, lease).await {
+                Ok(mut lease) => {
                     let reply_by = deadline.min(now + connect::command_timeout(&inner.cfg));
-                    let reply = tokio::time::timeout_at(reply_by, op(lease.conn.clone()));
+                    let reply = tokio::time::timeout_at(reply_by, op(lease.take_conn()));
                     let reply = async {
                         reply.await.unwrap_or_else(|_| {
                             Err(lost_reply("no reply within the command deadline"))
                         })
                     };
-                    match self.unless_moved(&master, reply).await {
+                    match self.unless_moved(epoch, reply).await {
                         Ok(value) => return Ok(value),
                         Err(e) => {
                             let ran = maybe_ran(&e);
@@ -144,7 +147,7 @@ impl RedisBackend {
                 Err(e) => (e, false),
             };
             inner.errors.increment(1);
-            tracing::debug!(%error, attempt, master = %master.endpoint, epoch = master.epoch, "redis: an attempt failed");
+            tracing::debug!(%error, attempt, epoch, "redis: an attempt failed");
             let moved = error.master_moved();
             if moved || error.is_connection() {
                 inner.topology.suspect();
@@ -160,7 +163,7 @@ impl RedisBackend {
                 // Do not retry against the same demoted node: wait for the new master.
                 // (A standalone address never moves: waiting would only add dialTimeout.)
                 let wait = backoff.max(inner.cfg.dial_timeout).min(left);
-                inner.topology.wait_past(master.epoch, wait).await;
+                inner.topology.wait_past(epoch, wait).await;
             } else {
                 tokio::time::sleep(backoff).await;
             }
@@ -171,11 +174,11 @@ impl RedisBackend {
     }
 
     /// `step` (getting a connection, or awaiting a reply), given up in Sentinel mode when
-    /// the master moves on from `master` meanwhile: a dial to, or a reply from, a node that
-    /// froze never holds a call past the failover.
+    /// the master moves on from master epoch `epoch` meanwhile: a dial to, or a reply
+    /// from, a node that froze never holds a call past the failover.
     async fn unless_moved<T, E: MovedOn>(
         &self,
-        master: &Master,
+        epoch: u64,
         step: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         if self.inner.cfg.mode != crate::config::RedisMode::Sentinel {
@@ -185,7 +188,7 @@ impl RedisBackend {
         tokio::select! {
             biased;
             outcome = step => outcome,
-            _ = masters.wait_for(|m| m.epoch > master.epoch) => Err(E::moved_on()),
+            _ = masters.wait_for(|m| m.epoch > epoch) => Err(E::moved_on()),
         }
     }
 

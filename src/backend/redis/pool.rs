@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 
 use super::connect;
-use super::topology::Master;
+use super::topology::Topology;
 use crate::backend::BackendError;
 use crate::config::RedisConfig;
 
@@ -58,11 +58,19 @@ struct Live {
 /// A connection lent for one command, with what is needed to retire it on failure.
 /// Counts as in flight on its slot until dropped.
 pub struct Lease<'a> {
-    /// The connection.
-    pub conn: MultiplexedConnection,
+    conn: Option<MultiplexedConnection>,
     slot: usize,
     id: u64,
     in_flight: &'a AtomicUsize,
+}
+
+impl Lease<'_> {
+    /// The connection, for the command (taken once; the lease still counts it in flight).
+    pub fn take_conn(&mut self) -> MultiplexedConnection {
+        self.conn
+            .take()
+            .expect("the connection of a lease is taken once")
+    }
 }
 
 impl Drop for Lease<'_> {
@@ -89,25 +97,31 @@ impl Pool {
         }
     }
 
-    /// A usable connection to `master`, opening one if the slot has none; waiting for a
-    /// slot and dialling both end by `deadline` (the call's) at the latest.
+    /// A usable connection to the master of `epoch`, opening one if the slot has none;
+    /// waiting for a slot and dialling both end by `deadline` (the call's) at the latest.
+    /// `now` is the caller's clock reading.
     pub async fn get(
         &self,
         cfg: &RedisConfig,
-        master: &Master,
+        topology: &Topology,
+        epoch: u64,
+        now: tokio::time::Instant,
         deadline: tokio::time::Instant,
     ) -> Result<Lease<'_>, BackendError> {
-        self.newest.fetch_max(master.epoch, Ordering::SeqCst);
+        self.newest.fetch_max(epoch, Ordering::SeqCst);
         let index = self.pick();
         let slot = &self.slots[index];
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
         let leased = |conn, id| Lease {
-            conn,
+            conn: Some(conn),
             slot: index,
             id,
             in_flight: &slot.in_flight,
         };
-        let result = self.connection(slot, cfg, master, deadline).await;
+        let result = match slot.fresh(cfg, epoch, now.into_std()) {
+            Some(found) => Ok(found),
+            None => self.connection(slot, cfg, topology, epoch, deadline).await,
+        };
         match result {
             Ok((conn, id)) => Ok(leased(conn, id)),
             Err(e) => {
@@ -142,11 +156,15 @@ impl Pool {
         &self,
         slot: &Slot,
         cfg: &RedisConfig,
-        master: &Master,
+        topology: &Topology,
+        epoch: u64,
         deadline: tokio::time::Instant,
     ) -> Result<(MultiplexedConnection, u64), BackendError> {
-        if let Some(found) = slot.fresh(cfg, master.epoch) {
-            return Ok(found);
+        let master = topology.current();
+        if master.epoch != epoch {
+            return Err(BackendError::Unavailable(
+                "the Redis master changed while connecting".into(),
+            ));
         }
         let wait_until = deadline.min(tokio::time::Instant::now() + cfg.pool_timeout);
         let _connecting = tokio::time::timeout_at(wait_until, slot.connecting.lock())
@@ -154,7 +172,7 @@ impl Pool {
             .map_err(|_| {
                 BackendError::Unavailable("timed out waiting for a pooled connection".into())
             })?;
-        if let Some(found) = slot.fresh(cfg, master.epoch) {
+        if let Some(found) = slot.fresh(cfg, master.epoch, Instant::now()) {
             return Ok(found);
         }
         // Waited behind a dial while the master moved on: do not dial the old one.
@@ -218,10 +236,14 @@ impl Slot {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn fresh(&self, cfg: &RedisConfig, epoch: u64) -> Option<(MultiplexedConnection, u64)> {
+    fn fresh(
+        &self,
+        cfg: &RedisConfig,
+        epoch: u64,
+        now: Instant,
+    ) -> Option<(MultiplexedConnection, u64)> {
         let mut guard = self.lock();
         let live = guard.as_mut()?;
-        let now = Instant::now();
         // Only forward: a caller with an older view of the master than the connection's does
         // not drop it (and dials nothing it could install: see `connection`).
         if live.epoch > epoch {

@@ -164,6 +164,11 @@ impl Topology {
         })
     }
 
+    /// The epoch of the master now (no copy of its address).
+    pub fn epoch(&self) -> u64 {
+        self.group.master.borrow().epoch
+    }
+
     /// The master now.
     pub fn current(&self) -> Master {
         self.group.master.borrow().clone()
