@@ -1,4 +1,5 @@
-//! Redis calls of the cache under a deadline and a circuit breaker: after
+//! Redis calls of the cache under a circuit breaker (their deadline, `l2Timeout`, is the
+//! backend's, see `RedisBackend::bounded`): after
 //! `failureThreshold` failures in a row, Redis is not asked for `openFor`, so a slow or dead
 //! Redis costs a request nothing instead of its timeout. Then the circuit is half-open:
 //! one call goes to Redis as a probe while the others are still skipped; its success
@@ -15,6 +16,7 @@ use crate::config::CacheConfig;
 use crate::config::types::duration;
 
 pub(super) struct Breaker {
+    /// `l2Timeout`, named in the error of a call that reached it.
     timeout: Duration,
     threshold: u32,
     open_for: Duration,
@@ -75,7 +77,7 @@ impl Breaker {
         }
     }
 
-    /// Runs `call` unless the circuit is open, within the deadline.
+    /// Runs `call` unless the circuit is open. `call` must be bounded by its own deadline.
     pub(super) async fn call<T>(
         &self,
         call: impl Future<Output = Result<T, CacheError>>,
@@ -91,8 +93,8 @@ impl Breaker {
         // A probe dropped mid-call (its caller cancelled) must not leave the circuit
         // half-open with no probe: count it as failed.
         let mut guard = ProbeGuard(probe.then_some(self));
-        let outcome = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => {
+        let outcome = match call.await {
+            Ok(value) => {
                 self.failures.store(0, Ordering::Relaxed);
                 if probe {
                     guard.0 = None;
@@ -104,8 +106,16 @@ impl Breaker {
             }
             // Only an unreachable Redis counts; an error reply (a bad argument, a key of
             // another type) says Redis is fine, and must not let a client open the circuit.
-            Ok(Err(e)) if matches!(&e, CacheError::Backend(b) if b.is_unreachable()) => Err(e),
-            Ok(Err(e)) => {
+            // The backend's deadline is `l2Timeout` (see `RedisBackend::bounded`).
+            Err(CacheError::Backend(BackendError::Redis(e))) if e.is_timeout() => {
+                Err(BackendError::Unavailable(format!(
+                    "cache: no answer from Redis within cache.l2Timeout ({})",
+                    duration::format(&self.timeout)
+                ))
+                .into())
+            }
+            Err(e) if matches!(&e, CacheError::Backend(b) if b.is_unreachable()) => Err(e),
+            Err(e) => {
                 if probe {
                     guard.0 = None;
                     self.open_until.store(0, Ordering::Relaxed);
@@ -113,11 +123,6 @@ impl Breaker {
                 }
                 return Err(e);
             }
-            Err(_) => Err(BackendError::Unavailable(format!(
-                "cache: no answer from Redis within cache.l2Timeout ({})",
-                duration::format(&self.timeout)
-            ))
-            .into()),
         };
         guard.0 = None;
         if probe {

@@ -114,7 +114,9 @@ impl RedisLevel {
             (None, None)
         };
         Self {
-            backend,
+            // Every Redis call of the cache ends by `l2Timeout`: the backend's own deadline
+            // (one timer per call), which the breaker counts like any failure.
+            backend: backend.bounded(cfg.l2_timeout),
             prefix: cfg.key_prefix.clone(),
             compression: cfg.compression.clone(),
             max_value: cfg.max_value_bytes,

@@ -46,6 +46,9 @@ pub enum Retry {
 #[derive(Clone)]
 pub struct RedisBackend {
     inner: Arc<Inner>,
+    /// The overall deadline of one call through this handle: `callTimeout`, or less (see
+    /// [`RedisBackend::bounded`]).
+    call_timeout: Duration,
 }
 
 struct Inner {
@@ -66,6 +69,7 @@ impl RedisBackend {
     pub async fn connect(cfg: RedisConfig) -> Result<Self, BackendError> {
         let topology = Topology::start(&cfg).await?;
         Ok(Self {
+            call_timeout: cfg.call_timeout,
             inner: Arc::new(Inner {
                 pool: Pool::new(&cfg),
                 topology,
@@ -75,6 +79,16 @@ impl RedisBackend {
                 cfg,
             }),
         })
+    }
+
+    /// The same connections and master, with every call through the returned handle
+    /// bounded by `limit` when that is shorter than `callTimeout` (the cache's
+    /// `l2Timeout`). One deadline per call, so no second timer.
+    pub fn bounded(&self, limit: Duration) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            call_timeout: self.call_timeout.min(limit),
+        }
     }
 
     /// The settings this backend was built with.
@@ -111,7 +125,7 @@ impl RedisBackend {
     {
         let inner = &*self.inner;
         let mut now = Instant::now();
-        let deadline = now + inner.cfg.call_timeout;
+        let deadline = now + self.call_timeout;
         let mut attempt = 0u32;
         loop {
             inner.commands.increment(1);
@@ -122,11 +136,16 @@ impl RedisBackend {
                 .get(&inner.cfg, &inner.topology, epoch, now, deadline);
             let (error, ran) = match self.unless_moved(epoch, lease).await {
                 Ok(mut lease) => {
-                    let reply_by = deadline.min(now + connect::command_timeout(&inner.cfg));
+                    let command_by = now + connect::command_timeout(&inner.cfg);
+                    let reply_by = deadline.min(command_by);
                     let reply = tokio::time::timeout_at(reply_by, op(lease.take_conn()));
                     let reply = async {
                         reply.await.unwrap_or_else(|_| {
-                            Err(lost_reply("no reply within the command deadline"))
+                            Err(lost_reply(if reply_by < command_by {
+                                "no reply within the call's deadline"
+                            } else {
+                                "no reply within the command deadline"
+                            }))
                         })
                     };
                     match self.unless_moved(epoch, reply).await {
