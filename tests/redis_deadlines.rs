@@ -4,6 +4,8 @@
 //!
 //! The bound asserted is the deadline plus a generous grace for a loaded machine: without
 //! the deadline these calls would take `maxRetries` (50) attempts of at least 600 ms.
+//! Commands past `redis.maxInFlight` wait for a slot and are never sent if none frees up
+//! before their deadline.
 
 mod support;
 
@@ -146,4 +148,54 @@ async fn no_call_outlasts_its_deadline_when_the_whole_sentinel_group_freezes() {
     }
     assert_within_deadline("Sentinel group frozen", &took);
     assert_within_deadline("Sentinel group frozen, second backend", &more);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_past_max_in_flight_wait_and_are_never_sent() {
+    let redis = RedisProc::start();
+    let proxy = Proxy::start(redis.port).await;
+    let mut cfg = RedisConfig::standalone("127.0.0.1", proxy.port);
+    cfg.pool_size = 1.try_into().unwrap();
+    cfg.max_in_flight = 2.try_into().unwrap();
+    cfg.max_retries = 0;
+    // Long enough that the two commands below hold their slots for the whole test.
+    cfg.read_timeout = Duration::from_secs(60);
+    cfg.call_timeout = Duration::from_secs(120);
+    let backend = RedisBackend::connect(cfg).await.unwrap();
+    backend.ping().await.unwrap();
+
+    let incr = |backend: RedisBackend| async move {
+        backend
+            .run(Retry::IfNotRun, |mut c| async move {
+                redis::cmd("INCR")
+                    .arg("inflight")
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+    };
+    proxy.set_mode(Mode::SwallowReplies);
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(incr(backend.clone())))
+        .collect();
+    let ran = || {
+        redis::cmd("GET")
+            .arg("inflight")
+            .query::<Option<i64>>(&mut redis.conn())
+            .unwrap()
+    };
+    support::wait_for("Redis to run both commands in flight", || {
+        (ran() == Some(2)).then_some(())
+    });
+
+    // A third waits for a slot; by its deadline it gives up, certainly not sent.
+    let third = incr(backend.bounded(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    assert!(third.to_string().contains("maxInFlight"), "{third}");
+    assert!(third.certainly_not_run(), "{third}");
+    assert_eq!(ran(), Some(2), "the third command reached Redis");
+    for call in held {
+        call.abort();
+    }
 }

@@ -31,6 +31,9 @@ pub const SPREAD_AT: usize = 256;
 /// The connections of one backend.
 pub struct Pool {
     slots: Vec<Slot>,
+    /// Commands in flight on the whole pool: `poolSize × maxInFlight`; past it callers
+    /// wait (back-pressure) until their call's deadline.
+    in_flight: tokio::sync::Semaphore,
     /// Slots in use, `1..=slots.len()`; grows under load, never shrinks.
     opened: AtomicUsize,
     ids: AtomicU64,
@@ -62,6 +65,7 @@ pub struct Lease<'a> {
     slot: usize,
     id: u64,
     in_flight: &'a AtomicUsize,
+    _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl Lease<'_> {
@@ -83,7 +87,11 @@ impl Pool {
     /// An empty pool of `cfg.poolSize` slots; nothing connects until first use.
     pub fn new(cfg: &RedisConfig) -> Self {
         let size = cfg.pool_size.get() as usize;
+        let permits = size
+            .saturating_mul(cfg.max_in_flight.get() as usize)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
+            in_flight: tokio::sync::Semaphore::new(permits),
             slots: (0..size)
                 .map(|_| Slot {
                     live: Mutex::new(None),
@@ -109,6 +117,19 @@ impl Pool {
         deadline: tokio::time::Instant,
     ) -> Result<Lease<'_>, BackendError> {
         self.newest.fetch_max(epoch, Ordering::SeqCst);
+        let permit = match self.in_flight.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout_at(deadline, self.in_flight.acquire())
+                .await
+                .map_err(|_| {
+                    BackendError::Unavailable(
+                        "every pooled connection has redis.maxInFlight commands in flight until \
+                         the call's deadline"
+                            .into(),
+                    )
+                })?
+                .map_err(|_| BackendError::Unavailable("the pool is closed".into()))?,
+        };
         let index = self.pick();
         let slot = &self.slots[index];
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +138,7 @@ impl Pool {
             slot: index,
             id,
             in_flight: &slot.in_flight,
+            _permit: permit,
         };
         let result = match slot.fresh(cfg, epoch, now.into_std()) {
             Some(found) => Ok(found),
