@@ -136,9 +136,9 @@ redis_fields! {
     /// it the call fails (as "may have run" when a command was already sent). At least
     /// `writeTimeout + readTimeout`, so one attempt can always complete.
     call_timeout: Duration = Duration::from_secs(10), with "duration", "duration::option";
-    /// Commands in flight per pooled connection, counted over the pool (`poolSize ×
-    /// maxInFlight` in all); more wait for a slot (back-pressure, bounded by `callTimeout`)
-    /// instead of queueing without limit.
+    /// Commands in flight on one pooled connection; when every connection the pool may
+    /// open is full, more wait (back-pressure, bounded by `callTimeout`) instead of
+    /// queueing without limit.
     max_in_flight: NonZeroU32 = NonZeroU32::new(1000).expect("nonzero");
     /// Start even when the server's `maxmemory-policy` may evict keys (only a warning).
     /// Off: an evicting policy on a server holding locks, sessions, rate limits or event

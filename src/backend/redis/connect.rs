@@ -152,8 +152,8 @@ pub async fn multiplexed(
 
 /// Opens a pooled data connection, with no response timeout of its own: [`RedisBackend::run`]
 /// bounds each attempt by the command deadline and the call's `callTimeout`, whichever
-/// comes first. (Commands in flight are bounded by the pool, not per connection here:
-/// redis-rs's own concurrency limit measured 10-20 % slower on batched enqueues.)
+/// comes first. (Commands in flight are bounded by the pool's own counters: redis-rs's
+/// concurrency limit measured 10-20 % slower on batched enqueues.)
 ///
 /// [`RedisBackend::run`]: super::RedisBackend::run
 pub async fn pooled(

@@ -31,9 +31,12 @@ pub const SPREAD_AT: usize = 256;
 /// The connections of one backend.
 pub struct Pool {
     slots: Vec<Slot>,
-    /// Commands in flight on the whole pool: `poolSize × maxInFlight`; past it callers
-    /// wait (back-pressure) until their call's deadline.
-    in_flight: tokio::sync::Semaphore,
+    /// `maxInFlight`: commands in flight on one connection; past it on every connection
+    /// callers wait (back-pressure) until their call's deadline.
+    max_in_flight: usize,
+    /// Callers waiting for a connection below `max_in_flight`, woken by `freed`.
+    waiting: AtomicUsize,
+    freed: tokio::sync::Notify,
     /// Slots in use, `1..=slots.len()`; grows under load, never shrinks.
     opened: AtomicUsize,
     ids: AtomicU64,
@@ -64,8 +67,7 @@ pub struct Lease<'a> {
     conn: Option<MultiplexedConnection>,
     slot: usize,
     id: u64,
-    in_flight: &'a AtomicUsize,
-    _permit: tokio::sync::SemaphorePermit<'a>,
+    pool: &'a Pool,
 }
 
 impl Lease<'_> {
@@ -79,7 +81,12 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.pool.slots[self.slot]
+            .in_flight
+            .fetch_sub(1, Ordering::AcqRel);
+        if self.pool.waiting.load(Ordering::Acquire) > 0 {
+            self.pool.freed.notify_one();
+        }
     }
 }
 
@@ -87,11 +94,10 @@ impl Pool {
     /// An empty pool of `cfg.poolSize` slots; nothing connects until first use.
     pub fn new(cfg: &RedisConfig) -> Self {
         let size = cfg.pool_size.get() as usize;
-        let permits = size
-            .saturating_mul(cfg.max_in_flight.get() as usize)
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
-            in_flight: tokio::sync::Semaphore::new(permits),
+            max_in_flight: cfg.max_in_flight.get() as usize,
+            waiting: AtomicUsize::new(0),
+            freed: tokio::sync::Notify::new(),
             slots: (0..size)
                 .map(|_| Slot {
                     live: Mutex::new(None),
@@ -117,28 +123,16 @@ impl Pool {
         deadline: tokio::time::Instant,
     ) -> Result<Lease<'_>, BackendError> {
         self.newest.fetch_max(epoch, Ordering::SeqCst);
-        let permit = match self.in_flight.try_acquire() {
-            Ok(permit) => permit,
-            Err(_) => tokio::time::timeout_at(deadline, self.in_flight.acquire())
-                .await
-                .map_err(|_| {
-                    BackendError::Unavailable(
-                        "every pooled connection has redis.maxInFlight commands in flight until \
-                         the call's deadline"
-                            .into(),
-                    )
-                })?
-                .map_err(|_| BackendError::Unavailable("the pool is closed".into()))?,
+        let index = match self.claim() {
+            Some(index) => index,
+            None => self.wait_for_room(deadline).await?,
         };
-        let index = self.pick();
         let slot = &self.slots[index];
-        slot.in_flight.fetch_add(1, Ordering::Relaxed);
         let leased = |conn, id| Lease {
             conn: Some(conn),
             slot: index,
             id,
-            in_flight: &slot.in_flight,
-            _permit: permit,
+            pool: self,
         };
         let result = match slot.fresh(cfg, epoch, now.into_std()) {
             Some(found) => Ok(found),
@@ -147,13 +141,55 @@ impl Pool {
         match result {
             Ok((conn, id)) => Ok(leased(conn, id)),
             Err(e) => {
-                slot.in_flight.fetch_sub(1, Ordering::Relaxed);
+                drop(Lease {
+                    conn: None,
+                    slot: index,
+                    id: u64::MAX,
+                    pool: self,
+                });
                 Err(e)
             }
         }
     }
 
     /// The least-busy open slot, or a new one when all open slots are at [`SPREAD_AT`].
+    /// A slot with room, counted as in flight on it; `None` when every connection the
+    /// pool may open has `maxInFlight` commands in flight.
+    fn claim(&self) -> Option<usize> {
+        let index = self.pick();
+        let in_flight = &self.slots[index].in_flight;
+        if in_flight.fetch_add(1, Ordering::AcqRel) < self.max_in_flight {
+            return Some(index);
+        }
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        None
+    }
+
+    /// Back-pressure: waits until a command finishes somewhere, up to `deadline`.
+    async fn wait_for_room(&self, deadline: tokio::time::Instant) -> Result<usize, BackendError> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let waited = tokio::time::timeout_at(deadline, async {
+            loop {
+                let freed = self.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                if let Some(index) = self.claim() {
+                    return index;
+                }
+                freed.await;
+            }
+        })
+        .await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        waited.map_err(|_| {
+            BackendError::Unavailable(
+                "every pooled connection had redis.maxInFlight commands in flight until the \
+                 call's deadline"
+                    .into(),
+            )
+        })
+    }
+
     fn pick(&self) -> usize {
         let opened = self.opened.load(Ordering::Relaxed);
         let (best, load) = self.slots[..opened]
@@ -162,7 +198,7 @@ impl Pool {
             .map(|(i, s)| (i, s.in_flight.load(Ordering::Relaxed)))
             .min_by_key(|(_, load)| *load)
             .unwrap_or((0, 0));
-        if load < SPREAD_AT || opened == self.slots.len() {
+        if load < SPREAD_AT.min(self.max_in_flight) || opened == self.slots.len() {
             return best;
         }
         match self
