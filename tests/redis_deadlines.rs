@@ -199,3 +199,32 @@ async fn commands_past_max_in_flight_wait_and_are_never_sent() {
         call.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_while_dialling_gives_its_slot_back() {
+    let redis = RedisProc::start();
+    let proxy = Proxy::start(redis.port).await;
+    let mut cfg = RedisConfig::standalone("127.0.0.1", proxy.port);
+    cfg.pool_size = 1.try_into().unwrap();
+    cfg.max_in_flight = 1.try_into().unwrap();
+    let backend = RedisBackend::connect(cfg).await.unwrap();
+
+    // Dials hang (the handshake is never answered) and their callers give up, as a
+    // failover or a caller's timeout does.
+    proxy.set_mode(Mode::SwallowReplies);
+    for _ in 0..3 {
+        let dropped = tokio::time::timeout(Duration::from_millis(200), backend.ping()).await;
+        assert!(
+            dropped.is_err(),
+            "the ping finished although nothing answers"
+        );
+    }
+    // The one slot is free again: had a dropped call kept it, this would wait for room
+    // until its deadline and fail naming maxInFlight.
+    proxy.set_mode(Mode::Pass);
+    backend
+        .bounded(Duration::from_secs(5))
+        .ping()
+        .await
+        .expect("the slot was given back");
+}

@@ -127,32 +127,27 @@ impl Pool {
             Some(index) => index,
             None => self.wait_for_room(deadline).await?,
         };
-        let slot = &self.slots[index];
-        let leased = |conn, id| Lease {
-            conn: Some(conn),
+        // The lease counts the command in flight from here, so every way out (an error, or
+        // the caller dropping this future mid-dial, as on a failover) gives the slot back.
+        let mut lease = Lease {
+            conn: None,
             slot: index,
-            id,
+            id: u64::MAX,
             pool: self,
         };
-        let result = match slot.fresh(cfg, epoch, now.into_std()) {
-            Some(found) => Ok(found),
-            None => self.connection(slot, cfg, topology, epoch, deadline).await,
-        };
-        match result {
-            Ok((conn, id)) => Ok(leased(conn, id)),
-            Err(e) => {
-                drop(Lease {
-                    conn: None,
-                    slot: index,
-                    id: u64::MAX,
-                    pool: self,
-                });
-                Err(e)
+        let slot = &self.slots[index];
+        let (conn, id) = match slot.fresh(cfg, epoch, now.into_std()) {
+            Some(found) => found,
+            None => {
+                self.connection(slot, cfg, topology, epoch, deadline)
+                    .await?
             }
-        }
+        };
+        lease.conn = Some(conn);
+        lease.id = id;
+        Ok(lease)
     }
 
-    /// The least-busy open slot, or a new one when all open slots are at [`SPREAD_AT`].
     /// A slot with room, counted as in flight on it; `None` when every connection the
     /// pool may open has `maxInFlight` commands in flight.
     fn claim(&self) -> Option<usize> {
@@ -167,7 +162,15 @@ impl Pool {
 
     /// Back-pressure: waits until a command finishes somewhere, up to `deadline`.
     async fn wait_for_room(&self, deadline: tokio::time::Instant) -> Result<usize, BackendError> {
+        // Counted while waiting, however the wait ends (the caller may drop it).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
         self.waiting.fetch_add(1, Ordering::AcqRel);
+        let waiting = Waiting(&self.waiting);
         let waited = tokio::time::timeout_at(deadline, async {
             loop {
                 let freed = self.freed.notified();
@@ -180,7 +183,7 @@ impl Pool {
             }
         })
         .await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         waited.map_err(|_| {
             BackendError::Unavailable(
                 "every pooled connection had redis.maxInFlight commands in flight until the \
