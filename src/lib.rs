@@ -3,10 +3,14 @@
 //!
 //! # Layout
 //!
+//! - [`runtime`] — [`Runtime`]: the backend and every capability built from one
+//!   [`Config`], with one shutdown; where the binary and embedding services start.
 //! - [`config`] — the YAML/env configuration tree, secrets (`valueFromFile`), validation.
 //! - [`backend`] — the memory backend and the Redis layer: pooled multiplexed
 //!   connections, our Sentinel supervisor, dedicated connections for blocking commands,
 //!   resilient pub/sub.
+//! - [`cache`] — the two-level cache: L1 in process (moka), L2 in Redis, kept coherent
+//!   across instances by a pub/sub backplane, tags, and single-flight loads.
 //! - [`ratelimit`] — rate limits (GCRA, fixed and sliding windows) on memory or Redis.
 //! - [`lock`] — distributed locks with fencing tokens and lease renewal.
 //! - [`session`] — server-side sessions (random ids, absolute and idle timeouts, CAS
@@ -14,7 +18,8 @@
 //! - [`token`] — ZITADEL token introspection with a cache keyed by the token's hash, and
 //!   local JWT verification against the issuer's JWKS.
 //! - [`events`] — the CloudEvents envelope, priority routing, accepted types, and ZITADEL
-//!   Actions v2 bodies, signatures and type mapping (no I/O).
+//!   Actions v2 bodies and signatures, the queues (memory and Redis), the publisher, the
+//!   workers and their sinks; [`events::Events`] holds the parts one process shares.
 //! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
 //! - [`metrics`] — the Prometheus recorder behind `/metrics`.
 //! - [`bench`] — the benchmark harness (`blinkchamber bench`): capability rows side by
@@ -32,9 +37,11 @@ pub mod events;
 pub mod lock;
 pub mod metrics;
 pub mod ratelimit;
+pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod token;
 
 pub use backend::{Backend, BackendError, RedisBackend, Retry};
 pub use config::Config;
+pub use runtime::{Capability, Runtime, RuntimeError};

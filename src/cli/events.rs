@@ -5,9 +5,9 @@
 use std::io::Write;
 
 use super::ConfigArg;
-use crate::backend::Backend;
 use crate::config::{BackendKind, Config};
-use crate::events::{Priority, Queues, Router, dead_letter};
+use crate::events::{Priority, dead_letter};
+use crate::runtime::{Capability, Runtime};
 
 /// Arguments of `events`.
 #[derive(clap::Args, Debug)]
@@ -93,8 +93,11 @@ pub(super) async fn run(args: EventsArgs) -> anyhow::Result<()> {
              backend's queues live inside one `serve` process (use its /v1/events routes)"
         );
     }
-    let backend = Backend::from_config(&config).await?;
-    let queues = Queues::from_config(&config.events, &backend);
+    let runtime = Runtime::with(&config, &[Capability::Events]).await?;
+    let events = runtime
+        .events()
+        .ok_or(crate::RuntimeError::EventsDisabled)?;
+    let queues = events.queues();
     let mut out = std::io::stdout().lock();
     match args.command {
         EventsCommand::Stats { json } => {
@@ -152,13 +155,13 @@ pub(super) async fn run(args: EventsArgs) -> anyhow::Result<()> {
                     writeln!(out, "{}", serde_json::to_string_pretty(&event)?)?;
                 }
                 DeadLetterCommand::Replay { id, all } => {
-                    let router = Router::new(&config.events.routing)?;
+                    let router = events.router();
                     if all {
-                        let n = queues.replay_all_dead_letters(&router, compress).await?;
+                        let n = queues.replay_all_dead_letters(router, compress).await?;
                         writeln!(out, "replayed {n}")?;
                     } else {
                         let id = id.unwrap_or_default();
-                        if !queues.replay_dead_letter(&id, &router, compress).await? {
+                        if !queues.replay_dead_letter(&id, router, compress).await? {
                             return Err(no_such(&id));
                         }
                         writeln!(out, "replayed 1")?;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::ConfigArg;
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::events::Workers;
+use crate::runtime::Runtime;
 use crate::server::{self, AppState};
 
 /// Arguments of `serve`.
@@ -34,7 +34,8 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = bind("server.metricsListen", config.server.metrics_listen).await?;
     let drain = config.server.shutdown_timeout;
     let state = AppState::from_config(config).await?;
-    let workers = in_process_workers(&state)?;
+    let runtime = state.runtime.clone();
+    start_in_process_workers(&runtime)?;
     if !state.auth.enabled() {
         tracing::warn!("auth disabled: /v1 accepts requests without a token (loopback only)");
     }
@@ -57,9 +58,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(joined) => joined.context("API server task")?.context("API server")?,
         Err(_) => tracing::warn!("in-flight requests still running after the drain timeout"),
     }
-    if let Some(workers) = workers {
-        workers.shutdown().await;
-    }
+    runtime.shutdown().await;
     metrics_task.abort();
     tracing::info!("stopped");
     Ok(())
@@ -67,18 +66,16 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// On the memory backend the queues live in this process, so `serve` consumes them itself
 /// (to `events.sinks`); with Redis, `blinkchamber worker` does.
-fn in_process_workers(state: &AppState) -> anyhow::Result<Option<Workers>> {
-    let (Backend::Memory(_), Some(events)) = (&state.backend, &state.events) else {
-        return Ok(None);
-    };
-    let cfg = &state.config.events;
-    let introspector = state.tokens.introspector.clone();
-    let handler = super::worker::event_handler(&state.config, introspector)?;
+fn start_in_process_workers(runtime: &Runtime) -> anyhow::Result<()> {
+    if !matches!(runtime.backend(), Backend::Memory(_)) || runtime.events().is_none() {
+        return Ok(());
+    }
+    runtime.start_workers()?;
     tracing::info!(
-        workers = cfg.performance.worker_count.get(),
+        workers = runtime.config().events.performance.worker_count.get(),
         "memory backend: consuming events in this process"
     );
-    Ok(Some(Workers::start(cfg, events.queues.clone(), handler)))
+    Ok(())
 }
 
 pub(super) async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {

@@ -14,6 +14,7 @@
 //! [`TypeFilter`], ask the [`Router`] for its [`Priority`] (which names the queue in
 //! `events.queues`), and store [`encode`]'s bytes; a consumer [`decode`]s them.
 
+mod capability;
 pub mod dead_letter;
 pub mod envelope;
 pub mod publisher;
@@ -23,6 +24,7 @@ pub mod webhook;
 pub mod worker;
 pub mod zitadel;
 
+pub use capability::{Events, EventsError};
 pub use envelope::{COMPRESS_ABOVE, Event, EventError, SPEC_VERSION, decode, encode, new_id};
 pub use publisher::{PublishError, Publisher};
 pub use queues::{QueueError, QueueStats, Queues, SettleOutcome, Stats};

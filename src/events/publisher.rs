@@ -130,6 +130,11 @@ impl Publisher {
         })
     }
 
+    /// Priority by event type (`events.routing`), as this publisher routes.
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
     /// Publishes one event; returns its id once it is in Redis.
     ///
     /// # Errors

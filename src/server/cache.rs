@@ -65,7 +65,8 @@ pub async fn get(
     Path((namespace, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let Some(json) = state
-        .cache
+        .runtime
+        .cache()
         .get_json(&namespace, &key)
         .await
         .map_err(cache_error)?
@@ -104,7 +105,7 @@ pub async fn put(
     ApiJson(body): ApiJson<PutRequest>,
 ) -> Result<StatusCode, ApiError> {
     if let Some(category) = &body.category
-        && !state.config.cache.ttl.categories.contains_key(category)
+        && !state.config().cache.ttl.categories.contains_key(category)
     {
         return Err(ApiError::bad_request(format!(
             "`category`: no category `{category}` in cache.ttl.categories"
@@ -117,7 +118,8 @@ pub async fn put(
         tags: &tags,
     };
     state
-        .cache
+        .runtime
+        .cache()
         .set_json(
             &namespace,
             &key,
@@ -138,7 +140,8 @@ pub async fn delete(
     Path((namespace, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .cache
+        .runtime
+        .cache()
         .remove(&namespace, &key)
         .await
         .map_err(cache_error)?;
@@ -156,12 +159,18 @@ pub async fn invalidate(
     ApiJson(body): ApiJson<InvalidateRequest>,
 ) -> Result<Json<InvalidateResponse>, ApiError> {
     let removed = match (body.all, body.tags.is_empty()) {
-        (true, true) => state.cache.clear(&namespace).await.map_err(cache_error)?,
+        (true, true) => state
+            .runtime
+            .cache()
+            .clear(&namespace)
+            .await
+            .map_err(cache_error)?,
         (false, false) => {
             let mut removed = 0;
             for tag in &body.tags {
                 removed += state
-                    .cache
+                    .runtime
+                    .cache()
                     .remove_by_tag(&namespace, tag)
                     .await
                     .map_err(cache_error)?;

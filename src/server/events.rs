@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::problem::ApiError;
 use crate::events::{
-    ActionsEvent, Event, PublishError, QueueError, SIGNATURE_HEADER, Stats, TypeMap, verify,
+    ActionsEvent, Event, PublishError, QueueError, SIGNATURE_HEADER, Stats, verify,
 };
 
 /// `202` answer of a publish.
@@ -33,8 +33,8 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-fn events_of(state: &AppState) -> Result<&crate::server::EventsState, ApiError> {
-    state.events.as_ref().ok_or_else(|| {
+fn events_of(state: &AppState) -> Result<&crate::events::Events, ApiError> {
+    state.runtime.events().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "events-disabled",
@@ -101,7 +101,7 @@ pub async fn publish(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match events.publisher.try_publish_many(batch).await {
+    match events.publisher().try_publish_many(batch).await {
         Ok(ids) => (
             StatusCode::ACCEPTED,
             Json(Accepted {
@@ -123,7 +123,7 @@ fn queue_error(e: QueueError) -> ApiError {
     responses((status = 200, description = "queue numbers", body = Stats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let events = events_of(&state)?;
-    Ok(Json(events.queues.stats().await.map_err(queue_error)?))
+    Ok(Json(events.queues().stats().await.map_err(queue_error)?))
 }
 
 /// The dead-letter list, oldest first (each entry is the event with `attempt`,
@@ -139,7 +139,7 @@ pub async fn dead_letters(
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(
         events
-            .queues
+            .queues()
             .dead_letters(limit)
             .await
             .map_err(queue_error)?,
@@ -160,7 +160,12 @@ pub async fn show_dead(
     Path(id): Path<String>,
 ) -> Result<Json<Event>, ApiError> {
     let events = events_of(&state)?;
-    match events.queues.dead_letter(&id).await.map_err(queue_error)? {
+    match events
+        .queues()
+        .dead_letter(&id)
+        .await
+        .map_err(queue_error)?
+    {
         Some((_, event)) => Ok(Json(event)),
         None => Err(no_dead_letter(&id)),
     }
@@ -176,10 +181,10 @@ pub async fn replay(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let events = events_of(&state)?;
-    let compress = state.config.events.publishing.compression;
+    let compress = state.config().events.publishing.compression;
     if !events
-        .queues
-        .replay_dead_letter(&id, &events.router, compress)
+        .queues()
+        .replay_dead_letter(&id, events.router(), compress)
         .await
         .map_err(queue_error)?
     {
@@ -205,7 +210,7 @@ pub async fn delete_dead(
 ) -> Result<StatusCode, ApiError> {
     let events = events_of(&state)?;
     if events
-        .queues
+        .queues()
         .delete_dead_letter(&id)
         .await
         .map_err(queue_error)?
@@ -221,7 +226,7 @@ pub async fn delete_dead(
     responses((status = 200, description = "how many were removed", body = serde_json::Value)))]
 pub async fn purge(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let events = events_of(&state)?;
-    let n = events.queues.purge_dead().await.map_err(queue_error)?;
+    let n = events.queues().purge_dead().await.map_err(queue_error)?;
     Ok(Json(serde_json::json!({ "purged": n })))
 }
 
@@ -269,8 +274,8 @@ async fn ingest(
     body: &[u8],
 ) -> Result<Accepted, IngestError> {
     let events = events_of(state)?;
-    let cfg = &state.config.events.zitadel;
-    let Some(watched) = &events.zitadel_key else {
+    let cfg = &state.config().events.zitadel;
+    let Some(watched) = events.zitadel_key() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ingest-not-configured",
@@ -295,7 +300,7 @@ async fn ingest(
     )
     .map_err(|e| unauthorized_signature(e.to_string()))?;
     let execution = ActionsEvent::parse(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let Some(ours) = events.type_map.map(&execution.event_type) else {
+    let Some(ours) = events.type_map().map(&execution.event_type) else {
         metrics::counter!("blinkchamber_zitadel_ignored_total").increment(1);
         tracing::debug!(r#type = %execution.event_type, "events: unmapped ZITADEL event ignored");
         return Ok(Accepted {
@@ -306,13 +311,13 @@ async fn ingest(
     let event = execution.to_event(ours, &cfg.source);
     let ids = if cfg.dedup_window.is_zero() {
         events
-            .publisher
+            .publisher()
             .try_publish_many(vec![event])
             .await
             .map_err(IngestError::Publish)?
     } else {
         let (id, stored) = events
-            .publisher
+            .publisher()
             .publish_once(event, cfg.dedup_window.max(cfg.tolerance.saturating_mul(2)))
             .await
             .map_err(IngestError::Publish)?;
@@ -328,29 +333,4 @@ async fn ingest(
         accepted: ids.len(),
         ids,
     })
-}
-
-/// The publisher, queues and tables the event routes share.
-pub(crate) fn build(
-    config: &crate::Config,
-    backend: &crate::Backend,
-) -> anyhow::Result<Option<crate::server::EventsState>> {
-    let cfg = &config.events;
-    if !cfg.enabled {
-        return Ok(None);
-    }
-    let queues = crate::events::Queues::from_config(cfg, backend);
-    Ok(Some(crate::server::EventsState {
-        publisher: crate::events::Publisher::new(cfg, queues.clone())?,
-        router: crate::events::Router::new(&cfg.routing)?,
-        type_map: TypeMap::new(&cfg.zitadel.type_map)?,
-        zitadel_key: cfg
-            .zitadel
-            .signing_key
-            .clone()
-            .map(|k| crate::config::WatchedSecret::new(k, std::time::Duration::from_secs(1)))
-            .transpose()?
-            .map(std::sync::Arc::new),
-        queues,
-    }))
 }

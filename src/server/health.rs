@@ -28,7 +28,7 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, description = "ready", body = Health),
               (status = 503, description = "backend unreachable, or the memory backend full (`storage-full`)", body = super::problem::Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    if let Backend::Memory(budget) = &state.backend {
+    if let Backend::Memory(budget) = state.runtime.backend() {
         budget.check().map_err(|full| {
             ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -38,7 +38,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
             )
         })?;
     }
-    state.backend.ready().await?;
+    state.runtime.backend().ready().await?;
     Ok(Json(Health { status: "ok" }))
 }
 
@@ -62,7 +62,7 @@ pub struct Status {
     responses((status = 200, description = "status", body = Status),
               (status = 401, description = "missing or bad token", body = super::problem::Problem)))]
 pub async fn status(State(state): State<AppState>) -> Json<Status> {
-    let (master, master_epoch) = match &state.backend {
+    let (master, master_epoch) = match state.runtime.backend() {
         Backend::Memory(_) => (None, None),
         Backend::Redis(r) => {
             let m = r.default.master();
@@ -71,7 +71,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
     };
     Json(Status {
         version: env!("CARGO_PKG_VERSION"),
-        backend: format!("{:?}", state.backend.kind()).to_lowercase(),
+        backend: format!("{:?}", state.runtime.backend().kind()).to_lowercase(),
         master,
         master_epoch,
     })

@@ -86,7 +86,7 @@ pub async fn acquire(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<AcquireRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let cfg = state.locks.config();
+    let cfg = state.runtime.locks().config();
     let ttl = bounded(
         "ttl",
         body.ttl.unwrap_or(cfg.default_ttl),
@@ -100,7 +100,8 @@ pub async fn acquire(
         "locks.maxWait",
     )?;
     let lease = state
-        .locks
+        .runtime
+        .locks()
         .acquire(&name, ttl, wait)
         .await
         .map_err(lock_error)?;
@@ -118,7 +119,7 @@ pub async fn extend(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<ExtendRequest>,
 ) -> Result<Json<LeaseBody>, ApiError> {
-    let cfg = state.locks.config();
+    let cfg = state.runtime.locks().config();
     let ttl = bounded(
         "ttl",
         body.ttl.unwrap_or(cfg.default_ttl),
@@ -126,7 +127,8 @@ pub async fn extend(
         "locks.maxTtl",
     )?;
     let lease = state
-        .locks
+        .runtime
+        .locks()
         .extend(&name, &body.token, ttl)
         .await
         .map_err(lock_error)?;
@@ -145,7 +147,8 @@ pub async fn release(
     ApiJson(body): ApiJson<ReleaseRequest>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .locks
+        .runtime
+        .locks()
         .release(&name, &body.token)
         .await
         .map_err(lock_error)?;

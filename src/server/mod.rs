@@ -16,7 +16,6 @@ pub mod sessions;
 pub mod tokens;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -27,86 +26,48 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
-use crate::backend::Backend;
 use crate::config::Config;
+use crate::runtime::Runtime;
 use auth::Auth;
 use problem::ApiError;
 
 pub use openapi::ApiDoc;
 
-/// What every handler can reach.
+/// What every handler can reach: the [`Runtime`] and the `/v1` token check.
 #[derive(Clone)]
 pub struct AppState {
-    /// The effective configuration.
-    pub config: Arc<Config>,
-    /// The store.
-    pub backend: Backend,
+    /// The backend and every capability.
+    pub runtime: Runtime,
     /// `/v1` authentication.
     pub auth: Auth,
-    /// The two-level cache.
-    pub cache: crate::cache::Cache,
-    /// Distributed locks.
-    pub locks: crate::lock::Locks,
-    /// Rate limits.
-    pub rate_limiter: crate::ratelimit::RateLimiter,
-    /// Event publishing and the queues (`None` with `events.enabled: false`).
-    pub events: Option<EventsState>,
-    /// Sessions.
-    pub sessions: crate::session::Sessions,
-    /// Token introspection and JWT verification (each `None` while disabled).
-    pub tokens: tokens::TokensState,
-}
-
-/// What the event routes share.
-#[derive(Clone)]
-pub struct EventsState {
-    /// Publishes into the queues.
-    pub publisher: crate::events::Publisher,
-    /// The queues (stats, dead letters).
-    pub queues: crate::events::Queues,
-    /// Priority routing (for replays).
-    pub router: crate::events::Router,
-    /// ZITADEL type → our type.
-    pub type_map: crate::events::TypeMap,
-    /// `events.zitadel.signingKey`, read once and re-read when its file changes.
-    pub zitadel_key: Option<std::sync::Arc<crate::config::WatchedSecret>>,
 }
 
 impl AppState {
-    /// State for `config`, building the backend and the token source.
+    /// State for `config`: every capability ([`Runtime::from_config`]) and the token
+    /// source.
     ///
     /// # Errors
-    /// When the backend cannot be built or the token file cannot be read.
+    /// When the runtime cannot be built or the token file cannot be read.
     pub async fn from_config(config: Config) -> anyhow::Result<Self> {
-        let backend = Backend::from_config(&config).await?;
         let auth = match (&config.server.auth.tokens, config.server.auth.enabled) {
             (Some(source), true) => Auth::tokens(source.clone())?,
             _ => Auth::disabled(),
         };
-        let cache = crate::cache::Cache::from_config(&config.cache, &backend);
-        let locks = crate::lock::Locks::from_config(&config.locks, &backend);
-        let rate_limiter =
-            crate::ratelimit::RateLimiter::from_config(&config.rate_limit, &backend)?;
-        let events = events::build(&config, &backend)?;
-        let sessions = crate::session::Sessions::from_config(&config.sessions, &backend);
-        let tokens = tokens::TokensState::from_config(&config, &backend)?;
         Ok(Self {
-            config: Arc::new(config),
-            backend,
+            runtime: Runtime::from_config(&config).await?,
             auth,
-            cache,
-            locks,
-            rate_limiter,
-            events,
-            sessions,
-            tokens,
         })
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        self.runtime.config()
     }
 }
 
 /// All routes: `/healthz`, `/readyz`, `/openapi.json`, and `/v1/…` behind the token check.
 pub fn router(state: AppState) -> Router {
-    let limit = state.config.server.max_body_bytes;
+    let limit = state.config().server.max_body_bytes;
     let v1 = Router::new()
         .route("/status", get(health::status))
         .route("/ratelimit/check", post(ratelimit::check))

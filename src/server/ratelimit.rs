@@ -142,7 +142,7 @@ pub async fn check(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CheckRequest>,
 ) -> Result<Response, ApiError> {
-    check_with(&state.rate_limiter, body).await
+    check_with(state.runtime.limits(), body).await
 }
 
 /// The handler's work, on any limiter.
@@ -413,7 +413,7 @@ fn add_headers(
 /// headers; otherwise the request goes on untouched. Does nothing when neither limit is
 /// configured.
 pub async fn protect_api(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    protect_with(&state.rate_limiter, &state.auth, request, next).await
+    protect_with(state.runtime.limits(), &state.auth, request, next).await
 }
 
 async fn protect_with(

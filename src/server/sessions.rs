@@ -169,7 +169,8 @@ pub async fn create(
         .data
         .unwrap_or_else(|| Value::Object(Default::default()));
     let session = state
-        .sessions
+        .runtime
+        .sessions()
         .create(&body.user_id, body.kind.unwrap_or_default(), data)
         .await
         .map_err(problem)?;
@@ -186,7 +187,7 @@ pub async fn get(
     State(state): State<AppState>,
     SessionIdHeader(id): SessionIdHeader,
 ) -> Result<Json<SessionBody>, ApiError> {
-    let session = state.sessions.get(&id).await.map_err(problem)?;
+    let session = state.runtime.sessions().get(&id).await.map_err(problem)?;
     Ok(Json(session.into()))
 }
 
@@ -199,7 +200,7 @@ pub async fn touch(
     State(state): State<AppState>,
     SessionIdHeader(id): SessionIdHeader,
 ) -> Result<Json<SessionBody>, ApiError> {
-    let session = state.sessions.touch(&id).await.map_err(problem)?;
+    let session = state.runtime.sessions().touch(&id).await.map_err(problem)?;
     Ok(Json(session.into()))
 }
 
@@ -218,7 +219,8 @@ pub async fn update(
 ) -> Result<Json<SessionBody>, ApiError> {
     let body: UpdateRequest = parse(&body)?;
     let session = state
-        .sessions
+        .runtime
+        .sessions()
         .update(&id, body.data, body.version)
         .await
         .map_err(problem)?;
@@ -234,7 +236,12 @@ pub async fn rotate(
     State(state): State<AppState>,
     SessionIdHeader(id): SessionIdHeader,
 ) -> Result<Json<SessionBody>, ApiError> {
-    let session = state.sessions.rotate(&id).await.map_err(problem)?;
+    let session = state
+        .runtime
+        .sessions()
+        .rotate(&id)
+        .await
+        .map_err(problem)?;
     Ok(Json(session.into()))
 }
 
@@ -247,7 +254,12 @@ pub async fn delete(
     State(state): State<AppState>,
     SessionIdHeader(id): SessionIdHeader,
 ) -> Result<StatusCode, ApiError> {
-    state.sessions.delete(&id).await.map_err(problem)?;
+    state
+        .runtime
+        .sessions()
+        .delete(&id)
+        .await
+        .map_err(problem)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -260,7 +272,12 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path(handle): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.sessions.revoke(&handle).await.map_err(problem)?;
+    state
+        .runtime
+        .sessions()
+        .revoke(&handle)
+        .await
+        .map_err(problem)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -275,7 +292,8 @@ pub async fn list(
 ) -> Result<Json<SessionList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let sessions = state
-        .sessions
+        .runtime
+        .sessions()
         .list_user(&query.user_id)
         .await
         .map_err(problem)?;
@@ -295,7 +313,8 @@ pub async fn revoke_user(
 ) -> Result<Json<Revoked>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let revoked = state
-        .sessions
+        .runtime
+        .sessions()
         .revoke_user(&query.user_id)
         .await
         .map_err(problem)?;

@@ -14,46 +14,10 @@ use serde_json::{Map, Value};
 
 use super::AppState;
 use super::problem::{ApiError, Problem};
-use crate::token::{IntrospectError, Introspector, JwtVerifier, Reason};
+use crate::token::{IntrospectError, Introspector, Reason};
 
 /// Header of an introspection answer: `hit` when it came from the cache, else `miss`.
 pub const CACHE_HEADER: &str = "x-cache";
-
-/// What the token routes share; each half is `None` while disabled in `tokens`.
-#[derive(Clone, Default)]
-pub struct TokensState {
-    /// Cached introspection (`tokens.introspection.enabled`).
-    pub introspector: Option<Introspector>,
-    /// Local JWT verification (`tokens.jwt.enabled`).
-    pub verifier: Option<JwtVerifier>,
-}
-
-impl TokensState {
-    /// The enabled halves of `config.tokens`.
-    ///
-    /// # Errors
-    /// The client secret cannot be read, or an HTTP client cannot be built.
-    pub fn from_config(
-        config: &crate::config::Config,
-        backend: &crate::backend::Backend,
-    ) -> anyhow::Result<Self> {
-        let cfg = &config.tokens;
-        let introspector = if cfg.introspection.enabled {
-            Some(Introspector::from_config(cfg, backend)?)
-        } else {
-            None
-        };
-        let verifier = if cfg.jwt.enabled {
-            Some(JwtVerifier::from_config(cfg)?)
-        } else {
-            None
-        };
-        Ok(Self {
-            introspector,
-            verifier,
-        })
-    }
-}
 
 /// Body of every token route.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -124,7 +88,7 @@ pub async fn verify(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<Verified>, ApiError> {
-    let verifier = state.tokens.verifier.as_ref().ok_or_else(|| {
+    let verifier = state.runtime.verifier().ok_or_else(|| {
         disabled("local JWT verification is turned off (tokens.jwt.enabled: false)")
     })?;
     let body: TokenRequest = parse(&body)?;
@@ -147,7 +111,7 @@ pub async fn verify(
 }
 
 fn introspector_of(state: &AppState) -> Result<&Introspector, ApiError> {
-    state.tokens.introspector.as_ref().ok_or_else(|| {
+    state.runtime.introspector().ok_or_else(|| {
         disabled("token introspection is turned off (tokens.introspection.enabled: false)")
     })
 }
