@@ -4,23 +4,35 @@
 #   docker build -t blinkchamber:dev .
 #   docker run --rm -p 8080:8080 -p 9090:9090 blinkchamber:dev serve --config /etc/blinkchamber/config.yaml
 #
-# Build stage: the stable Rust toolchain (edition 2024). Cargo's registry and the target
-# directory are BuildKit cache mounts, so a rebuild after a source change recompiles the
-# crate, not its dependencies.
-ARG RUST_VERSION=1
-FROM rust:${RUST_VERSION}-slim-bookworm AS build
+# Base images. The defaults are tags, so a plain `docker build` works anywhere. A release
+# build pins both to the digest the tag pointed at when it was checked, so that rebuilding
+# the same commit gives the same bases:
+#
+#   docker build $(scripts/pin-image-digests.sh) -t blinkchamber:0.1.0 .
+#
+# The script resolves each tag with `docker buildx imagetools inspect` (or `crane digest`)
+# and prints `--build-arg BUILDER_IMAGE=…@sha256:<digest> --build-arg RUNTIME_IMAGE=…@sha256:<digest>`.
+# Keep the two on the same Debian generation (trixie = Debian 13): the binary links
+# against the build stage's glibc and runs on the runtime stage's.
+ARG BUILDER_IMAGE=rust:1.95.0-slim-trixie
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian13:nonroot
+
+# Build stage: a fixed Rust toolchain (the crate is edition 2024). Cargo's registry and the
+# target directory are BuildKit cache mounts, so a rebuild after a source change recompiles
+# the crate, not its dependencies. The `dist` profile (Cargo.toml) is the release profile
+# with thin LTO, one codegen unit and no debug info; --locked builds exactly Cargo.lock.
+FROM ${BUILDER_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    locked=""; if [ -f Cargo.lock ]; then locked="--locked"; fi; \
-    cargo build --release $locked --bin blinkchamber \
-    && install -D -m 0755 target/release/blinkchamber /out/blinkchamber
+    cargo build --profile dist --locked --bin blinkchamber \
+    && install -D -m 0755 target/dist/blinkchamber /out/blinkchamber
 
 # Runtime stage: glibc + libgcc only, no shell, no package manager. TLS roots are compiled
 # into the binary (rustls + webpki roots), so no CA bundle is needed either.
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="blinkchamber" \
       org.opencontainers.image.description="Redis-backed platform runtime: cache, sessions, tokens, rate limits, locks and priority event queues" \
       org.opencontainers.image.licenses="Apache-2.0"

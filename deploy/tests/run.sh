@@ -623,12 +623,69 @@ install_redis() {
     { as_root apt-get update -q >/dev/null 2>&1 && as_root apt-get install -y -q redis-server >/dev/null; }
 }
 
+# dockerfile_bases FILE: the image of each FROM, in order, with the defaults of the ARGs
+# declared before the first FROM substituted (${NAME} and $NAME).
+dockerfile_bases() {
+  awk '
+    !from && /^ARG[ \t]+[A-Za-z_][A-Za-z0-9_]*=/ {
+      sub(/^ARG[ \t]+/, ""); eq = index($0, "=")
+      value = substr($0, eq + 1); sub(/[ \t].*/, "", value); gsub(/"/, "", value)
+      args[substr($0, 1, eq - 1)] = value; next
+    }
+    toupper($1) == "FROM" {
+      from = 1; image = ""
+      for (i = 2; i <= NF; i++) if ($i !~ /^--/) { image = $i; break }
+      for (name in args) {
+        gsub("[$][{]" name "[}]", args[name], image); gsub("[$]" name, args[name], image)
+      }
+      print image
+    }' "$1"
+}
+
+# The runtime stage (the last FROM) is not built on Debian 12, which is past its updates.
+dockerfile_runtime_current() {
+  local image
+  image=$(dockerfile_bases "$1" | tail -n 1)
+  echo "runtime base: ${image:-none}"
+  case "$image" in "" | *debian12* | *debian-12* | *bookworm*) return 1 ;; esac
+}
+
+# The build stage's Rust image names a concrete toolchain (rust:X.Y.Z-…), not a moving
+# tag such as rust:1-… or rust:latest.
+dockerfile_toolchain_pinned() {
+  local image
+  image=$(dockerfile_bases "$1" | grep -E '(^|/)rust:' | head -n 1)
+  echo "build base: ${image:-none}"
+  [[ "$image" =~ (^|/)rust:[0-9]+\.[0-9]+\.[0-9]+(-[a-z0-9.-]+)?(@sha256:[0-9a-f]{64})?$ ]]
+}
+
 dockerfile_tests() {
-  local df="$DEPLOY_DIR/../Dockerfile"
+  local df="$DEPLOY_DIR/../Dockerfile" old="$WORK/Dockerfile.old" latest="$WORK/Dockerfile.latest"
   check "Dockerfile is multi-stage" test "$(grep -c '^FROM ' "$df")" -ge 2
   check "Dockerfile runs as a non-root user" grep -Eq '^USER +[0-9]+:[0-9]+|^USER +nonroot' "$df"
-  check "Dockerfile builds the blinkchamber binary" grep -Eq 'cargo build .*--release' "$df"
+  check "Dockerfile builds the blinkchamber binary with the dist profile" \
+    grep -Eq 'cargo build .*--profile[= ]dist .*--bin blinkchamber' "$df"
+  check "Dockerfile runtime base is not a Debian 12 image" dockerfile_runtime_current "$df"
+  check "Dockerfile pins the Rust toolchain to a concrete version" dockerfile_toolchain_pinned "$df"
   check ".dockerignore keeps target/ and deploy/ out of the context" grep -qx '/target' "$DEPLOY_DIR/../.dockerignore"
+  if command -v shellcheck >/dev/null 2>&1; then
+    check "shellcheck scripts/pin-image-digests.sh" shellcheck "$DEPLOY_DIR/../scripts/pin-image-digests.sh"
+  fi
+  # The checks catch the image this Dockerfile replaced: a moving toolchain tag, a Debian 12
+  # runtime and the release profile.
+  cat >"$old" <<'DOCKERFILE'
+ARG RUST_VERSION=1
+FROM rust:${RUST_VERSION}-slim-bookworm AS build
+RUN cargo build --release --locked --bin blinkchamber
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+USER 65532:65532
+DOCKERFILE
+  printf 'FROM rust:latest AS build\nFROM gcr.io/distroless/cc-debian13:nonroot\n' >"$latest"
+  expect_failure "Dockerfile check rejects a build with the release profile" \
+    grep -Eq 'cargo build .*--profile[= ]dist .*--bin blinkchamber' "$old"
+  expect_failure "Dockerfile check rejects a Debian 12 runtime base" dockerfile_runtime_current "$old"
+  expect_failure "Dockerfile check rejects rust:\${RUST_VERSION} with RUST_VERSION=1" dockerfile_toolchain_pinned "$old"
+  expect_failure "Dockerfile check rejects rust:latest" dockerfile_toolchain_pinned "$latest"
 }
 
 main() {
