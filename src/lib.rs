@@ -22,18 +22,27 @@
 //!   workers and their sinks; [`events::Events`] holds the parts one process shares.
 //! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
 //! - [`metrics`] — the Prometheus recorder behind `/metrics`.
-//! - [`bench`] — the benchmark harness (`blinkchamber bench`): capability rows side by
+//! - `bench` (feature `cli`) — the benchmark harness (`blinkchamber bench`): capability rows side by
 //!   side with raw Redis commands measured in the same run.
-//! - [`cli`] — one file per subcommand of the `blinkchamber` binary.
+//! - `cli` (feature `cli`, on by default) — one file per subcommand of the
+//!   `blinkchamber` binary.
+//!
+//! # Features
+//!
+//! - `cli` (default) — the binary, its benchmark, logging setup and allocator.
+//!   `default-features = false` builds the library alone.
 //!
 //! `ARCHITECTURE.md` at the repository root explains how data flows between these.
 
 pub mod backend;
+#[cfg(feature = "cli")]
 pub mod bench;
 pub mod cache;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod events;
+mod http_client;
 pub mod lock;
 pub mod metrics;
 pub mod ratelimit;

@@ -644,7 +644,7 @@ async fn http_put_get_delete_and_invalidate() {
         &["--no-auth"],
     )
     .await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     let url = |path: &str| format!("{}/v1/cache/{path}", served.api);
 
     let put = c

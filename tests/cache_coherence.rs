@@ -446,7 +446,7 @@ async fn http_put_and_delete_on_two_serve_instances_converge() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = support::serve::Served::start(dir_a.path(), &config, &["--no-auth"]).await;
     let b = support::serve::Served::start(dir_b.path(), &config, &["--no-auth"]).await;
-    let http = reqwest::Client::new();
+    let http = support::http();
     let url =
         |served: &support::serve::Served, key: &str| format!("{}/v1/cache/users/{key}", served.api);
     let get = |served: &support::serve::Served, key: &str| {

@@ -417,7 +417,7 @@ async fn http_publish_stats_and_signed_zitadel_ingestion() {
         &["--no-auth"],
     )
     .await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     let url = |path: &str| format!("{}/v1/{path}", served.api);
 
     let one = serde_json::json!({"specversion": "1.0", "id": "e1", "source": "/app",
@@ -529,7 +529,7 @@ async fn http_publish_stats_and_signed_zitadel_ingestion() {
 
 #[tokio::test]
 async fn event_metrics_follow_enable_metrics() {
-    let c = reqwest::Client::new();
+    let c = support::http();
     let one = serde_json::json!({"specversion": "1.0", "id": "m1", "source": "/app",
         "type": "user.created"});
     for (enabled, config) in [

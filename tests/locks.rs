@@ -354,7 +354,7 @@ async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
 async fn http_acquire_extend_release() {
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     let url = format!("{}/v1/locks/report-job", served.api);
 
     let (status, lease) = post(&c, &url, json!({"ttl": "10s"})).await;
@@ -408,7 +408,7 @@ async fn http_acquire_extend_release() {
 async fn sigterm_lets_a_waiting_request_finish() {
     let dir = tempfile::tempdir().unwrap();
     let mut served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     let url = format!("{}/v1/locks/drain", served.api);
     let (status, _) = post(&c, &url, json!({"ttl": "1m"})).await;
     assert_eq!(status, StatusCode::CREATED);

@@ -159,7 +159,7 @@ async fn serve_answers_507_when_full_and_readyz_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = "backend: memory\nmemory:\n  maxBytes: 1048576\n";
     let served = support::serve::Served::start(dir.path(), config, &["--no-auth"]).await;
-    let client = reqwest::Client::new();
+    let client = support::http();
     let create = |n: usize| {
         client
             .post(format!("{}/v1/sessions", served.api))

@@ -629,7 +629,7 @@ impl Server {
         ));
         Self {
             url,
-            client: reqwest::Client::new(),
+            client: support::http(),
         }
     }
 

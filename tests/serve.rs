@@ -11,7 +11,7 @@ use support::{RedisProc, wait_for_async};
 const PROBLEM: &str = "application/problem+json";
 
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    support::http()
 }
 
 async fn get_json(c: &reqwest::Client, url: String) -> Value {

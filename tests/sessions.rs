@@ -799,7 +799,7 @@ async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
 async fn http_session_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     let base = format!("{}/v1/sessions", served.api);
 
     let (status, s) = send(
@@ -954,7 +954,7 @@ async fn http_session_lifecycle() {
 async fn http_bad_input_is_a_400_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     let base = format!("{}/v1/sessions", served.api);
     for (body, names) in [
         (json!({}), "userId"),
@@ -1019,7 +1019,7 @@ async fn http_an_idle_session_answers_404_like_an_unknown_one() {
     let dir = tempfile::tempdir().unwrap();
     let config = "backend: memory\nsessions:\n  user: { absoluteTimeout: 1h, idleTimeout: 1s }\n";
     let served = Served::start(dir.path(), config, &["--no-auth"]).await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     let base = format!("{}/v1/sessions", served.api);
     let (status, s) = send(c.post(&base).json(&json!({"userId": "u"}))).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -1135,7 +1135,7 @@ async fn the_layer_finds_the_session_named_by_the_cookie() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let c = reqwest::Client::new();
+    let c = support::http();
 
     let response = c.get(format!("{base}/me")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);

@@ -174,57 +174,7 @@ fn form_decode(text: &str) -> String {
 
 // ---- keys ----
 
-struct TestKey {
-    alg: Algorithm,
-    /// PKCS#1 DER (RSA) or PKCS#8 DER (EC).
-    der: Vec<u8>,
-    /// RSA `n`, `e`, or EC `x`, `y` (big-endian bytes).
-    public: (Vec<u8>, Vec<u8>),
-}
-
-impl TestKey {
-    fn rsa() -> Self {
-        use rsa::pkcs1::EncodeRsaPrivateKey;
-        use rsa::traits::PublicKeyParts;
-        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        Self {
-            alg: Algorithm::RS256,
-            der: key.to_pkcs1_der().unwrap().as_bytes().to_vec(),
-            public: (key.n().to_bytes_be(), key.e().to_bytes_be()),
-        }
-    }
-
-    fn ec() -> Self {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let point = pair.public_key_raw();
-        assert_eq!((point.len(), point[0]), (65, 4), "uncompressed P-256 point");
-        Self {
-            alg: Algorithm::ES256,
-            der: pair.serialize_der(),
-            public: (point[1..33].to_vec(), point[33..].to_vec()),
-        }
-    }
-
-    fn jwk(&self, kid: &str) -> Value {
-        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
-        match self.alg {
-            Algorithm::RS256 => json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
-                "n": b64(&self.public.0), "e": b64(&self.public.1)}),
-            _ => json!({"kty": "EC", "use": "sig", "alg": "ES256", "crv": "P-256", "kid": kid,
-                "x": b64(&self.public.0), "y": b64(&self.public.1)}),
-        }
-    }
-
-    fn sign(&self, kid: &str, claims: &Value) -> String {
-        let key = match self.alg {
-            Algorithm::RS256 => EncodingKey::from_rsa_der(&self.der),
-            _ => EncodingKey::from_ec_der(&self.der),
-        };
-        let mut header = Header::new(self.alg);
-        header.kid = Some(kid.to_owned());
-        jsonwebtoken::encode(&header, claims, &key).unwrap()
-    }
-}
+use blinkchamber::bench::keys::SigningKey as TestKey;
 
 struct Keys {
     rsa1: TestKey,
@@ -238,11 +188,11 @@ struct Keys {
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| Keys {
-        rsa1: TestKey::rsa(),
-        rsa2: TestKey::rsa(),
-        rsa3: TestKey::rsa(),
-        forger: TestKey::rsa(),
-        ec1: TestKey::ec(),
+        rsa1: TestKey::rs256(),
+        rsa2: TestKey::rs256(),
+        rsa3: TestKey::rs256(),
+        forger: TestKey::rs256(),
+        ec1: TestKey::es256(),
     })
 }
 
@@ -812,7 +762,7 @@ async fn forged_and_ambiguous_tokens_are_rejected() {
     let no_kid = jsonwebtoken::encode(
         &Header::new(Algorithm::RS256),
         &claims(&stub.url),
-        &EncodingKey::from_rsa_der(&k.rsa1.der),
+        &k.rsa1.encoding,
     )
     .unwrap();
     // ES256 (allowed) naming a key published for RS256.
@@ -880,7 +830,7 @@ async fn http_introspect_caches_revokes_and_never_logs_the_token() {
     let stub = Stub::start().await;
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(dir.path(), &serve_config(&stub, dir.path()), &["--no-auth"]).await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     let url = |path: &str| format!("{}/v1/tokens/{path}", served.api);
     let token = secret_token("http");
     let answer = json!({"active": true, "sub": "u-9", "exp": now() + 3600, "scope": "openid",
@@ -951,7 +901,7 @@ async fn http_verify_answers_claims_or_a_401_naming_the_reason() {
     let stub = Stub::start().await;
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(dir.path(), &serve_config(&stub, dir.path()), &["--no-auth"]).await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     let url = format!("{}/v1/tokens/verify", served.api);
 
     let good = keys().ec1.sign("ec-1", &claims(&stub.url));
@@ -979,7 +929,7 @@ async fn http_verify_answers_claims_or_a_401_naming_the_reason() {
 async fn http_token_routes_answer_503_while_disabled() {
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
-    let c = reqwest::Client::new();
+    let c = support::http();
     for path in ["introspect", "revoke", "verify"] {
         let (status, _, body) = send(
             c.post(format!("{}/v1/tokens/{path}", served.api))

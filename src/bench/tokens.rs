@@ -9,12 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::routing::{get, post};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use p256::pkcs8::EncodePrivateKey;
 use serde_json::{Value, json};
 
+use super::keys::SigningKey;
 use super::{RawBaselines, Row, measure};
 use crate::backend::RedisBackend;
 use crate::config::{SecretSource, TokensConfig};
@@ -29,50 +26,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// A signing key: what `jsonwebtoken` signs with, and its JWK for the key set.
-struct BenchKey {
-    alg: Algorithm,
-    kid: &'static str,
-    encoding: EncodingKey,
-    jwk: Value,
-}
-
-/// A fresh P-256 key.
-fn es256_key() -> Option<BenchKey> {
-    let secret = loop {
-        if let Ok(k) = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
-            break k;
-        }
-    };
-    let der = secret.to_pkcs8_der().ok()?;
-    let point =
-        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false);
-    Some(BenchKey {
-        alg: Algorithm::ES256,
-        kid: "bench-es256",
-        encoding: EncodingKey::from_ec_der(der.as_bytes()),
-        jwk: json!({"kty": "EC", "use": "sig", "alg": "ES256", "crv": "P-256",
-            "kid": "bench-es256", "x": URL_SAFE_NO_PAD.encode(point.x()?),
-            "y": URL_SAFE_NO_PAD.encode(point.y()?)}),
-    })
-}
-
-/// A fresh 2048-bit RSA key.
-fn rs256_key() -> Option<BenchKey> {
-    use rsa::pkcs1::EncodeRsaPrivateKey;
-    use rsa::traits::PublicKeyParts;
-    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).ok()?;
-    let der = key.to_pkcs1_der().ok()?;
-    Some(BenchKey {
-        alg: Algorithm::RS256,
-        kid: "bench-rs256",
-        encoding: EncodingKey::from_rsa_der(der.as_bytes()),
-        jwk: json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": "bench-rs256",
-            "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
-            "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be())}),
-    })
 }
 
 /// Starts the stand-in issuer; returns its base URL.
@@ -106,11 +59,11 @@ pub async fn token_rows(
     duration: Duration,
     prefix: &str,
 ) -> Vec<Row> {
-    let (Some(rs), Some(es)) = (rs256_key(), es256_key()) else {
-        eprintln!("token rows skipped: cannot build the signing keys");
-        return Vec::new();
-    };
-    let Some(url) = issuer(vec![rs.jwk.clone(), es.jwk.clone()]).await else {
+    let keys = [
+        ("bench-rs256", SigningKey::rs256()),
+        ("bench-es256", SigningKey::es256()),
+    ];
+    let Some(url) = issuer(keys.iter().map(|(kid, key)| key.jwk(kid)).collect()).await else {
         eprintln!("token rows skipped: cannot start the stand-in issuer");
         return Vec::new();
     };
@@ -167,13 +120,8 @@ pub async fn token_rows(
     };
     let claims = json!({"iss": url, "sub": "user-1", "aud": AUDIENCE,
         "exp": unix_now() + 3600, "iat": unix_now()});
-    for key in [rs, es] {
-        let mut header = Header::new(key.alg);
-        header.kid = Some(key.kid.into());
-        let Ok(jwt) = jsonwebtoken::encode(&header, &claims, &key.encoding) else {
-            eprintln!("token rows skipped: cannot sign a JWT");
-            continue;
-        };
+    for (kid, key) in keys {
+        let jwt = key.sign(kid, &claims);
         if let Err(e) = verifier.verify(&jwt).await {
             eprintln!("token rows skipped: the bench JWT does not verify: {e}");
             continue;

@@ -87,7 +87,7 @@ impl Sinks {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let client = reqwest::Client::builder()
+        let client = crate::http_client::builder()
             .user_agent(concat!("blinkchamber/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the webhook client: {e}"))?;

@@ -157,7 +157,7 @@ impl Introspector {
         let source = intro.client_secret.clone().ok_or_else(|| {
             IntrospectError::Upstream("tokens.introspection.clientSecret is not set".into())
         })?;
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .timeout(intro.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -79,7 +79,7 @@ impl Jwks {
     /// # Errors
     /// The HTTP client cannot be built.
     pub fn from_config(cfg: &TokensConfig) -> Result<Self, KeyError> {
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .timeout(cfg.jwt.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 /// Longest wait for any condition in a test; generous for a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// An HTTP client for the tests' requests. reqwest is built without a TLS provider of
+/// its own (the library hands it aws-lc-rs), so the process default is installed first.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// Polls `check` until it returns `Some`, panicking with `what` after [`PATIENCE`].
 pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;

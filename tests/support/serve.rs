@@ -72,7 +72,7 @@ impl Served {
             log,
             child: Some(child),
         };
-        let client = reqwest::Client::new();
+        let client = super::http();
         let url = format!("{}/healthz", served.api);
         wait_for_async("serve to answer /healthz", || {
             let request = client.get(&url).send();
@@ -84,7 +84,9 @@ impl Served {
 
     /// The Prometheus text of its metrics listener.
     pub async fn metrics_text(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.metrics))
+        super::http()
+            .get(format!("{}/metrics", self.metrics))
+            .send()
             .await
             .expect("GET /metrics")
             .text()

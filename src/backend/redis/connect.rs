@@ -75,6 +75,11 @@ pub fn client(cfg: &RedisConfig, endpoint: &Endpoint, role: Role) -> Result<Clie
         .set_redis_settings(redis_info)
         .set_tcp_settings(tcp_settings(cfg));
     if cfg.tls.enabled {
+        // redis-rs builds its TLS config with the process's default rustls provider. Ours
+        // is aws-lc-rs; installing it here keeps that choice when the embedding program
+        // also compiles in another provider (then rustls cannot pick one by itself). A
+        // provider the program installed first is kept.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         Client::build_with_tls(info, tls_certificates(cfg)?).map_err(BackendError::from)
     } else {
         Client::open(info).map_err(BackendError::from)
