@@ -35,6 +35,7 @@
 //! `ARCHITECTURE.md` at the repository root explains how data flows between these.
 
 pub mod backend;
+mod backoff;
 #[cfg(feature = "cli")]
 pub mod bench;
 pub mod cache;

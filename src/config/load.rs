@@ -1,11 +1,7 @@
 //! Reading a config file, layering environment variables, and checking the result.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
-use figment::Figment;
-use figment::providers::{Env, Serialized};
 
 use std::time::Duration;
 
@@ -14,12 +10,6 @@ use super::{
     RedisMode,
 };
 use crate::events::{Pattern, TypeFilter};
-
-/// Prefix of environment overrides: `BLINKCHAMBER_REDIS__POOL_SIZE=20` sets `redis.poolSize`.
-pub const ENV_PREFIX: &str = "BLINKCHAMBER_";
-
-/// Variables with the prefix that are not config keys.
-const ENV_NOT_KEYS: &[&str] = &["config", "log"];
 
 /// A configuration that cannot be used. Every variant names the key (and file line when
 /// there is one); none carries a secret value.
@@ -100,10 +90,8 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let options = serde_saphyr::Options {
-            with_snippet: false,
-            ..serde_saphyr::Options::default()
-        };
+        let mut options = serde_saphyr::Options::default();
+        options.with_snippet = false;
         let mut key = String::new();
         serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
             serde_path_to_error::deserialize(de).map_err(|e| {
@@ -112,44 +100,6 @@ impl Config {
             })
         })
         .map_err(|e| parse_error(path, text, &key, &e))
-    }
-
-    /// Applies `BLINKCHAMBER_SECTION__KEY=value` variables. Key segments match config keys
-    /// case-insensitively and ignoring `_`, so `POOL_SIZE` and `POOLSIZE` both mean `poolSize`.
-    ///
-    /// # Errors
-    /// [`ConfigError::Env`] naming the variable's key when it is unknown or mistyped.
-    pub fn with_env_overrides(self) -> Result<Self, ConfigError> {
-        let env = Env::prefixed(ENV_PREFIX).ignore(ENV_NOT_KEYS);
-        if env.iter().next().is_none() {
-            return Ok(self);
-        }
-        let names = known_key_names(&self);
-        // `map` resets figment's lowercasing, so `lowercase(false)` must come after it.
-        let env = env
-            .map(move |key| {
-                key.as_str()
-                    .split("__")
-                    .map(|segment| {
-                        let norm = normalise(segment);
-                        names
-                            .get(&norm)
-                            .cloned()
-                            .unwrap_or_else(|| segment.to_ascii_lowercase())
-                    })
-                    .collect::<Vec<_>>()
-                    .join(".")
-                    .into()
-            })
-            .lowercase(false);
-        Figment::from(Serialized::defaults(&self))
-            .merge(env)
-            .extract()
-            .map_err(|e| {
-                let key = e.path.join(".");
-                let var = format!("{ENV_PREFIX}{}", e.path.join("__").to_ascii_uppercase());
-                ConfigError::Env(format!("{var} ({key}): {}", without_value(&e.kind)))
-            })
     }
 
     /// Checks that span several keys or touch the file system.
@@ -210,7 +160,7 @@ impl Config {
     }
 
     /// Every key name in the schema, normalised → spelled as in the file.
-    fn key_names(&self) -> serde_json::Value {
+    pub(super) fn key_names(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
     }
 }
@@ -835,54 +785,6 @@ fn find_item(lines: &[&str], from: usize, key_indent: usize, n: usize) -> Option
         }
     }
     None
-}
-
-/// figment's message without the variable's value, which may be a secret
-/// (`BLINKCHAMBER_REDIS__PASSWORD=…` instead of `…__PASSWORD__VALUE=…`).
-fn without_value(kind: &figment::error::Kind) -> String {
-    use figment::error::{Actual, Kind};
-    match kind {
-        Kind::InvalidType(Actual::Str(_), expected) => {
-            format!("invalid type: found a string, expected {expected}")
-        }
-        Kind::InvalidValue(Actual::Str(_), expected) => {
-            format!("invalid value: found a string, expected {expected}")
-        }
-        other => other.to_string(),
-    }
-}
-
-fn normalise(segment: &str) -> String {
-    segment.replace('_', "").to_ascii_lowercase()
-}
-
-fn known_key_names(config: &Config) -> HashMap<String, String> {
-    fn walk(value: &serde_json::Value, out: &mut HashMap<String, String>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    out.insert(normalise(k), k.clone());
-                    walk(v, out);
-                }
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            _ => {}
-        }
-    }
-    let mut out = HashMap::new();
-    walk(&config.key_names(), &mut out);
-    walk(&Config::default().key_names(), &mut out);
-    for k in [
-        "value",
-        "valueFromFile",
-        "valueFromEnv",
-        "caFile",
-        "certFile",
-        "keyFile",
-    ] {
-        out.insert(normalise(k), k.to_owned());
-    }
-    out
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! Key names follow the seeds' Helm values so a platform team can paste them. The file is
 //! parsed straight into typed structs so that an unknown key, a wrong type or an
 //! impossible value is reported with its file line; environment overrides are layered on
-//! top with figment; checks that span several keys run last ([`Config::validate`]).
+//! top (see `Config::with_env_overrides`); checks that span several keys run last ([`Config::validate`]).
 
 mod capabilities;
+mod env;
 pub mod events_bounds;
 mod key_spaces;
 mod limits;
@@ -24,11 +25,12 @@ pub use capabilities::{
     EventsConfig, L1Config, PerformanceConfig, PriorityMode, PriorityWeights, PublishingConfig,
     QueuesConfig, RouteRule, SinksConfig, TtlConfig, WebhookConfig, ZitadelConfig,
 };
+pub use env::ENV_PREFIX;
 pub use limits::{
     Algorithm, ApiLimitConfig, Descriptor, FailureMode, LocksConfig, RateLimitConfig, RuleConfig,
 };
+pub use load::ConfigError;
 pub(crate) use load::parse_host_port;
-pub use load::{ConfigError, ENV_PREFIX};
 pub use redis::{RedisConfig, RedisMode, RedisOverrides, SentinelConfig, TlsConfig};
 pub use secret::{Secret, SecretError, SecretSource, WatchedSecret};
 pub use server::{AuthConfig, ServerConfig};

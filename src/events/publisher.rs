@@ -362,8 +362,12 @@ async fn write(queues: &Queues, cfg: &EventsConfig, batch: &[Pending]) -> Result
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < publishing.max_retries && retryable(&e) => {
                     metrics::counter!("blinkchamber_events_publish_retries_total").increment(1);
-                    let delay = publishing.retry_delay * 2u32.saturating_pow(attempt);
-                    tokio::time::sleep(delay.min(Duration::from_secs(30))).await;
+                    let delay = crate::backoff::exponential(
+                        publishing.retry_delay,
+                        attempt,
+                        Duration::from_secs(30),
+                    );
+                    tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
                 Err(QueueError::StoreFull(full)) => return Err(BatchFailure::Full(full)),

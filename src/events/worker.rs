@@ -166,7 +166,11 @@ impl Worker {
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     tracing::warn!(%error, "events: taking events failed");
-                    let backoff = Duration::from_millis(50 * 2u64.pow(failures.min(5)));
+                    let backoff = crate::backoff::exponential(
+                        Duration::from_millis(50),
+                        failures,
+                        Duration::from_millis(1600),
+                    );
                     // A new master ends the backoff: the failures were most likely the old
                     // one's.
                     let moved = async {
@@ -270,7 +274,7 @@ impl Worker {
                     if *self.stop.borrow() {
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(crate::backoff::jittered(backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
@@ -382,10 +386,10 @@ impl Worker {
                     .dead
                     .push((event.id.clone(), encode(&event, compress)));
             } else {
-                let delay = c
-                    .retry_delay
-                    .saturating_mul(2u32.saturating_pow(event.attempt - 1))
-                    .min(c.max_retry_delay);
+                let delay = crate::backoff::at_least(
+                    crate::backoff::doubled(c.retry_delay, event.attempt - 1, c.max_retry_delay),
+                    c.max_retry_delay,
+                );
                 tracing::debug!(id = %event.id, attempt = event.attempt, %reason, "events: retrying later");
                 settle.retries.push((encode(&event, compress), delay));
             }

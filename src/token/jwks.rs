@@ -127,11 +127,8 @@ impl Jwks {
         } else if !fresh {
             // Stale keys: refetch, but after failures back off (refresh_min, doubling,
             // at most max_age), so a down issuer is not asked once per verification.
-            let backoff = self
-                .inner
-                .refresh_min
-                .saturating_mul(1 << fetch.failures.min(16))
-                .min(self.inner.max_age);
+            let backoff =
+                crate::backoff::doubled(self.inner.refresh_min, fetch.failures, self.inner.max_age);
             fetch.failures == 0 || since(fetch.last_attempt) >= backoff
         } else {
             // Fresh keys and an unknown kid: a rotation, or a forgery.

@@ -286,9 +286,7 @@ pub fn px(d: Duration) -> u64 {
 }
 
 fn backoff(cfg: &RedisConfig, attempt: u32) -> Duration {
-    cfg.min_retry_backoff
-        .saturating_mul(1 << attempt.min(16))
-        .min(cfg.max_retry_backoff)
+    crate::backoff::exponential(cfg.min_retry_backoff, attempt, cfg.max_retry_backoff)
 }
 
 /// The error of a step abandoned because the master changed.

@@ -171,7 +171,7 @@ pub(super) fn spawn(backend: RedisBackend, channels: Vec<String>) -> Subscriptio
             if tx.is_closed() {
                 return;
             }
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(crate::backoff::jittered(backoff)).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     });

@@ -309,7 +309,7 @@ async fn watch_sentinel(
         }
         tokio::select! {
             _ = stop.changed() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(crate::backoff::jittered(backoff)) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }

@@ -446,6 +446,31 @@ pub(crate) fn unix_ms() -> u64 {
 /// Seconds since a stored event's `time`, if it has a readable one.
 pub(super) fn age_of(stored: &[u8]) -> Option<f64> {
     let event = super::envelope::decode(stored).ok()?;
-    let time = humantime::parse_rfc3339_weak(event.time.as_deref()?).ok()?;
+    let time = super::envelope::parse_rfc3339(event.time.as_deref()?).ok()?;
     Some(SystemTime::now().duration_since(time).ok()?.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored_at(time: &str) -> Vec<u8> {
+        let mut event = crate::events::Event::new("user.created", "/test", None);
+        event.time = Some(time.to_owned());
+        crate::events::encode(&event, false)
+    }
+
+    #[test]
+    fn age_reads_every_offset_the_validation_accepts() {
+        let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        let utc = time::OffsetDateTime::from(hour_ago);
+        for offset in [0i8, 2, -5] {
+            let local = utc.to_offset(time::UtcOffset::from_hms(offset, 0, 0).unwrap());
+            let text = local
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            let age = age_of(&stored_at(&text)).unwrap_or_else(|| panic!("{text}: no age"));
+            assert!((3599.0..3700.0).contains(&age), "{text}: {age}");
+        }
+    }
 }
