@@ -18,9 +18,9 @@
 //! # }
 //! ```
 //!
-//! A process that needs only some capabilities names them, so it opens no connection
-//! and starts no task for the others (the cache and the locks each subscribe to a Redis
-//! channel):
+//! A process that needs only some capabilities names them, so it starts none of the
+//! others' background tasks (the cache and the locks each keep a Redis subscription).
+//! The backend's Redis handles are opened either way:
 //!
 //! ```no_run
 //! # async fn run(config: blinkchamber::Config) -> Result<(), blinkchamber::RuntimeError> {

@@ -256,3 +256,25 @@ async fn an_evicting_maxmemory_policy_is_refused_unless_allowed() {
     let logs = served.logs();
     assert!(logs.contains("maxmemory-policy `allkeys-lru`"), "{logs}");
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(
+        dir.path(),
+        "backend: memory\n",
+        &["--no-auth", "--log-format", "json"],
+    )
+    .await;
+    let text = std::fs::read_to_string(&served.log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let listening = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "listening")
+        .unwrap_or_else(|| panic!("no `listening` line in:\n{text}"));
+    assert_eq!(listening["level"], "INFO", "{listening}");
+    assert!(listening["fields"]["api"].is_string(), "{listening}");
+}

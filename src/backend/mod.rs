@@ -1,7 +1,8 @@
 //! Backends: the embedded memory store or Redis (standalone or Sentinel).
 //!
-//! Each capability has its own memory and Redis implementation of its trait; this module
-//! owns what they share: the Redis connection layer and the choice between the two.
+//! Each capability has its own store enum with a memory and a Redis variant; this module
+//! owns what they share: the Redis connection layer and the choice between the two
+//! ([`Backend`]).
 
 pub mod memory;
 pub mod redis;

@@ -15,9 +15,29 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "blinkchamber", version, about)]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per
+    /// line, with the span fields such as `request_id`) for log collectors. `NO_COLOR`
+    /// turns colours off in text.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "BLINKCHAMBER_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands.
@@ -47,7 +67,7 @@ pub struct ConfigArg {
 /// Parses arguments, runs the subcommand and maps failure to a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,14 +96,28 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr at `BLINKCHAMBER_LOG` (else `RUST_LOG`, else `info`).
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BLINKCHAMBER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.with_ansi(colour_wanted()).try_init(),
+    };
+}
+
+/// Colours only on a terminal, and never with `NO_COLOR` set to anything but empty
+/// (no-color.org).
+fn colour_wanted() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }

@@ -24,10 +24,11 @@ pub(super) fn check(config: &Config) -> Result<(), (String, String)> {
             &config.rate_limit.key_prefix,
             default_db,
         ),
+        // Cached introspections live in the cache's database.
         (
             "tokens.introspection.keyPrefix",
             &config.tokens.introspection.key_prefix,
-            default_db,
+            cache_db,
         ),
     ];
     if config.events.enabled {
@@ -105,8 +106,23 @@ mod tests {
         let (key, message) = check(&config).unwrap_err();
         assert_eq!(key, "sessions.keyPrefix");
         assert!(message.contains("cache.keyPrefix"), "{message}");
-        // In another database it cannot reach them.
+        // In another database it cannot reach them (the token cache moves along with the
+        // cache, so it needs a prefix of its own there).
         config.cache.redis.database = Some(crate::config::DbIndex::new(2).unwrap());
+        config.tokens.introspection.key_prefix = "tokens:".into();
+        check(&config).unwrap();
+    }
+
+    #[test]
+    fn the_token_cache_is_checked_in_the_cache_database() {
+        let mut config = Config::default();
+        config.cache.redis.database = Some(crate::config::DbIndex::new(3).unwrap());
+        config.tokens.introspection.key_prefix = config.cache.key_prefix.clone() + "tokens:";
+        let (key, message) = check(&config).unwrap_err();
+        assert_eq!(key, "tokens.introspection.keyPrefix");
+        assert!(message.contains("cache.keyPrefix") && message.contains("database 3"));
+        // Beside the sessions' prefix it is fine: those live in database 0.
+        config.tokens.introspection.key_prefix = config.sessions.key_prefix.clone() + "t:";
         check(&config).unwrap();
     }
 }

@@ -112,7 +112,8 @@ redis_fields! {
     tls: TlsConfig = TlsConfig::default();
     /// Logical database, 0–15.
     database: DbIndex = DbIndex::default();
-    /// Multiplexed connections kept to the master; commands are spread across them.
+    /// Most multiplexed connections opened to the master; more are opened only while
+    /// the ones open carry many commands in flight.
     pool_size: NonZeroU32 = NonZeroU32::new(10).expect("nonzero");
     /// Retries of a failed command, with exponential backoff, before the error is returned.
     max_retries: u32 = 3;

@@ -140,6 +140,15 @@ impl EventError {
     }
 }
 
+/// A W3C trace context carried by an event (see [`Event::trace_context`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext<'a> {
+    /// 32 lowercase hex digits.
+    pub trace_id: &'a str,
+    /// The publisher's span: 16 lowercase hex digits.
+    pub parent_id: &'a str,
+}
+
 impl Event {
     /// A new event of type `ty` from `source`, with a fresh random `id` and `time` = now.
     /// `data` is JSON, e.g. from [`serde_json::value::to_raw_value`].
@@ -162,6 +171,30 @@ impl Event {
             attempt: 0,
             extensions: BTreeMap::new(),
         }
+    }
+
+    /// The W3C trace context of the `traceparent` extension (CloudEvents distributed
+    /// tracing), when it holds a valid one: `00-{trace id}-{parent span id}-{flags}`.
+    pub fn trace_context(&self) -> Option<TraceContext<'_>> {
+        let value = self.extensions.get("traceparent")?.as_str()?;
+        let mut parts = value.split('-');
+        let (version, trace_id, parent_id, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let valid = hex(version, 2)
+            && version != "ff"
+            && (version != "00" || parts.next().is_none())
+            && hex(trace_id, 32)
+            && trace_id.bytes().any(|b| b != b'0')
+            && hex(parent_id, 16)
+            && parent_id.bytes().any(|b| b != b'0')
+            && hex(flags, 2);
+        valid.then_some(TraceContext {
+            trace_id,
+            parent_id,
+        })
     }
 
     /// Checks every attribute, and that the type is one `accepted` lets through.
@@ -801,6 +834,30 @@ mod tests {
             e.validate(&only_created).unwrap_err().to_string(),
             r#"type: "user.exploded" is not an accepted event type (see events.types)"#
         );
+    }
+
+    #[test]
+    fn trace_context_reads_only_valid_traceparents() {
+        let with = |tp: &str| {
+            let mut e = sample();
+            e.extensions.insert("traceparent".into(), tp.into());
+            e
+        };
+        let e = with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let tc = e.trace_context().unwrap();
+        assert_eq!(tc.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(tc.parent_id, "00f067aa0ba902b7");
+        for bad in [
+            "00-abc-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(with(bad).trace_context(), None, "{bad}");
+        }
+        assert_eq!(sample().trace_context(), None);
     }
 
     #[test]

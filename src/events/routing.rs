@@ -195,7 +195,8 @@ impl TypeFilter {
 
 /// Decides the priority of an event from its type: an ordered rule list, the first
 /// matching rule wins, and a type no rule matches is [`Priority::Low`]. An event's own
-/// `priority` attribute overrides routing (see [`Router::priority`]).
+/// `priority` attribute overrides routing (see [`Router::priority`]); the publisher keeps
+/// the attribute only with `events.publishing.honourPriority`.
 #[derive(Clone, Debug)]
 pub struct Router {
     rules: Vec<(Pattern, Priority)>,

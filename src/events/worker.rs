@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::envelope::{Event, decode, encode};
 use super::queues::{Queues, Settle, SettleOutcome, Taken, WaitConn};
@@ -361,7 +362,11 @@ impl Worker {
                 // The semaphore is never closed.
                 let _permit = self.permits.acquire().await.ok();
                 let started = Instant::now();
-                let outcome = self.handler.handle(&event).await;
+                let outcome = self
+                    .handler
+                    .handle(&event)
+                    .instrument(span_of(&event))
+                    .await;
                 self.handle_seconds.record(started.elapsed().as_secs_f64());
                 (event, outcome)
             });
@@ -395,5 +400,28 @@ impl Worker {
             }
         }
         settle
+    }
+}
+
+/// The span an event is handled in. An event that carries a W3C `traceparent` continues
+/// that trace: its span is at `info` with the trace and parent span ids, so the
+/// handler's log lines (and an exporter) tie it to the publisher. Others get a `debug`
+/// span, which costs nothing unless debug logging is on.
+fn span_of(event: &Event) -> tracing::Span {
+    match event.trace_context() {
+        Some(trace) => tracing::info_span!(
+            "event",
+            id = %event.id,
+            r#type = %event.ty,
+            attempt = event.attempt,
+            trace_id = trace.trace_id,
+            parent_span_id = trace.parent_id,
+        ),
+        None => tracing::debug_span!(
+            "event",
+            id = %event.id,
+            r#type = %event.ty,
+            attempt = event.attempt,
+        ),
     }
 }

@@ -10,7 +10,7 @@
 //! does not know the lease and a second holder can acquire the name. The fencing counter
 //! can then also repeat a number. The lock is therefore an efficiency lock (it keeps
 //! duplicate work rare); correctness must come from fencing tokens checked by the store
-//! being protected. See README "Locks" for the full statement.
+//! being protected. See `docs/locks.md`, "What the lock guarantees and what it does not".
 //!
 //! Waiting acquirers are woken by a release message (Redis pub/sub, or an in-process
 //! channel for the memory backend) and otherwise retry when the current lease would

@@ -23,55 +23,10 @@ use crate::backend::redis::batch::{Item, ScriptBatcher};
 use crate::backend::redis::px;
 use crate::backend::{BackendError, RedisBackend, Retry};
 
-/// Per item: KEYS lock, fence; ARGV token, ttl in ms. Answers acquired (1/0) and the
-/// fencing token, or 0 and the remaining lease in ms.
-const ACQUIRE: &str = r"
-local out = {}
-for i = 1, #KEYS, 2 do
-  local lock, token, ttl = KEYS[i], ARGV[i], ARGV[i + 1]
-  local fence = redis.call('INCR', KEYS[i + 1])
-  if redis.call('SET', lock, token .. ':' .. fence, 'NX', 'PX', ttl) then
-    out[#out + 1] = 1
-    out[#out + 1] = fence
-  else
-    local held = redis.call('GET', lock)
-    if held and string.sub(held, -1) ~= '!' then
-      redis.call('APPEND', lock, '!')
-    end
-    out[#out + 1] = 0
-    out[#out + 1] = redis.call('PTTL', lock)
-  end
-end
-return out
-";
-
-/// KEYS lock; ARGV token, ttl in ms. Answers the fencing token, or 0 when not the owner.
-const EXTEND: &str = r"
-local held = redis.call('GET', KEYS[1])
-if held and string.match(held, '^([^:]*):') == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(string.match(held, ':(%d+)'))
-end
-return 0
-";
-
-/// Per item: KEYS lock, channel; ARGV token, name. Answers 1 when released.
-const RELEASE: &str = r"
-local out = {}
-for i = 1, #KEYS, 2 do
-  local held = redis.call('GET', KEYS[i])
-  local released = 0
-  if held and string.match(held, '^([^:]*):') == ARGV[i] then
-    redis.call('DEL', KEYS[i])
-    if string.sub(held, -1) == '!' then
-      redis.call('PUBLISH', KEYS[i + 1], ARGV[i + 1])
-    end
-    released = 1
-  end
-  out[#out + 1] = released
-end
-return out
-";
+/// Scripts, with their KEYS, ARGV and replies described in their headers.
+const ACQUIRE: &str = include_str!("lua/acquire.lua");
+const EXTEND: &str = include_str!("lua/extend.lua");
+const RELEASE: &str = include_str!("lua/release.lua");
 
 /// The Redis store.
 pub(super) struct RedisLocks {

@@ -12,6 +12,7 @@ pub mod locks;
 mod openapi;
 pub mod problem;
 pub mod ratelimit;
+pub mod request_id;
 pub mod sessions;
 pub mod tokens;
 
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::runtime::Runtime;
@@ -130,7 +132,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(limit, reject_large_bodies))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn(observe))
         .with_state(state)
 }
 
@@ -189,14 +191,26 @@ async fn reject_large_bodies(State(limit): State<usize>, request: Request, next:
     next.run(request).await
 }
 
-/// Counts requests by route template and status, and times them.
-async fn record_request(request: Request, next: Next) -> Response {
+/// Gives the request its id (see [`request_id`]) and a span (`request`: method, route
+/// template, id), echoes the id, and counts requests by route template and status and
+/// times them.
+async fn observe(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let id = request_id::of(request.headers());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %route,
+        request_id = %id,
+    );
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = request_id::scope(id.clone(), next.run(request).instrument(span)).await;
+    response
+        .headers_mut()
+        .insert(request_id::HEADER, request_id::header_value(&id));
     let status = response.status().as_u16().to_string();
     metrics::counter!("blinkchamber_http_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);

@@ -32,6 +32,9 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
+    /// The request's id (`X-Request-Id`), to find its log lines.
+    #[serde(rename = "requestId", skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -131,6 +134,7 @@ impl IntoResponse for ApiError {
             title: self.title.into(),
             status: self.status.as_u16(),
             detail: self.detail,
+            request_id: super::request_id::current().map(|id| id.to_string()),
         };
         let mut response = (self.status, Json(body)).into_response();
         response.headers_mut().insert(

@@ -10,7 +10,7 @@
 -- ARGV[1]  tombstone and marker TTL (ms)
 -- ARGV[2]  the namespace's value-key prefix ("{prefix}{namespace}:")
 -- ARGV[3]  the namespace's tag-list prefix ("{prefix}~keytags:{namespace}:")
--- ARGV[4]  the namespace's tag-set prefix ("{prefix}~tags:{namespace}:")
+-- ARGV[4]  the namespace's tag-set prefix ("{prefix}~tagged:{namespace}:")
 -- ARGV[5]  backplane channel ('' for none)
 -- ARGV[6]  notice head: "<instance> <sent µs>"
 -- ARGV[7]  the namespace

@@ -10,7 +10,7 @@
 -- ARGV[1]  stored bytes before the version
 -- ARGV[2]  stored bytes after the version
 -- ARGV[3]  TTL (ms)
--- ARGV[4]  the namespace's tag-set prefix ("{prefix}~tags:{namespace}:")
+-- ARGV[4]  the namespace's tag-set prefix ("{prefix}~tagged:{namespace}:")
 -- ARGV[5]  '' for a plain write; for a guarded write (a loader's value), the version the
 --          load read: then a value or removal newer than it wins
 -- ARGV[6]  backplane channel ('' for none)

@@ -376,15 +376,16 @@ impl RedisQueues {
         Ok(moved)
     }
 
+    /// The Redis handle the queues run on.
+    pub(super) fn backend(&self) -> &RedisBackend {
+        &self.backend
+    }
+
     /// Waits up to `timeout` for the doorbell, on a connection of its own (`BLPOP` never
     /// shares a pooled connection). `conn` is kept between calls with the master epoch it
     /// was dialled in, and dropped on error, on a client-side deadline (block time +
     /// `readTimeout`: a frozen node answers nothing) and when the master changes, so the
     /// next wait dials the new master.
-    pub(super) fn backend(&self) -> &RedisBackend {
-        &self.backend
-    }
-
     pub(super) async fn wait(
         &self,
         conn: &mut Option<(redis::aio::MultiplexedConnection, u64)>,
