@@ -20,6 +20,7 @@
 //! - [`events`] — the CloudEvents envelope, priority routing, accepted types, and ZITADEL
 //!   Actions v2 bodies and signatures, the queues (memory and Redis), the publisher, the
 //!   workers and their sinks; [`events::Events`] holds the parts one process shares.
+//! - [`telemetry`] — OpenTelemetry export and trace-context continuation (feature `otel`).
 //! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
 //! - [`metrics`] — the Prometheus recorder behind `/metrics`.
 //! - `bench` (feature `cli`) — the benchmark harness (`blinkchamber bench`): capability rows side by
@@ -31,6 +32,7 @@
 //!
 //! - `cli` (default) — the binary, its benchmark, logging setup and allocator.
 //!   `default-features = false` builds the library alone.
+//! - `otel` — OpenTelemetry: spans exported over OTLP/gRPC (see [`telemetry`]).
 //!
 //! `ARCHITECTURE.md` at the repository root explains how data flows between these.
 
@@ -50,6 +52,7 @@ pub mod ratelimit;
 pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod telemetry;
 pub mod token;
 
 pub use backend::{Backend, BackendError, RedisBackend, Retry};

@@ -67,7 +67,6 @@ pub struct ConfigArg {
 /// Parses arguments, runs the subcommand and maps failure to a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,6 +77,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: the OTLP exporter's client runs on it.
+    let telemetry = {
+        let _entered = runtime.enter();
+        init_logging(cli.log_format)
+    };
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
@@ -87,6 +91,10 @@ pub fn main() -> ExitCode {
             Command::Events(args) => events::run(args).await,
         }
     });
+    {
+        let _entered = runtime.enter();
+        telemetry.flush();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -96,23 +104,63 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr at `BLINKCHAMBER_LOG` (else `RUST_LOG`, else `info`).
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// What must be flushed before the process exits: the OTLP exporter's buffered spans.
+struct Telemetry {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    fn flush(self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("warning: exporting the last spans failed: {e}");
+        }
+    }
+}
+
+/// Logs to stderr at `BLINKCHAMBER_LOG` (else `RUST_LOG`, else `info`), and with the
+/// `otel` feature exports spans when the environment asks for it (see
+/// [`crate::telemetry`]).
+fn init_logging(format: LogFormat) -> Telemetry {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_env("BLINKCHAMBER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
+    let output = match format {
+        LogFormat::Json => fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.with_ansi(colour_wanted()).try_init(),
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_ansi(colour_wanted())
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    let registry = tracing_subscriber::registry().with(filter).with(output);
+    #[cfg(feature = "otel")]
+    {
+        let (layer, provider) = match crate::telemetry::otlp_layer() {
+            Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                eprintln!("warning: OpenTelemetry export is off: {e}");
+                (None, None)
+            }
+        };
+        let _ = registry.with(layer).try_init();
+        Telemetry { provider }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = registry.try_init();
+        Telemetry {}
+    }
 }
 
 /// Colours only on a terminal, and never with `NO_COLOR` set to anything but empty

@@ -409,14 +409,21 @@ impl Worker {
 /// span, which costs nothing unless debug logging is on.
 fn span_of(event: &Event) -> tracing::Span {
     match event.trace_context() {
-        Some(trace) => tracing::info_span!(
-            "event",
-            id = %event.id,
-            r#type = %event.ty,
-            attempt = event.attempt,
-            trace_id = trace.trace_id,
-            parent_span_id = trace.parent_id,
-        ),
+        Some(trace) => {
+            let span = tracing::info_span!(
+                "event",
+                id = %event.id,
+                r#type = %event.ty,
+                attempt = event.attempt,
+                trace_id = trace.trace_id,
+                parent_span_id = trace.parent_id,
+            );
+            if let Some(traceparent) = event.extensions.get("traceparent").and_then(|v| v.as_str())
+            {
+                crate::telemetry::continue_trace(&span, traceparent);
+            }
+            span
+        }
         None => tracing::debug_span!(
             "event",
             id = %event.id,

@@ -206,6 +206,11 @@ async fn observe(request: Request, next: Next) -> Response {
         route = %route,
         request_id = %id,
     );
+    if let Some(traceparent) = request.headers().get("traceparent")
+        && let Ok(traceparent) = traceparent.to_str()
+    {
+        crate::telemetry::continue_trace(&span, traceparent);
+    }
     let started = Instant::now();
     let mut response = request_id::scope(id.clone(), next.run(request).instrument(span)).await;
     response
