@@ -1,14 +1,9 @@
 -- Shared by every session script (prepended to each).
 --
 -- "id" below is always the session's handle (SHA-256 of the id): the id never reaches Redis.
--- A session is a hash {prefix}s:{id} with fields user, kind, data (JSON), version,
--- created, expires (absolute end, unix ms), idle (idle timeout, ms) and deadline (the idle
--- deadline, unix ms). Its PTTL ends at the deadline, never past the absolute end, so Redis
--- drops an idle session by itself; every script that moves the PTTL writes `deadline`, so a
--- plain read is one HMGET.
--- The index {prefix}u:{userId} is a sorted set of id -> absolute end (unix ms), pruned
--- on create, delete and list and expiring with its longest-lived member.
--- Time is Redis's (TIME), so every instance agrees on expiry.
+-- The key layout ({prefix}s:{id} hash, {prefix}u:{userId} index) is described once, in
+-- the module docs of src/session/redis.rs. Every script that moves a session's PTTL also
+-- writes its `deadline` field, so a plain read stays one HMGET. Time is Redis's (TIME).
 -- A session is answered as 8 strings: id, user, kind, data, version, created, expires,
 -- idle deadline (unix ms).
 
