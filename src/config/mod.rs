@@ -3,14 +3,20 @@
 //! Key names follow the seeds' Helm values so a platform team can paste them. The file is
 //! parsed straight into typed structs so that an unknown key, a wrong type or an
 //! impossible value is reported with its file line; environment overrides are layered on
-//! top (see `Config::with_env_overrides`); checks that span several keys run last ([`Config::validate`]).
+//! top (see `Config::with_env_overrides`). Each top-level key has its own module holding
+//! its structs and its checks; [`Config::validate`] runs them in turn, then the checks
+//! that span several blocks.
 
-mod capabilities;
+mod backend;
+mod cache;
 mod env;
+mod events;
 pub mod events_bounds;
 mod key_spaces;
-mod limits;
 mod load;
+mod locate;
+mod locks;
+mod rate_limit;
 mod redis;
 pub mod secret;
 mod server;
@@ -18,19 +24,23 @@ mod sessions;
 mod tokens;
 pub mod types;
 
-use serde::{Deserialize, Serialize};
-
-pub use capabilities::{
-    CacheConfig, CircuitBreakerConfig, CompressionConfig, ConsumerConfig, DistributedLoadConfig,
-    EventsConfig, L1Config, PerformanceConfig, PriorityMode, PriorityWeights, PublishingConfig,
-    QueuesConfig, RouteRule, SinksConfig, TtlConfig, WebhookConfig, ZitadelConfig,
+pub use backend::{BackendKind, MemoryConfig};
+pub use cache::{
+    CacheConfig, CircuitBreakerConfig, CompressionConfig, DistributedLoadConfig, L1Config,
+    TtlConfig,
 };
 pub use env::ENV_PREFIX;
-pub use limits::{
-    Algorithm, ApiLimitConfig, Descriptor, FailureMode, LocksConfig, RateLimitConfig, RuleConfig,
+pub use events::{
+    ConsumerConfig, EventsConfig, PerformanceConfig, PriorityMode, PriorityWeights,
+    PublishingConfig, QueuesConfig, RouteRule, SinksConfig, WebhookConfig, ZitadelConfig,
 };
 pub use load::ConfigError;
-pub(crate) use load::parse_host_port;
+use load::invalid;
+pub use locks::LocksConfig;
+pub use rate_limit::{
+    Algorithm, ApiLimitConfig, Descriptor, FailureMode, RateLimitConfig, RuleConfig,
+};
+pub(crate) use redis::parse_host_port;
 pub use redis::{RedisConfig, RedisMode, RedisOverrides, SentinelConfig, TlsConfig};
 pub use secret::{Secret, SecretError, SecretSource, WatchedSecret};
 pub use server::{AuthConfig, ServerConfig};
@@ -38,34 +48,7 @@ pub use sessions::{CookieConfig, SameSite, SessionTimeouts, SessionsConfig};
 pub use tokens::{IntrospectionConfig, JWT_ALGORITHMS, JwtConfig, TokensConfig};
 pub use types::DbIndex;
 
-/// Which store backs every capability.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// In-process maps: single node, lost on restart. The default, so `serve` runs anywhere.
-    #[default]
-    Memory,
-    /// Redis standalone or behind Sentinel.
-    Redis,
-}
-
-/// The `memory` block: limits of the embedded memory backend.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct MemoryConfig {
-    /// Most bytes the memory backend's sessions, locks, rate-limit keys and event queues
-    /// may hold together (estimated: their bytes plus bookkeeping); new state past it is
-    /// refused, nothing stored is dropped. The cache's L1 has its own `cache.l1.maxBytes`.
-    pub max_bytes: u64,
-}
-
-impl Default for MemoryConfig {
-    fn default() -> Self {
-        Self {
-            max_bytes: 256 << 20,
-        }
-    }
-}
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -94,6 +77,35 @@ pub struct Config {
 }
 
 impl Config {
+    /// Runs every block's checks, in the order of the blocks below, then the checks that
+    /// span several blocks (key spaces, and with the Redis backend each effective Redis
+    /// block). Some checks read files (token and secret files, TLS files).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.memory.validate()?;
+        self.cache.validate()?;
+        self.rate_limit.validate()?;
+        self.locks.validate()?;
+        self.events.validate()?;
+        self.sessions.validate()?;
+        self.tokens.validate()?;
+        key_spaces::check(self).map_err(|(key, message)| invalid(&key, message))?;
+        if self.backend == BackendKind::Redis {
+            for (key, redis) in self.redis_blocks() {
+                redis.validate(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key name in the schema, normalised → spelled as in the file.
+    fn key_names(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
     /// Effective Redis settings of the cache (top-level `redis` with `cache.redis` applied).
     pub fn cache_redis(&self) -> RedisConfig {
         self.redis.merged(&self.cache.redis)

@@ -3,13 +3,17 @@
 //! The top-level `redis` block holds the defaults; each capability may override any field
 //! in its own `redis` block (`cache.redis.database`, `events.redis.poolSize`, …), as the
 //! seeds' Helm values do. Both structs come from one field list so they cannot drift.
+//! The checks of an effective block and the `host:port` parser of Sentinel addresses
+//! (shared with the topology code) live here too.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::{ConfigError, invalid};
 use super::secret::SecretSource;
 use super::types::{DbIndex, duration};
 
@@ -220,5 +224,117 @@ impl RedisOverrides {
             out.push(("sentinel.password", p));
         }
         out
+    }
+}
+
+impl RedisConfig {
+    /// Checks of one effective Redis block, named `prefix` in messages (`redis`,
+    /// `cache.redis`, `events.redis`): the master's address, deadlines and backoffs,
+    /// secrets, TLS files.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first problem found.
+    pub(super) fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        if self.mode == RedisMode::Sentinel {
+            if self.sentinel.nodes.is_empty() {
+                return Err(invalid(
+                    &key("sentinel.nodes"),
+                    "at least one `host:port` is required when mode is sentinel",
+                ));
+            }
+            for node in &self.sentinel.nodes {
+                parse_host_port(node)
+                    .map_err(|m| invalid(&key("sentinel.nodes"), format!("`{node}`: {m}")))?;
+            }
+            if self.sentinel.master_name.is_empty() {
+                return Err(invalid(&key("sentinel.masterName"), "must not be empty"));
+            }
+        } else if self.host.is_empty() {
+            return Err(invalid(&key("host"), "must not be empty"));
+        }
+        for (k, value) in [
+            ("dialTimeout", self.dial_timeout),
+            ("readTimeout", self.read_timeout),
+            ("writeTimeout", self.write_timeout),
+            ("poolTimeout", self.pool_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(&key(k), "must be above 0s"));
+            }
+        }
+        let attempt = self.write_timeout + self.read_timeout;
+        if self.call_timeout < attempt {
+            return Err(invalid(
+                &key("callTimeout"),
+                format!(
+                    "{} is shorter than one attempt (writeTimeout + readTimeout = {}): expected at least that",
+                    humantime::format_duration(self.call_timeout),
+                    humantime::format_duration(attempt)
+                ),
+            ));
+        }
+        if self.max_retry_backoff < self.min_retry_backoff {
+            return Err(invalid(
+                &key("maxRetryBackoff"),
+                "must not be shorter than minRetryBackoff",
+            ));
+        }
+        for (k, secret) in self.clone().secrets_mut() {
+            secret.read().map_err(|e| invalid(&key(k), e.to_string()))?;
+        }
+        let tls = &self.tls;
+        if tls.enabled {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(invalid(
+                    &key("tls.certFile"),
+                    "certFile and keyFile must be set together for mutual TLS",
+                ));
+            }
+            for (k, file) in [
+                ("tls.caFile", &tls.ca_file),
+                ("tls.certFile", &tls.cert_file),
+                ("tls.keyFile", &tls.key_file),
+            ] {
+                if let Some(file) = file {
+                    std::fs::read(file).map_err(|e| {
+                        invalid(&key(k), format!("cannot read {}: {e}", file.display()))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host:port`.
+///
+/// # Errors
+/// A message saying what was expected.
+pub(crate) fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port".to_owned())?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("invalid port `{port}`: expected 1-65535"))?;
+    if host.is_empty() {
+        return Err("expected host:port".into());
+    }
+    Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_is_checked() {
+        assert_eq!(parse_host_port("a:1").unwrap(), ("a".into(), 1));
+        assert!(parse_host_port("a").is_err());
+        assert!(parse_host_port("a:99999").unwrap_err().contains("99999"));
     }
 }

@@ -1,10 +1,12 @@
-//! The `server` block: listeners, authentication and request limits of `blinkchamber serve`.
+//! The `server` block: listeners, authentication and request limits of `blinkchamber serve`,
+//! with the block's checks.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::{ConfigError, invalid};
 use super::secret::SecretSource;
 use super::types::duration;
 
@@ -53,5 +55,43 @@ impl Default for AuthConfig {
             enabled: true,
             tokens: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Checks of the `server` block: auth is on with a readable token file, or off on a
+    /// loopback listener only; the body limit is at least one byte.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first problem found.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth.enabled && self.auth.tokens.is_none() {
+            return Err(invalid(
+                "server.auth.tokens",
+                "required while server.auth.enabled is true (set a token file, or disable \
+                 auth explicitly with `server.auth.enabled: false` / `--no-auth` on a loopback \
+                 address)",
+            ));
+        }
+        if !self.auth.enabled && !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "server.auth.enabled",
+                format!(
+                    "auth cannot be disabled while listening on non-loopback address {}",
+                    self.listen
+                ),
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("server.maxBodyBytes", "expected at least 1 byte"));
+        }
+        if self.auth.enabled
+            && let Some(tokens) = &self.auth.tokens
+        {
+            tokens
+                .read()
+                .map_err(|e| invalid("server.auth.tokens", e.to_string()))?;
+        }
+        Ok(())
     }
 }

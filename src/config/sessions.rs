@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::{ConfigError, invalid};
 use super::types::duration;
 
 /// The `sessions` block.
@@ -133,4 +134,50 @@ pub enum SameSite {
     Lax,
     /// Sent on cross-site requests too (needs `secure`).
     None,
+}
+
+impl SessionsConfig {
+    /// Checks of the `sessions` block: the timeouts of each kind and the cookie.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first problem found.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        use duration::format;
+        for (kind, t) in [("user", &self.user), ("admin", &self.admin)] {
+            let key = |k: &str| format!("sessions.{kind}.{k}");
+            for (k, d) in [
+                ("absoluteTimeout", t.absolute_timeout),
+                ("idleTimeout", t.idle_timeout),
+            ] {
+                if d < Duration::from_secs(1) {
+                    return Err(invalid(&key(k), "expected at least 1s"));
+                }
+            }
+            if t.idle_timeout > t.absolute_timeout {
+                return Err(invalid(
+                    &key("idleTimeout"),
+                    format!(
+                        "must not exceed sessions.{kind}.absoluteTimeout ({})",
+                        format(&t.absolute_timeout)
+                    ),
+                ));
+            }
+        }
+        let cookie = &self.cookie;
+        let separator =
+            |c: char| "()<>@,;:\\\"/[]?={} \t".contains(c) || c.is_control() || !c.is_ascii();
+        if cookie.name.is_empty() || cookie.name.chars().any(separator) {
+            return Err(invalid(
+                "sessions.cookie.name",
+                "expected a cookie token: letters, digits and `!#$%&'*+-.^_`|~`",
+            ));
+        }
+        if cookie.same_site == SameSite::None && !cookie.secure {
+            return Err(invalid(
+                "sessions.cookie.sameSite",
+                "`none` requires sessions.cookie.secure: true (browsers drop such cookies otherwise)",
+            ));
+        }
+        Ok(())
+    }
 }

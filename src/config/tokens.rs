@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::{ConfigError, invalid};
 use super::secret::SecretSource;
 use super::types::duration;
 
@@ -173,4 +174,109 @@ impl JwtConfig {
         self.clock_skew = skew;
         self
     }
+}
+
+impl TokensConfig {
+    /// Checks of the `tokens` block: the issuer, the introspection client and its secret,
+    /// deadlines and cache times, audiences and algorithms.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first problem found.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let (introspection, jwt) = (&self.introspection, &self.jwt);
+        if introspection.enabled || jwt.enabled || !self.issuer.is_empty() {
+            check_issuer(&self.issuer).map_err(|m| invalid("tokens.issuer", m))?;
+        }
+        if introspection.enabled {
+            if introspection.client_id.is_empty() {
+                return Err(invalid(
+                    "tokens.introspection.clientId",
+                    "required while tokens.introspection.enabled is true",
+                ));
+            }
+            let Some(secret) = &introspection.client_secret else {
+                return Err(invalid(
+                    "tokens.introspection.clientSecret",
+                    "required while tokens.introspection.enabled is true",
+                ));
+            };
+            secret
+                .read()
+                .map_err(|e| invalid("tokens.introspection.clientSecret", e.to_string()))?;
+        }
+        for (key, value) in [
+            ("tokens.introspection.timeout", introspection.timeout),
+            ("tokens.introspection.maxTtl", introspection.max_ttl),
+            ("tokens.jwt.jwksMaxAge", jwt.jwks_max_age),
+            ("tokens.jwt.jwksMaxStale", jwt.jwks_max_stale),
+            ("tokens.jwt.timeout", jwt.timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "expected more than 0s"));
+            }
+        }
+        if introspection.max_ttl > crate::cache::MAX_TTL {
+            return Err(invalid(
+                "tokens.introspection.maxTtl",
+                "expected at most 366d",
+            ));
+        }
+        if introspection.key_prefix.is_empty() {
+            return Err(invalid(
+                "tokens.introspection.keyPrefix",
+                "must not be empty",
+            ));
+        }
+        if jwt.enabled && jwt.audiences.is_empty() {
+            return Err(invalid(
+                "tokens.jwt.audiences",
+                "at least one audience is required while tokens.jwt.enabled is true",
+            ));
+        }
+        if let Some(i) = jwt.audiences.iter().position(String::is_empty) {
+            return Err(invalid(
+                &format!("tokens.jwt.audiences[{i}]"),
+                "must not be empty",
+            ));
+        }
+        if jwt.clock_skew > Duration::from_secs(600) {
+            return Err(invalid("tokens.jwt.clockSkew", "expected at most 10m"));
+        }
+        if jwt.algorithms.is_empty() {
+            return Err(invalid(
+                "tokens.jwt.algorithms",
+                "expected at least one algorithm",
+            ));
+        }
+        for (i, alg) in jwt.algorithms.iter().enumerate() {
+            if !JWT_ALGORITHMS.contains(&alg.as_str()) {
+                return Err(invalid(
+                    &format!("tokens.jwt.algorithms[{i}]"),
+                    format!(
+                        "unsupported algorithm `{alg}`: expected one of {}",
+                        JWT_ALGORITHMS.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An `http` or `https` URL with a host and nothing after the path.
+fn check_issuer(issuer: &str) -> Result<(), String> {
+    if issuer.is_empty() {
+        return Err("required while tokens.introspection or tokens.jwt is enabled".into());
+    }
+    let rest = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{issuer}` is not an http(s) URL"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "`{issuer}` is not a base URL (expected https://host[:port][/path])"
+        ));
+    }
+    Ok(())
 }

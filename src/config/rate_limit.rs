@@ -1,12 +1,14 @@
-//! The `rateLimit` and `locks` blocks.
+//! The `rateLimit` block: the rules, and the limits on BlinkChamber's own API.
 //!
-//! Both use the top-level `redis` block; their keys carry their own prefixes.
+//! Rate limits use the top-level `redis` block; their keys carry their own prefix.
 
+use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::{ConfigError, invalid};
 use super::types::duration;
 
 /// The `rateLimit` block.
@@ -147,35 +149,76 @@ pub struct ApiLimitConfig {
     pub client_ip_header: Option<String>,
 }
 
-/// The `locks` block.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct LocksConfig {
-    /// Prefix of every lock key in Redis.
-    pub key_prefix: String,
-    /// Lease length when a request does not give one.
-    #[serde(with = "duration")]
-    pub default_ttl: Duration,
-    /// Longest lease a request may ask for.
-    #[serde(with = "duration")]
-    pub max_ttl: Duration,
-    /// Longest an HTTP request may wait for a held lock.
-    #[serde(with = "duration")]
-    pub max_wait: Duration,
-    /// Longest `with_lock` keeps renewing a lease for its work; then renewal stops, the
-    /// work is told through its lost-lease signal, and the lease runs out one TTL later.
-    #[serde(with = "duration")]
-    pub max_hold: Duration,
-}
-
-impl Default for LocksConfig {
-    fn default() -> Self {
-        Self {
-            key_prefix: "blinkchamber:lock:".into(),
-            default_ttl: Duration::from_secs(30),
-            max_ttl: Duration::from_secs(600),
-            max_wait: Duration::from_secs(30),
-            max_hold: Duration::from_secs(3600),
+impl RateLimitConfig {
+    /// Checks of the `rateLimit` block: the Redis timeout, each rule, and the rules named
+    /// by `rateLimit.api`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first problem found.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.redis_timeout < Duration::from_millis(1) {
+            return Err(invalid("rateLimit.redisTimeout", "expected at least 1ms"));
         }
+        let mut seen = HashSet::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let key = |k: &str| format!("rateLimit.rules[{i}].{k}");
+            if rule.name.is_empty() {
+                return Err(invalid(&key("name"), "must not be empty"));
+            }
+            if rule.name.contains(':') {
+                return Err(invalid(
+                    &key("name"),
+                    format!(
+                        "`{}` contains `:`, which separates rule and key in Redis",
+                        rule.name
+                    ),
+                ));
+            }
+            if rule.limit.get() > 1 << 53 {
+                return Err(invalid(&key("limit"), "expected at most 2^53"));
+            }
+            if !seen.insert(rule.name.as_str()) {
+                return Err(invalid(
+                    &key("name"),
+                    format!(
+                        "`{}` is defined twice; rule names must be unique",
+                        rule.name
+                    ),
+                ));
+            }
+            if rule.descriptor.is_empty() {
+                return Err(invalid(
+                    &key("descriptor"),
+                    "expected at least one of user, org, apiKey, ip, route",
+                ));
+            }
+            let distinct: HashSet<_> = rule.descriptor.iter().collect();
+            if distinct.len() != rule.descriptor.len() {
+                return Err(invalid(&key("descriptor"), "lists a part twice"));
+            }
+            if rule.period < Duration::from_millis(1) {
+                return Err(invalid(&key("period"), "expected at least 1ms"));
+            }
+            if rule.burst.is_some() && rule.algorithm != Algorithm::Gcra {
+                return Err(invalid(
+                    &key("burst"),
+                    "only the gcra algorithm has a burst",
+                ));
+            }
+        }
+        for (k, name) in [
+            ("perToken", &self.api.per_token),
+            ("perIp", &self.api.per_ip),
+        ] {
+            if let Some(name) = name
+                && !seen.contains(name.as_str())
+            {
+                return Err(invalid(
+                    &format!("rateLimit.api.{k}"),
+                    format!("no rule named `{name}` in rateLimit.rules"),
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -1,4 +1,6 @@
-//! Per-capability blocks (`cache`, `events`), with the seeds' key names and defaults.
+//! The `events` block: publishing, accepted types, routing, queues, workers, ZITADEL
+//! ingestion and sinks, with the block's checks (numeric ranges in
+//! [`events_bounds`](super::events_bounds)).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -6,223 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::{ConfigError, invalid};
 use super::redis::RedisOverrides;
 use super::secret::SecretSource;
 use super::types::{DbIndex, duration};
-use crate::events::Priority;
-
-/// The `cache` block.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// Overrides of the top-level `redis` block for the cache.
-    pub redis: RedisOverrides,
-    /// Prefix of every cache key in Redis (the seeds' `InstanceName`).
-    pub key_prefix: String,
-    /// Value compression.
-    pub compression: CompressionConfig,
-    /// Time to live, by category.
-    pub ttl: TtlConfig,
-    /// Each TTL is shortened by a random amount up to this percentage, so entries written
-    /// together do not expire together.
-    pub jitter_percent: u8,
-    /// The in-process level.
-    pub l1: L1Config,
-    /// Evict L1 entries on every instance when one instance writes or removes (Redis
-    /// pub/sub); off, other instances serve their L1 copy until it expires.
-    pub backplane: bool,
-    /// How long past its expiry a value is still served when Redis or the loader fails
-    /// (`0s` turns the fail-safe off).
-    #[serde(with = "duration")]
-    pub fail_safe_max_duration: Duration,
-    /// Deadline of each Redis read or write of the cache.
-    #[serde(with = "duration")]
-    pub l2_timeout: Duration,
-    /// Longest a loader may run; past it the load fails (and the fail-safe copy is served
-    /// if there is one). `0s`: no limit.
-    #[serde(with = "duration")]
-    pub loader_timeout: Duration,
-    /// How long a caller waits for a loader when a stale fail-safe copy exists; past it the
-    /// stale copy is served and the loader finishes in the background, caching its result.
-    /// `0s`: always wait (up to `loaderTimeout`).
-    #[serde(with = "duration")]
-    pub loader_soft_timeout: Duration,
-    /// Run a key's loader on one instance at a time (a short Redis lock), so a miss on many
-    /// instances at once loads once; the others wait and read the value from Redis.
-    pub distributed_load: DistributedLoadConfig,
-    /// When to stop asking a failing Redis for a while.
-    pub circuit_breaker: CircuitBreakerConfig,
-    /// Largest value (its JSON) that may be stored or read back; larger ones are refused
-    /// on write and treated as corrupt on read.
-    pub max_value_bytes: usize,
-}
-
-/// The `cache.circuitBreaker` block.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct CircuitBreakerConfig {
-    /// Failed or timed-out Redis calls in a row that open the circuit.
-    pub failure_threshold: u32,
-    /// How long Redis is skipped once the circuit is open.
-    #[serde(with = "duration")]
-    pub open_for: Duration,
-}
-
-impl Default for CircuitBreakerConfig {
-    fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            open_for: Duration::from_secs(5),
-        }
-    }
-}
-
-/// The `cache.distributedLoad` block.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct DistributedLoadConfig {
-    /// Take the lock before loading a key missing from Redis (Redis backend only).
-    pub enabled: bool,
-    /// Lease of the lock; a loader running longer lets another instance load too.
-    #[serde(with = "duration")]
-    pub lock_ttl: Duration,
-    /// Longest an instance waits for another's load before loading itself.
-    #[serde(with = "duration")]
-    pub wait: Duration,
-}
-
-impl Default for DistributedLoadConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            lock_ttl: Duration::from_secs(10),
-            wait: Duration::from_secs(5),
-        }
-    }
-}
-
-/// The `cache.l1` block.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct L1Config {
-    /// Most entries kept in memory (`0`: no L1).
-    pub max_entries: u64,
-    /// Most bytes kept in memory: keys, values and bookkeeping.
-    pub max_bytes: u64,
-    /// Longest an entry read from Redis stays in memory (entries written by this instance
-    /// keep their own TTL when shorter).
-    #[serde(with = "duration")]
-    pub max_ttl: Duration,
-}
-
-impl Default for L1Config {
-    fn default() -> Self {
-        Self {
-            max_entries: 100_000,
-            max_bytes: 256 << 20,
-            max_ttl: Duration::from_secs(300),
-        }
-    }
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            redis: RedisOverrides {
-                database: Some(DbIndex::default()),
-                ..RedisOverrides::default()
-            },
-            key_prefix: "aikernel_".into(),
-            compression: CompressionConfig::default(),
-            ttl: TtlConfig::default(),
-            jitter_percent: 10,
-            l1: L1Config::default(),
-            backplane: true,
-            fail_safe_max_duration: Duration::from_secs(600),
-            l2_timeout: Duration::from_millis(250),
-            loader_timeout: Duration::from_secs(30),
-            loader_soft_timeout: Duration::ZERO,
-            distributed_load: DistributedLoadConfig::default(),
-            circuit_breaker: CircuitBreakerConfig::default(),
-            max_value_bytes: 8 << 20,
-        }
-    }
-}
-
-/// The `cache.compression` block.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct CompressionConfig {
-    /// Compress values above the threshold.
-    pub enabled: bool,
-    /// Values of this many bytes or fewer are stored as they are.
-    pub threshold_bytes: usize,
-}
-
-impl Default for CompressionConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            threshold_bytes: 1024,
-        }
-    }
-}
-
-/// The `cache.ttl` block.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct TtlConfig {
-    /// TTL of a value whose category has no entry.
-    #[serde(with = "duration")]
-    pub default: Duration,
-    /// TTL per category.
-    #[serde(with = "duration_map")]
-    pub categories: BTreeMap<String, Duration>,
-}
-
-impl Default for TtlConfig {
-    fn default() -> Self {
-        let categories = [
-            ("resource", 300),
-            ("search", 600),
-            ("version_history", 3600),
-            ("lineage", 900),
-            ("relationship", 600),
-        ]
-        .into_iter()
-        .map(|(k, s)| (k.to_owned(), Duration::from_secs(s)))
-        .collect();
-        Self {
-            default: Duration::from_secs(300),
-            categories,
-        }
-    }
-}
-
-mod duration_map {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        m: &BTreeMap<String, Duration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_map(m.iter().map(|(k, v)| (k, duration::format(v))))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<String, Duration>, D::Error> {
-        BTreeMap::<String, String>::deserialize(d)?
-            .into_iter()
-            .map(|(k, v)| {
-                duration::parse(&v)
-                    .map(|d| (k.clone(), d))
-                    .map_err(|e| serde::de::Error::custom(format!("category `{k}`: {e}")))
-            })
-            .collect()
-    }
-}
+use crate::events::{Pattern, Priority, TypeFilter};
 
 /// The `events` block.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -589,5 +379,237 @@ impl Default for PerformanceConfig {
             flush_interval: Duration::from_millis(500),
             enable_metrics: true,
         }
+    }
+}
+
+impl EventsConfig {
+    /// Checks of the `events` block: patterns, queue names, numeric ranges
+    /// ([`events_bounds`](super::events_bounds)), ZITADEL ingestion, sinks and their secrets.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first problem found.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        for (i, ty) in self.types.iter().enumerate() {
+            Pattern::new(ty).map_err(|e| invalid(&format!("events.types[{i}]"), e.to_string()))?;
+        }
+        for (i, rule) in self.routing.iter().enumerate() {
+            Pattern::new(&rule.pattern)
+                .map_err(|e| invalid(&format!("events.routing[{i}].match"), e.to_string()))?;
+        }
+        let queues = [
+            ("high_priority", &self.queues.high_priority),
+            ("normal_priority", &self.queues.normal_priority),
+            ("low_priority", &self.queues.low_priority),
+            ("dead_letter", &self.queues.dead_letter),
+        ];
+        for (i, (key, name)) in queues.iter().enumerate() {
+            let key = format!("events.queues.{key}");
+            if name.is_empty() {
+                return Err(invalid(&key, "must not be empty"));
+            }
+            if let Some((other, _)) = queues[..i].iter().find(|(_, n)| n == name) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "`{name}` is also events.queues.{other}; each queue needs its own list"
+                    ),
+                ));
+            }
+        }
+        super::events_bounds::check(self).map_err(|(key, message)| invalid(&key, message))?;
+        let publishing = &self.publishing;
+        if publishing.batch_size > self.performance.event_buffer_size {
+            return Err(invalid(
+                "events.publishing.batchSize",
+                format!(
+                    "{} exceeds events.performance.eventBufferSize ({}); a batch must fit in \
+                 the buffer",
+                    publishing.batch_size, self.performance.event_buffer_size
+                ),
+            ));
+        }
+        let zitadel = &self.zitadel;
+        if zitadel.tolerance < Duration::from_secs(1) {
+            return Err(invalid("events.zitadel.tolerance", "expected at least 1s"));
+        }
+        if zitadel.source.is_empty() {
+            return Err(invalid("events.zitadel.source", "must not be empty"));
+        }
+        let accepted =
+            TypeFilter::new(&self.types).map_err(|e| invalid("events.types", e.to_string()))?;
+        for (from, to) in &zitadel.type_map {
+            let key = format!("events.zitadel.typeMap.{from:?}");
+            Pattern::new(from).map_err(|e| invalid(&key, format!("key {e}")))?;
+            if !accepted.accepts(to) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "`{to}` is not an accepted event type: expected one of events.types ({})",
+                        self.types.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.enabled
+            && let Some(key) = &zitadel.signing_key
+        {
+            key.read()
+                .map_err(|e| invalid("events.zitadel.signingKey", e.to_string()))?;
+        }
+        for (i, hook) in self.sinks.webhooks.iter().enumerate() {
+            let key = |field: &str| format!("events.sinks.webhooks[{i}].{field}");
+            Pattern::new(&hook.pattern).map_err(|e| invalid(&key("match"), e.to_string()))?;
+            crate::events::webhook::parse_url(&hook.url).map_err(|e| invalid(&key("url"), e))?;
+            if hook.timeout.is_zero() {
+                return Err(invalid(&key("timeout"), "expected more than 0s"));
+            }
+            if self.enabled
+                && let Some(secret) = &hook.signing_key
+            {
+                secret
+                    .read()
+                    .map_err(|e| invalid(&key("signingKey"), e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const NO_AUTH: &str = "server:\n  auth:\n    enabled: false\n";
+
+    /// Loads `yaml` (after the no-auth preamble) from a file named `bc.yaml`.
+    fn load(yaml: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bc.yaml");
+        std::fs::write(&path, format!("{NO_AUTH}{yaml}")).unwrap();
+        Config::load(Some(&path)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn events_routing_and_type_map_load_from_yaml() {
+        let config = load(
+            "events:\n  routing:\n    - match: \"billing.*\"\n      priority: high\n    - match: \"*\"\n      priority: normal\n  zitadel:\n    source: zitadel-prod\n    tolerance: 2m\n    typeMap:\n      user.human.added: user.created\n      \"user.human.*.changed\": user.updated\n",
+        )
+        .unwrap();
+        let events = &config.events;
+        assert_eq!(
+            events.routing,
+            [
+                RouteRule::new("billing.*", Priority::High),
+                RouteRule::new("*", Priority::Normal),
+            ]
+        );
+        assert_eq!(events.zitadel.source, "zitadel-prod");
+        assert_eq!(events.zitadel.tolerance, Duration::from_secs(120));
+        let map = &events.zitadel.type_map;
+        assert_eq!(map.len(), 2, "{map:?}");
+        assert_eq!(map["user.human.added"], "user.created");
+        assert_eq!(map["user.human.*.changed"], "user.updated");
+        let types = crate::events::TypeMap::new(map).unwrap();
+        assert_eq!(types.map("user.human.email.changed"), Some("user.updated"));
+    }
+
+    #[test]
+    fn default_events_config_is_valid() {
+        let config = load("").unwrap();
+        assert_eq!(config.events.routing.len(), 4);
+        assert_eq!(config.events.zitadel.tolerance, Duration::from_secs(300));
+        assert!(config.events.zitadel.type_map.len() > 20);
+    }
+
+    #[test]
+    fn a_bad_routing_priority_names_key_and_line() {
+        let err = load(
+            "events:\n  routing:\n    - match: auth.*\n      priority: high\n    - match: \"*.viewed\"\n      priority: urgent\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("bc.yaml:9"), "{err}");
+        assert!(err.contains("events.routing[1].priority"), "{err}");
+        assert!(err.contains("urgent"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_routing_pattern_names_key_and_line() {
+        let err = load(
+            "events:\n  routing:\n    - match: auth.*\n      priority: high\n    - match: \"user.[ab]\"\n      priority: low\n",
+        )
+        .unwrap_err();
+        assert!(err.contains(":8: events.routing[1].match"), "{err}");
+        assert!(err.contains("only `*`"), "{err}");
+        let err = load("events:\n  types: [user.created, \"\"]\n").unwrap_err();
+        assert!(
+            err.contains(":5: events.types[1]: \"\": must not be empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_type_map_value_must_be_an_accepted_type() {
+        let err = load(
+            "events:\n  types: [user.created, auth.*]\n  zitadel:\n    typeMap:\n      user.human.added: user.created\n      session.terminated: auth.logout\n      user.removed: user.gone\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(":10: events.zitadel.typeMap.\"user.removed\": `user.gone` is not an accepted event type"),
+            "{err}"
+        );
+        assert!(err.contains("events.types (user.created, auth.*)"), "{err}");
+    }
+
+    #[test]
+    fn queue_names_must_be_distinct_and_non_empty() {
+        let err = load("events:\n  queues:\n    high_priority: q:main\n    low_priority: q:main\n")
+            .unwrap_err();
+        assert!(err.contains(":7: events.queues.low_priority"), "{err}");
+        assert!(
+            err.contains("`q:main` is also events.queues.high_priority"),
+            "{err}"
+        );
+        let err = load("events:\n  queues:\n    dead_letter: \"\"\n").unwrap_err();
+        assert!(
+            err.contains(":6: events.queues.dead_letter: must not be empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_batch_must_fit_in_the_buffer() {
+        let err = load(
+            "events:\n  publishing:\n    batchSize: 500\n  performance:\n    eventBufferSize: 100\n",
+        )
+        .unwrap_err();
+        assert!(err.contains(":6: events.publishing.batchSize"), "{err}");
+        assert!(err.contains("eventBufferSize (100)"), "{err}");
+    }
+
+    #[test]
+    fn zitadel_settings_are_checked() {
+        let err = load("events:\n  zitadel:\n    tolerance: 0s\n").unwrap_err();
+        assert!(
+            err.contains("events.zitadel.tolerance: expected at least 1s"),
+            "{err}"
+        );
+        let err = load(
+            "events:\n  zitadel:\n    signingKey:\n      valueFromFile: /nonexistent/zitadel-key\n",
+        )
+        .unwrap_err();
+        assert!(err.contains(":6: events.zitadel.signingKey"), "{err}");
+        assert!(err.contains("/nonexistent/zitadel-key"), "{err}");
+    }
+
+    #[test]
+    fn the_signing_key_is_redacted() {
+        let config =
+            load("events:\n  zitadel:\n    signingKey:\n      value: s3cr3t-signing-key\n")
+                .unwrap();
+        let printed = serde_saphyr::to_string(&config.redacted()).unwrap();
+        assert!(!printed.contains("s3cr3t-signing-key"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(!format!("{config:?}").contains("s3cr3t-signing-key"));
     }
 }
