@@ -11,6 +11,8 @@ use blinkchamber::cache::{Cache, CacheError, SetOptions};
 use blinkchamber::config::{CacheConfig, RedisConfig};
 use blinkchamber::{Backend, RedisBackend};
 use serde_json::{Value, json};
+use axum::http::StatusCode;
+use support::app::App;
 use support::{RedisProc, Store, wait_for_async};
 
 struct Fixture {
@@ -637,73 +639,50 @@ async fn large_values_are_compressed_in_redis_and_small_ones_stay_readable() {
 
 #[tokio::test]
 async fn http_put_get_delete_and_invalidate() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = support::serve::Served::start(
-        dir.path(),
-        "backend: memory\nserver:\n  maxBodyBytes: 4096\n",
-        &["--no-auth"],
-    )
-    .await;
-    let c = support::http();
-    let url = |path: &str| format!("{}/v1/cache/{path}", served.api);
+    let app = App::from_yaml("backend: memory\nserver:\n  maxBodyBytes: 4096\n").await;
+    let url = |path: &str| format!("/v1/cache/{path}");
 
-    let put = c
-        .put(url("users/u1"))
-        .json(&json!({"value": {"name": "Ada", "tags": [1, 2]}, "ttl": "10m"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), reqwest::StatusCode::NO_CONTENT);
-    let got: Value = c
-        .get(url("users/u1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let put = app
+        .put_json(
+            &url("users/u1"),
+            &json!({"value": {"name": "Ada", "tags": [1, 2]}, "ttl": "10m"}),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let got = app.get(&url("users/u1")).await.json();
     assert_eq!(got, json!({"value": {"name": "Ada", "tags": [1, 2]}}));
 
-    let missing = c.get(url("users/nobody")).send().await.unwrap();
-    assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
-    let problem: Value = missing.json().await.unwrap();
+    let missing = app.get(&url("users/nobody")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let problem = missing.json();
     assert_eq!(problem["type"], "not-found");
 
-    let too_big = c
-        .put(url("users/big"))
-        .json(&json!({"value": "x".repeat(5000)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(too_big.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    let too_big = app
+        .put_json(&url("users/big"), &json!({"value": "x".repeat(5000)}))
+        .await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
-        c.get(url("users/big")).send().await.unwrap().status(),
-        reqwest::StatusCode::NOT_FOUND,
+        app.get(&url("users/big")).await.status,
+        StatusCode::NOT_FOUND,
         "nothing of the refused value was stored"
     );
 
-    let bad_category = c
-        .put(url("users/u2"))
-        .json(&json!({"value": 1, "category": "nope"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_category.status(), reqwest::StatusCode::BAD_REQUEST);
-    let problem: Value = bad_category.json().await.unwrap();
+    let bad_category = app
+        .put_json(&url("users/u2"), &json!({"value": 1, "category": "nope"}))
+        .await;
+    assert_eq!(bad_category.status, StatusCode::BAD_REQUEST);
+    let problem = bad_category.json();
     assert!(
         problem["detail"].as_str().unwrap().contains("`nope`"),
         "{problem}"
     );
 
     for ttl in ["0s", "400d"] {
-        let bad_ttl = c
-            .put(url("users/u3"))
-            .json(&json!({"value": 1, "ttl": ttl}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(bad_ttl.status(), reqwest::StatusCode::BAD_REQUEST, "{ttl}");
-        let problem: Value = bad_ttl.json().await.unwrap();
+        let bad_ttl = app
+            .put_json(&url("users/u3"), &json!({"value": 1, "ttl": ttl}))
+            .await;
+        assert_eq!(bad_ttl.status, StatusCode::BAD_REQUEST, "{ttl}");
+        let problem = bad_ttl.json();
         assert!(
             problem["detail"]
                 .as_str()
@@ -713,53 +692,38 @@ async fn http_put_get_delete_and_invalidate() {
         );
     }
 
-    let bad_namespace = c.get(url("a*b/k")).send().await.unwrap();
-    assert_eq!(bad_namespace.status(), reqwest::StatusCode::BAD_REQUEST);
+    let bad_namespace = app.get(&url("a*b/k")).await;
+    assert_eq!(bad_namespace.status, StatusCode::BAD_REQUEST);
 
-    let deleted = c.delete(url("users/u1")).send().await.unwrap();
-    assert_eq!(deleted.status(), reqwest::StatusCode::NO_CONTENT);
+    let deleted = app.delete(&url("users/u1")).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert_eq!(
-        c.get(url("users/u1")).send().await.unwrap().status(),
-        reqwest::StatusCode::NOT_FOUND
+        app.get(&url("users/u1")).await.status,
+        StatusCode::NOT_FOUND
     );
 
     for (k, tag) in [("a", "t1"), ("b", "t2"), ("c", "t2")] {
-        c.put(url(&format!("search/{k}")))
-            .json(&json!({"value": k, "tags": [tag]}))
-            .send()
-            .await
-            .unwrap();
+        app.put_json(
+            &url(&format!("search/{k}")),
+            &json!({"value": k, "tags": [tag]}),
+        )
+        .await;
     }
-    let by_tag: Value = c
-        .post(url("search/invalidate"))
-        .json(&json!({"tags": ["t2"]}))
-        .send()
+    let by_tag = app
+        .post_json(&url("search/invalidate"), &json!({"tags": ["t2"]}))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json();
     assert_eq!(by_tag, json!({"removed": 2}));
-    let neither = c
-        .post(url("search/invalidate"))
-        .json(&json!({}))
-        .send()
+    let neither = app.post_json(&url("search/invalidate"), &json!({})).await;
+    assert_eq!(neither.status, StatusCode::BAD_REQUEST);
+    let cleared = app
+        .post_json(&url("search/invalidate"), &json!({"all": true}))
         .await
-        .unwrap();
-    assert_eq!(neither.status(), reqwest::StatusCode::BAD_REQUEST);
-    let cleared: Value = c
-        .post(url("search/invalidate"))
-        .json(&json!({"all": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json();
     assert_eq!(cleared, json!({"removed": 1}));
     assert_eq!(
-        c.get(url("search/a")).send().await.unwrap().status(),
-        reqwest::StatusCode::NOT_FOUND
+        app.get(&url("search/a")).await.status,
+        StatusCode::NOT_FOUND
     );
 }
 

@@ -10,9 +10,11 @@ use std::time::{Duration, SystemTime};
 use blinkchamber::config::{RedisConfig, SessionsConfig};
 use blinkchamber::session::{SessionError, SessionKind, Sessions};
 use blinkchamber::{Backend, RedisBackend};
-use reqwest::StatusCode;
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use blinkchamber::server::request_id;
 use serde_json::{Value, json};
-use support::serve::Served;
+use support::app::{App, request, with_json};
 use support::{RedisProc, Store, wait_for_async};
 
 /// Sessions on one store, a second instance on the same store (another process's view),
@@ -788,25 +790,40 @@ async fn redis_keys_are_readable_and_hold_no_session_id() {
 
 // ---- HTTP ----
 
-/// Status and body; a problem's `requestId` (its own for every request) is left out, so
-/// answers that must be indistinguishable compare equal.
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, same_but_id(body))
+/// Every request of these tests carries this request id, so problem details of two
+/// requests (which echo it as `requestId`) compare equal as a whole.
+const REQUEST_ID: &str = "sessions-http";
+
+/// `method path`, naming the session `id` in its header when given.
+fn req(method: Method, path: &str, id: Option<&str>) -> axum::http::request::Builder {
+    let builder = request(method, path).header(request_id::HEADER, REQUEST_ID);
+    match id {
+        Some(id) => builder.header("Session-Id", id),
+        None => builder,
+    }
+}
+
+async fn send(app: &App, builder: axum::http::request::Builder) -> (StatusCode, Value) {
+    app.send(builder.body(Body::empty()).unwrap()).await.parts()
+}
+
+async fn send_json(
+    app: &App,
+    builder: axum::http::request::Builder,
+    body: Value,
+) -> (StatusCode, Value) {
+    app.send(with_json(builder, &body)).await.parts()
 }
 
 #[tokio::test]
 async fn http_session_lifecycle() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
-    let c = support::http();
-    let base = format!("{}/v1/sessions", served.api);
+    let app = App::memory().await;
+    let base = "/v1/sessions";
 
-    let (status, s) = send(
-        c.post(&base)
-            .json(&json!({"userId": "u1", "data": {"cart": []}})),
+    let (status, s) = send_json(
+        &app,
+        req(Method::POST, base, None),
+        json!({"userId": "u1", "data": {"cart": []}}),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{s}");
@@ -825,25 +842,32 @@ async fn http_session_lifecycle() {
         );
     }
     // The routes on one session take its id in a header, never in the URL.
-    let one = format!("{}/v1/session", served.api);
-    let with = |request: reqwest::RequestBuilder, id: &str| request.header("Session-Id", id);
+    let one = "/v1/session";
     assert!(!s["handle"].as_str().unwrap().is_empty());
 
-    let (status, read) = send(with(c.get(&one), &id)).await;
+    let (status, read) = send(&app, req(Method::GET, one, Some(&id))).await;
     assert_eq!(
         (status, read["id"].as_str()),
         (StatusCode::OK, Some(id.as_str()))
     );
 
-    let (status, updated) =
-        send(with(c.put(&one), &id).json(&json!({"data": {"cart": [1]}, "version": 1}))).await;
+    let (status, updated) = send_json(
+        &app,
+        req(Method::PUT, one, Some(&id)),
+        json!({"data": {"cart": [1]}, "version": 1}),
+    )
+    .await;
     assert_eq!(
         (status, updated["version"].clone()),
         (StatusCode::OK, json!(2)),
         "{updated}"
     );
-    let (status, problem) =
-        send(with(c.put(&one), &id).json(&json!({"data": {"cart": [2]}, "version": 1}))).await;
+    let (status, problem) = send_json(
+        &app,
+        req(Method::PUT, one, Some(&id)),
+        json!({"data": {"cart": [2]}, "version": 1}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["type"], "session-version-conflict");
     assert!(
@@ -851,13 +875,13 @@ async fn http_session_lifecycle() {
         "{problem}"
     );
 
-    let (status, touched) = send(with(c.post(format!("{one}/touch")), &id)).await;
+    let (status, touched) = send(&app, req(Method::POST, "/v1/session/touch", Some(&id))).await;
     assert_eq!(
         (status, touched["version"].clone()),
         (StatusCode::OK, json!(2))
     );
 
-    let (status, rotated) = send(with(c.post(format!("{one}/rotate")), &id)).await;
+    let (status, rotated) = send(&app, req(Method::POST, "/v1/session/rotate", Some(&id))).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let new_id = rotated["id"].as_str().unwrap().to_owned();
     assert_ne!(new_id, id);
@@ -865,32 +889,33 @@ async fn http_session_lifecycle() {
     assert_eq!(rotated["expiresAt"], s["expiresAt"]);
 
     // Rotated away, unknown and deleted answer the same 404.
-    let (status, gone) = send(with(c.get(&one), &id)).await;
+    let (status, gone) = send(&app, req(Method::GET, one, Some(&id))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let unknown = blinkchamber::session::id::new_id();
-    let (status, never) = send(with(c.get(&one), &unknown)).await;
+    let (status, never) = send(&app, req(Method::GET, one, Some(&unknown))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(gone, never);
     assert_eq!(never["type"], "not-found");
     // Without the header: a 400 naming it.
-    let (status, problem) = send(c.get(&one)).await;
+    let (status, problem) = send(&app, req(Method::GET, one, None)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         problem["detail"].as_str().unwrap().contains("Session-Id"),
         "{problem}"
     );
 
-    let (_, admin) = send(
-        c.post(&base)
-            .json(&json!({"userId": "u1", "kind": "admin"})),
+    let (_, admin) = send_json(
+        &app,
+        req(Method::POST, base, None),
+        json!({"userId": "u1", "kind": "admin"}),
     )
     .await;
     assert_eq!(
         (admin["kind"].clone(), admin["data"].clone()),
         (json!("admin"), json!({}))
     );
-    let (_, other) = send(c.post(&base).json(&json!({"userId": "u2"}))).await;
-    let (status, list) = send(c.get(&base).query(&[("userId", "u1")])).await;
+    let (_, other) = send_json(&app, req(Method::POST, base, None), json!({"userId": "u2"})).await;
+    let (status, list) = send(&app, req(Method::GET, "/v1/sessions?userId=u1", None)).await;
     assert_eq!(status, StatusCode::OK);
     // Listed sessions are named by handle; no id is ever listed.
     let listed = list["sessions"].as_array().unwrap();
@@ -907,36 +932,42 @@ async fn http_session_lifecycle() {
     expected.sort_unstable();
     assert_eq!(handles, expected);
     // A handle presented as an id finds nothing.
-    let (status, _) = send(with(c.get(&one), expected[0])).await;
+    let (status, _) = send(&app, req(Method::GET, one, Some(expected[0]))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Revoke one session by its handle.
     let by_handle = format!("{base}/handles/{}", admin["handle"].as_str().unwrap());
-    assert_eq!(send(c.delete(&by_handle)).await.0, StatusCode::NO_CONTENT);
-    let admin_id = admin["id"].as_str().unwrap();
     assert_eq!(
-        send(with(c.get(&one), admin_id)).await.0,
-        StatusCode::NOT_FOUND
-    );
-    let (status, again) = send(c.delete(&by_handle)).await;
-    assert_eq!((status, &again), (StatusCode::NOT_FOUND, &never));
-
-    let (status, revoked) = send(c.delete(&base).query(&[("userId", "u1")])).await;
-    assert_eq!((status, revoked), (StatusCode::OK, json!({"revoked": 1})));
-    let (status, revoked_body) = send(with(c.get(&one), &new_id)).await;
-    assert_eq!((status, &revoked_body), (StatusCode::NOT_FOUND, &never));
-    let other_id = other["id"].as_str().unwrap();
-    assert_eq!(send(with(c.get(&one), other_id)).await.0, StatusCode::OK);
-
-    assert_eq!(
-        send(with(c.delete(&one), other_id)).await.0,
+        send(&app, req(Method::DELETE, &by_handle, None)).await.0,
         StatusCode::NO_CONTENT
     );
-    let (status, deleted) = send(with(c.delete(&one), other_id)).await;
+    let admin_id = admin["id"].as_str().unwrap();
+    assert_eq!(
+        send(&app, req(Method::GET, one, Some(admin_id))).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, again) = send(&app, req(Method::DELETE, &by_handle, None)).await;
+    assert_eq!((status, &again), (StatusCode::NOT_FOUND, &never));
+
+    let (status, revoked) = send(&app, req(Method::DELETE, "/v1/sessions?userId=u1", None)).await;
+    assert_eq!((status, revoked), (StatusCode::OK, json!({"revoked": 1})));
+    let (status, revoked_body) = send(&app, req(Method::GET, one, Some(&new_id))).await;
+    assert_eq!((status, &revoked_body), (StatusCode::NOT_FOUND, &never));
+    let other_id = other["id"].as_str().unwrap();
+    assert_eq!(
+        send(&app, req(Method::GET, one, Some(other_id))).await.0,
+        StatusCode::OK
+    );
+
+    assert_eq!(
+        send(&app, req(Method::DELETE, one, Some(other_id))).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (status, deleted) = send(&app, req(Method::DELETE, one, Some(other_id))).await;
     assert_eq!((status, &deleted), (StatusCode::NOT_FOUND, &never));
 
     // Every session route is in the OpenAPI document.
-    let (_, doc) = send(c.get(format!("{}/openapi.json", served.api))).await;
+    let (_, doc) = send(&app, req(Method::GET, "/openapi.json", None)).await;
     for path in [
         "/v1/sessions",
         "/v1/sessions/handles/{handle}",
@@ -954,10 +985,8 @@ async fn http_session_lifecycle() {
 
 #[tokio::test]
 async fn http_bad_input_is_a_400_naming_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
-    let c = support::http();
-    let base = format!("{}/v1/sessions", served.api);
+    let app = App::memory().await;
+    let base = "/v1/sessions";
     for (body, names) in [
         (json!({}), "userId"),
         (json!({"data": {}}), "userId"),
@@ -967,25 +996,28 @@ async fn http_bad_input_is_a_400_naming_the_field() {
         (json!({"userId": "u", "kind": 1}), "kind"),
         (json!({"userId": "u", "extra": 1}), "extra"),
     ] {
-        let (status, problem) = send(c.post(&base).json(&body)).await;
+        let (status, problem) = send_json(&app, req(Method::POST, base, None), body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
         assert!(["invalid-body", "bad-request"].contains(&problem["type"].as_str().unwrap()));
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains(names), "{body}: {detail}");
     }
-    let (status, problem) = send(
-        c.post(&base)
-            .header("content-type", "application/json")
-            .body("{not json"),
-    )
-    .await;
+    let (status, problem) = app
+        .send(
+            req(Method::POST, base, None)
+                .header("content-type", "application/json")
+                .body(Body::from("{not json"))
+                .unwrap(),
+        )
+        .await
+        .parts();
     assert_eq!(
         (status, problem["type"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid-body"))
     );
 
-    let (_, s) = send(c.post(&base).json(&json!({"userId": "u"}))).await;
-    let url = format!("{}/v1/session", served.api);
+    let (_, s) = send_json(&app, req(Method::POST, base, None), json!({"userId": "u"})).await;
+    let url = "/v1/session";
     let id = s["id"].as_str().unwrap().to_owned();
     for (body, names) in [
         (json!({"data": {}}), "version"),
@@ -993,7 +1025,8 @@ async fn http_bad_input_is_a_400_naming_the_field() {
         (json!({"data": {}, "version": -1}), "version"),
         (json!({"version": 1}), "data"),
     ] {
-        let (status, problem) = send(c.put(&url).header("Session-Id", &id).json(&body)).await;
+        let (status, problem) =
+            send_json(&app, req(Method::PUT, url, Some(&id)), body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
         assert!(
             problem["detail"].as_str().unwrap().contains(names),
@@ -1002,12 +1035,12 @@ async fn http_bad_input_is_a_400_naming_the_field() {
     }
     // Nothing was changed by the rejected updates.
     assert_eq!(
-        send(c.get(&url).header("Session-Id", &id)).await.1["version"],
+        send(&app, req(Method::GET, url, Some(&id))).await.1["version"],
         1
     );
 
-    for request in [c.get(&base), c.delete(&base)] {
-        let (status, problem) = send(request).await;
+    for method in [Method::GET, Method::DELETE] {
+        let (status, problem) = send(&app, req(method, base, None)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
             problem["detail"].as_str().unwrap().contains("userId"),
@@ -1018,32 +1051,27 @@ async fn http_bad_input_is_a_400_naming_the_field() {
 
 #[tokio::test]
 async fn http_an_idle_session_answers_404_like_an_unknown_one() {
-    let dir = tempfile::tempdir().unwrap();
     let config = "backend: memory\nsessions:\n  user: { absoluteTimeout: 1h, idleTimeout: 1s }\n";
-    let served = Served::start(dir.path(), config, &["--no-auth"]).await;
-    let c = support::http();
-    let base = format!("{}/v1/sessions", served.api);
-    let (status, s) = send(c.post(&base).json(&json!({"userId": "u"}))).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let url = format!("{}/v1/session", served.api);
-    let id = s["id"].as_str().unwrap().to_owned();
-    let (_, never) = send(
-        c.get(&url)
-            .header("Session-Id", blinkchamber::session::id::new_id()),
+    let app = App::from_yaml(config).await;
+    let (status, s) = send_json(
+        &app,
+        req(Method::POST, "/v1/sessions", None),
+        json!({"userId": "u"}),
     )
     .await;
-    let expired = wait_for_async("the idle session to end", || {
-        let request = c.get(&url).header("Session-Id", &id).send();
-        async move {
-            let response = request.await.ok()?;
-            (response.status() == StatusCode::NOT_FOUND).then_some(())?;
-            response.json::<Value>().await.ok()
-        }
+    assert_eq!(status, StatusCode::CREATED);
+    let url = "/v1/session";
+    let id = s["id"].as_str().unwrap().to_owned();
+    let unknown = blinkchamber::session::id::new_id();
+    let (_, never) = send(&app, req(Method::GET, url, Some(&unknown))).await;
+    let expired = wait_for_async("the idle session to end", || async {
+        let (status, body) = send(&app, req(Method::GET, url, Some(&id))).await;
+        (status == StatusCode::NOT_FOUND).then_some(body)
     })
     .await;
-    assert_eq!(same_but_id(expired), never);
+    assert_eq!(expired, never);
     assert_eq!(
-        send(c.post(format!("{url}/touch")).header("Session-Id", &id))
+        send(&app, req(Method::POST, "/v1/session/touch", Some(&id)))
             .await
             .0,
         StatusCode::NOT_FOUND
@@ -1192,12 +1220,4 @@ async fn the_layer_finds_the_session_named_by_the_cookie() {
         cleared.starts_with("blinkchamber_session=;") && cleared.contains("Max-Age=0"),
         "{cleared}"
     );
-}
-
-/// A problem body without its `requestId` (unique per request).
-fn same_but_id(mut problem: Value) -> Value {
-    if let Some(fields) = problem.as_object_mut() {
-        fields.remove("requestId");
-    }
-    problem
 }

@@ -4,6 +4,7 @@
 //! Readiness is waited for by polling the condition itself, never by sleeping a guess.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod events;
 pub mod proxy;
 pub mod sentinel_standin;
