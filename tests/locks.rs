@@ -10,8 +10,9 @@ use std::time::Duration;
 use blinkchamber::config::{LocksConfig, RedisConfig};
 use blinkchamber::lock::{LockError, Locks};
 use blinkchamber::{Backend, RedisBackend};
-use reqwest::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::app::{App, json as json_request};
 use support::serve::Served;
 use support::{RedisProc, Store, wait_for_async};
 
@@ -352,12 +353,10 @@ async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn http_acquire_extend_release() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
-    let c = support::http();
-    let url = format!("{}/v1/locks/report-job", served.api);
+    let app = App::memory().await;
+    let url = "/v1/locks/report-job";
 
-    let (status, lease) = post(&c, &url, json!({"ttl": "10s"})).await;
+    let (status, lease) = app.post_json(url, &json!({"ttl": "10s"})).await.parts();
     assert_eq!(status, StatusCode::CREATED, "{lease}");
     let token = lease["token"].as_str().unwrap().to_owned();
     assert_eq!(token.len(), 32);
@@ -367,36 +366,43 @@ async fn http_acquire_extend_release() {
         "{lease}"
     );
 
-    let (status, problem) = post(&c, &url, json!({"wait": "0s"})).await;
+    let (status, problem) = app.post_json(url, &json!({"wait": "0s"})).await.parts();
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["type"], "lock-busy");
 
-    let (status, problem) = send(c.put(&url).json(&json!({"token": "nope"}))).await;
+    let (status, problem) = app.put_json(url, &json!({"token": "nope"})).await.parts();
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["type"], "lock-not-held");
 
-    let (status, extended) = send(c.put(&url).json(&json!({"token": token, "ttl": "20s"}))).await;
+    let (status, extended) = app
+        .put_json(url, &json!({"token": token, "ttl": "20s"}))
+        .await
+        .parts();
     assert_eq!(status, StatusCode::OK, "{extended}");
     assert_eq!(extended["fencingToken"], 1);
 
-    let (status, _) = send(c.delete(&url).json(&json!({"token": token}))).await;
+    let release = || json_request(Method::DELETE, url, &json!({"token": token}));
+    let (status, _) = app.send(release()).await.parts();
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, problem) = send(c.delete(&url).json(&json!({"token": token}))).await;
+    let (status, problem) = app.send(release()).await.parts();
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["type"], "lock-not-held");
 
-    let (status, lease) = post(&c, &url, json!({})).await;
+    let (status, lease) = app.post_json(url, &json!({})).await.parts();
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(lease["fencingToken"], 2);
 
-    let (status, problem) = post(&c, &url, json!({"ttl": "11m"})).await;
+    let (status, problem) = app.post_json(url, &json!({"ttl": "11m"})).await.parts();
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         problem["detail"].as_str().unwrap().contains("locks.maxTtl"),
         "{problem}"
     );
 
-    let (status, problem) = post(&c, &url, json!({"ttl": "5 seconds"})).await;
+    let (status, problem) = app
+        .post_json(url, &json!({"ttl": "5 seconds"}))
+        .await
+        .parts();
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert!(
         problem["detail"].as_str().unwrap().contains("ttl"),

@@ -16,8 +16,10 @@ use blinkchamber::events::{Event, PublishError, Publisher, Queues};
 use blinkchamber::lock::{LockError, Locks};
 use blinkchamber::ratelimit::{RateLimitError, RateLimiter};
 use blinkchamber::session::{SessionError, SessionKind, Sessions};
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+use support::app::{App, json as json_request, request};
 
 fn limiter(budget: &MemoryBudget) -> RateLimiter {
     let cfg = RateLimitConfig {
@@ -148,27 +150,29 @@ async fn the_stores_share_the_budget_refuse_past_it_and_keep_what_they_hold() {
     assert!(limits.check("api", "user=after", 1).await.unwrap().allowed);
 }
 
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn serve_answers_507_when_full_and_readyz_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = "backend: memory\nmemory:\n  maxBytes: 1048576\n";
-    let served = support::serve::Served::start(dir.path(), config, &["--no-auth"]).await;
-    let client = support::http();
+    // What the `/metrics` listener renders: the process-wide recorder, installed before
+    // anything is counted.
+    let metrics = blinkchamber::metrics::install();
+    let app = App::from_yaml("backend: memory\nmemory:\n  maxBytes: 1048576\n").await;
     let create = |n: usize| {
-        client
-            .post(format!("{}/v1/sessions", served.api))
-            .json(&json!({ "userId": format!("u{n}"), "data": { "blob": "x".repeat(4096) } }))
+        json_request(
+            Method::POST,
+            "/v1/sessions",
+            &json!({ "userId": format!("u{n}"), "data": { "blob": "x".repeat(4096) } }),
+        )
+    };
+    let with_id = |method: Method, id: &str| {
+        request(method, "/v1/session")
+            .header("Session-Id", id)
+            .body(Body::empty())
+            .unwrap()
     };
     let mut ids = Vec::new();
     let problem = loop {
         assert!(ids.len() < 1000, "1 MiB never filled over HTTP");
-        let (status, body) = send(create(ids.len())).await;
+        let (status, body) = app.send(create(ids.len())).await.parts();
         match status {
             StatusCode::CREATED | StatusCode::OK => {
                 ids.push(body["id"].as_str().unwrap().to_owned());
@@ -185,39 +189,26 @@ async fn serve_answers_507_when_full_and_readyz_says_so() {
             .contains("memory.maxBytes"),
         "{problem}"
     );
-    let (status, body) = send(client.get(format!("{}/readyz", served.api))).await;
+    let (status, body) = app.get("/readyz").await.parts();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["type"], "storage-full", "{body}");
 
     // Every session accepted is still there.
     for id in &ids {
-        let (status, _) = send(
-            client
-                .get(format!("{}/v1/session", served.api))
-                .header("Session-Id", id),
-        )
-        .await;
+        let status = app.send(with_id(Method::GET, id)).await.status;
         assert_eq!(status, StatusCode::OK);
     }
-    let metrics = served.metrics_text().await;
-    assert!(
-        metrics.contains("blinkchamber_memory_refused_total"),
-        "{metrics}"
-    );
+    let text = metrics.render();
+    assert!(text.contains("blinkchamber_memory_refused_total"), "{text}");
 
     // Freed room: ready again, and new sessions are accepted.
     for id in ids.drain(..10) {
-        let (status, _) = send(
-            client
-                .delete(format!("{}/v1/session", served.api))
-                .header("Session-Id", &id),
-        )
-        .await;
+        let status = app.send(with_id(Method::DELETE, &id)).await.status;
         assert!(status.is_success(), "{status}");
     }
-    let (status, body) = send(client.get(format!("{}/readyz", served.api))).await;
+    let (status, body) = app.get("/readyz").await.parts();
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = send(create(10_000)).await;
+    let (status, body) = app.send(create(10_000)).await.parts();
     assert!(status.is_success(), "{status} {body}");
 }
 

@@ -25,6 +25,7 @@ use blinkchamber::{Backend, RedisBackend};
 use futures_util::future::BoxFuture;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use support::app::App;
 use support::serve::Served;
 use support::{RedisProc, Store, wait_for_async};
 use tokio::sync::watch;
@@ -798,7 +799,9 @@ async fn bad_tokens_are_rejected_with_their_reason() {
         .unwrap();
 }
 
-// ---- HTTP, through the binary ----
+// ---- HTTP ----
+//
+// What the logs must (not) hold needs the binary's stderr; the rest runs in process.
 
 async fn send(request: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
     let response = request.send().await.unwrap();
@@ -900,21 +903,21 @@ async fn http_introspect_caches_revokes_and_never_logs_the_token() {
 async fn http_verify_answers_claims_or_a_401_naming_the_reason() {
     let stub = Stub::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let served = Served::start(dir.path(), &serve_config(&stub, dir.path()), &["--no-auth"]).await;
-    let c = support::http();
-    let url = format!("{}/v1/tokens/verify", served.api);
+    let app = App::from_yaml(&serve_config(&stub, dir.path())).await;
+    let url = "/v1/tokens/verify";
 
     let good = keys().ec1.sign("ec-1", &claims(&stub.url));
-    let (status, _, body) = send(c.post(&url).json(&json!({"token": good}))).await;
+    let (status, body) = app.post_json(url, &json!({"token": good})).await.parts();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["valid"], true);
     assert_eq!(body["claims"]["sub"], "user-1");
     assert_eq!(body["claims"]["aud"], json!([AUDIENCE, "other"]));
 
     for (reason, token) in bad_tokens(&stub.url) {
-        let (status, headers, body) = send(c.post(&url).json(&json!({"token": token}))).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{reason}: {body}");
-        assert_eq!(headers["content-type"], "application/problem+json");
+        let answer = app.post_json(url, &json!({"token": token})).await;
+        let body = answer.json();
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{reason}: {body}");
+        assert_eq!(answer.headers["content-type"], "application/problem+json");
         assert_eq!(body["type"], "invalid-token");
         let detail = body["detail"].as_str().unwrap();
         assert!(
@@ -927,15 +930,12 @@ async fn http_verify_answers_claims_or_a_401_naming_the_reason() {
 
 #[tokio::test]
 async fn http_token_routes_answer_503_while_disabled() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = Served::start(dir.path(), "backend: memory\n", &["--no-auth"]).await;
-    let c = support::http();
+    let app = App::memory().await;
     for path in ["introspect", "revoke", "verify"] {
-        let (status, _, body) = send(
-            c.post(format!("{}/v1/tokens/{path}", served.api))
-                .json(&json!({"token": "x"})),
-        )
-        .await;
+        let (status, body) = app
+            .post_json(&format!("/v1/tokens/{path}"), &json!({"token": "x"}))
+            .await
+            .parts();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
         assert_eq!(body["type"], "tokens-disabled");
     }
