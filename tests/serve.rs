@@ -1,10 +1,13 @@
-//! `blinkchamber serve` as a process: endpoints, bearer tokens (with file rotation),
-//! problem details, the body limit, readiness against a real Redis, and SIGTERM.
+//! `blinkchamber serve`: as a process (the metrics listener, bearer tokens with file
+//! rotation, refusals at start, logs, SIGTERM), and in process through the router
+//! (problem details, the body limit, readiness against a real Redis).
 
 mod support;
 
-use reqwest::StatusCode;
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
 use serde_json::Value;
+use support::app::{App, request};
 use support::serve::{Served, run, write};
 use support::{RedisProc, wait_for_async};
 
@@ -128,67 +131,41 @@ async fn v1_needs_a_token_and_follows_the_token_file() {
 
 #[tokio::test]
 async fn errors_are_problem_details_and_bodies_are_limited() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = Served::start(
-        dir.path(),
-        "backend: memory\nserver:\n  maxBodyBytes: 1024\n",
-        &["--no-auth"],
-    )
-    .await;
-    let c = client();
+    let app = App::from_yaml("backend: memory\nserver:\n  maxBodyBytes: 1024\n").await;
 
-    let (code, body) = problem(
-        c.get(format!("{}/v1/no-such-route", served.api))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let answer = app.get("/v1/no-such-route").await;
+    let body = answer.problem();
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{body}");
 
     let big = vec![b'x'; 4096];
-    let (code, body) = problem(
-        c.post(format!("{}/v1/status", served.api))
-            .header("content-type", "application/json")
-            .body(big)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let answer = app
+        .send(
+            request(Method::POST, "/v1/status")
+                .header("content-type", "application/json")
+                .header("content-length", big.len())
+                .body(Body::from(big))
+                .unwrap(),
+        )
+        .await;
+    let body = answer.problem();
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("1024"), "{body}");
 }
 
 #[tokio::test]
 async fn readyz_follows_redis_without_exposing_internals() {
     let redis = RedisProc::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "backend: redis\nredis:\n  host: 127.0.0.1\n  port: {}\n  maxRetries: 1\n  dialTimeout: 200ms\n",
-        redis.port
-    );
-    let served = Served::start(dir.path(), &config, &["--no-auth"]).await;
-    let c = client();
-    let readyz = format!("{}/readyz", served.api);
-    assert_eq!(
-        c.get(&readyz).send().await.unwrap().status(),
-        StatusCode::OK
-    );
-    let logs = served.logs();
-    assert!(logs.contains("backend: redis standalone"), "{logs}");
+    let app = App::redis(&redis, "  maxRetries: 1\n  dialTimeout: 200ms\n").await;
+    assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
 
     let port = redis.port;
     drop(redis);
-    let body = wait_for_async("/readyz to report Redis down", || {
-        let request = c.get(&readyz).send();
-        async {
-            let response = request.await.ok()?;
-            (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
-        }
+    let answer = wait_for_async("/readyz to report Redis down", || async {
+        let answer = app.get("/readyz").await;
+        (answer.status == StatusCode::SERVICE_UNAVAILABLE).then_some(answer)
     })
     .await;
-    let (_, body) = problem(body).await;
+    let body = answer.problem();
     let text = body.to_string();
     assert!(
         !text.contains(&port.to_string()),
@@ -255,6 +232,7 @@ async fn an_evicting_maxmemory_policy_is_refused_unless_allowed() {
     .await;
     let logs = served.logs();
     assert!(logs.contains("maxmemory-policy `allkeys-lru`"), "{logs}");
+    assert!(logs.contains("backend: redis standalone"), "{logs}");
 }
 
 #[tokio::test]

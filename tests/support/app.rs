@@ -53,7 +53,8 @@ impl App {
         Self::from_yaml("backend: memory\n").await
     }
 
-    /// `backend: redis` on `redis`, followed by `extra` YAML (top-level keys).
+    /// `backend: redis` on `redis`, with `extra` YAML appended after the `redis:` block
+    /// (indented by two spaces it adds to that block).
     pub async fn redis(redis: &RedisProc, extra: &str) -> Self {
         Self::from_yaml(&format!(
             "backend: redis\nredis:\n  host: 127.0.0.1\n  port: {}\n{extra}",
