@@ -13,8 +13,10 @@ use blinkchamber::config::{
     Algorithm, Config, Descriptor, FailureMode, RateLimitConfig, RedisConfig, RuleConfig,
 };
 use blinkchamber::ratelimit::{DecisionSource, RateLimitError, RateLimiter};
-use reqwest::StatusCode;
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::app::{Answer, App, request, with_json};
 use support::{RedisProc, wait_for_async};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -594,11 +596,11 @@ mod paused_clock {
 }
 
 // ---------------------------------------------------------------------------------------
-// HTTP: `POST /v1/ratelimit/check` and the `/v1` protection, through the real server.
+// HTTP: `POST /v1/ratelimit/check` and the `/v1` protection, through the router in process (every layer
+// `serve` runs).
 
 struct Server {
-    url: String,
-    client: reqwest::Client,
+    app: App,
 }
 
 impl Server {
@@ -617,39 +619,18 @@ impl Server {
             None => config.server.auth.enabled = false,
         }
         config.rate_limit = rate_limit;
-        let state = blinkchamber::server::AppState::from_config(config)
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(blinkchamber::server::run(
-            listener,
-            state,
-            std::future::pending(),
-        ));
         Self {
-            url,
-            client: support::http(),
+            app: App::new(config).await,
         }
     }
 
-    async fn check(&self, body: Value) -> reqwest::Response {
-        self.client
-            .post(format!("{}/v1/ratelimit/check", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+    async fn check(&self, body: Value) -> Answer {
+        self.app.post_json("/v1/ratelimit/check", &body).await
     }
 }
 
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
-    response
-        .headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("{name} header missing"))
-        .to_str()
-        .unwrap()
+fn header<'a>(response: &'a Answer, name: &str) -> &'a str {
+    response.header(name)
 }
 
 /// `"<rule>";k1=v1;k2=v2` → (rule, [(k, v)…]) for one structured-field list item.
@@ -666,13 +647,11 @@ fn sf_item(item: &str) -> (String, Vec<(String, u64)>) {
     (name.trim_matches('"').to_owned(), params)
 }
 
-async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    assert!(
-        header(&response, "content-type").starts_with("application/problem+json"),
-        "status {status}"
-    );
-    (status, response.json().await.unwrap())
+/// Status and body of a problem-details answer (content type, `status`, `type` and
+/// `title` checked).
+async fn problem(response: Answer) -> (StatusCode, Value) {
+    let body = response.problem();
+    (response.status, body)
 }
 
 fn http_rules() -> RateLimitConfig {
@@ -694,7 +673,7 @@ fn http_rules() -> RateLimitConfig {
 async fn http_gcra_policy_counts_in_the_units_of_remaining() {
     let server = Server::start(http_rules()).await;
     let response = server.check(json!({"rule": "bursty", "key": "k"})).await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     let policy = sf_item(header(&response, "ratelimit-policy"));
     // q is the burst (what remaining counts down from), w the time it takes to refill.
     assert_eq!(policy.1, [("q".to_owned(), 5), ("w".to_owned(), 30)]);
@@ -707,15 +686,15 @@ async fn http_check_answers_ratelimit_headers_and_429_with_retry_after() {
     let server = Server::start(http_rules()).await;
     for left in [1, 0] {
         let response = server.check(json!({"rule": "api", "key": "k"})).await;
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status, StatusCode::OK);
         assert_eq!(header(&response, "ratelimit-policy"), "\"api\";q=2;w=86400");
         let (rule, params) = sf_item(header(&response, "ratelimit"));
         assert_eq!(rule, "api");
         assert_eq!(params[0], ("r".to_owned(), left));
         assert_eq!(params[1].0, "t");
         assert!((1..=86_400).contains(&params[1].1), "{params:?}");
-        assert!(response.headers().get("retry-after").is_none());
-        let body: Value = response.json().await.unwrap();
+        assert!(response.headers.get("retry-after").is_none());
+        let body: Value = response.json();
         assert_eq!(body["allowed"], true);
         assert_eq!(body["limit"], 2);
         assert_eq!(body["remaining"], left);
@@ -726,10 +705,10 @@ async fn http_check_answers_ratelimit_headers_and_429_with_retry_after() {
     let response = server
         .check(json!({"rule": "api", "key": "k", "cost": 1}))
         .await;
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.status, StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = header(&response, "retry-after").parse().unwrap();
     assert!((1..=86_400).contains(&retry), "{retry}");
-    let body: Value = response.json().await.unwrap();
+    let body: Value = response.json();
     assert_eq!(body["allowed"], false);
     let retry_after = duration::parse(body["retryAfter"].as_str().unwrap()).unwrap();
     assert_eq!(retry_after.as_secs_f64().ceil() as u64, retry);
@@ -743,7 +722,7 @@ async fn http_check_answers_ratelimit_headers_and_429_with_retry_after() {
             {"rule": "api", "key": "k"}
         ]}))
         .await;
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.status, StatusCode::TOO_MANY_REQUESTS);
     let policies: Vec<_> = header(&response, "ratelimit-policy")
         .split(", ")
         .map(sf_item)
@@ -751,7 +730,7 @@ async fn http_check_answers_ratelimit_headers_and_429_with_retry_after() {
     assert_eq!(policies[0].0, "api");
     assert_eq!(policies[1].0, "wide");
     assert_eq!(policies[1].1, [("q".to_owned(), 100), ("w".to_owned(), 60)]);
-    let body: Value = response.json().await.unwrap();
+    let body: Value = response.json();
     assert_eq!(body["limit"], 2);
     assert_eq!(body["descriptors"][0]["allowed"], true);
     assert_eq!(body["descriptors"][0]["remaining"], 99);
@@ -764,12 +743,12 @@ async fn http_key_objects_compose_in_the_rules_descriptor_order() {
     let response = server
         .check(json!({"rule": "composite", "key": {"route": "/x", "user": "u1"}}))
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     // The same key written out is the same limit.
     let response = server
         .check(json!({"rule": "composite", "key": "user=u1|route=/x"}))
         .await;
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.status, StatusCode::TOO_MANY_REQUESTS);
 
     let (status, body) = problem(
         server
@@ -836,13 +815,14 @@ async fn http_bad_checks_are_problems() {
     }
 
     let response = server
-        .client
-        .post(format!("{}/v1/ratelimit/check", server.url))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .app
+        .send(
+            request(Method::POST, "/v1/ratelimit/check")
+                .header("content-type", "application/json")
+                .body(Body::from("{not json"))
+                .unwrap(),
+        )
+        .await;
     let (status, body) = problem(response).await;
     assert_eq!(
         (status, body["type"].as_str()),
@@ -851,7 +831,7 @@ async fn http_bad_checks_are_problems() {
 
     // Nothing was consumed by the rejected checks.
     let response = server.check(json!({"rule": "api", "key": "k"})).await;
-    let body: Value = response.json().await.unwrap();
+    let body: Value = response.json();
     assert_eq!(body["remaining"], 1);
 }
 
@@ -867,24 +847,21 @@ async fn the_v1_api_is_limited_per_client_ip_and_per_token() {
     cfg.api.client_ip_header = Some("X-Real-IP".into());
     let server = Server::start_with_tokens(cfg, Some("token-a\ntoken-b\ntoken-c\n")).await;
     let status = |ip: &'static str, token: Option<&'static str>| {
-        let mut request = server
-            .client
-            .get(format!("{}/v1/status", server.url))
-            .header("x-real-ip", ip);
+        let mut builder = request(Method::GET, "/v1/status").header("x-real-ip", ip);
         if let Some(token) = token {
-            request = request.bearer_auth(token);
+            builder = builder.header("authorization", format!("Bearer {token}"));
         }
-        request.send()
+        server.app.send(builder.body(Body::empty()).unwrap())
     };
 
     // Per IP, before the token check: requests without a valid token count too.
     for _ in 0..2 {
         assert_eq!(
-            status("10.0.0.1", Some("guessed")).await.unwrap().status(),
+            status("10.0.0.1", Some("guessed")).await.status,
             StatusCode::UNAUTHORIZED
         );
     }
-    let limited = status("10.0.0.1", Some("guessed")).await.unwrap();
+    let limited = status("10.0.0.1", Some("guessed")).await;
     assert!(header(&limited, "retry-after").parse::<u64>().unwrap() >= 1);
     assert!(header(&limited, "ratelimit-policy").starts_with("\"per-ip\";q=2;w=86400"));
     assert!(header(&limited, "ratelimit").starts_with("\"per-ip\";r=0;t="));
@@ -894,28 +871,30 @@ async fn the_v1_api_is_limited_per_client_ip_and_per_token() {
         (StatusCode::TOO_MANY_REQUESTS, Some("rate-limited"))
     );
     assert_eq!(
-        status("10.0.0.2", Some("token-b")).await.unwrap().status(),
+        status("10.0.0.2", Some("token-b")).await.status,
         StatusCode::OK
     );
     // The client IP is the last value of the header (the nearest proxy's line).
     let spoofed = server
-        .client
-        .get(format!("{}/v1/status", server.url))
-        .header("x-real-ip", "10.0.0.9")
-        .header("x-real-ip", "10.0.0.1")
-        .bearer_auth("token-b")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
+        .app
+        .send(
+            request(Method::GET, "/v1/status")
+                .header("x-real-ip", "10.0.0.9")
+                .header("x-real-ip", "10.0.0.1")
+                .header("authorization", "Bearer token-b")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(spoofed.status, StatusCode::TOO_MANY_REQUESTS);
 
     // Per token: three requests from different addresses, the fourth is limited.
     for ip in ["10.1.0.1", "10.1.0.2", "10.1.0.3"] {
-        let response = status(ip, Some("token-a")).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{ip}");
+        let response = status(ip, Some("token-a")).await;
+        assert_eq!(response.status, StatusCode::OK, "{ip}");
     }
-    let limited = status("10.1.0.4", Some("token-a")).await.unwrap();
-    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let limited = status("10.1.0.4", Some("token-a")).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(header(&limited, "ratelimit-policy").starts_with("\"per-token\""));
     let (_, body) = problem(limited).await;
     assert!(
@@ -923,20 +902,20 @@ async fn the_v1_api_is_limited_per_client_ip_and_per_token() {
         "the token never shows: {body}"
     );
     assert_eq!(
-        status("10.1.0.5", Some("token-b")).await.unwrap().status(),
+        status("10.1.0.5", Some("token-b")).await.status,
         StatusCode::OK
     );
     // The API's own rules cannot be checked (and used up) through the check endpoint.
     let (code, body) = problem(
         server
-            .client
-            .post(format!("{}/v1/ratelimit/check", server.url))
-            .header("x-real-ip", "10.3.0.1")
-            .bearer_auth("token-c")
-            .json(&json!({"rule": "per-ip", "key": "ip=10.0.0.2", "cost": 2}))
-            .send()
-            .await
-            .unwrap(),
+            .app
+            .send(with_json(
+                request(Method::POST, "/v1/ratelimit/check")
+                    .header("x-real-ip", "10.3.0.1")
+                    .header("authorization", "Bearer token-c"),
+                &json!({"rule": "per-ip", "key": "ip=10.0.0.2", "cost": 2}),
+            ))
+            .await,
     )
     .await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
