@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use blinkchamber::cache::{Cache, CacheError, SetOptions};
 use blinkchamber::config::{CacheConfig, RedisConfig};
 use blinkchamber::{Backend, RedisBackend};
 use serde_json::{Value, json};
-use axum::http::StatusCode;
 use support::app::App;
 use support::{RedisProc, Store, wait_for_async};
 

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{Method, header};
 use blinkchamber::RedisBackend;
 use blinkchamber::config::{EventsConfig, PriorityMode, RedisConfig};
 use blinkchamber::events::queues::Taken;
@@ -15,6 +17,7 @@ use blinkchamber::events::{
 };
 use futures_util::future::BoxFuture;
 use serde_json::value::to_raw_value;
+use support::app::{App, request};
 use support::{RedisProc, Store, wait_for_async};
 
 struct Fixture {
@@ -410,28 +413,26 @@ async fn a_full_buffer_pushes_back_without_losing_events() {
 
 #[tokio::test]
 async fn http_publish_stats_and_signed_zitadel_ingestion() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = support::serve::Served::start(
-        dir.path(),
+    let app = App::from_yaml(
         "backend: memory\nevents:\n  zitadel:\n    signingKey:\n      value: s3cret\n",
-        &["--no-auth"],
     )
     .await;
-    let c = support::http();
-    let url = |path: &str| format!("{}/v1/{path}", served.api);
+    // What `serve` does on the memory backend (it consumes its own queues), with a
+    // handler that records what it is given.
+    let handled = Arc::new(Recorder::default());
+    app.runtime().start_workers_with(handled.clone()).unwrap();
+    let url = |path: &str| format!("/v1/{path}");
 
     let one = serde_json::json!({"specversion": "1.0", "id": "e1", "source": "/app",
         "type": "user.created", "data": {"userId": "u1"}});
-    let r = c.post(url("events")).json(&one).send().await.unwrap();
-    assert_eq!(r.status(), 202);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let (status, body) = app.post_json(&url("events"), &one).await.parts();
+    assert_eq!(status, 202);
     assert_eq!(body, serde_json::json!({"accepted": 1, "ids": ["e1"]}));
     // A batch with one bad event is refused whole, naming it.
     let batch = serde_json::json!([one, {"specversion": "1.0", "id": "e2", "source": "/app",
         "type": "user.exploded"}]);
-    let r = c.post(url("events")).json(&batch).send().await.unwrap();
-    assert_eq!(r.status(), 400);
-    let problem: serde_json::Value = r.json().await.unwrap();
+    let (status, problem) = app.post_json(&url("events"), &batch).await.parts();
+    assert_eq!(status, 400);
     assert!(
         problem["detail"]
             .as_str()
@@ -439,9 +440,8 @@ async fn http_publish_stats_and_signed_zitadel_ingestion() {
             .contains("event 1: type"),
         "{problem}"
     );
-    // On the memory backend `serve` consumes its own queues (log sink by default).
-    wait_for_async("serve to handle e1", || async {
-        served.logs().contains("id=e1").then_some(())
+    wait_for_async("e1 to be handled", || async {
+        handled.ids().contains(&"e1".to_owned()).then_some(())
     })
     .await;
 
@@ -453,26 +453,25 @@ async fn http_publish_stats_and_signed_zitadel_ingestion() {
         .as_secs();
     let signed = |key: &[u8], t: u64| blinkchamber::events::sign(key, t, body);
     let post = |sig: Option<String>, body: &'static [u8]| {
-        let mut req = c.post(url("ingest/zitadel")).body(body);
+        let mut builder = request(Method::POST, &url("ingest/zitadel"))
+            .header(header::CONTENT_LENGTH, body.len());
         if let Some(sig) = sig {
-            req = req.header("ZITADEL-Signature", sig);
+            builder = builder.header("ZITADEL-Signature", sig);
         }
-        req.send()
+        app.send(builder.body(Body::from(body)).unwrap())
     };
-    let r = post(Some(signed(b"s3cret", now)), body).await.unwrap();
-    assert_eq!(r.status(), 202);
-    let accepted: serde_json::Value = r.json().await.unwrap();
+    let (status, accepted) = post(Some(signed(b"s3cret", now)), body).await.parts();
+    assert_eq!(status, 202);
     assert_eq!(accepted["ids"], serde_json::json!(["zitadel:i1:123:7"]));
     // The same signed call captured and sent again inside the tolerance (or redelivered by
     // ZITADEL) is acknowledged and stored once (events.zitadel.dedupWindow).
-    let r = post(Some(signed(b"s3cret", now)), body).await.unwrap();
-    assert_eq!(r.status(), 202);
+    let r = post(Some(signed(b"s3cret", now)), body).await;
+    assert_eq!(r.status, 202);
     // A publisher may not set delivery state.
     let retried = serde_json::json!({"specversion": "1.0", "id": "e9", "source": "/app",
         "type": "user.created", "attempt": 3});
-    let r = c.post(url("events")).json(&retried).send().await.unwrap();
-    assert_eq!(r.status(), 400);
-    let problem: serde_json::Value = r.json().await.unwrap();
+    let (status, problem) = app.post_json(&url("events"), &retried).await.parts();
+    assert_eq!(status, 400);
     assert!(
         problem["detail"]
             .as_str()
@@ -487,9 +486,8 @@ async fn http_publish_stats_and_signed_zitadel_ingestion() {
         (Some(signed(b"s3cret", now - 3600)), 401),
         (Some("t=abc,v1=00".to_owned()), 401),
     ] {
-        let r = post(sig.clone(), body).await.unwrap();
-        assert_eq!(r.status(), status, "{sig:?}");
-        let problem: serde_json::Value = r.json().await.unwrap();
+        let (code, problem) = post(sig.clone(), body).await.parts();
+        assert_eq!(code, status, "{sig:?}");
         assert_eq!(
             problem["type"].as_str().unwrap().rsplit('/').next(),
             Some("bad-signature")
@@ -500,31 +498,25 @@ async fn http_publish_stats_and_signed_zitadel_ingestion() {
         Some(blinkchamber::events::sign(b"s3cret", now, malformed)),
         malformed,
     )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 400);
-    wait_for_async("serve to handle the signed logout", || async {
-        served.logs().contains("id=zitadel:i1:123:7").then_some(())
+    .await;
+    assert_eq!(r.status, 400);
+    wait_for_async("the signed logout to be handled", || async {
+        handled
+            .ids()
+            .contains(&"zitadel:i1:123:7".to_owned())
+            .then_some(())
     })
     .await;
-    let stats: serde_json::Value = c
-        .get(url("events/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = app.get(&url("events/stats")).await.json();
     for q in stats["queues"].as_array().unwrap() {
         assert_eq!(q["depth"], 0, "{stats}");
     }
-    let handled = served.logs().matches(" event id=").count();
     assert_eq!(
-        handled,
-        2,
-        "only e1 and the signed logout, once: {}",
-        served.logs()
+        handled.ids(),
+        ["e1", "zitadel:i1:123:7"],
+        "only e1 and the signed logout, once"
     );
+    app.runtime().shutdown().await;
 }
 
 #[tokio::test]

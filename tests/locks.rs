@@ -1,5 +1,5 @@
 //! Distributed locks: the same behaviour on the memory backend and on real Redis, then the
-//! HTTP contract through the `blinkchamber` binary.
+//! HTTP contract through the router in process, and a SIGTERM drain of the binary.
 
 mod support;
 
@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::http::{Method, StatusCode};
 use blinkchamber::config::{LocksConfig, RedisConfig};
 use blinkchamber::lock::{LockError, Locks};
 use blinkchamber::{Backend, RedisBackend};
-use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::app::{App, json as json_request};
-use support::serve::Served;
+use support::serve::{Served, send};
 use support::{RedisProc, Store, wait_for_async};
 
 /// Locks on one store, a second instance on the same store (another process's view), and
@@ -341,13 +341,7 @@ async fn bad_names_and_ttls_are_refused(f: &Fixture) {
 }
 
 async fn post(c: &reqwest::Client, url: &str, body: Value) -> (StatusCode, Value) {
-    send(c.post(url).json(&body)).await
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let body = response.json().await.unwrap_or(Value::Null);
+    let (status, _, body) = send(c.post(url).json(&body)).await;
     (status, body)
 }
 

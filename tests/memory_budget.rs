@@ -7,6 +7,8 @@ mod support;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
 use blinkchamber::backend::MemoryBudget;
 use blinkchamber::config::{
     Algorithm, Descriptor, EventsConfig, FailureMode, LocksConfig, RateLimitConfig, RuleConfig,
@@ -16,8 +18,6 @@ use blinkchamber::events::{Event, PublishError, Publisher, Queues};
 use blinkchamber::lock::{LockError, Locks};
 use blinkchamber::ratelimit::{RateLimitError, RateLimiter};
 use blinkchamber::session::{SessionError, SessionKind, Sessions};
-use axum::body::Body;
-use axum::http::{Method, StatusCode};
 use serde_json::json;
 use support::app::{App, json as json_request, request};
 

@@ -7,14 +7,14 @@ mod support;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
 use blinkchamber::RedisBackend;
 use blinkchamber::config::types::duration;
 use blinkchamber::config::{
     Algorithm, Config, Descriptor, FailureMode, RateLimitConfig, RedisConfig, RuleConfig,
 };
 use blinkchamber::ratelimit::{DecisionSource, RateLimitError, RateLimiter};
-use axum::body::Body;
-use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::app::{Answer, App, request, with_json};
 use support::{RedisProc, wait_for_async};

@@ -8,37 +8,15 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use serde_json::Value;
 use support::app::{App, request};
-use support::serve::{Served, run, write};
+use support::serve::{Served, problem, run, send, write};
 use support::{RedisProc, wait_for_async};
-
-const PROBLEM: &str = "application/problem+json";
 
 fn client() -> reqwest::Client {
     support::http()
 }
 
 async fn get_json(c: &reqwest::Client, url: String) -> Value {
-    c.get(url).send().await.unwrap().json().await.unwrap()
-}
-
-async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    assert!(
-        content_type.starts_with(PROBLEM),
-        "content-type {content_type}"
-    );
-    let body: Value = response.json().await.expect("problem JSON");
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert!(
-        body["type"].is_string() && body["title"].is_string(),
-        "{body}"
-    );
-    (status, body)
+    send(c.get(url)).await.2
 }
 
 #[tokio::test]

@@ -1,18 +1,18 @@
 //! Sessions: the same behaviour on the memory backend and on real Redis, timeouts on a
 //! paused clock (memory) and on Redis's own clock, the HTTP contract through the
-//! `blinkchamber` binary, and the cookie layer.
+//! router in process, and the cookie layer.
 
 mod support;
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use blinkchamber::config::{RedisConfig, SessionsConfig};
-use blinkchamber::session::{SessionError, SessionKind, Sessions};
-use blinkchamber::{Backend, RedisBackend};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
+use blinkchamber::config::{RedisConfig, SessionsConfig};
 use blinkchamber::server::request_id;
+use blinkchamber::session::{SessionError, SessionKind, Sessions};
+use blinkchamber::{Backend, RedisBackend};
 use serde_json::{Value, json};
 use support::app::{App, request, with_json};
 use support::{RedisProc, Store, wait_for_async};

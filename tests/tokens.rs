@@ -1,5 +1,5 @@
 //! Tokens: cached introspection on the memory backend and on real Redis, JWT verification
-//! with key rotation, and the HTTP contract through the `blinkchamber` binary, all against
+//! with key rotation, and the HTTP contract (in process, and through the binary for its logs), all against
 //! a ZITADEL stand-in served on loopback by the test itself (real keys, real HTTP).
 
 mod support;
@@ -26,7 +26,7 @@ use futures_util::future::BoxFuture;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use support::app::App;
-use support::serve::Served;
+use support::serve::{Served, send};
 use support::{RedisProc, Store, wait_for_async};
 use tokio::sync::watch;
 
@@ -802,19 +802,6 @@ async fn bad_tokens_are_rejected_with_their_reason() {
 // ---- HTTP ----
 //
 // What the logs must (not) hold needs the binary's stderr; the rest runs in process.
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
-    let response = request.send().await.unwrap();
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-    let headers = HeaderMap::from_iter(response.headers().iter().map(|(k, v)| {
-        (
-            axum::http::HeaderName::from_bytes(k.as_str().as_bytes()).unwrap(),
-            axum::http::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
-        )
-    }));
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, headers, body)
-}
 
 fn serve_config(stub: &Stub, dir: &std::path::Path) -> String {
     let secret = dir.join("client_secret");

@@ -1,7 +1,12 @@
-//! `blinkchamber` as a child process: config files, `serve` on free ports, SIGTERM.
+//! `blinkchamber` as a child process: config files, `serve` on free ports, requests to
+//! it, SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
 
 use super::{free_port, wait_for, wait_for_async};
 
@@ -120,4 +125,36 @@ impl Drop for Served {
             let _ = child.wait();
         }
     }
+}
+
+/// Sends `request` to a served process: status, headers and JSON body (`null` when there
+/// is none).
+pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
+    let response = request.send().await.expect("request to serve");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+/// Status and body of a problem-details answer of a served process: checks the content
+/// type, that `status` matches the answer's and that `type` and `title` are there.
+pub async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with(super::app::PROBLEM),
+        "content-type {content_type}"
+    );
+    let body: Value = response.json().await.expect("problem JSON");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["type"].is_string() && body["title"].is_string(),
+        "{body}"
+    );
+    (status, body)
 }
