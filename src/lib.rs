@@ -21,6 +21,7 @@
 //!   Actions v2 bodies and signatures, the queues (memory and Redis), the publisher, the
 //!   workers and their sinks; [`events::Events`] holds the parts one process shares.
 //! - [`telemetry`] — OpenTelemetry export and trace-context continuation (feature `otel`).
+//! - [`doctor`] — read-only health checks of the backend (`blinkchamber doctor`).
 //! - [`server`] — the axum HTTP API (`/v1`, health, OpenAPI, problem details, auth).
 //! - [`metrics`] — the Prometheus recorder behind `/metrics`.
 //! - `bench` (feature `cli`) — the benchmark harness (`blinkchamber bench`): capability rows side by
@@ -44,6 +45,7 @@ pub mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod events;
 mod http_client;
 pub mod lock;

@@ -72,3 +72,28 @@ async fn a_request_id_is_kept_or_made_and_shows_in_problems() {
     assert_eq!((status, id.as_str()), (StatusCode::OK, "ok-1"));
     assert_eq!(body["status"], "ok");
 }
+
+#[tokio::test]
+async fn diagnostics_answer_the_doctor_report() {
+    let app = app().await;
+    let (status, _, body) = send(
+        &app,
+        Request::get("/v1/diagnostics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["backend"], "memory", "{body}");
+    assert_eq!(body["status"], "pass", "{body}");
+    assert_eq!(body["reachable"], true, "{body}");
+    assert_eq!(body["checks"][0]["check"], "topology.backend", "{body}");
+
+    let (_, _, doc) = send(
+        &app,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert!(doc["paths"]["/v1/diagnostics"]["get"].is_object());
+    for schema in ["Report", "Check", "CheckStatus", "CheckGroup", "Status"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}

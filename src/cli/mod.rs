@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod doctor;
 mod events;
 mod serve;
 mod worker;
@@ -54,6 +55,8 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// Inspect the event queues and operate the dead-letter list (Redis).
     Events(events::EventsArgs),
+    /// Check the backend (topology, memory, load, persistence, queues) and say what to do.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// `--config FILE`, shared by subcommands that read configuration.
@@ -89,14 +92,16 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Events(args) => events::run(args).await,
+            Command::Doctor(args) => return doctor::run(args).await,
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     {
         let _entered = runtime.enter();
         telemetry.flush();
     }
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

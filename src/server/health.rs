@@ -76,3 +76,16 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
         master_epoch,
     })
 }
+
+/// The checks of `blinkchamber doctor` against this instance's backend, as one report
+/// (the same JSON as `doctor --json`); each check is also published as the
+/// `blinkchamber_doctor_check{check,status}` gauge.
+#[utoipa::path(get, path = "/v1/diagnostics", tag = "operations",
+    security(("bearer" = [])),
+    responses((status = 200, description = "the report; `status` is the worst check", body = crate::doctor::Report),
+              (status = 401, description = "missing or bad token", body = super::problem::Problem)))]
+pub async fn diagnostics(State(state): State<AppState>) -> Json<crate::doctor::Report> {
+    let report = crate::doctor::run(state.config(), &[]).await;
+    report.record_metrics();
+    Json(report)
+}

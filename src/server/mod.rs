@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config().server.max_body_bytes;
     let v1 = Router::new()
         .route("/status", get(health::status))
+        .route("/diagnostics", get(health::diagnostics))
         .route("/ratelimit/check", post(ratelimit::check))
         .route(
             "/cache/{namespace}/{key}",

@@ -25,6 +25,7 @@ pub use connect::Endpoint;
 pub use pool::SPREAD_AT;
 pub use pubsub::{Subscription, SubscriptionEvent};
 pub use topology::Master;
+pub(crate) use topology::sentinel_views;
 
 use self::pool::Pool;
 use self::topology::Topology;

@@ -403,6 +403,43 @@ pub(crate) async fn resolve(
     Ok((endpoint, epoch))
 }
 
+/// What each configured Sentinel answers to `SENTINEL MASTER {masterName}` (its fields
+/// by name), or why it did not answer within `dialTimeout` + `readTimeout`: for
+/// diagnostics (`blinkchamber doctor`).
+pub(crate) async fn sentinel_views(
+    cfg: &RedisConfig,
+) -> Vec<(
+    String,
+    Result<std::collections::HashMap<String, String>, String>,
+)> {
+    let limit = cfg.dial_timeout + cfg.read_timeout;
+    let asks = cfg.sentinel.nodes.iter().map(|node| async move {
+        let view = async {
+            let (host, port) = parse_host_port(node)?;
+            let endpoint = Endpoint { host, port };
+            let mut conn =
+                connect::multiplexed(cfg, &endpoint, Role::Sentinel, Some(cfg.read_timeout))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let fields: Vec<String> = redis::cmd("SENTINEL")
+                .arg("MASTER")
+                .arg(&cfg.sentinel.master_name)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(fields
+                .chunks(2)
+                .filter_map(|pair| Some((pair.first()?.clone(), pair.get(1)?.clone())))
+                .collect())
+        };
+        let answer = tokio::time::timeout(limit, view)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")));
+        (node.clone(), answer)
+    });
+    futures_util::future::join_all(asks).await
+}
+
 /// What `sentinel` says the master is, with its config epoch (`SENTINEL MASTER`).
 async fn ask(cfg: &RedisConfig, sentinel: &Endpoint) -> Result<(Endpoint, u64), BackendError> {
     let mut conn =

@@ -1,0 +1,272 @@
+//! `blinkchamber doctor` against real Redis and Sentinel processes put into bad states:
+//! each shows up as the matching `warn`/`fail` with advice, a healthy server passes, and
+//! an unreachable one exits 2.
+
+mod support;
+
+use serde_json::Value;
+use support::serve::{run, write};
+use support::{RedisProc, SentinelGroup, wait_for};
+
+const HEADER: &str = "backend: redis\nserver:\n  auth:\n    enabled: false\n";
+
+/// Runs `doctor --json` with `config`; the exit code and the report.
+fn doctor(config: &str, extra: &[&str]) -> (i32, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "doctor.yaml", config);
+    let mut args = vec!["doctor", "--json", "--config", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run(&args, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+fn standalone(port: u16, events: bool) -> String {
+    format!("{HEADER}redis:\n  port: {port}\nevents:\n  enabled: {events}\n")
+}
+
+/// The check named `name`.
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+}
+
+fn statuses(report: &Value) -> Vec<(String, String)> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["check"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn healthy_redis() -> RedisProc {
+    RedisProc::start_with(&["--maxmemory", "256mb"])
+}
+
+#[test]
+fn a_healthy_server_passes_every_check() {
+    let redis = healthy_redis();
+    let (code, report) = doctor(&standalone(redis.port, true), &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let not_passing: Vec<_> = statuses(&report)
+        .into_iter()
+        .filter(|(_, s)| s != "pass")
+        .collect();
+    assert!(not_passing.is_empty(), "{not_passing:?}\n{report:#}");
+    assert_eq!(report["status"], "pass");
+    for name in [
+        "topology.role",
+        "memory.used",
+        "memory.policy",
+        "load.slowlog",
+        "persistence.status",
+        "process.clock",
+        "events.queue.high",
+        "events.deadLetters",
+    ] {
+        check(&report, name);
+    }
+    // --only runs just those groups.
+    let (_, report) = doctor(&standalone(redis.port, true), &["--only", "memory,load"]);
+    let groups: std::collections::HashSet<_> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["group"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        groups,
+        ["memory", "load"].map(String::from).into(),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn an_evicting_policy_where_queues_live_fails_with_advice() {
+    let redis = healthy_redis();
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut conn)
+        .unwrap();
+    let (code, report) = doctor(&standalone(redis.port, true), &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let policy = check(&report, "memory.policy");
+    assert_eq!(policy["status"], "fail", "{policy}");
+    assert!(policy["measured"].as_str().unwrap().contains("allkeys-lru"));
+    assert!(policy["advice"].as_str().unwrap().contains("noeviction"));
+}
+
+#[test]
+fn an_unreachable_server_exits_2() {
+    let port = support::free_port();
+    let (code, report) = doctor(&standalone(port, false), &[]);
+    assert_eq!(code, 2, "{report:#}");
+    assert_eq!(report["reachable"], false);
+    let reach = check(&report, "topology.reachable.redis");
+    assert_eq!(reach["status"], "fail");
+    assert!(reach["advice"].is_string());
+}
+
+#[test]
+fn memory_near_maxmemory_warns() {
+    let redis = healthy_redis();
+    let mut conn = redis.conn();
+    // 32 MiB of data, so the doctor's own connections do not move the share.
+    let block = "x".repeat(1 << 20);
+    for i in 0..32 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("fill:{i}"))
+            .arg(&block)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut conn).unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // About 87 % used.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used * 100 / 87)
+        .query(&mut conn)
+        .unwrap();
+    let (code, report) = doctor(&standalone(redis.port, false), &["--only", "memory"]);
+    let used = check(&report, "memory.used");
+    assert_eq!(used["status"], "warn", "{report:#}");
+    assert!(used["advice"].as_str().unwrap().contains("maxmemory"));
+    assert_eq!(code, 0, "a warning alone does not fail the run");
+}
+
+#[test]
+fn dead_letters_and_a_slow_script_warn_without_showing_arguments() {
+    let redis = healthy_redis();
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("LPUSH")
+        .arg("zitadel:events:dead_letter")
+        .arg(r#"{"specversion":"1.0","id":"d1","source":"/t","type":"user.created"}"#)
+        .query(&mut conn)
+        .unwrap();
+    // A script that keeps Redis busy for 150 ms.
+    let _: () = redis::cmd("EVAL")
+        .arg(
+            "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+             repeat local n = redis.call('TIME') until n[1] * 1000000 + n[2] - s > 150000 \
+             return 'secret-argument-free'",
+        )
+        .arg(0)
+        .query::<String>(&mut conn)
+        .map(|_| ())
+        .unwrap();
+    let (code, report) = doctor(&standalone(redis.port, true), &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let dead = check(&report, "events.deadLetters");
+    assert_eq!(dead["status"], "warn", "{dead}");
+    assert!(
+        dead["measured"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 dead letter")
+    );
+    let slow = check(&report, "load.slowlog");
+    assert_eq!(slow["status"], "warn", "{slow}");
+    let measured = slow["measured"].as_str().unwrap();
+    assert!(measured.contains("EVAL"), "{measured}");
+    assert!(!report.to_string().contains("secret-argument-free"));
+    assert!(
+        !report.to_string().contains("redis.call"),
+        "script text shown"
+    );
+}
+
+#[test]
+fn sentinel_lab_a_dead_replica_and_a_lost_quorum_fail() {
+    let mut group = SentinelGroup::start();
+    let config = format!(
+        "{HEADER}redis:\n  mode: sentinel\n  sentinel:\n    masterName: mymaster\n    nodes: [{}]\n",
+        group.sentinel_nodes().join(", ")
+    );
+    for node in &group.nodes {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg("256mb")
+            .query(&mut node.conn())
+            .unwrap();
+    }
+    let (code, report) = doctor(&config, &["--only", "topology"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(check(&report, "topology.sentinels.agree")["status"], "pass");
+    assert_eq!(
+        check(&report, "topology.sentinels.quorum")["status"],
+        "pass"
+    );
+    assert_eq!(check(&report, "topology.replica1")["status"], "pass");
+
+    // A replica dies: the master lists it until it notices; wait for that.
+    group.nodes[2].kill();
+    let master = &group.nodes[0];
+    wait_for("the master to drop the dead replica", || {
+        let n: u32 = master
+            .info_field("replication", "connected_slaves")?
+            .parse()
+            .ok()?;
+        (n == 1).then_some(())
+    });
+    // Quorum 3 of 3 with one Sentinel down: no failover possible.
+    for s in &group.sentinels {
+        let _: () = redis::cmd("SENTINEL")
+            .arg("SET")
+            .arg("mymaster")
+            .arg("quorum")
+            .arg(3)
+            .query(&mut s.conn())
+            .unwrap();
+    }
+    group.sentinels[2].kill();
+    let (code, report) = doctor(&config, &["--only", "topology"]);
+    assert_eq!(code, 1, "{report:#}");
+    let quorum = check(&report, "topology.sentinels.quorum");
+    assert_eq!(quorum["status"], "fail", "{quorum}");
+    assert!(
+        quorum["measured"]
+            .as_str()
+            .unwrap()
+            .contains("quorum 3, 2 of 3")
+    );
+    let down = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["check"]
+                .as_str()
+                .unwrap()
+                .starts_with("topology.sentinel.127")
+        })
+        .expect("the dead Sentinel is named");
+    assert_eq!(down["status"], "warn");
+}
