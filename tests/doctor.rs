@@ -159,6 +159,14 @@ fn memory_near_maxmemory_warns() {
     assert_eq!(used["status"], "warn", "{report:#}");
     assert!(used["advice"].as_str().unwrap().contains("maxmemory"));
     assert_eq!(code, 0, "a warning alone does not fail the run");
+    // The threshold is config: warning from 90 % on, 87 % passes.
+    let relaxed = standalone(redis.port, false) + "doctor:\n  memoryWarn: 0.9\n";
+    let (_, report) = doctor(&relaxed, &["--only", "memory"]);
+    assert_eq!(
+        check(&report, "memory.used")["status"],
+        "pass",
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -181,8 +189,24 @@ fn dead_letters_and_a_slow_script_warn_without_showing_arguments() {
         .query::<String>(&mut conn)
         .map(|_| ())
         .unwrap();
+    // A consumer whose lease ran out long ago, with no worker to reap it.
+    let state = blinkchamber::config::QueuesConfig::default().state_prefix;
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{state}consumers"))
+        .arg(1)
+        .arg("worker-gone")
+        .query(&mut conn)
+        .unwrap();
     let (code, report) = doctor(&standalone(redis.port, true), &[]);
     assert_eq!(code, 0, "{report:#}");
+    let leases = check(&report, "events.leases");
+    assert_eq!(leases["status"], "warn", "{leases}");
+    assert!(
+        leases["measured"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 consumer lease")
+    );
     let dead = check(&report, "events.deadLetters");
     assert_eq!(dead["status"], "warn", "{dead}");
     assert!(

@@ -9,6 +9,7 @@
 
 mod backend;
 mod cache;
+mod doctor;
 mod env;
 mod events;
 pub mod events_bounds;
@@ -29,6 +30,7 @@ pub use cache::{
     CacheConfig, CircuitBreakerConfig, CompressionConfig, DistributedLoadConfig, L1Config,
     TtlConfig,
 };
+pub use doctor::DoctorConfig;
 pub use env::ENV_PREFIX;
 pub use events::{
     ConsumerConfig, EventsConfig, PerformanceConfig, PriorityMode, PriorityWeights,
@@ -72,6 +74,8 @@ pub struct Config {
     pub locks: LocksConfig,
     /// Sessions.
     pub sessions: SessionsConfig,
+    /// Thresholds of `blinkchamber doctor`.
+    pub doctor: DoctorConfig,
     /// Token introspection and JWT verification.
     pub tokens: TokensConfig,
 }
@@ -92,6 +96,7 @@ impl Config {
         self.events.validate()?;
         self.sessions.validate()?;
         self.tokens.validate()?;
+        self.doctor.validate()?;
         key_spaces::check(self).map_err(|(key, message)| invalid(&key, message))?;
         if self.backend == BackendKind::Redis {
             for (key, redis) in self.redis_blocks() {

@@ -5,24 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::redis_info::Info;
 use super::{Check, Group, Report, Status};
 use crate::backend::RedisBackend;
-use crate::config::{BackendKind, Config, RedisConfig, RedisMode};
-
-/// Used memory over `maxmemory` from which memory warns, and fails.
-const MEMORY_WARN: f64 = 0.80;
-const MEMORY_FAIL: f64 = 0.95;
-/// `mem_fragmentation_ratio` above which memory warns (only past 64 MiB used: small
-/// instances always look fragmented).
-const FRAGMENTATION_WARN: f64 = 1.5;
-/// Connected clients over `maxclients` from which load warns.
-const CLIENTS_WARN: f64 = 0.80;
-/// A slow-log entry slower than this warns.
-const SLOW_WARN: Duration = Duration::from_millis(100);
-/// Replica lag (seconds since its last ack) from which topology warns.
-const REPLICA_LAG_WARN: f64 = 10.0;
-/// The oldest waiting event's age from which capabilities warn.
-const QUEUE_AGE_WARN: Duration = Duration::from_secs(300);
-/// Clock offset between this host and Redis from which process warns.
-const CLOCK_WARN: Duration = Duration::from_millis(500);
+use crate::config::{BackendKind, Config, DoctorConfig, RedisConfig, RedisMode};
 
 /// One Redis handle the config uses, with the capabilities on it.
 struct Handle {
@@ -107,16 +90,16 @@ pub async fn run(config: &Config, only: &[Group]) -> Report {
             topology(&mut out, config, handle, &backend, &info, &at).await;
         }
         if wants(Group::Memory) {
-            memory(&mut out, handle, &backend, &info, &at).await;
+            memory(&mut out, &config.doctor, handle, &backend, &info, &at).await;
         }
         if wants(Group::Load) {
-            load(&mut out, handle, &backend, &info, &at).await;
+            load(&mut out, &config.doctor, handle, &backend, &info, &at).await;
         }
         if wants(Group::Persistence) {
             persistence(&mut out, handle, &info, &at);
         }
         if wants(Group::Process) {
-            clock(&mut out, handle, &backend, &at).await;
+            clock(&mut out, &config.doctor, handle, &backend, &at).await;
         }
         if handle.holds.contains(&"event queues") {
             queues_on = Some(backend);
@@ -238,7 +221,7 @@ async fn topology(
         let behind = repl_offset - r.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0.0);
         let status = if state != "online" {
             Status::Fail
-        } else if lag >= REPLICA_LAG_WARN {
+        } else if lag >= config.doctor.replica_lag.as_secs_f64() {
             Status::Warn
         } else {
             Status::Pass
@@ -379,7 +362,14 @@ async fn sentinels(out: &mut Checks, handle: &Handle, backend: &RedisBackend) {
     }
 }
 
-async fn memory(out: &mut Checks, handle: &Handle, backend: &RedisBackend, info: &Info, at: &str) {
+async fn memory(
+    out: &mut Checks,
+    t: &DoctorConfig,
+    handle: &Handle,
+    backend: &RedisBackend,
+    info: &Info,
+    at: &str,
+) {
     let used = info.num("used_memory").unwrap_or(0.0);
     let max = info.num("maxmemory").unwrap_or(0.0);
     let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
@@ -388,9 +378,9 @@ async fn memory(out: &mut Checks, handle: &Handle, backend: &RedisBackend, info:
         out.push(
             Group::Memory,
             name(handle, "memory.used"),
-            if share >= MEMORY_FAIL {
+            if share >= t.memory_fail {
                 Status::Fail
-            } else if share >= MEMORY_WARN {
+            } else if share >= t.memory_warn {
                 Status::Warn
             } else {
                 Status::Pass
@@ -423,7 +413,7 @@ async fn memory(out: &mut Checks, handle: &Handle, backend: &RedisBackend, info:
     out.push(
         Group::Memory,
         name(handle, "memory.fragmentation"),
-        if frag > FRAGMENTATION_WARN && used > 64.0 * 1048576.0 {
+        if frag > t.fragmentation_warn && used > 64.0 * 1048576.0 {
             Status::Warn
         } else {
             Status::Pass
@@ -473,7 +463,14 @@ async fn memory(out: &mut Checks, handle: &Handle, backend: &RedisBackend, info:
     );
 }
 
-async fn load(out: &mut Checks, handle: &Handle, backend: &RedisBackend, info: &Info, at: &str) {
+async fn load(
+    out: &mut Checks,
+    t: &DoctorConfig,
+    handle: &Handle,
+    backend: &RedisBackend,
+    info: &Info,
+    at: &str,
+) {
     let slow: Vec<redis::Value> = backend
         .query(redis::cmd("SLOWLOG").arg("GET").arg(5))
         .await
@@ -483,7 +480,7 @@ async fn load(out: &mut Checks, handle: &Handle, backend: &RedisBackend, info: &
     out.push(
         Group::Load,
         name(handle, "load.slowlog"),
-        if Duration::from_micros(worst) >= SLOW_WARN {
+        if Duration::from_micros(worst) >= t.slow_command {
             Status::Warn
         } else {
             Status::Pass
@@ -503,7 +500,7 @@ async fn load(out: &mut Checks, handle: &Handle, backend: &RedisBackend, info: &
         Some(format!(
             "a command took over {} ms and blocked every client meanwhile: see \
              `SLOWLOG GET` on {at} (arguments are not shown here: they can hold ids)",
-            SLOW_WARN.as_millis()
+            t.slow_command.as_millis()
         )),
     );
     let latency: Vec<redis::Value> = backend
@@ -527,7 +524,7 @@ async fn load(out: &mut Checks, handle: &Handle, backend: &RedisBackend, info: &
     out.push(
         Group::Load,
         name(handle, "load.clients"),
-        if rejected > 0.0 || clients / max_clients >= CLIENTS_WARN {
+        if rejected > 0.0 || clients / max_clients >= t.clients_warn {
             Status::Warn
         } else {
             Status::Pass
@@ -592,7 +589,13 @@ fn persistence(out: &mut Checks, handle: &Handle, info: &Info, at: &str) {
     );
 }
 
-async fn clock(out: &mut Checks, handle: &Handle, backend: &RedisBackend, at: &str) {
+async fn clock(
+    out: &mut Checks,
+    t: &DoctorConfig,
+    handle: &Handle,
+    backend: &RedisBackend,
+    at: &str,
+) {
     let before = unix_now();
     let Ok((secs, micros)) = backend.query::<(u64, u64)>(&redis::cmd("TIME")).await else {
         return;
@@ -604,7 +607,7 @@ async fn clock(out: &mut Checks, handle: &Handle, backend: &RedisBackend, at: &s
     out.push(
         Group::Process,
         name(handle, "process.clock"),
-        if offset >= CLOCK_WARN {
+        if offset >= t.clock_offset {
             Status::Warn
         } else {
             Status::Pass
@@ -622,7 +625,7 @@ async fn clock(out: &mut Checks, handle: &Handle, backend: &RedisBackend, at: &s
 }
 
 async fn events(out: &mut Checks, config: &Config, backend: RedisBackend) {
-    let queues = crate::events::Queues::redis(&config.events, backend);
+    let queues = crate::events::Queues::redis(&config.events, backend.clone());
     let Ok(stats) = queues.stats().await else {
         return;
     };
@@ -631,7 +634,7 @@ async fn events(out: &mut Checks, config: &Config, backend: RedisBackend) {
         out.push(
             Group::Capabilities,
             format!("events.queue.{}", priority.as_str()),
-            if age >= QUEUE_AGE_WARN.as_secs_f64() {
+            if age >= config.doctor.queue_age.as_secs_f64() {
                 Status::Warn
             } else {
                 Status::Pass
@@ -644,12 +647,52 @@ async fn events(out: &mut Checks, config: &Config, backend: RedisBackend) {
                 q.retrying
             ),
             Some(
-                "events wait longer than 5 minutes: are workers running (`blinkchamber \
+                "events wait longer than doctor.queueAge: are workers running (`blinkchamber \
                  worker`), and is events.performance.workerCount enough?"
                     .into(),
             ),
         );
     }
+    // Leases past their deadline on Redis's clock: reaping gives them back as soon as
+    // any worker takes, so lasting ones mean no worker is running.
+    let consumers = format!("{}consumers", config.events.queues.state_prefix);
+    if let Ok((secs, micros)) = backend.query::<(u64, u64)>(&redis::cmd("TIME")).await {
+        let now_ms = secs * 1000 + micros / 1000;
+        let expired: u64 = backend
+            .query(redis::cmd("ZCOUNT").arg(&consumers).arg("-inf").arg(now_ms))
+            .await
+            .unwrap_or(0);
+        out.push(
+            Group::Capabilities,
+            "events.leases",
+            if expired > 0 {
+                Status::Warn
+            } else {
+                Status::Pass
+            },
+            format!("{expired} consumer leases past their deadline"),
+            Some(
+                "a worker died holding a batch and no worker has taken since: start \
+                 `blinkchamber worker` (its events go back to their queues then)"
+                    .into(),
+            ),
+        );
+    }
+    let newest: Option<Vec<u8>> = backend
+        .query(
+            redis::cmd("LINDEX")
+                .arg(&config.events.queues.dead_letter)
+                .arg(0),
+        )
+        .await
+        .unwrap_or(None);
+    let newest_age = newest
+        .and_then(|stored| crate::events::decode(&stored).ok())
+        .and_then(|event| {
+            let at = event.extensions.get("deadat")?.as_str()?.to_owned();
+            crate::events::envelope::parse_rfc3339(&at).ok()
+        })
+        .and_then(|at| SystemTime::now().duration_since(at).ok());
     out.push(
         Group::Capabilities,
         "events.deadLetters",
@@ -659,8 +702,13 @@ async fn events(out: &mut Checks, config: &Config, backend: RedisBackend) {
             Status::Pass
         },
         format!(
-            "{} dead letters in {}",
-            stats.dead, config.events.queues.dead_letter
+            "{} dead letters in {}{}",
+            stats.dead,
+            config.events.queues.dead_letter,
+            newest_age.map_or(String::new(), |age| format!(
+                ", newest {}s old",
+                age.as_secs()
+            ))
         ),
         Some(
             "read them with `blinkchamber events dead-letter list`, fix the sink, then \
