@@ -56,7 +56,7 @@ fn statuses(report: &Value) -> Vec<(String, String)> {
 }
 
 fn healthy_redis() -> RedisProc {
-    RedisProc::start_with(&["--maxmemory", "256mb"])
+    RedisProc::start_with(&["--maxmemory", "256mb", "--appendonly", "yes"])
 }
 
 #[test]
@@ -107,8 +107,18 @@ fn an_evicting_policy_where_queues_live_fails_with_advice() {
         .arg("allkeys-lru")
         .query(&mut conn)
         .unwrap();
+    // And nothing persisted: a restart would lose everything.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("no")
+        .query(&mut conn)
+        .unwrap();
     let (code, report) = doctor(&standalone(redis.port, true), &[]);
     assert_eq!(code, 1, "{report:#}");
+    let persisted = check(&report, "persistence.enabled");
+    assert_eq!(persisted["status"], "warn", "{persisted}");
+    assert!(persisted["advice"].as_str().unwrap().contains("appendonly"));
     let policy = check(&report, "memory.policy");
     assert_eq!(policy["status"], "fail", "{policy}");
     assert!(policy["measured"].as_str().unwrap().contains("allkeys-lru"));

@@ -96,7 +96,7 @@ pub async fn run(config: &Config, only: &[Group]) -> Report {
             load(&mut out, &config.doctor, handle, &backend, &info, &at).await;
         }
         if wants(Group::Persistence) {
-            persistence(&mut out, handle, &info, &at);
+            persistence(&mut out, handle, &backend, &info, &at).await;
         }
         if wants(Group::Process) {
             clock(&mut out, &config.doctor, handle, &backend, &at).await;
@@ -558,7 +558,38 @@ fn slow_entry(entry: &redis::Value) -> Option<(u64, String)> {
     Some((us, command))
 }
 
-fn persistence(out: &mut Checks, handle: &Handle, info: &Info, at: &str) {
+async fn persistence(
+    out: &mut Checks,
+    handle: &Handle,
+    backend: &RedisBackend,
+    info: &Info,
+    at: &str,
+) {
+    let save: Vec<String> = backend
+        .query(redis::cmd("CONFIG").arg("GET").arg("save"))
+        .await
+        .unwrap_or_default();
+    let snapshots = save.get(1).is_some_and(|s| !s.trim().is_empty());
+    let aof_enabled = info.get("aof_enabled") == Some("1");
+    out.push(
+        Group::Persistence,
+        name(handle, "persistence.enabled"),
+        if snapshots || aof_enabled || !handle.durable {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
+        format!(
+            "RDB snapshots {}, AOF {} on {at}",
+            if snapshots { "on" } else { "off" },
+            if aof_enabled { "on" } else { "off" }
+        ),
+        Some(format!(
+            "a restart of {at} without a replica to fail over to loses {}: turn on \
+             `appendonly yes` (or RDB `save` points)",
+            handle.holds.join(", ")
+        )),
+    );
     let rdb = info.get("rdb_last_bgsave_status").unwrap_or("ok");
     let aof_on = info.get("aof_enabled") == Some("1");
     let aof = info.get("aof_last_write_status").unwrap_or("ok");
