@@ -82,6 +82,33 @@ fn a_healthy_server_passes_every_check() {
     ] {
         check(&report, name);
     }
+    // Capability keys are counted: two sessions of two kinds, one held lock.
+    let mut conn = redis.conn();
+    for (key, kind) in [
+        ("blinkchamber:session:s:aa", "web"),
+        ("blinkchamber:session:s:bb", "api"),
+    ] {
+        let _: () = redis::cmd("HSET")
+            .arg(key)
+            .arg("kind")
+            .arg(kind)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("blinkchamber:lock:lease:jobs")
+        .arg("t:1")
+        .query(&mut conn)
+        .unwrap();
+    let (_, report) = doctor(&standalone(redis.port, true), &["--only", "capabilities"]);
+    let counts = check(&report, "keys.counts")["measured"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        counts.starts_with("2 sessions (api: 1, web: 1), 1 locks held, 0 rate-limit keys"),
+        "{counts}"
+    );
     // --only runs just those groups.
     let (_, report) = doctor(&standalone(redis.port, true), &["--only", "memory,load"]);
     let groups: std::collections::HashSet<_> = report["checks"]

@@ -101,6 +101,9 @@ pub async fn run(config: &Config, only: &[Group]) -> Report {
         if wants(Group::Process) {
             clock(&mut out, &config.doctor, handle, &backend, &at).await;
         }
+        if wants(Group::Capabilities) && handle.key == "redis" {
+            key_counts(&mut out, config, &backend).await;
+        }
         if handle.holds.contains(&"event queues") {
             queues_on = Some(backend);
         }
@@ -746,6 +749,92 @@ async fn events(out: &mut Checks, config: &Config, backend: RedisBackend) {
              `events dead-letter replay --all`"
                 .into(),
         ),
+    );
+}
+
+/// Most `SCAN` calls (of 1000 keys each) the key counts may make.
+const SCAN_BUDGET: usize = 20;
+/// Most sessions whose kind is read.
+const KIND_SAMPLE: usize = 200;
+
+/// Sessions (by kind), held locks and rate-limit keys in the default database, from one
+/// `SCAN` pass bounded by [`SCAN_BUDGET`]: counts are lower bounds when the keyspace is
+/// larger, and say so.
+async fn key_counts(out: &mut Checks, config: &Config, backend: &RedisBackend) {
+    let sessions_prefix = format!("{}s:", config.sessions.key_prefix);
+    let locks_prefix = format!("{}lease:", config.locks.key_prefix);
+    let limits_prefix = config.rate_limit.key_prefix.as_str();
+    let (mut sessions, mut locks, mut limits) = (Vec::new(), 0u64, 0u64);
+    let mut cursor = 0u64;
+    let mut complete = false;
+    for _ in 0..SCAN_BUDGET {
+        let Ok((next, keys)) = backend
+            .query::<(u64, Vec<String>)>(redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000))
+            .await
+        else {
+            return;
+        };
+        for key in keys {
+            if key.starts_with(&sessions_prefix) {
+                sessions.push(key);
+            } else if key.starts_with(&locks_prefix) {
+                locks += 1;
+            } else if key.starts_with(limits_prefix) {
+                limits += 1;
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            complete = true;
+            break;
+        }
+    }
+    let mut kinds = std::collections::BTreeMap::<String, u64>::new();
+    let mut pipe = redis::pipe();
+    for key in sessions.iter().take(KIND_SAMPLE) {
+        pipe.cmd("HGET").arg(key).arg("kind");
+    }
+    if !sessions.is_empty()
+        && let Ok(found) = backend
+            .pipeline::<Vec<Option<String>>>(crate::Retry::Idempotent, &pipe)
+            .await
+    {
+        for kind in found.into_iter().flatten() {
+            *kinds.entry(kind).or_default() += 1;
+        }
+    }
+    let bound = if complete { "" } else { "at least " };
+    out.push(
+        Group::Capabilities,
+        "keys.counts",
+        Status::Pass,
+        format!(
+            "{bound}{} sessions{}, {bound}{locks} locks held, {bound}{limits} rate-limit keys{}",
+            sessions.len(),
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({}{})",
+                    kinds
+                        .iter()
+                        .map(|(k, n)| format!("{k}: {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if sessions.len() > KIND_SAMPLE {
+                        format!(" in the first {KIND_SAMPLE}")
+                    } else {
+                        String::new()
+                    }
+                )
+            },
+            if complete {
+                String::new()
+            } else {
+                format!(" (SCAN stopped after {SCAN_BUDGET} × 1000 keys)")
+            }
+        ),
+        None,
     );
 }
 
