@@ -53,76 +53,133 @@ app.kubernetes.io/component: {{ .component }}
 {{- toYaml (mergeOverwrite (deepCopy .Values.config) (deepCopy .Values.extraConfig)) -}}
 {{- end -}}
 
+{{/* Where the config ConfigMap is mounted, and the file every subcommand reads. */}}
+{{- define "bcr.configDir" -}}
+/etc/blinkchamber
+{{- end -}}
+
+{{- define "bcr.configFile" -}}
+{{ include "bcr.configDir" . }}/config.yaml
+{{- end -}}
+
+{{/*
+Labels of a runtime pod; pass (dict "ctx" . "component" "serve").
+*/}}
+{{- define "bcr.podLabels" -}}
+{{ include "bcr.selectorLabels" . }}
+{{ include "bcr.commonLabels" .ctx }}
+{{- with .ctx.Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Annotations of a runtime pod; pass (dict "ctx" . "oneShot" BOOL).
+The Vault agent writes each secret to /vault/secrets/NAME; the binary reads them with
+valueFromFile and re-reads them when the sidecar agent rewrites the file. A one-shot pod
+(the helm test) gets the files from the init agent only: a sidecar agent never exits, so
+the pod would never complete.
+*/}}
+{{- define "bcr.podAnnotations" -}}
+{{- $v := .ctx.Values -}}
+checksum/config: {{ include "bcr.config" .ctx | sha256sum }}
+{{- if $v.vault.enabled }}
+vault.hashicorp.com/agent-inject: "true"
+vault.hashicorp.com/role: {{ $v.vault.role | quote }}
+vault.hashicorp.com/agent-init-first: {{ $v.vault.initFirst | quote }}
+vault.hashicorp.com/agent-pre-populate-only: {{ or .oneShot (not $v.vault.sidecar) | quote }}
+vault.hashicorp.com/agent-run-as-user: {{ $v.podSecurityContext.runAsUser | default 65532 | quote }}
+{{- range $name, $s := $v.vault.secrets }}
+vault.hashicorp.com/agent-inject-secret-{{ $name }}: {{ $s.path | quote }}
+vault.hashicorp.com/agent-inject-template-{{ $name }}: |
+  {{ printf "{{- with secret %q -}}{{ .Data.data.%s }}{{- end }}" $s.path $s.key }}
+{{- end }}
+{{- end }}
+{{- with $v.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Pod spec fields every runtime pod shares: identity (the service account the Vault role is
+bound to), pull secrets, pod security context and placement on nodes. Pass the root context.
+*/}}
+{{- define "bcr.podSpecCommon" -}}
+serviceAccountName: {{ include "bcr.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.vault.enabled }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Container fields every runtime container shares: image, env, security context. */}}
+{{- define "bcr.containerCommon" -}}
+image: {{ include "bcr.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- with .Values.env }}
+env:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end -}}
+
+{{/* Volume mounts of a container running the binary: the config, and /tmp writable. */}}
+{{- define "bcr.volumeMounts" -}}
+- {name: config, mountPath: {{ include "bcr.configDir" . }}, readOnly: true}
+- {name: tmp, mountPath: /tmp}
+{{- end -}}
+
+{{/* Volumes behind bcr.volumeMounts. */}}
+{{- define "bcr.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "bcr.fullname" . }}-config
+- name: tmp
+  emptyDir: {sizeLimit: 64Mi}
+{{- end -}}
+
 {{/*
 Pod template shared by serve and worker; pass (dict "ctx" . "component" "serve" "args" (list ...) "resources" ...).
-The Vault agent writes each secret to /vault/secrets/NAME; the binary reads them with
-valueFromFile and re-reads them when the sidecar agent rewrites the file.
 */}}
 {{- define "bcr.podTemplate" -}}
 {{- $ctx := .ctx -}}
 {{- $v := $ctx.Values -}}
 metadata:
   labels:
-    {{- include "bcr.selectorLabels" . | nindent 4 }}
-    {{- include "bcr.commonLabels" $ctx | nindent 4 }}
-    {{- with $v.podLabels }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
+    {{- include "bcr.podLabels" . | nindent 4 }}
   annotations:
-    checksum/config: {{ include "bcr.config" $ctx | sha256sum }}
-    {{- if $v.vault.enabled }}
-    vault.hashicorp.com/agent-inject: "true"
-    vault.hashicorp.com/role: {{ $v.vault.role | quote }}
-    vault.hashicorp.com/agent-init-first: {{ $v.vault.initFirst | quote }}
-    vault.hashicorp.com/agent-pre-populate-only: {{ not $v.vault.sidecar | quote }}
-    vault.hashicorp.com/agent-run-as-user: {{ $v.podSecurityContext.runAsUser | default 65532 | quote }}
-    {{- range $name, $s := $v.vault.secrets }}
-    vault.hashicorp.com/agent-inject-secret-{{ $name }}: {{ $s.path | quote }}
-    vault.hashicorp.com/agent-inject-template-{{ $name }}: |
-      {{ printf "{{- with secret %q -}}{{ .Data.data.%s }}{{- end }}" $s.path $s.key }}
-    {{- end }}
-    {{- end }}
-    {{- with $v.podAnnotations }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
+    {{- include "bcr.podAnnotations" . | nindent 4 }}
 spec:
-  serviceAccountName: {{ include "bcr.serviceAccountName" $ctx }}
-  automountServiceAccountToken: {{ $v.vault.enabled }}
-  {{- with $v.imagePullSecrets }}
-  imagePullSecrets:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  securityContext:
-    {{- toYaml $v.podSecurityContext | nindent 4 }}
+  {{- include "bcr.podSpecCommon" $ctx | nindent 2 }}
   terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
   {{- if $v.configCheck.enabled }}
   initContainers:
     - name: config-check
-      image: {{ include "bcr.image" $ctx }}
-      imagePullPolicy: {{ $v.image.pullPolicy }}
-      args: ["config", "check", "/etc/blinkchamber/config.yaml"]
-      {{- with $v.env }}
-      env:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      securityContext:
-        {{- toYaml $v.securityContext | nindent 8 }}
+      {{- include "bcr.containerCommon" $ctx | nindent 6 }}
+      args: ["config", "check", {{ include "bcr.configFile" $ctx | quote }}]
       resources:
         requests: {cpu: 10m, memory: 16Mi}
         limits: {cpu: 200m, memory: 64Mi}
       volumeMounts:
-        - {name: config, mountPath: /etc/blinkchamber, readOnly: true}
+        - {name: config, mountPath: {{ include "bcr.configDir" $ctx }}, readOnly: true}
   {{- end }}
   containers:
     - name: {{ .component }}
-      image: {{ include "bcr.image" $ctx }}
-      imagePullPolicy: {{ $v.image.pullPolicy }}
+      {{- include "bcr.containerCommon" $ctx | nindent 6 }}
       args:
         {{- toYaml .args | nindent 8 }}
-      {{- with $v.env }}
-      env:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
       ports:
         {{- if eq .component "serve" }}
         - {name: http, containerPort: {{ $v.ports.http }}, protocol: TCP}
@@ -139,17 +196,10 @@ spec:
       {{- end }}
       resources:
         {{- toYaml .resources | nindent 8 }}
-      securityContext:
-        {{- toYaml $v.securityContext | nindent 8 }}
       volumeMounts:
-        - {name: config, mountPath: /etc/blinkchamber, readOnly: true}
-        - {name: tmp, mountPath: /tmp}
+        {{- include "bcr.volumeMounts" $ctx | nindent 8 }}
   volumes:
-    - name: config
-      configMap:
-        name: {{ include "bcr.fullname" $ctx }}-config
-    - name: tmp
-      emptyDir: {sizeLimit: 64Mi}
+    {{- include "bcr.volumes" $ctx | nindent 4 }}
   affinity:
     podAntiAffinity:
       {{- if eq $v.podAntiAffinity "hard" }}
@@ -175,13 +225,5 @@ spec:
       labelSelector:
         matchLabels:
           {{- include "bcr.selectorLabels" . | nindent 10 }}
-  {{- end }}
-  {{- with $v.nodeSelector }}
-  nodeSelector:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with $v.tolerations }}
-  tolerations:
-    {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end -}}
