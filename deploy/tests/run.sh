@@ -288,7 +288,66 @@ chart_tests() {
   broken_chart_caught "an alert selecting on a label the metric does not carry" \
     "BlinkChamberHTTPErrors: blinkchamber_http_requests_total has no label ['code']" \
     templates/prometheusrule.yaml 's.replace("{status=~\"5..\"}", "{code=~\"5..\"}")'
+  doctor_test_tests
   install_check_tests
+}
+
+# doctor_test_tests: the `helm test` pod running `blinkchamber doctor --json`. The manifest
+# checks above hold it to the serve Deployment in every env; here: it goes away when
+# switched off, and each of its checks fails on a render that breaks what it checks.
+doctor_test_tests() {
+  local tpl=charts/blinkchamber-runtime/templates/tests/doctor.yaml
+  check "helm test doctor pod rendered by default, absent with tests.doctor.enabled=false" doctor_test_gated "$WORK/chart"
+  expect_failure "doctor test gate check catches a pod rendered whatever the value" doctor_test_gate_broken
+  broken_render_caught "no helm test pod running doctor" "no helm test pod runs \`blinkchamber doctor\`" \
+    --set blinkchamber-runtime.tests.doctor.enabled=false
+  broken_chart_caught "a doctor pod that is not a helm test hook" \
+    "Pod/blinkchamber-doctor-test is not a helm test hook" \
+    "$tpl" 's.replace("helm.sh/hook: test", "helm.sh/hook: post-install")'
+  broken_chart_caught "a doctor pod reading another config file than serve" \
+    "want doctor --json --config /etc/blinkchamber/config.yaml (serve's --config)" \
+    "$tpl" 's.replace("{{ include \"bcr.configFile\" . | quote }}", "\"/etc/blinkchamber/doctor.yaml\"")'
+  broken_chart_caught "a doctor pod mounting other volumes than serve" \
+    "Pod/blinkchamber-doctor-test: container volumeMounts differs from serve's" \
+    "$tpl" 's.replace("{{- include \"bcr.volumeMounts\" . | nindent 8 }}", "- {name: config, mountPath: /etc/blinkchamber, readOnly: true}")'
+  broken_chart_caught "a doctor pod with a writable root filesystem" \
+    "Pod/blinkchamber-doctor-test: container doctor: security context" \
+    "$tpl" 's.replace("{{- include \"bcr.containerCommon\" . | nindent 6 }}", "{{- include \"bcr.containerCommon\" . | replace \"readOnlyRootFilesystem: true\" \"readOnlyRootFilesystem: false\" | nindent 6 }}")'
+  # shellcheck disable=SC2016  # Python and template text, not shell
+  broken_chart_caught "a doctor pod without serve's Vault secrets" \
+    "Pod/blinkchamber-doctor-test: annotation vault.hashicorp.com/agent-inject-secret-API_TOKENS differs from serve's" \
+    "$tpl" 's.replace("{{- include \"bcr.podAnnotations\" $pod | nindent 4 }}", "{{- include \"bcr.podAnnotations\" $pod | replace \"secret-API_TOKENS\" \"secret-API_TOKEN\" | nindent 4 }}")'
+  broken_chart_caught "a doctor pod with a Vault sidecar agent (it would never complete)" \
+    "a Vault sidecar agent never exits" \
+    "$tpl" 's.replace("\"oneShot\" true", "\"oneShot\" false")'
+}
+
+# doctor_test_gated CHART: the default render has the doctor test pod, the render with
+# tests.doctor.enabled=false has none (and still has the serve Deployment).
+doctor_test_gated() {
+  local chart=$1 on="$WORK/doctor-on.yaml" off="$WORK/doctor-off.yaml"
+  "$HELM" template blinkchamber "$chart" --namespace blinkchamber "${CRD_APIS[@]}" >"$on" || return 1
+  "$HELM" template blinkchamber "$chart" --namespace blinkchamber "${CRD_APIS[@]}" \
+    --set blinkchamber-runtime.tests.doctor.enabled=false >"$off" || return 1
+  "$PYTHON" - "$on" "$off" <<'PY'
+import sys, yaml
+def doctor_pods(path):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    assert any(d["kind"] == "Deployment" and d["metadata"]["name"] == "blinkchamber-serve" for d in docs), f"{path}: no serve Deployment"
+    return [d["metadata"]["name"] for d in docs if d["kind"] == "Pod"
+            and any((c.get("args") or [])[:1] == ["doctor"] for c in d["spec"]["containers"])]
+on, off = doctor_pods(sys.argv[1]), doctor_pods(sys.argv[2])
+print("enabled:", on, "disabled:", off)
+assert on == ["blinkchamber-doctor-test"], f"default render: doctor test pods {on}"
+assert not off, f"tests.doctor.enabled=false still renders {off}"
+PY
+}
+
+# doctor_test_gate_broken: doctor_test_gated on a chart copy whose test ignores the value.
+doctor_test_gate_broken() {
+  broken_chart charts/blinkchamber-runtime/templates/tests/doctor.yaml \
+    's.replace("{{- if .Values.tests.doctor.enabled }}", "{{- if true }}")' || return 0
+  doctor_test_gated "$WORK/broken-chart"
 }
 
 # broken_chart_caught WHAT MESSAGE FILE PYTHON_EXPR: edit FILE in a copy of the chart
@@ -409,6 +468,19 @@ install_check_tests() {
   broken_chart templates/certificates.yaml 's.replace("    size: 256", "    sizeBits: 256")'
   expect_caught "a Certificate field cert-manager's CRD does not know" "Certificate/zitadel-tls.spec.privateKey.sizeBits: unknown field" \
     install_check --chart "$bc" --env prod --only schemas
+  # The helm test pod running doctor: a Redis client like serve, and what it mounts exists
+  # once the release is installed.
+  # shellcheck disable=SC2016  # Python and template text, not shell
+  broken_chart charts/blinkchamber-runtime/templates/tests/doctor.yaml \
+    's.replace("{{- include \"bcr.podLabels\" $pod | nindent 4 }}", "app.kubernetes.io/name: blinkchamber-doctor")'
+  expect_caught "a helm test doctor pod the Redis NetworkPolicy does not admit" \
+    "helm test doctor pod -> Redis 6379 and Sentinel 26379: blinkchamber/blinkchamber-doctor-test -> database/redis-node:6379 dropped" \
+    install_check --chart "$bc" --env dev --only flows
+  broken_chart charts/blinkchamber-runtime/templates/tests/doctor.yaml \
+    's.replace("{{- include \"bcr.volumes\" . | nindent 4 }}", "- {name: config, configMap: {name: doctor-config}}\n    - {name: tmp, emptyDir: {}}")'
+  expect_caught "a helm test pod mounting a ConfigMap nobody creates" \
+    "Pod/blinkchamber/blinkchamber-doctor-test (test hook) needs ConfigMap/blinkchamber/doctor-config: never created" \
+    install_check --chart "$bc" --env dev --only references
 }
 
 # events_keys_lint: the runtime schema accepts every key of the events block the binary

@@ -11,7 +11,8 @@ What is checked:
     counts, Sentinel quorum, Vault HA Raft and its retry_join targets, PodDisruptionBudgets,
     optional charts off;
   * the BlinkChamber objects: config file shape, secrets wired through Vault annotations,
-    probes, security context, PDBs, NetworkPolicies denying by default.
+    probes, security context, PDBs, NetworkPolicies denying by default, and the helm test
+    pod running `blinkchamber doctor` with what the serve pods run with.
 
 Prints one `PASS name` or `FAIL name: reason` line per check; exits 1 if any failed.
 """
@@ -339,14 +340,11 @@ def check_runtime(env, values, docs):
         spec = pod["spec"]
         bound = values["platform"]["vaultAuth"]["roles"]["blinkchamber"]["serviceAccounts"]
         assert spec["serviceAccountName"] in bound, f"{comp}: service account not bound to the blinkchamber Vault role"
-        assert spec["securityContext"]["runAsNonRoot"] is True, f"{comp}: runAsNonRoot"
+        check_runtime_pod_security(f"Deployment/{dep['metadata']['name']}", spec)
         aff = spec["affinity"]["podAntiAffinity"]
         assert aff, f"{comp}: no pod anti-affinity"
         c = spec["containers"][0]
         assert c["args"][:3] == [args0, "--config", "/etc/blinkchamber/config.yaml"], f"{comp}: args {c['args']}"
-        sc = c["securityContext"]
-        assert sc["readOnlyRootFilesystem"] and sc["runAsNonRoot"] and sc["allowPrivilegeEscalation"] is False, f"{comp}: security context"
-        assert sc["capabilities"]["drop"] == ["ALL"], f"{comp}: capabilities"
         for k in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(c["resources"][k]), f"{comp}: resources.{k}"
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -359,6 +357,83 @@ def check_runtime(env, values, docs):
         assert "/etc/blinkchamber" in mounts, f"{comp}: config not mounted"
         init = [i for i in spec.get("initContainers", []) if i["name"] == "config-check"]
         assert init and init[0]["args"] == ["config", "check", "/etc/blinkchamber/config.yaml"], f"{comp}: config check"
+
+
+def check_runtime_pod_security(what, spec):
+    """A runtime pod (serve, worker, the helm test): uid 65532, non-root, RuntimeDefault
+    seccomp; every container with a read-only root filesystem, no privilege escalation
+    and no capabilities."""
+    psc = spec.get("securityContext") or {}
+    assert psc.get("runAsNonRoot") is True, f"{what}: runAsNonRoot"
+    assert psc.get("runAsUser") == 65532, f"{what}: runAsUser {psc.get('runAsUser')}"
+    assert (psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{what}: seccomp profile"
+    for c in (spec.get("initContainers") or []) + spec["containers"]:
+        sc = c.get("securityContext") or {}
+        assert sc, f"{what}: container {c['name']} has no securityContext"
+        assert sc.get("readOnlyRootFilesystem") and sc.get("runAsNonRoot") and sc.get("allowPrivilegeEscalation") is False, \
+            f"{what}: container {c['name']}: security context {sc}"
+        assert (sc.get("capabilities") or {}).get("drop") == ["ALL"], f"{what}: container {c['name']}: capabilities"
+
+
+def quantity(q):
+    """A Kubernetes CPU or memory quantity as a number (cores, bytes)."""
+    q = str(q)
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 1e3, "M": 1e6, "G": 1e9}
+    for unit, factor in sorted(units.items(), key=lambda u: -len(u[0])):
+        if q.endswith(unit):
+            return float(q[: -len(unit)]) * factor
+    return float(q)
+
+
+def check_doctor_test(env, values, docs):
+    """`helm test` runs `blinkchamber doctor --json` in a pod that sees the backend as the
+    API pods do: same image, config file, volumes, env, Vault secrets, service account and
+    security context; one-shot (no restart, no Vault sidecar, which would never exit)."""
+    enabled = dig(values, "blinkchamber-runtime.tests.doctor.enabled", True)
+    tests = [d for d in by_kind(docs, "Pod")
+             if "test" in str((d["metadata"].get("annotations") or {}).get("helm.sh/hook", "")).split(",")]
+    doctor = [d for d, tpl in pod_templates(docs)
+              if any((c.get("args") or [])[:1] == ["doctor"] for c in tpl["spec"]["containers"])]
+    if not enabled:
+        assert not doctor, "tests.doctor.enabled is false, yet a doctor pod is rendered"
+        return
+    assert doctor, "no helm test pod runs `blinkchamber doctor`"
+    pod = doctor[0]
+    name = f"{pod['kind']}/{pod['metadata']['name']}"
+    assert pod in tests, f"{name} is not a helm test hook (helm.sh/hook: test)"
+    ann = pod["metadata"]["annotations"]
+    policy = {p.strip() for p in str(ann.get("helm.sh/hook-delete-policy", "")).split(",")}
+    assert {"before-hook-creation", "hook-succeeded"} <= policy, f"{name}: hook-delete-policy {sorted(policy)}"
+    serve = named(docs, "Deployment", "blinkchamber-serve")["spec"]["template"]
+    sspec, sc0 = serve["spec"], serve["spec"]["containers"][0]
+    spec = pod["spec"]
+    assert spec.get("restartPolicy") == "Never", f"{name}: restartPolicy {spec.get('restartPolicy')}"
+    assert len(spec["containers"]) == 1, f"{name}: {len(spec['containers'])} containers"
+    c = spec["containers"][0]
+    check_runtime_pod_security(name, spec)
+    config = sc0["args"][sc0["args"].index("--config") + 1]
+    assert c["args"] == ["doctor", "--json", "--config", config], \
+        f"{name}: args {c['args']}, want doctor --json --config {config} (serve's --config)"
+    for field in ("image", "imagePullPolicy", "env", "securityContext", "volumeMounts"):
+        assert c.get(field) == sc0.get(field), f"{name}: container {field} differs from serve's: {c.get(field)} != {sc0.get(field)}"
+    for field in ("volumes", "serviceAccountName", "automountServiceAccountToken", "imagePullSecrets",
+                  "securityContext", "nodeSelector", "tolerations"):
+        assert spec.get(field) == sspec.get(field), f"{name}: pod {field} differs from serve's: {spec.get(field)} != {sspec.get(field)}"
+    sann = serve["metadata"]["annotations"]
+    for k, v in sann.items():
+        if k.startswith("vault.hashicorp.com/") and k != "vault.hashicorp.com/agent-pre-populate-only":
+            assert ann.get(k) == v, f"{name}: annotation {k} differs from serve's"
+    if ann.get("vault.hashicorp.com/agent-inject") == "true":
+        assert ann.get("vault.hashicorp.com/agent-pre-populate-only") == "true", \
+            f"{name}: a Vault sidecar agent never exits, so the test pod would never complete (agent-pre-populate-only)"
+    labels = pod["metadata"].get("labels") or {}
+    assert labels.get("app.kubernetes.io/name") == "blinkchamber-runtime", f"{name}: the Redis NetworkPolicy admits app.kubernetes.io/name=blinkchamber-runtime only"
+    assert labels.get("app.kubernetes.io/component") not in ("serve", "worker"), f"{name}: selected by the serve/worker Services and PDBs"
+    res = c.get("resources") or {}
+    for k in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(res.get(k) or {}), f"{name}: resources.{k}"
+        for r in ("cpu", "memory"):
+            assert quantity(res[k][r]) <= quantity(sc0["resources"][k][r]), f"{name}: resources.{k}.{r} {res[k][r]} above serve's"
 
 
 def check_network_policies(values, docs, release_ns):
@@ -404,6 +479,8 @@ def pod_templates(docs):
         spec = d.get("spec") or {}
         if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             yield d, spec["template"]
+        elif d["kind"] == "Pod":  # helm test pods
+            yield d, d
 
 
 def check_vault_agents_can_log_in(docs):
@@ -533,6 +610,8 @@ def main(argv):
         check(f"{env}: upstream charts rendered as configured")(check_upstream_objects, env, values, docs)
         check(f"{env}: PodDisruptionBudgets")(check_pdbs, env, values, docs)
         check(f"{env}: BlinkChamber deployments and config")(check_runtime, env, values, docs)
+        check(f"{env}: helm test pod runs doctor --json as serve runs (config, volumes, secrets, security)")(
+            check_doctor_test, env, values, docs)
         check(f"{env}: NetworkPolicies deny by default")(check_network_policies, values, docs, "blinkchamber")
         check(f"{env}: Vault policies, roles and PostgreSQL entrypoint")(check_vault_policies, docs)
         check(f"{env}: every Vault agent can log in (token mounted, audience matched)")(check_vault_agents_can_log_in, docs)

@@ -24,11 +24,13 @@ installed (plus the Prometheus Operator's with --operator). Then:
               by then: rendered by this or an earlier phase, created by vault-bootstrap.sh
               in an earlier phase (BOOTSTRAP_CREATES), or created at runtime by a Job that
               runs before it. A pre-install/pre-upgrade hook sees only earlier phases and
-              hooks of lower weight, never the phase's ordinary objects.
+              hooks of lower weight, never the phase's ordinary objects; a `helm test`
+              pod sees everything its phase installed.
   crds        every custom resource's kind is served when its phase is applied: its CRD
               came in an earlier phase, or the cluster had it (--operator).
   flows       the required network flows are admitted by the rendered NetworkPolicies,
-              given the rendered pods' labels, namespaces and ports (final state).
+              given the rendered pods' labels, namespaces and ports (final state); the
+              `helm test` pod running `blinkchamber doctor` counts as a Redis client.
   images      every image is in the image list with a recent `checked` date; none is
               under docker.io/bitnami/ (those tags were withdrawn in 2025).
   schemas     custom resources whose CRD the chart renders are validated against that
@@ -239,10 +241,11 @@ def check_references(plan_renders, bootstrap):
         for n in namespaces:
             available.add(("ServiceAccount", n, "default"))
             available.add(("ConfigMap", n, "kube-root-ca.crt"))
-        pre, main, post = [], [], []
+        pre, main, post, tests = [], [], [], []
         for d in docs:
             hooks, weight = hook_info(d)
             if "test" in hooks:
+                tests.append(d)
                 continue
             if any(h.startswith("pre-") for h in hooks):
                 pre.append((weight, d))
@@ -294,6 +297,9 @@ def check_references(plan_renders, bootstrap):
         for _, d in post:
             check_doc(d, everything | {key(h) for _, h in post}, "post hook")
         available = everything | {key(h) for _, h in post} | runtime_outputs([h for _, h in post])
+        # `helm test` runs on the installed release: everything of this phase exists.
+        for d in tests:
+            check_doc(d, available, "test hook")
     return errors
 
 
@@ -348,14 +354,15 @@ class Pod:
         return f"{self.ns}/{self.name}"
 
 
-def pods_of(docs):
+def pods_of(docs, tests=False):
+    """The pods the workloads run; with tests=True, the `helm test` pods instead."""
     pods = []
     for d in docs:
         if d["kind"] not in WORKLOADS:
             continue
         tpl = pod_template(d)
         hooks, _ = hook_info(d)
-        if not tpl or "test" in hooks:
+        if not tpl or ("test" in hooks) != tests:
             continue
         ports = {}
         for c in containers(tpl["spec"]):
@@ -469,6 +476,12 @@ def check_flows(docs, monitoring_ns):
     postgres = [p for p in by_name("postgresql-ha") if p.labels.get("app.kubernetes.io/component") == "postgresql"]
     zitadel = by_name("zitadel")
     need("runtime -> Redis 6379 and Sentinel 26379", runtime, [(r, p) for r in redis for p in (6379, 26379)])
+    # The helm test pod running `blinkchamber doctor` reaches the same Redis and Sentinels.
+    doctor_names = {d["metadata"]["name"] for d in docs if d["kind"] == "Pod" and "test" in hook_info(d)[0]
+                    and any((c.get("args") or [])[:1] == ["doctor"] for c in containers(d["spec"]))}
+    doctor = [p for p in pods_of(docs, tests=True) if p.name in doctor_names]
+    if doctor:
+        need("helm test doctor pod -> Redis 6379 and Sentinel 26379", doctor, [(r, p) for r in redis for p in (6379, 26379)])
     need("Redis replication and Sentinel gossip", redis, [(r, p) for r in redis for p in (6379, 26379)])
     need("ZITADEL (server, init and setup Jobs) -> pgpool 5432", zitadel, [(p, 5432) for p in pgpool])
     need("pgpool and repmgr -> PostgreSQL 5432", pgpool + postgres, [(p, 5432) for p in postgres])
@@ -478,7 +491,7 @@ def check_flows(docs, monitoring_ns):
         tpl = pod_template(d) if d["kind"] in WORKLOADS else None
         ann = ((tpl or {}).get("metadata") or {}).get("annotations") or {}
         if ann.get("vault.hashicorp.com/agent-inject") == "true":
-            agents += [p for p in pods if p.name == d["metadata"]["name"] and p.ns == ns_of(d)]
+            agents += [p for p in pods + doctor if p.name == d["metadata"]["name"] and p.ns == ns_of(d)]
     need("every Vault agent -> Vault 8200", agents, [(v, 8200) for v in vault])
     if not agents:
         errors.append("no pod carries a Vault agent")
