@@ -8,12 +8,15 @@ use serde_json::Value;
 use support::serve::{run, write};
 use support::{RedisProc, SentinelGroup, wait_for};
 
-const HEADER: &str = "backend: redis\nserver:\n  auth:\n    enabled: false\n";
+/// Auth on, with a token file `doctor()` writes beside the config.
+const HEADER: &str = "backend: redis\nserver:\n  auth:\n    tokens:\n      valueFromFile: TOKENS\n";
 
 /// Runs `doctor --json` with `config`; the exit code and the report.
 fn doctor(config: &str, extra: &[&str]) -> (i32, Value) {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "doctor.yaml", config);
+    let tokens = write(dir.path(), "tokens", "operator-token-0123456789abcdef\n");
+    let config = config.replace("TOKENS", tokens.to_str().unwrap());
+    let file = write(dir.path(), "doctor.yaml", &config);
     let mut args = vec!["doctor", "--json", "--config", file.to_str().unwrap()];
     args.extend_from_slice(extra);
     let out = run(&args, &[]);
@@ -330,4 +333,20 @@ fn sentinel_lab_a_dead_replica_and_a_lost_quorum_fail() {
         })
         .expect("the dead Sentinel is named");
     assert_eq!(down["status"], "warn");
+}
+
+#[test]
+fn risky_settings_warn_in_the_process_group() {
+    let config = "backend: memory\nserver:\n  listen: 127.0.0.1:0\n  auth:\n    enabled: false\n";
+    let (code, report) = doctor(config, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let warning = check(&report, "process.config");
+    assert_eq!(warning["status"], "warn", "{warning}");
+    assert!(
+        warning["measured"]
+            .as_str()
+            .unwrap()
+            .contains("server.auth.enabled")
+    );
+    assert_eq!(check(&report, "topology.backend")["status"], "pass");
 }

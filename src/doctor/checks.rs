@@ -22,6 +22,9 @@ struct Handle {
 pub async fn run(config: &Config, only: &[Group]) -> Report {
     let wants = |g: Group| only.is_empty() || only.contains(&g);
     let mut out = Checks::default();
+    if wants(Group::Process) {
+        config_warnings(&mut out, config);
+    }
     if config.backend == BackendKind::Memory {
         out.push(
             Group::Topology,
@@ -750,6 +753,62 @@ async fn events(out: &mut Checks, config: &Config, backend: RedisBackend) {
                 .into(),
         ),
     );
+}
+
+/// Settings that start fine but are risky in production.
+fn config_warnings(out: &mut Checks, config: &Config) {
+    let mut warnings = Vec::new();
+    if !config.server.auth.enabled {
+        warnings
+            .push("server.auth.enabled is false: /v1 takes requests without a token".to_owned());
+    }
+    let redis_blocks = match config.backend {
+        BackendKind::Redis => config.redis_blocks(),
+        BackendKind::Memory => Vec::new(),
+    };
+    for (key, redis) in redis_blocks {
+        let loopback = match redis.mode {
+            RedisMode::Standalone => is_loopback(&redis.host),
+            RedisMode::Sentinel => redis.sentinel.nodes.iter().all(|n| {
+                crate::config::parse_host_port(n).is_ok_and(|(host, _)| is_loopback(&host))
+            }),
+        };
+        if !redis.tls.enabled && !loopback {
+            warnings.push(format!(
+                "{key}.tls.enabled is false for a server off this host: passwords, session \
+                 data and tokens cross the network in clear"
+            ));
+        }
+        if redis.allow_evicting_policy {
+            warnings.push(format!(
+                "{key}.allowEvictingPolicy is true: start-up accepts an evicting \
+                 maxmemory-policy"
+            ));
+        }
+    }
+    warnings.dedup();
+    out.push(
+        Group::Process,
+        "process.config",
+        if warnings.is_empty() {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
+        if warnings.is_empty() {
+            "no risky settings (auth on, TLS to remote Redis, no evicting policy allowed)".into()
+        } else {
+            warnings.join("; ")
+        },
+        Some("change the settings named, unless this is a development setup".into()),
+    );
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Most `SCAN` calls (of 1000 keys each) the key counts may make.
