@@ -54,17 +54,7 @@ pub async fn run(config: &Config, only: &[Group]) -> Report {
             Ok(b) => b.bounded(limit),
             Err(e) => {
                 reachable = false;
-                out.push(
-                    Group::Topology,
-                    format!("topology.reachable.{}", handle.key),
-                    Status::Fail,
-                    format!("{}: {e}", handle.key),
-                    Some(format!(
-                        "check that Redis runs and that {} (host, port, Sentinel nodes, TLS, \
-                         password) points at it",
-                        handle.key
-                    )),
-                );
+                unreachable(&mut out, handle, e.to_string());
                 continue;
             }
         };
@@ -75,15 +65,10 @@ pub async fn run(config: &Config, only: &[Group]) -> Report {
             Ok(text) => Info::parse(&text),
             Err(e) => {
                 reachable = false;
-                out.push(
-                    Group::Topology,
-                    format!("topology.reachable.{}", handle.key),
-                    Status::Fail,
-                    format!("{} ({}): {e}", handle.key, backend.master().endpoint),
-                    Some(format!(
-                        "check that Redis runs and answers, and the credentials of {}",
-                        handle.key
-                    )),
+                unreachable(
+                    &mut out,
+                    handle,
+                    format!("{}: {e}", backend.master().endpoint),
                 );
                 continue;
             }
@@ -117,6 +102,21 @@ pub async fn run(config: &Config, only: &[Group]) -> Report {
         events(&mut out, config, backend).await;
     }
     Report::new(config, out.0, reachable)
+}
+
+/// `topology.reachable.<block>` failed: the server did not connect or answer.
+fn unreachable(out: &mut Checks, handle: &Handle, why: String) {
+    out.push(
+        Group::Topology,
+        format!("topology.reachable.{}", handle.key),
+        Status::Fail,
+        format!("{}: {why}", handle.key),
+        Some(format!(
+            "check that Redis runs and answers, and that {} (host, port, Sentinel nodes, \
+             TLS, password) points at it",
+            handle.key
+        )),
+    );
 }
 
 #[derive(Default)]
