@@ -31,6 +31,11 @@ pub fn install_for(config: &Config) -> PrometheusHandle {
     }
 }
 
+/// The handle of our recorder, when this process installed it (`serve`, `worker`).
+pub fn installed() -> Option<PrometheusHandle> {
+    HANDLE.get().cloned()
+}
+
 /// Installs the recorder if needed, dropping every metric whose name contains one of
 /// `drop`; the first install in a process decides.
 pub fn install_without(drop: &[&str]) -> PrometheusHandle {

@@ -92,6 +92,25 @@ pub async fn run(config: &Config, only: &[Group]) -> Report {
         if wants(Group::Capabilities) && handle.key == "redis" {
             key_counts(&mut out, config, &backend).await;
         }
+        if wants(Group::Capabilities) && handle.holds.contains(&"the cache") {
+            let (hits, misses) = (
+                info.num("keyspace_hits").unwrap_or(0.0),
+                info.num("keyspace_misses").unwrap_or(0.0),
+            );
+            out.push(
+                Group::Capabilities,
+                name(handle, "cache.redisHits"),
+                Status::Pass,
+                format!(
+                    "{} of {:.0} key lookups found their key since {at} started (every \
+                     capability on that server; per cache level: /metrics, or \
+                     /v1/diagnostics of a running instance)",
+                    percent(hits, hits + misses),
+                    hits + misses
+                ),
+                None,
+            );
+        }
         if handle.holds.contains(&"event queues") {
             queues_on = Some(backend);
         }
@@ -811,6 +830,47 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+fn percent(part: f64, whole: f64) -> String {
+    if whole > 0.0 {
+        format!("{:.1} %", part / whole * 100.0)
+    } else {
+        "none".into()
+    }
+}
+
+/// `cache.hits`: this process's L1 and L2 hit rates since it started, read from its
+/// Prometheus recorder's text (`blinkchamber_cache_{hits,misses}_total{level}`).
+pub(crate) fn cache_hits(rendered: &str) -> Check {
+    let count = |name: &str, level: &str| -> f64 {
+        rendered
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(&format!("level=\"{level}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, |sum, n| sum + n)
+    };
+    let level = |level: &str| {
+        let hits = count("blinkchamber_cache_hits_total", level);
+        let misses = count("blinkchamber_cache_misses_total", level);
+        format!(
+            "{} {} of {:.0} lookups",
+            level.to_uppercase(),
+            percent(hits, hits + misses),
+            hits + misses
+        )
+    };
+    Check {
+        group: Group::Capabilities,
+        check: "cache.hits".into(),
+        status: Status::Pass,
+        measured: format!(
+            "this instance since start: {}, {}",
+            level("l1"),
+            level("l2")
+        ),
+        advice: None,
+    }
+}
+
 /// Most `SCAN` calls (of 1000 keys each) the key counts may make.
 const SCAN_BUDGET: usize = 20;
 /// Most sessions whose kind is read.
@@ -901,4 +961,25 @@ fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cache_hits_are_read_per_level_from_the_metrics_text() {
+        let text = "# TYPE blinkchamber_cache_hits_total counter\n\
+            blinkchamber_cache_hits_total{level=\"l1\"} 90\n\
+            blinkchamber_cache_misses_total{level=\"l1\"} 10\n\
+            blinkchamber_cache_hits_total{level=\"l2\"} 3\n\
+            blinkchamber_cache_misses_total{level=\"l2\"} 1\n";
+        let check = super::cache_hits(text);
+        assert_eq!(
+            check.measured,
+            "this instance since start: L1 90.0 % of 100 lookups, L2 75.0 % of 4 lookups"
+        );
+        assert_eq!(
+            super::cache_hits("").measured,
+            "this instance since start: L1 none of 0 lookups, L2 none of 0 lookups"
+        );
+    }
 }

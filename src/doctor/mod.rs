@@ -142,6 +142,14 @@ impl Report {
         }
     }
 
+    /// Adds the cache hit rates of this process (when it runs our metrics recorder):
+    /// `/v1/diagnostics` of a running instance knows them, a separate `doctor` does not.
+    pub fn add_process_cache_hits(&mut self) {
+        if let Some(handle) = crate::metrics::installed() {
+            self.checks.push(checks::cache_hits(&handle.render()));
+        }
+    }
+
     /// Publishes every check as `blinkchamber_doctor_check{check, status} = 1` (and 0 for
     /// the statuses it does not have), so an alert can fire on `status="fail"`.
     pub fn record_metrics(&self) {

@@ -85,7 +85,8 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
     responses((status = 200, description = "the report; `status` is the worst check", body = crate::doctor::Report),
               (status = 401, description = "missing or bad token", body = super::problem::Problem)))]
 pub async fn diagnostics(State(state): State<AppState>) -> Json<crate::doctor::Report> {
-    let report = crate::doctor::run(state.config(), &[]).await;
+    let mut report = crate::doctor::run(state.config(), &[]).await;
+    report.add_process_cache_hits();
     report.record_metrics();
     Json(report)
 }
