@@ -45,6 +45,7 @@ pub mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
+mod der;
 pub mod doctor;
 pub mod events;
 mod http_client;

@@ -6,6 +6,7 @@ mod support;
 
 use serde_json::Value;
 use support::serve::{run, write};
+use support::tls::Pki;
 use support::{RedisProc, SentinelGroup, wait_for};
 
 /// Auth on, with a token file `doctor()` writes beside the config.
@@ -349,4 +350,30 @@ fn risky_settings_warn_in_the_process_group() {
             .contains("server.auth.enabled")
     );
     assert_eq!(check(&report, "topology.backend")["status"], "pass");
+}
+
+#[test]
+fn the_tls_certificate_of_redis_is_read_and_dated() {
+    let pki = Pki::generate();
+    let redis = RedisProc::start_tls(&pki);
+    let config = format!(
+        "{HEADER}redis:\n  port: {}\n  tls:\n    enabled: true\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n",
+        redis.port,
+        pki.ca_cert.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let (_, report) = doctor(&config, &["--only", "process"]);
+    let expiry = check(&report, "tls.expiry");
+    // The test certificates are valid until the year 4096.
+    assert_eq!(expiry["status"], "pass", "{expiry}");
+    let measured = expiry["measured"].as_str().unwrap();
+    assert!(
+        measured.contains("expires in") && measured.contains("days"),
+        "{measured}"
+    );
+    // Within doctor.tlsExpiry it warns.
+    let soon = config + "doctor:\n  tlsExpiry: 20000000h\n";
+    let (_, report) = doctor(&soon, &["--only", "process"]);
+    assert_eq!(check(&report, "tls.expiry")["status"], "warn", "{report:#}");
 }

@@ -81,26 +81,14 @@ impl SigningKey {
 /// The `privateKey` octet string of a PKCS#8 `PrivateKeyInfo` (RFC 5208): `SEQUENCE {
 /// INTEGER version, SEQUENCE algorithm, OCTET STRING privateKey, … }`.
 fn pkcs1_of(pkcs8: &[u8]) -> &[u8] {
-    let (_, info) = der_element(pkcs8);
-    let (rest, _version) = der_element(info);
-    let (rest, _algorithm) = der_element(rest);
-    let (_, key) = der_element(rest);
-    key
-}
-
-/// Splits one DER element off `input`: (what follows it, its contents).
-fn der_element(input: &[u8]) -> (&[u8], &[u8]) {
-    let first = input[1];
-    let (len, header) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7f);
-        let len = input[2..2 + n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, 2 + n)
-    };
-    (&input[header + len..], &input[header..header + len])
+    let key = (|| {
+        let (_, info, _) = crate::der::element(pkcs8)?;
+        let (_, _version, rest) = crate::der::element(info)?;
+        let (_, _algorithm, rest) = crate::der::element(rest)?;
+        let (_, key, _) = crate::der::element(rest)?;
+        Some(key)
+    })();
+    key.expect("aws-lc-rs writes well-formed PKCS#8")
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct DoctorConfig {
     /// This host's clock this far from Redis's makes `process.clock` warn.
     #[serde(with = "duration")]
     pub clock_offset: Duration,
+    /// A Redis server certificate expiring within this makes `tls.expiry` warn.
+    #[serde(with = "duration")]
+    pub tls_expiry: Duration,
 }
 
 impl Default for DoctorConfig {
@@ -45,6 +48,7 @@ impl Default for DoctorConfig {
             replica_lag: Duration::from_secs(10),
             queue_age: Duration::from_secs(300),
             clock_offset: Duration::from_millis(500),
+            tls_expiry: Duration::from_secs(14 * 24 * 3600),
         }
     }
 }

@@ -88,6 +88,17 @@ pub async fn run(config: &Config, only: &[Group]) -> Report {
         }
         if wants(Group::Process) {
             clock(&mut out, &config.doctor, handle, &backend, &at).await;
+            if handle.cfg.tls.enabled {
+                let endpoint = backend.master().endpoint;
+                tls_expiry(
+                    &mut out,
+                    &config.doctor,
+                    handle,
+                    endpoint.host,
+                    endpoint.port,
+                )
+                .await;
+            }
         }
         if wants(Group::Capabilities) && handle.key == "redis" {
             key_counts(&mut out, config, &backend).await;
@@ -769,6 +780,46 @@ async fn events(out: &mut Checks, config: &Config, backend: RedisBackend) {
         Some(
             "read them with `blinkchamber events dead-letter list`, fix the sink, then \
              `events dead-letter replay --all`"
+                .into(),
+        ),
+    );
+}
+
+/// `tls.expiry`: how long the certificate the server presents stays valid.
+async fn tls_expiry(out: &mut Checks, t: &DoctorConfig, handle: &Handle, host: String, port: u16) {
+    let limit = handle.cfg.dial_timeout + handle.cfg.read_timeout;
+    let at = format!("{host}:{port}");
+    let read = tokio::task::spawn_blocking(move || super::tls::not_after(&host, port, limit))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let (status, measured) = match read {
+        Err(e) => (
+            Status::Warn,
+            format!("cannot read the certificate of {at}: {e}"),
+        ),
+        Ok(not_after) => match not_after.duration_since(SystemTime::now()) {
+            Err(_) => (Status::Fail, format!("the certificate of {at} has expired")),
+            Ok(left) => (
+                if left < t.tls_expiry {
+                    Status::Warn
+                } else {
+                    Status::Pass
+                },
+                format!(
+                    "the certificate of {at} expires in {} days",
+                    left.as_secs() / 86_400
+                ),
+            ),
+        },
+    };
+    out.push(
+        Group::Process,
+        name(handle, "tls.expiry"),
+        status,
+        measured,
+        Some(
+            "renew the Redis server certificate (cert-manager renews the chart's; check its \
+             Certificate resource and that Redis reloaded the file)"
                 .into(),
         ),
     );

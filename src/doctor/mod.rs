@@ -9,6 +9,7 @@
 
 mod checks;
 mod redis_info;
+mod tls;
 
 use std::fmt::Write as _;
 
