@@ -279,11 +279,23 @@ fn sentinel_lab_a_dead_replica_and_a_lost_quorum_fail() {
             .arg("SET")
             .arg("maxmemory")
             .arg("256mb")
+            .arg("appendonly")
+            .arg("yes")
             .query(&mut node.conn())
             .unwrap();
     }
-    let (code, report) = doctor(&config, &["--only", "topology"]);
-    assert_eq!(code, 0, "{report:#}");
+    // The healthy lab: every check passes (replicas come online after their first sync).
+    let report = wait_for("every check of the healthy lab to pass", || {
+        let (code, report) = doctor(&config, &[]);
+        let failing: Vec<_> = statuses(&report)
+            .into_iter()
+            .filter(|(_, s)| s != "pass")
+            .collect();
+        if !failing.is_empty() {
+            eprintln!("not passing yet: {failing:?}");
+        }
+        (code == 0 && failing.is_empty()).then_some(report)
+    });
     assert_eq!(check(&report, "topology.sentinels.agree")["status"], "pass");
     assert_eq!(
         check(&report, "topology.sentinels.quorum")["status"],
@@ -312,8 +324,23 @@ fn sentinel_lab_a_dead_replica_and_a_lost_quorum_fail() {
             .unwrap();
     }
     group.sentinels[2].kill();
+    // And the master demands two replicas for every write, with one left.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg(2)
+        .query(&mut master.conn())
+        .unwrap();
     let (code, report) = doctor(&config, &["--only", "topology"]);
     assert_eq!(code, 1, "{report:#}");
+    let min = check(&report, "topology.minReplicasToWrite");
+    assert_eq!(min["status"], "fail", "{min}");
+    assert!(
+        min["measured"]
+            .as_str()
+            .unwrap()
+            .contains("1 replicas online")
+    );
     let quorum = check(&report, "topology.sentinels.quorum");
     assert_eq!(quorum["status"], "fail", "{quorum}");
     assert!(

@@ -275,12 +275,36 @@ async fn topology(
             )),
         );
     }
+    let online = replicas
+        .iter()
+        .filter(|r| r.get("state").is_some_and(|s| s == "online"))
+        .count() as u32;
+    let min_replicas: Vec<String> = backend
+        .query(redis::cmd("CONFIG").arg("GET").arg("min-replicas-to-write"))
+        .await
+        .unwrap_or_default();
+    let min_replicas: u32 = min_replicas
+        .get(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if min_replicas > 0 {
+        out.push(
+            Group::Topology,
+            name(handle, "topology.minReplicasToWrite"),
+            if online >= min_replicas {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
+            format!("min-replicas-to-write {min_replicas} on {at}, {online} replicas online"),
+            Some(format!(
+                "{at} refuses every write while fewer than {min_replicas} replicas are \
+                 online: bring replicas back, or lower min-replicas-to-write"
+            )),
+        );
+    }
     if handle.key == "events.redis" || (handle.holds.contains(&"event queues")) {
         let wait = config.events.publishing.wait_replicas;
-        let online = replicas
-            .iter()
-            .filter(|r| r.get("state").is_some_and(|s| s == "online"))
-            .count() as u32;
         if wait > 0 {
             out.push(
                 Group::Topology,
@@ -290,7 +314,10 @@ async fn topology(
                 } else {
                     Status::Fail
                 },
-                format!("events.publishing.waitReplicas {wait}, {online} replicas online"),
+                format!(
+                    "events.publishing.waitReplicas {wait}, {online} replicas online, \
+                     min-replicas-to-write {min_replicas}"
+                ),
                 Some(
                     "publishing waits for more replicas than are online, so every publish \
                      times out: bring replicas back or lower events.publishing.waitReplicas"
