@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::Value;
-use support::serve::{run, write};
+use support::serve::{Served, run, write};
 use support::tls::Pki;
 use support::{RedisProc, SentinelGroup, wait_for};
 
@@ -403,4 +403,28 @@ fn the_tls_certificate_of_redis_is_read_and_dated() {
     let soon = config + "doctor:\n  tlsExpiry: 20000000h\n";
     let (_, report) = doctor(&soon, &["--only", "process"]);
     assert_eq!(check(&report, "tls.expiry")["status"], "warn", "{report:#}");
+}
+
+#[tokio::test]
+async fn serve_keeps_the_check_gauges_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(
+        dir.path(),
+        "backend: memory\ndoctor:\n  interval: 5s\n",
+        &["--no-auth"],
+    )
+    .await;
+    // Nobody calls /v1/diagnostics: the background run publishes the gauges.
+    support::wait_for_async("the doctor gauges on /metrics", || async {
+        let text = served.metrics_text().await;
+        text.lines()
+            .any(|l| {
+                l.starts_with("blinkchamber_doctor_check{")
+                    && l.contains("check=\"topology.backend\"")
+                    && l.contains("status=\"pass\"")
+                    && l.ends_with(" 1")
+            })
+            .then_some(())
+    })
+    .await;
 }

@@ -49,6 +49,8 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let metrics_task = tokio::spawn(server::run_metrics(metrics, stopped()));
+    let doctor_task =
+        crate::doctor::start_background(std::sync::Arc::new(runtime.config().clone()));
     let api_task = tokio::spawn(server::run(api, state, stopped()));
 
     terminated.await;
@@ -60,6 +62,9 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     runtime.shutdown().await;
     metrics_task.abort();
+    if let Some(task) = doctor_task {
+        task.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -11,6 +11,11 @@ use super::types::duration;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DoctorConfig {
+    /// How often `serve` runs the checks in the background to keep the
+    /// `blinkchamber_doctor_check` gauges current (`0s`: only when `/v1/diagnostics` is
+    /// called).
+    #[serde(with = "duration")]
+    pub interval: Duration,
     /// Used memory over `maxmemory` from which `memory.used` warns.
     pub memory_warn: f64,
     /// Used memory over `maxmemory` from which `memory.used` fails.
@@ -40,6 +45,7 @@ pub struct DoctorConfig {
 impl Default for DoctorConfig {
     fn default() -> Self {
         Self {
+            interval: Duration::from_secs(60),
             memory_warn: 0.80,
             memory_fail: 0.95,
             fragmentation_warn: 1.5,
@@ -59,6 +65,13 @@ impl DoctorConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] for the first problem found.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !self.interval.is_zero() && self.interval < Duration::from_secs(5) {
+            return Err(invalid(
+                "doctor.interval",
+                "expected 0s (off) or at least 5s: each run reads INFO, the slow log and a \
+                 bounded SCAN from every server",
+            ));
+        }
         for (key, share) in [
             ("doctor.memoryWarn", self.memory_warn),
             ("doctor.memoryFail", self.memory_fail),
@@ -86,5 +99,38 @@ impl DoctorConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_thresholds_are_refused_with_their_key() {
+        let refused = |edit: fn(&mut DoctorConfig)| {
+            let mut cfg = DoctorConfig::default();
+            edit(&mut cfg);
+            match cfg.validate().unwrap_err() {
+                ConfigError::Invalid { key, .. } => key,
+                other => panic!("{other}"),
+            }
+        };
+        assert_eq!(
+            refused(|c| c.interval = Duration::from_secs(1)),
+            "doctor.interval"
+        );
+        assert_eq!(refused(|c| c.memory_warn = 1.5), "doctor.memoryWarn");
+        assert_eq!(refused(|c| c.memory_warn = 0.99), "doctor.memoryWarn");
+        assert_eq!(
+            refused(|c| c.fragmentation_warn = 0.5),
+            "doctor.fragmentationWarn"
+        );
+        let off = DoctorConfig {
+            interval: Duration::ZERO,
+            ..DoctorConfig::default()
+        };
+        off.validate().unwrap();
+        DoctorConfig::default().validate().unwrap();
     }
 }

@@ -19,6 +19,27 @@ use crate::config::Config;
 
 pub use checks::run;
 
+/// Runs the checks every `config.doctor.interval` (when not zero) and publishes each run
+/// as the `blinkchamber_doctor_check` gauges, so alerts see them without anyone calling
+/// `/v1/diagnostics`. The task ends when the handle is dropped or aborted.
+pub fn start_background(config: std::sync::Arc<Config>) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = config.doctor.interval;
+    if interval.is_zero() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        // The first run one interval after start, not while the process starts up.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let mut report = run(&config, &[]).await;
+            report.add_process_cache_hits();
+            report.record_metrics();
+        }
+    }))
+}
+
 /// How a check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
