@@ -59,6 +59,16 @@ fn statuses(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `CONFIG SET` of each pair, in one command.
+fn config_set(conn: &mut redis::Connection, pairs: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("SET");
+    for (key, value) in pairs {
+        cmd.arg(*key).arg(*value);
+    }
+    let _: () = cmd.query(conn).unwrap();
+}
+
 fn healthy_redis() -> RedisProc {
     RedisProc::start_with(&["--maxmemory", "256mb", "--appendonly", "yes"])
 }
@@ -132,19 +142,11 @@ fn a_healthy_server_passes_every_check() {
 fn an_evicting_policy_where_queues_live_fails_with_advice() {
     let redis = healthy_redis();
     let mut conn = redis.conn();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
-        .query(&mut conn)
-        .unwrap();
     // And nothing persisted: a restart would lose everything.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("appendonly")
-        .arg("no")
-        .query(&mut conn)
-        .unwrap();
+    config_set(
+        &mut conn,
+        &[("maxmemory-policy", "allkeys-lru"), ("appendonly", "no")],
+    );
     let (code, report) = doctor(&standalone(redis.port, true), &[]);
     assert_eq!(code, 1, "{report:#}");
     let persisted = check(&report, "persistence.enabled");
@@ -189,12 +191,7 @@ fn memory_near_maxmemory_warns() {
         .parse()
         .unwrap();
     // About 87 % used.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(used * 100 / 87)
-        .query(&mut conn)
-        .unwrap();
+    config_set(&mut conn, &[("maxmemory", &(used * 100 / 87).to_string())]);
     let (code, report) = doctor(&standalone(redis.port, false), &["--only", "memory"]);
     let used = check(&report, "memory.used");
     assert_eq!(used["status"], "warn", "{report:#}");
@@ -275,14 +272,10 @@ fn sentinel_lab_a_dead_replica_and_a_lost_quorum_fail() {
         group.sentinel_nodes().join(", ")
     );
     for node in &group.nodes {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory")
-            .arg("256mb")
-            .arg("appendonly")
-            .arg("yes")
-            .query(&mut node.conn())
-            .unwrap();
+        config_set(
+            &mut node.conn(),
+            &[("maxmemory", "256mb"), ("appendonly", "yes")],
+        );
     }
     // The healthy lab: every check passes (replicas come online after their first sync).
     let report = wait_for("every check of the healthy lab to pass", || {
@@ -325,12 +318,7 @@ fn sentinel_lab_a_dead_replica_and_a_lost_quorum_fail() {
     }
     group.sentinels[2].kill();
     // And the master demands two replicas for every write, with one left.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("min-replicas-to-write")
-        .arg(2)
-        .query(&mut master.conn())
-        .unwrap();
+    config_set(&mut master.conn(), &[("min-replicas-to-write", "2")]);
     let (code, report) = doctor(&config, &["--only", "topology"]);
     assert_eq!(code, 1, "{report:#}");
     let min = check(&report, "topology.minReplicasToWrite");
