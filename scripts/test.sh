@@ -3,8 +3,10 @@
 #
 # Tests start their own redis-server / redis-sentinel processes on free loopback ports,
 # so the two binaries must be installed; they are installed from the distribution
-# packages when missing. Then: every cargo test (unit, integration, doc), and the
-# deployment tests (Helm chart, scripts) when deploy/ is present.
+# packages when missing. Then: every cargo test (unit, integration, doc), the HTTP
+# contract test (tests/contract/run.sh: schemathesis and a generated client against
+# `serve`; its tools come from the Python package index), and the deployment tests (Helm
+# chart, scripts) when deploy/ is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --locked
+
+bash tests/contract/run.sh
 
 if [ -f deploy/tests/run.sh ]; then
   bash deploy/tests/run.sh

@@ -397,9 +397,10 @@ async fn http_acquire_extend_release() {
         .post_json(url, &json!({"ttl": "5 seconds"}))
         .await
         .parts();
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["type"], "invalid-body", "{problem}");
     assert!(
-        problem["detail"].as_str().unwrap().contains("ttl"),
+        problem["detail"].as_str().unwrap().contains("`ttl`"),
         "{problem}"
     );
 }

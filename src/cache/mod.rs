@@ -37,7 +37,7 @@ use stored::{Found, Read};
 /// Longest namespace, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 128;
 
-/// Longest key, in bytes.
+/// Longest key, in characters (JSON Schema's `maxLength`).
 pub const MAX_KEY_LEN: usize = 1024;
 
 /// Longest TTL a value may be given.
@@ -1029,10 +1029,10 @@ fn l1_key(namespace: &str, key: &str) -> Result<String, CacheError> {
     if key.is_empty() {
         return Err(CacheError::InvalidKey("must not be empty".into()));
     }
-    if key.len() > MAX_KEY_LEN {
+    let chars = key.chars().count();
+    if chars > MAX_KEY_LEN {
         return Err(CacheError::InvalidKey(format!(
-            "{} bytes, expected at most {MAX_KEY_LEN}",
-            key.len()
+            "{chars} characters, expected at most {MAX_KEY_LEN}"
         )));
     }
     Ok(format!("{namespace}:{key}"))

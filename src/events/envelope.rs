@@ -40,7 +40,7 @@ pub const COMPRESS_ABOVE: usize = 1024;
 pub const MAX_EXTENSION_NAME_LEN: usize = 20;
 
 /// Attribute names with a field of their own; an extension may not use them.
-const KNOWN_ATTRIBUTES: [&str; 12] = [
+pub const KNOWN_ATTRIBUTES: [&str; 12] = [
     "specversion",
     "id",
     "source",

@@ -34,7 +34,8 @@ pub mod zitadel;
 
 pub use capability::{Events, EventsError};
 pub use envelope::{
-    COMPRESS_ABOVE, Event, EventError, SPEC_VERSION, TraceContext, decode, encode, new_id,
+    COMPRESS_ABOVE, Event, EventError, KNOWN_ATTRIBUTES, SPEC_VERSION, TraceContext, decode,
+    encode, new_id,
 };
 pub use publisher::{PublishError, Publisher};
 pub use queues::{QueueError, QueueStats, Queues, SettleOutcome, Stats};

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use crate::backend::{Backend, BackendError, RedisBackend};
 use crate::config::LocksConfig;
 
-/// Longest lock name accepted, in bytes.
+/// Longest lock name accepted, in characters (JSON Schema's `maxLength`).
 pub const MAX_NAME_LEN: usize = 256;
 
 /// A held lock.
@@ -482,10 +482,10 @@ fn check_name(name: &str) -> Result<(), LockError> {
     if name.is_empty() {
         return Err(LockError::InvalidName("must not be empty".into()));
     }
-    if name.len() > MAX_NAME_LEN {
+    let chars = name.chars().count();
+    if chars > MAX_NAME_LEN {
         return Err(LockError::InvalidName(format!(
-            "{} bytes, expected at most {MAX_NAME_LEN}",
-            name.len()
+            "{chars} characters, expected at most {MAX_NAME_LEN}"
         )));
     }
     if name.chars().any(char::is_control) {

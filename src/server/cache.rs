@@ -1,51 +1,141 @@
 //! `/v1/cache/{namespace}/{key}` (`GET`, `PUT`, `DELETE`) and
 //! `POST /v1/cache/{namespace}/invalidate`.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::AppState;
-use super::problem::{ApiError, ApiJson};
+use super::extract::{ApiDuration, ApiJson, ApiPath};
+use super::openapi::json_schema;
+use super::problem::{ApiError, Problem};
 use crate::cache::{CacheError, SetOptions};
-use crate::config::types::duration;
+
+/// JSON Schema of namespaces and tags.
+const NAME_PATTERN: &str = "^[A-Za-z0-9_.-]{1,128}$";
+
+/// Most tags one request may name.
+pub const MAX_TAGS: usize = 100;
+
+/// `{namespace}/{key}` of the value routes.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ValuePath {
+    /// 1 to 128 of `A-Z a-z 0-9 _ - .`.
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
+    pub namespace: String,
+    /// 1 to 1024 characters; not `invalidate`, which is the invalidation route's path
+    /// (the library reaches such a key, HTTP does not).
+    #[param(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^(?!invalidate$)[\s\S]*$"
+    )]
+    pub key: String,
+}
+
+/// `{namespace}` of the invalidation route.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NamespacePath {
+    /// 1 to 128 of `A-Z a-z 0-9 _ - .`.
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
+    pub namespace: String,
+}
+
+/// A tag: 1 to 128 of `A-Z a-z 0-9 _ - .`.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct Tag(pub String);
+
+impl utoipa::PartialSchema for Tag {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        json_schema(serde_json::json!({ "type": "string", "pattern": NAME_PATTERN }))
+    }
+}
+
+impl utoipa::ToSchema for Tag {}
 
 /// `PUT /v1/cache/{namespace}/{key}` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PutRequest {
     /// Any JSON value.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub value: Box<RawValue>,
-    /// Time to live (`"10m"`); without it the category's TTL or `cache.ttl.default`.
-    #[serde(default, with = "duration::option")]
-    #[schema(value_type = Option<String>, example = "10m")]
-    pub ttl: Option<Duration>,
+    /// Time to live, 1ms to 366d; without it the category's TTL or `cache.ttl.default`.
+    #[serde(default)]
+    pub ttl: Option<ApiDuration>,
     /// TTL category from `cache.ttl.categories`.
     #[serde(default)]
     pub category: Option<String>,
-    /// Tags for invalidation by tag.
+    /// Tags for invalidation by tag (at most 100).
     #[serde(default)]
-    pub tags: Vec<String>,
+    #[schema(max_items = 100)]
+    pub tags: Vec<Tag>,
 }
 
 /// `POST /v1/cache/{namespace}/invalidate` body: `{"tags": [...]}` or `{"all": true}`.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InvalidateRequest {
-    /// Remove the keys set with any of these tags.
+    /// Remove the keys set with any of these tags (1 to 100).
     #[serde(default)]
-    pub tags: Vec<String>,
-    /// Remove every key of the namespace.
+    pub tags: Option<Vec<Tag>>,
+    /// `true`: remove every key of the namespace.
     #[serde(default)]
-    pub all: bool,
+    pub all: Option<bool>,
 }
+
+impl utoipa::PartialSchema for InvalidateRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        json_schema(serde_json::json!({
+            "description": "Either `tags` or `all: true`.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["tags"],
+                    "additionalProperties": false,
+                    "properties": { "tags": {
+                        "type": "array", "minItems": 1, "maxItems": MAX_TAGS,
+                        "items": { "type": "string", "pattern": NAME_PATTERN },
+                        "description": "remove the keys set with any of these tags",
+                    } },
+                },
+                {
+                    "type": "object",
+                    "required": ["all"],
+                    "additionalProperties": false,
+                    "properties": { "all": {
+                        "type": "boolean", "enum": [true],
+                        "description": "remove every key of the namespace",
+                    } },
+                },
+            ],
+        }))
+    }
+}
+
+impl utoipa::ToSchema for InvalidateRequest {}
+
+/// A cached value, as `GET` answers it.
+pub struct ValueBody;
+
+impl utoipa::PartialSchema for ValueBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        json_schema(serde_json::json!({
+            "type": "object",
+            "required": ["value"],
+            "properties": { "value": { "description": "the stored JSON value, as it was put" } },
+        }))
+    }
+}
+
+impl utoipa::ToSchema for ValueBody {}
 
 /// What an invalidation removed.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -56,18 +146,23 @@ pub struct InvalidateResponse {
 }
 
 /// Read a cached value: `200 {"value": …}` or `404`.
-#[utoipa::path(get, path = "/v1/cache/{namespace}/{key}", tag = "cache", security(("bearer" = [])),
-    params(("namespace" = String, Path), ("key" = String, Path)),
-    responses((status = 200, description = "`{\"value\": …}`"),
-              (status = 404, description = "not cached", body = super::problem::Problem)))]
+#[utoipa::path(get, path = "/v1/cache/{namespace}/{key}", tag = "cache", operation_id = "getCache",
+    security(("bearer" = [])),
+    params(ValuePath),
+    responses((status = 200, description = "the value", body = ValueBody),
+              (status = 404, description = "`not-found`: not cached", body = Problem)))]
 pub async fn get(
     State(state): State<AppState>,
-    Path((namespace, key)): Path<(String, String)>,
+    ApiPath(ValuePath { namespace, key }): ApiPath<ValuePath>,
 ) -> Result<Response, ApiError> {
+    read(&state, &namespace, &key).await
+}
+
+async fn read(state: &AppState, namespace: &str, key: &str) -> Result<Response, ApiError> {
     let Some(json) = state
         .runtime
         .cache()
-        .get_json(&namespace, &key)
+        .get_json(namespace, key)
         .await
         .map_err(cache_error)?
     else {
@@ -94,15 +189,26 @@ pub async fn get(
 }
 
 /// Store a value.
-#[utoipa::path(put, path = "/v1/cache/{namespace}/{key}", tag = "cache", security(("bearer" = [])),
-    params(("namespace" = String, Path), ("key" = String, Path)),
+#[utoipa::path(put, path = "/v1/cache/{namespace}/{key}", tag = "cache", operation_id = "putCache",
+    security(("bearer" = [])),
+    params(ValuePath),
     request_body = PutRequest,
     responses((status = 204, description = "stored"),
-              (status = 413, description = "value larger than server.maxBodyBytes", body = super::problem::Problem)))]
+              (status = 400, description = "`bad-request`: `ttl` of zero or above 366d, or a `category` not in `cache.ttl.categories`", body = Problem),
+              (status = 413, description = "`payload-too-large`: the value is over `cache.maxValueBytes`", body = Problem)))]
 pub async fn put(
     State(state): State<AppState>,
-    Path((namespace, key)): Path<(String, String)>,
+    ApiPath(ValuePath { namespace, key }): ApiPath<ValuePath>,
     ApiJson(body): ApiJson<PutRequest>,
+) -> Result<StatusCode, ApiError> {
+    store(&state, &namespace, &key, body).await
+}
+
+async fn store(
+    state: &AppState,
+    namespace: &str,
+    key: &str,
+    body: PutRequest,
 ) -> Result<StatusCode, ApiError> {
     if let Some(category) = &body.category
         && !state.config().cache.ttl.categories.contains_key(category)
@@ -111,9 +217,9 @@ pub async fn put(
             "`category`: no category `{category}` in cache.ttl.categories"
         )));
     }
-    let tags: Vec<&str> = body.tags.iter().map(String::as_str).collect();
+    let tags: Vec<&str> = body.tags.iter().map(|t| t.0.as_str()).collect();
     let options = SetOptions {
-        ttl: body.ttl,
+        ttl: body.ttl.map(|t| t.0),
         category: body.category.as_deref(),
         tags: &tags,
     };
@@ -121,8 +227,8 @@ pub async fn put(
         .runtime
         .cache()
         .set_json(
-            &namespace,
-            &key,
+            namespace,
+            key,
             body.value.get().as_bytes().to_vec(),
             options,
         )
@@ -133,54 +239,60 @@ pub async fn put(
 
 /// Remove a value (here, in Redis and from every instance's memory).
 #[utoipa::path(delete, path = "/v1/cache/{namespace}/{key}", tag = "cache", security(("bearer" = [])),
-    params(("namespace" = String, Path), ("key" = String, Path)),
+    operation_id = "deleteCache",
+    params(ValuePath),
     responses((status = 204, description = "removed (or was not cached)")))]
 pub async fn delete(
     State(state): State<AppState>,
-    Path((namespace, key)): Path<(String, String)>,
+    ApiPath(ValuePath { namespace, key }): ApiPath<ValuePath>,
 ) -> Result<StatusCode, ApiError> {
+    remove(&state, &namespace, &key).await
+}
+
+async fn remove(state: &AppState, namespace: &str, key: &str) -> Result<StatusCode, ApiError> {
     state
         .runtime
         .cache()
-        .remove(&namespace, &key)
+        .remove(namespace, key)
         .await
         .map_err(cache_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Remove every key of a namespace.
-#[utoipa::path(post, path = "/v1/cache/{namespace}/invalidate", tag = "cache", security(("bearer" = [])),
-    params(("namespace" = String, Path)),
+#[utoipa::path(post, path = "/v1/cache/{namespace}/invalidate", tag = "cache",
+    operation_id = "invalidateCache", security(("bearer" = [])),
+    params(NamespacePath),
     request_body = InvalidateRequest,
     responses((status = 200, description = "removed", body = InvalidateResponse)))]
 pub async fn invalidate(
     State(state): State<AppState>,
-    Path(namespace): Path<String>,
+    ApiPath(NamespacePath { namespace }): ApiPath<NamespacePath>,
     ApiJson(body): ApiJson<InvalidateRequest>,
 ) -> Result<Json<InvalidateResponse>, ApiError> {
-    let removed = match (body.all, body.tags.is_empty()) {
-        (true, true) => state
+    let removed = match (body.all, body.tags) {
+        (Some(true), None) => state
             .runtime
             .cache()
             .clear(&namespace)
             .await
             .map_err(cache_error)?,
-        (false, false) => {
+        (None, Some(tags)) if (1..=MAX_TAGS).contains(&tags.len()) => {
             let mut removed = 0;
-            for tag in &body.tags {
+            for tag in &tags {
                 removed += state
                     .runtime
                     .cache()
-                    .remove_by_tag(&namespace, tag)
+                    .remove_by_tag(&namespace, &tag.0)
                     .await
                     .map_err(cache_error)?;
             }
             removed
         }
         _ => {
-            return Err(ApiError::bad_request(
-                "expected either `tags` (a non-empty list) or `all: true`",
-            ));
+            return Err(super::extract::invalid_body(format!(
+                "expected either `tags` (1 to {MAX_TAGS} tags) or `all: true`"
+            )));
         }
     };
     Ok(Json(InvalidateResponse { removed }))

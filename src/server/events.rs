@@ -5,13 +5,15 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::problem::ApiError;
+use super::extract::{ApiPath, ApiQuery, json_body};
+use super::openapi::json_schema;
+use super::problem::{ApiError, Problem};
 use crate::events::{
     ActionsEvent, Event, PublishError, QueueError, SIGNATURE_HEADER, Stats, verify,
 };
@@ -28,15 +30,92 @@ pub struct Accepted {
 
 /// `GET /v1/events/dead-letter` query.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Most entries to return (default 100, at most 1000).
-    pub limit: Option<usize>,
+    /// Most entries to return: 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u64>,
+}
+
+/// `{id}` of the dead-letter routes.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DeadLetterId {
+    /// The event's id.
+    pub id: String,
+}
+
+/// The body of `POST /v1/events`: one CloudEvent or an array of them.
+pub struct PublishBody;
+
+impl utoipa::PartialSchema for PublishBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        let known = crate::events::KNOWN_ATTRIBUTES.join("|");
+        let event = serde_json::json!({
+            "type": "object",
+            "description": "A CloudEvents 1.0 event in structured JSON form; `null` is the \
+                same as an absent optional attribute. Any other attribute is an extension: a \
+                lowercase a-z0-9 name of 1 to 20 characters with a string, number or boolean \
+                value (`traceparent` continues a trace).",
+            "required": ["specversion", "id", "source", "type"],
+            "properties": {
+                "specversion": { "type": "string", "enum": ["1.0"] },
+                "id": { "type": "string", "minLength": 1 },
+                "source": { "type": "string", "minLength": 1 },
+                "type": { "type": "string", "minLength": 1,
+                    "description": "must be one of `events.types`" },
+                "time": { "type": ["string", "null"], "format": "date-time" },
+                "datacontenttype": { "type": ["string", "null"], "minLength": 1 },
+                "dataschema": { "type": ["string", "null"], "minLength": 1 },
+                "subject": { "type": ["string", "null"], "minLength": 1 },
+                "data": { "description": "the payload, any JSON" },
+                "priority": { "type": ["string", "null"], "enum": ["high", "normal", "low", null] },
+                "attempt": { "type": ["integer", "null"], "enum": [0, null],
+                    "description": "delivery state, set by the workers: 0 or absent" },
+            },
+            "patternProperties": {
+                format!("^(?!({known})$)[a-z0-9]{{1,20}}$"): {
+                    "type": ["string", "number", "boolean", "null"]
+                }
+            },
+            "additionalProperties": false,
+        });
+        json_schema(serde_json::json!({
+            "oneOf": [
+                event.clone(),
+                { "type": "array", "minItems": 1, "items": event },
+            ]
+        }))
+    }
+}
+
+impl utoipa::ToSchema for PublishBody {}
+
+/// A dead letter: the event with `attempt`, `lasterror` and `deadat`.
+pub struct DeadLetterBody;
+
+impl utoipa::PartialSchema for DeadLetterBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        json_schema(serde_json::json!({
+            "type": "object",
+            "description": "The event as published, with the extensions `attempt`                 (deliveries tried), `lasterror` (the last failure) and `deadat` (RFC 3339).",
+            "required": ["specversion", "id", "source", "type"],
+        }))
+    }
+}
+
+impl utoipa::ToSchema for DeadLetterBody {}
+
+/// `DELETE /v1/events/dead-letter` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Purged {
+    /// Dead letters removed.
+    pub purged: u64,
 }
 
 fn events_of(state: &AppState) -> Result<&crate::events::Events, ApiError> {
     state.runtime.events().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::feature_disabled(
             "events-disabled",
             "Events disabled",
             "event streaming is turned off (events.enabled: false)",
@@ -62,39 +141,50 @@ fn publish_error(e: PublishError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
-        PublishError::Disabled => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "events-disabled",
-            "Events disabled",
-            e.to_string(),
-        )
-        .into_response(),
+        PublishError::Disabled => {
+            ApiError::feature_disabled("events-disabled", "Events disabled", &e.to_string())
+                .into_response()
+        }
         PublishError::StoreFull(full) => ApiError::from(full).into_response(),
         other => ApiError::unavailable(&other).into_response(),
     }
 }
 
-/// One CloudEvent or an array of them.
+/// One CloudEvent or a non-empty array of them.
 fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let parsed = if first == Some(&b'[') {
-        serde_json::from_slice::<Vec<Event>>(body)
-    } else {
-        serde_json::from_slice::<Event>(body).map(|e| vec![e])
+    let parsed = match first {
+        Some(b'[') => serde_json::from_slice::<Vec<Event>>(body),
+        Some(b'{') => serde_json::from_slice::<Event>(body).map(|e| vec![e]),
+        _ => {
+            return Err(super::extract::invalid_body(
+                "expected a CloudEvent (a JSON object) or an array of them".into(),
+            ));
+        }
     };
-    parsed.map_err(|e| ApiError::bad_request(format!("body: {e}")))
+    match parsed {
+        Ok(events) if events.is_empty() => Err(super::extract::invalid_body(
+            "expected at least one event".into(),
+        )),
+        Ok(events) => Ok(events),
+        Err(e) => Err(super::extract::invalid_body(format!("body: {e}"))),
+    }
 }
 
 /// Publish one CloudEvent (structured JSON) or an array of them.
-#[utoipa::path(post, path = "/v1/events", tag = "events", security(("bearer" = [])),
-    request_body(content = serde_json::Value, description = "a CloudEvent or an array of them"),
+#[utoipa::path(post, path = "/v1/events", tag = "events", operation_id = "publishEvents",
+    security(("bearer" = [])),
+    request_body(content = PublishBody, description = "a CloudEvent or an array of them"),
     responses((status = 202, description = "in the queues", body = Accepted),
-        (status = 400, description = "an invalid event; nothing published", body = super::problem::Problem),
-        (status = 503, description = "buffer full (Retry-After) or backend down", body = super::problem::Problem),
-        (status = 507, description = "`storage-full`: the memory backend is at `memory.maxBytes`; nothing published", body = super::problem::Problem)))]
-pub async fn publish(State(state): State<AppState>, body: Bytes) -> Response {
+        (status = 400, description = "`bad-request`: an event of a type not in `events.types`, or more events than `events.performance.eventBufferSize`; nothing published", body = Problem),
+        (status = 503, description = "`buffer-full`: the publish buffer is full; `Retry-After` says when to try again", body = Problem)))]
+pub async fn publish(State(state): State<AppState>, request: Request) -> Response {
     let events = match events_of(&state) {
         Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let body = match json_body(request, &()).await {
+        Ok(b) => b,
         Err(e) => return e.into_response(),
     };
     let batch = match parse_events(&body) {
@@ -119,7 +209,8 @@ fn queue_error(e: QueueError) -> ApiError {
 }
 
 /// Depth, in-flight, retrying and oldest age per queue, and the dead-letter count.
-#[utoipa::path(get, path = "/v1/events/stats", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/events/stats", tag = "events", operation_id = "eventStats",
+    security(("bearer" = [])),
     responses((status = 200, description = "queue numbers", body = Stats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let events = events_of(&state)?;
@@ -128,15 +219,24 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
 
 /// The dead-letter list, oldest first (each entry is the event with `attempt`,
 /// `lasterror` and `deadat`).
-#[utoipa::path(get, path = "/v1/events/dead-letter", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/events/dead-letter", tag = "events", operation_id = "listDeadLetters",
+    security(("bearer" = [])),
     params(ListQuery),
-    responses((status = 200, description = "dead letters", body = [serde_json::Value])))]
+    responses((status = 200, description = "dead letters", body = [DeadLetterBody])))]
 pub async fn dead_letters(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let events = events_of(&state)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = match query.limit {
+        None => 100,
+        Some(n @ 1..=1000) => usize::try_from(n).expect("at most 1000"),
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "limit: {n} is out of range; expected 1 to 1000"
+            )));
+        }
+    };
     Ok(Json(
         events
             .queues()
@@ -151,13 +251,14 @@ fn no_dead_letter(id: &str) -> ApiError {
 }
 
 /// One dead letter: the event with `attempt`, `lasterror` and `deadat`.
-#[utoipa::path(get, path = "/v1/events/dead-letter/{id}", tag = "events", security(("bearer" = [])),
-    params(("id" = String, Path, description = "event id")),
-    responses((status = 200, description = "the dead letter", body = serde_json::Value),
-        (status = 404, description = "no such dead letter", body = super::problem::Problem)))]
+#[utoipa::path(get, path = "/v1/events/dead-letter/{id}", tag = "events", operation_id = "showDeadLetter",
+    security(("bearer" = [])),
+    params(DeadLetterId),
+    responses((status = 200, description = "the dead letter", body = DeadLetterBody),
+        (status = 404, description = "`not-found`: no such dead letter", body = Problem)))]
 pub async fn show_dead(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(DeadLetterId { id }): ApiPath<DeadLetterId>,
 ) -> Result<Json<Event>, ApiError> {
     let events = events_of(&state)?;
     match events
@@ -172,13 +273,14 @@ pub async fn show_dead(
 }
 
 /// Put a dead letter back in its queue with attempts reset.
-#[utoipa::path(post, path = "/v1/events/dead-letter/{id}/replay", tag = "events", security(("bearer" = [])),
-    params(("id" = String, Path, description = "event id")),
+#[utoipa::path(post, path = "/v1/events/dead-letter/{id}/replay", tag = "events",
+    operation_id = "replayDeadLetter", security(("bearer" = [])),
+    params(DeadLetterId),
     responses((status = 202, description = "back in its queue", body = Accepted),
-        (status = 404, description = "no such dead letter", body = super::problem::Problem)))]
+        (status = 404, description = "`not-found`: no such dead letter", body = Problem)))]
 pub async fn replay(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(DeadLetterId { id }): ApiPath<DeadLetterId>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let events = events_of(&state)?;
     let compress = state.config().events.publishing.compression;
@@ -200,13 +302,14 @@ pub async fn replay(
 }
 
 /// Delete one dead letter.
-#[utoipa::path(delete, path = "/v1/events/dead-letter/{id}", tag = "events", security(("bearer" = [])),
-    params(("id" = String, Path, description = "event id")),
+#[utoipa::path(delete, path = "/v1/events/dead-letter/{id}", tag = "events",
+    operation_id = "deleteDeadLetter", security(("bearer" = [])),
+    params(DeadLetterId),
     responses((status = 204, description = "deleted"),
-        (status = 404, description = "no such dead letter", body = super::problem::Problem)))]
+        (status = 404, description = "`not-found`: no such dead letter", body = Problem)))]
 pub async fn delete_dead(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(DeadLetterId { id }): ApiPath<DeadLetterId>,
 ) -> Result<StatusCode, ApiError> {
     let events = events_of(&state)?;
     if events
@@ -222,12 +325,13 @@ pub async fn delete_dead(
 }
 
 /// Empty the dead-letter list.
-#[utoipa::path(delete, path = "/v1/events/dead-letter", tag = "events", security(("bearer" = [])),
-    responses((status = 200, description = "how many were removed", body = serde_json::Value)))]
-pub async fn purge(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(delete, path = "/v1/events/dead-letter", tag = "events",
+    operation_id = "purgeDeadLetters", security(("bearer" = [])),
+    responses((status = 200, description = "how many were removed", body = Purged)))]
+pub async fn purge(State(state): State<AppState>) -> Result<Json<Purged>, ApiError> {
     let events = events_of(&state)?;
-    let n = events.queues().purge_dead().await.map_err(queue_error)?;
-    Ok(Json(serde_json::json!({ "purged": n })))
+    let purged = events.queues().purge_dead().await.map_err(queue_error)?;
+    Ok(Json(Purged { purged }))
 }
 
 fn unauthorized_signature(detail: String) -> ApiError {
@@ -240,11 +344,13 @@ fn unauthorized_signature(detail: String) -> ApiError {
 }
 
 /// A ZITADEL Actions v2 event execution, signed with `ZITADEL-Signature`.
-#[utoipa::path(post, path = "/v1/ingest/zitadel", tag = "events",
+#[utoipa::path(post, path = "/v1/ingest/zitadel", tag = "events", operation_id = "ingestZitadel",
+    params(("ZITADEL-Signature" = String, Header, description = "`t=<unix s>,v1=<hex HMAC-SHA256 of t.body>`")),
     request_body(content = serde_json::Value, description = "ZITADEL event execution body"),
     responses((status = 202, description = "published (accepted 0: type not mapped, ignored)", body = Accepted),
-        (status = 400, description = "malformed body", body = super::problem::Problem),
-        (status = 401, description = "missing, stale or wrong signature", body = super::problem::Problem)))]
+        (status = 400, description = "`bad-request`: a signed body that is not an event execution", body = Problem),
+        (status = 401, description = "`bad-signature`: missing, stale or wrong signature", body = Problem),
+        (status = 404, description = "`ingest-not-configured`: no `events.zitadel.signingKey`", body = Problem)))]
 pub async fn ingest_zitadel(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -273,11 +379,13 @@ async fn ingest(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Accepted, IngestError> {
+    if !headers.contains_key(SIGNATURE_HEADER) {
+        return Err(unauthorized_signature(format!("missing {SIGNATURE_HEADER} header")).into());
+    }
     let events = events_of(state)?;
     let cfg = &state.config().events.zitadel;
     let Some(watched) = events.zitadel_key() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(ApiError::feature_disabled(
             "ingest-not-configured",
             "ZITADEL ingestion not configured",
             "events.zitadel.signingKey is not set, so no request can be verified",

@@ -16,7 +16,7 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz",
     responses((status = 200, description = "alive", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
@@ -24,7 +24,7 @@ pub async fn healthz() -> Json<Health> {
 
 /// Readiness: the backend answers (`PING` on every Redis handle), and the memory backend
 /// has room for new state (`memory.maxBytes`).
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
     responses((status = 200, description = "ready", body = Health),
               (status = 503, description = "backend unreachable, or the memory backend full (`storage-full`)", body = super::problem::Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
@@ -57,10 +57,9 @@ pub struct Status {
 }
 
 /// Version, backend and current Redis master.
-#[utoipa::path(get, path = "/v1/status", tag = "operations",
+#[utoipa::path(get, path = "/v1/status", tag = "operations", operation_id = "getStatus",
     security(("bearer" = [])),
-    responses((status = 200, description = "status", body = Status),
-              (status = 401, description = "missing or bad token", body = super::problem::Problem)))]
+    responses((status = 200, description = "status", body = Status)))]
 pub async fn status(State(state): State<AppState>) -> Json<Status> {
     let (master, master_epoch) = match state.runtime.backend() {
         Backend::Memory(_) => (None, None),
@@ -80,10 +79,9 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
 /// The checks of `blinkchamber doctor` against this instance's backend, as one report
 /// (the same JSON as `doctor --json`); each check is also published as the
 /// `blinkchamber_doctor_check{check,status}` gauge.
-#[utoipa::path(get, path = "/v1/diagnostics", tag = "operations",
+#[utoipa::path(get, path = "/v1/diagnostics", tag = "operations", operation_id = "getDiagnostics",
     security(("bearer" = [])),
-    responses((status = 200, description = "the report; `status` is the worst check", body = crate::doctor::Report),
-              (status = 401, description = "missing or bad token", body = super::problem::Problem)))]
+    responses((status = 200, description = "the report; `status` is the worst check", body = crate::doctor::Report)))]
 pub async fn diagnostics(State(state): State<AppState>) -> Json<crate::doctor::Report> {
     let mut report = crate::doctor::run(state.config(), &[]).await;
     report.add_process_cache_hits();

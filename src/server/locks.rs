@@ -3,29 +3,42 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::problem::{ApiError, ApiJson};
+use super::extract::{ApiDuration, ApiJson, ApiPath};
+use super::problem::ApiError;
+use super::problem::Problem;
 use crate::config::types::duration;
 use crate::lock::{Lease, LockError};
+
+/// The `{name}` of the lock routes.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct LockName {
+    /// The lock's name: 1 to 256 characters, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    pub name: String,
+}
 
 /// `POST /v1/locks/{name}` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AcquireRequest {
     /// Lease length (`"30s"`); defaults to `locks.defaultTtl`, at most `locks.maxTtl`.
-    #[serde(default, with = "duration::option")]
-    #[schema(value_type = Option<String>, example = "30s")]
-    pub ttl: Option<Duration>,
+    #[serde(default)]
+    pub ttl: Option<ApiDuration>,
     /// How long to wait while another owner holds it (`"5s"`); default `0s`, at most
     /// `locks.maxWait`.
-    #[serde(default, with = "duration::option")]
-    #[schema(value_type = Option<String>, example = "5s")]
-    pub wait: Option<Duration>,
+    #[serde(default)]
+    pub wait: Option<ApiDuration>,
 }
 
 /// `PUT /v1/locks/{name}` body.
@@ -34,10 +47,9 @@ pub struct AcquireRequest {
 pub struct ExtendRequest {
     /// The owner token from the acquisition.
     pub token: String,
-    /// New lease length from now; defaults to `locks.defaultTtl`.
-    #[serde(default, with = "duration::option")]
-    #[schema(value_type = Option<String>, example = "30s")]
-    pub ttl: Option<Duration>,
+    /// New lease length from now; defaults to `locks.defaultTtl`, at most `locks.maxTtl`.
+    #[serde(default)]
+    pub ttl: Option<ApiDuration>,
 }
 
 /// `DELETE /v1/locks/{name}` body.
@@ -74,28 +86,28 @@ impl From<Lease> for LeaseBody {
 }
 
 /// Acquire a lock, waiting up to `wait` while it is held.
-#[utoipa::path(post, path = "/v1/locks/{name}", tag = "locks", security(("bearer" = [])),
-    params(("name" = String, Path, description = "lock name")),
+#[utoipa::path(post, path = "/v1/locks/{name}", tag = "locks", operation_id = "acquireLock",
+    security(("bearer" = [])),
+    params(LockName),
     request_body = AcquireRequest,
     responses((status = 201, description = "acquired", body = LeaseBody),
-              (status = 409, description = "`lock-busy`: still held after `wait`", body = super::problem::Problem),
-              (status = 400, description = "bad ttl, wait or name", body = super::problem::Problem),
-              (status = 507, description = "`storage-full`: the memory backend is at `memory.maxBytes`", body = super::problem::Problem)))]
+              (status = 400, description = "`bad-request`: `ttl` above `locks.maxTtl` or below 1ms, `wait` above `locks.maxWait`", body = Problem),
+              (status = 409, description = "`lock-busy`: still held after `wait`", body = Problem)))]
 pub async fn acquire(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(LockName { name }): ApiPath<LockName>,
     ApiJson(body): ApiJson<AcquireRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let cfg = state.runtime.locks().config();
     let ttl = bounded(
         "ttl",
-        body.ttl.unwrap_or(cfg.default_ttl),
+        body.ttl.map_or(cfg.default_ttl, |t| t.0),
         cfg.max_ttl,
         "locks.maxTtl",
     )?;
     let wait = bounded(
         "wait",
-        body.wait.unwrap_or_default(),
+        body.wait.map(|w| w.0).unwrap_or_default(),
         cfg.max_wait,
         "locks.maxWait",
     )?;
@@ -109,20 +121,22 @@ pub async fn acquire(
 }
 
 /// Extend a held lock.
-#[utoipa::path(put, path = "/v1/locks/{name}", tag = "locks", security(("bearer" = [])),
-    params(("name" = String, Path, description = "lock name")),
+#[utoipa::path(put, path = "/v1/locks/{name}", tag = "locks", operation_id = "extendLock",
+    security(("bearer" = [])),
+    params(LockName),
     request_body = ExtendRequest,
     responses((status = 200, description = "extended", body = LeaseBody),
-              (status = 409, description = "`lock-not-held`", body = super::problem::Problem)))]
+              (status = 400, description = "`bad-request`: `ttl` above `locks.maxTtl` or below 1ms", body = Problem),
+              (status = 409, description = "`lock-not-held`: the lease ran out or the token is not the holder's", body = Problem)))]
 pub async fn extend(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(LockName { name }): ApiPath<LockName>,
     ApiJson(body): ApiJson<ExtendRequest>,
 ) -> Result<Json<LeaseBody>, ApiError> {
     let cfg = state.runtime.locks().config();
     let ttl = bounded(
         "ttl",
-        body.ttl.unwrap_or(cfg.default_ttl),
+        body.ttl.map_or(cfg.default_ttl, |t| t.0),
         cfg.max_ttl,
         "locks.maxTtl",
     )?;
@@ -136,14 +150,15 @@ pub async fn extend(
 }
 
 /// Release a held lock.
-#[utoipa::path(delete, path = "/v1/locks/{name}", tag = "locks", security(("bearer" = [])),
-    params(("name" = String, Path, description = "lock name")),
+#[utoipa::path(delete, path = "/v1/locks/{name}", tag = "locks", operation_id = "releaseLock",
+    security(("bearer" = [])),
+    params(LockName),
     request_body = ReleaseRequest,
     responses((status = 204, description = "released"),
-              (status = 409, description = "`lock-not-held`", body = super::problem::Problem)))]
+              (status = 409, description = "`lock-not-held`: the lease ran out or the token is not the holder's", body = Problem)))]
 pub async fn release(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(LockName { name }): ApiPath<LockName>,
     ApiJson(body): ApiJson<ReleaseRequest>,
 ) -> Result<StatusCode, ApiError> {
     state

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cache;
 pub mod events;
+pub mod extract;
 mod health;
 pub mod locks;
 mod openapi;
@@ -20,7 +21,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -192,6 +193,22 @@ async fn reject_large_bodies(State(limit): State<usize>, request: Request, next:
     next.run(request).await
 }
 
+/// The router's `405` (an empty body; the router adds `Allow`) as a problem.
+fn method_not_allowed(response: Response) -> Response {
+    let (parts, _) = response.into_parts();
+    let mut problem = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route does not answer this method; `Allow` lists those it does",
+    )
+    .into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        problem.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    problem
+}
+
 /// Gives the request its id (see [`request_id`]) and a span (`request`: method, route
 /// template, id), echoes the id, and counts requests by route template and status and
 /// times them.
@@ -214,6 +231,9 @@ async fn observe(request: Request, next: Next) -> Response {
     }
     let started = Instant::now();
     let mut response = request_id::scope(id.clone(), next.run(request).instrument(span)).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        response = method_not_allowed(response);
+    }
     response
         .headers_mut()
         .insert(request_id::HEADER, request_id::header_value(&id));

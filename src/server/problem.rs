@@ -4,12 +4,9 @@
 //! match on. A 5xx carries a generic detail; the cause goes to the log, never the client.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 /// An error answered as `application/problem+json`.
 #[derive(Debug)]
@@ -76,6 +73,12 @@ impl ApiError {
     /// `404 not-found`.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// `404` with `kind` (`events-disabled`, `tokens-disabled`, …): a capability this
+    /// deployment's config switches off. Not a `5xx`: asking again will not help.
+    pub fn feature_disabled(kind: &'static str, title: &'static str, detail: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, kind, title, detail)
     }
 
     /// `413 payload-too-large`.
@@ -155,36 +158,4 @@ impl From<crate::backend::BackendError> for ApiError {
     fn from(e: crate::backend::BackendError) -> Self {
         Self::unavailable(&e)
     }
-}
-
-/// `Json<T>` whose rejections are problem details naming the field that failed.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let status = rejection.status();
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            status,
-            "payload-too-large",
-            "Payload too large",
-            rejection.body_text(),
-        );
-    }
-    let kind = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        "unsupported-media-type"
-    } else {
-        "invalid-body"
-    };
-    ApiError::new(status, kind, "Invalid request body", rejection.body_text())
 }

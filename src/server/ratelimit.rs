@@ -23,7 +23,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::problem::{ApiError, ApiJson};
+use super::extract::{ApiJson, whole};
+use super::openapi::json_schema;
+use super::problem::ApiError;
 use crate::config::types::duration;
 use crate::ratelimit::{self, Decision, RateLimitError, RateLimiter};
 
@@ -36,7 +38,7 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// `POST /v1/ratelimit/check` body: either `rule` + `key` (+ `cost`), or `descriptors`.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckRequest {
     /// Rule name (single form).
@@ -44,10 +46,9 @@ pub struct CheckRequest {
     pub rule: Option<String>,
     /// Key (single form): a string, or an object with exactly the rule's descriptors.
     #[serde(default)]
-    #[schema(value_type = Option<KeyForm>)]
     pub key: Option<Value>,
     /// Cost units (single form); default 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub cost: Option<u64>,
     /// Several checks at once; limited if any of them is.
     #[serde(default)]
@@ -64,9 +65,44 @@ pub struct DescriptorCheck {
     #[schema(value_type = KeyForm)]
     pub key: Value,
     /// Cost units; default 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::option")]
+    #[schema(minimum = 1)]
     pub cost: Option<u64>,
 }
+
+impl utoipa::PartialSchema for CheckRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        json_schema(serde_json::json!({
+            "description": "One check (`rule`, `key`, `cost`) or several (`descriptors`); \
+                limited if any of them is. The rule must be one of `rateLimit.rules` (else \
+                `400 unknown-rule`), an object key must name exactly the rule's descriptors, \
+                and a cost above what the rule admits at once is refused.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["rule", "key"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "rule": { "type": "string", "description": "rule name" },
+                        "key": { "$ref": "#/components/schemas/KeyForm" },
+                        "cost": { "type": "integer", "minimum": 1, "description": "default 1" },
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["descriptors"],
+                    "additionalProperties": false,
+                    "properties": { "descriptors": {
+                        "type": "array", "minItems": 1, "maxItems": MAX_DESCRIPTORS,
+                        "items": { "$ref": "#/components/schemas/DescriptorCheck" },
+                    } },
+                },
+            ],
+        }))
+    }
+}
+
+impl utoipa::ToSchema for CheckRequest {}
 
 /// A key: used as given when a string; when an object, its fields must be exactly the
 /// rule's descriptors (`user`, `org`, `apiKey`, `ip`, `route`) with string values, and
@@ -135,9 +171,7 @@ pub struct CheckResponse {
             ("RateLimit-Policy" = String, description = "as for 200"),
             ("RateLimit" = String, description = "as for 200"),
             ("Retry-After" = String, description = "seconds, rounded up"))),
-        (status = 400, description = "unknown rule (`unknown-rule`), bad key or cost", body = super::problem::Problem),
-        (status = 401, description = "missing or bad token", body = super::problem::Problem),
-        (status = 507, description = "`storage-full`: a new key does not fit the memory backend's `memory.maxBytes`", body = super::problem::Problem)))]
+        (status = 400, description = "`unknown-rule`: no such rule in `rateLimit.rules`; `bad-request`: a key that does not fit the rule, or a cost it can never admit", body = super::problem::Problem)))]
 pub async fn check(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CheckRequest>,

@@ -5,20 +5,18 @@
 //! sessions are named by handle, and `DELETE /v1/sessions/handles/{handle}` revokes one.
 //!
 //! An unknown, expired, deleted, rotated-away or revoked id answers the same `404`, so the
-//! answer reveals nothing about ids that once existed. Bodies are parsed here rather than
-//! with `Json`, so that every malformed body is a `400 invalid-body` naming the field.
+//! answer reveals nothing about ids that once existed. A malformed body is a `400
+//! invalid-body` naming the field (see [`super::extract`]).
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
+use super::extract::{ApiJson, ApiPath, ApiQuery, whole};
 use super::problem::{ApiError, Problem};
 use crate::session::{Session, SessionError, SessionInfo, SessionKind};
 
@@ -26,16 +24,35 @@ use crate::session::{Session, SessionError, SessionInfo, SessionKind};
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRequest {
-    /// Whose session it is (1 to 256 bytes, no control characters).
+    /// Whose session it is: 1 to 256 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub user_id: String,
     /// Application data, any JSON; default `{}`.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub data: Option<Value>,
     /// `user` (default) or `admin`; admin sessions have the stricter `sessions.admin`
     /// timeouts.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "user")]
+    #[schema(value_type = Option<SessionKindName>)]
     pub kind: Option<SessionKind>,
+}
+
+/// `user` or `admin`, as the document names the kinds.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SessionKind)]
+#[allow(dead_code)]
+pub enum SessionKindName {
+    /// `sessions.user` timeouts.
+    #[schema(rename = "user")]
+    User,
+    /// `sessions.admin` timeouts.
+    #[schema(rename = "admin")]
+    Admin,
 }
 
 /// The header that carries a session's id.
@@ -64,10 +81,21 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionIdHeader {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateRequest {
-    /// The new data (replaces the old).
+    /// The new data (replaces the old); any JSON.
+    #[schema(value_type = serde_json::Value)]
     pub data: Value,
     /// The version the new data is based on (from the last read); required.
+    #[serde(deserialize_with = "whole::u64")]
+    #[schema(minimum = 0)]
     pub version: u64,
+}
+
+/// `{handle}` of `DELETE /v1/sessions/handles/{handle}`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct HandlePath {
+    /// The session's handle, from a list.
+    pub handle: String,
 }
 
 /// `?userId=` of the per-user routes.
@@ -75,7 +103,13 @@ pub struct UpdateRequest {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct UserQuery {
-    /// The user whose sessions are listed or revoked.
+    /// The user whose sessions are listed or revoked: 1 to 256 characters, no control
+    /// characters.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub user_id: String,
 }
 
@@ -155,16 +189,16 @@ pub struct Revoked {
 }
 
 /// Create a session.
-#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", operation_id = "createSession",
+    security(("bearer" = [])),
     request_body = CreateRequest,
     responses((status = 201, description = "created", body = SessionBody),
               (status = 400, description = "`invalid-body`: missing or bad `userId`, `kind` or `data`", body = Problem),
               (status = 507, description = "`storage-full`: the memory backend is at `memory.maxBytes`", body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
-    body: Bytes,
+    ApiJson(body): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<SessionBody>), ApiError> {
-    let body: CreateRequest = parse(&body)?;
     let data = body
         .data
         .unwrap_or_else(|| Value::Object(Default::default()));
@@ -178,7 +212,8 @@ pub async fn create(
 }
 
 /// Read a session (does not renew its idle timeout).
-#[utoipa::path(get, path = "/v1/session", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/session", tag = "sessions", operation_id = "getSession",
+    security(("bearer" = [])),
     params(("Session-Id" = String, Header, description = "the session's id")),
     responses((status = 200, description = "the session", body = SessionBody),
               (status = 400, description = "`bad-request`: no `Session-Id` header", body = Problem),
@@ -192,7 +227,8 @@ pub async fn get(
 }
 
 /// Renew a session's idle timeout (never past its absolute end).
-#[utoipa::path(post, path = "/v1/session/touch", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/session/touch", tag = "sessions", operation_id = "touchSession",
+    security(("bearer" = [])),
     params(("Session-Id" = String, Header, description = "the session's id")),
     responses((status = 200, description = "renewed", body = SessionBody),
               (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
@@ -205,7 +241,8 @@ pub async fn touch(
 }
 
 /// Replace a session's data if `version` is still current; the expiry is kept.
-#[utoipa::path(put, path = "/v1/session", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/session", tag = "sessions", operation_id = "updateSession",
+    security(("bearer" = [])),
     params(("Session-Id" = String, Header, description = "the session's id")),
     request_body = UpdateRequest,
     responses((status = 200, description = "updated; the answer has the new version", body = SessionBody),
@@ -215,9 +252,8 @@ pub async fn touch(
 pub async fn update(
     State(state): State<AppState>,
     SessionIdHeader(id): SessionIdHeader,
-    body: Bytes,
+    ApiJson(body): ApiJson<UpdateRequest>,
 ) -> Result<Json<SessionBody>, ApiError> {
-    let body: UpdateRequest = parse(&body)?;
     let session = state
         .runtime
         .sessions()
@@ -228,7 +264,8 @@ pub async fn update(
 }
 
 /// Move a session to a new id (on privilege change); the old id stops working at once.
-#[utoipa::path(post, path = "/v1/session/rotate", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/session/rotate", tag = "sessions", operation_id = "rotateSession",
+    security(("bearer" = [])),
     params(("Session-Id" = String, Header, description = "the session's id")),
     responses((status = 200, description = "the session under its new id; user, data, version and absolute end are kept", body = SessionBody),
               (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
@@ -246,7 +283,8 @@ pub async fn rotate(
 }
 
 /// End a session (logout).
-#[utoipa::path(delete, path = "/v1/session", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/session", tag = "sessions", operation_id = "deleteSession",
+    security(("bearer" = [])),
     params(("Session-Id" = String, Header, description = "the session's id")),
     responses((status = 204, description = "ended"),
               (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
@@ -264,13 +302,14 @@ pub async fn delete(
 }
 
 /// End one session by its handle (from a list), without its id.
-#[utoipa::path(delete, path = "/v1/sessions/handles/{handle}", tag = "sessions", security(("bearer" = [])),
-    params(("handle" = String, Path, description = "the session's handle")),
+#[utoipa::path(delete, path = "/v1/sessions/handles/{handle}", tag = "sessions",
+    operation_id = "revokeSessionByHandle", security(("bearer" = [])),
+    params(HandlePath),
     responses((status = 204, description = "ended"),
               (status = 404, description = "`not-found`: unknown, expired or revoked", body = Problem)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Path(handle): Path<String>,
+    ApiPath(HandlePath { handle }): ApiPath<HandlePath>,
 ) -> Result<StatusCode, ApiError> {
     state
         .runtime
@@ -282,15 +321,15 @@ pub async fn revoke(
 }
 
 /// List the live sessions of a user.
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", operation_id = "listSessions",
+    security(("bearer" = [])),
     params(UserQuery),
     responses((status = 200, description = "the user's live sessions", body = SessionList),
               (status = 400, description = "`bad-request`: missing or bad `userId`", body = Problem)))]
 pub async fn list(
     State(state): State<AppState>,
-    query: Result<Query<UserQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<UserQuery>,
 ) -> Result<Json<SessionList>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let sessions = state
         .runtime
         .sessions()
@@ -303,15 +342,15 @@ pub async fn list(
 }
 
 /// End every session of a user (log out everywhere).
-#[utoipa::path(delete, path = "/v1/sessions", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/sessions", tag = "sessions", operation_id = "revokeUserSessions",
+    security(("bearer" = [])),
     params(UserQuery),
     responses((status = 200, description = "how many sessions were ended", body = Revoked),
               (status = 400, description = "`bad-request`: missing or bad `userId`", body = Problem)))]
 pub async fn revoke_user(
     State(state): State<AppState>,
-    query: Result<Query<UserQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<UserQuery>,
 ) -> Result<Json<Revoked>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let revoked = state
         .runtime
         .sessions()
@@ -319,30 +358,6 @@ pub async fn revoke_user(
         .await
         .map_err(problem)?;
     Ok(Json(Revoked { revoked }))
-}
-
-/// `body` as `T`, or a `400 invalid-body` naming the field that failed.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let invalid = |detail: String| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-body",
-            "Invalid request body",
-            detail,
-        )
-    };
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            invalid(inner.to_string())
-        } else {
-            invalid(format!("`{path}`: {inner}"))
-        }
-    })?;
-    de.end().map_err(|e| invalid(e.to_string()))?;
-    Ok(value)
 }
 
 fn problem(e: SessionError) -> ApiError {

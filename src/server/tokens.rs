@@ -5,7 +5,6 @@
 //! the reason (`expired: …`, `wrong-audience: …`), so clients can match on the first word.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::AppState;
+use super::extract::{ApiJson, invalid_body};
 use super::problem::{ApiError, Problem};
 use crate::token::{IntrospectError, Introspector, Reason};
 
@@ -23,7 +23,9 @@ pub const CACHE_HEADER: &str = "x-cache";
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenRequest {
-    /// The access token (opaque or JWT), as the client presented it.
+    /// The access token (opaque or JWT), as the client presented it: 1 to 16384 printable
+    /// ASCII characters.
+    #[schema(pattern = "^[!-~]{1,16384}$")]
     pub token: String,
 }
 
@@ -38,15 +40,18 @@ pub struct Verified {
 }
 
 /// Introspect a token at the issuer, through the cache.
-#[utoipa::path(post, path = "/v1/tokens/introspect", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/tokens/introspect", tag = "tokens", operation_id = "introspectToken",
+    security(("bearer" = [])),
     request_body = TokenRequest,
     responses((status = 200, description = "the issuer's RFC 7662 answer (`active`, `sub`, `exp`, `scope`, `client_id`, `aud`, …); header `x-cache: hit|miss`", body = Object),
               (status = 400, description = "`invalid-body`: no usable `token`", body = Problem),
               (status = 502, description = "`issuer-unavailable`: the issuer failed or refused us", body = Problem),
-              (status = 503, description = "`tokens-disabled`: tokens.introspection.enabled is false", body = Problem)))]
-pub async fn introspect(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+              (status = 404, description = "`tokens-disabled`: tokens.introspection.enabled is false", body = Problem)))]
+pub async fn introspect(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<Response, ApiError> {
     let introspector = introspector_of(&state)?;
-    let body: TokenRequest = parse(&body)?;
     let answer = introspector
         .introspect(&body.token)
         .await
@@ -61,14 +66,17 @@ pub async fn introspect(State(state): State<AppState>, body: Bytes) -> Result<Re
 
 /// Drop the cached introspection of a token (on every instance). The issuer is not told:
 /// revoke the token itself at ZITADEL's revocation endpoint.
-#[utoipa::path(post, path = "/v1/tokens/revoke", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/tokens/revoke", tag = "tokens", operation_id = "revokeToken",
+    security(("bearer" = [])),
     request_body = TokenRequest,
     responses((status = 204, description = "no cached result is left"),
               (status = 400, description = "`invalid-body`: no usable `token`", body = Problem),
-              (status = 503, description = "`tokens-disabled`, or `backend-unavailable`", body = Problem)))]
-pub async fn revoke(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+              (status = 404, description = "`tokens-disabled`: tokens.introspection.enabled is false", body = Problem)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<StatusCode, ApiError> {
     let introspector = introspector_of(&state)?;
-    let body: TokenRequest = parse(&body)?;
     introspector
         .evict(&body.token)
         .await
@@ -77,21 +85,21 @@ pub async fn revoke(State(state): State<AppState>, body: Bytes) -> Result<Status
 }
 
 /// Verify a JWT locally: signature (issuer's JWKS), `exp`, `nbf`, `iss`, `aud`.
-#[utoipa::path(post, path = "/v1/tokens/verify", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/tokens/verify", tag = "tokens", operation_id = "verifyToken",
+    security(("bearer" = [])),
     request_body = TokenRequest,
     responses((status = 200, description = "valid", body = Verified),
               (status = 400, description = "`invalid-body`: no `token` field", body = Problem),
               (status = 401, description = "`invalid-token`: the detail starts with the reason: `malformed`, `expired`, `not-yet-valid`, `wrong-issuer`, `wrong-audience`, `bad-signature`, `unknown-key`, `disallowed-algorithm`", body = Problem),
               (status = 502, description = "`issuer-unavailable`: the JWKS could not be fetched", body = Problem),
-              (status = 503, description = "`tokens-disabled`: tokens.jwt.enabled is false", body = Problem)))]
+              (status = 404, description = "`tokens-disabled`: tokens.jwt.enabled is false", body = Problem)))]
 pub async fn verify(
     State(state): State<AppState>,
-    body: Bytes,
+    ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<Json<Verified>, ApiError> {
     let verifier = state.runtime.verifier().ok_or_else(|| {
         disabled("local JWT verification is turned off (tokens.jwt.enabled: false)")
     })?;
-    let body: TokenRequest = parse(&body)?;
     match verifier.verify(&body.token).await {
         Ok(claims) => Ok(Json(Verified {
             valid: true,
@@ -117,12 +125,7 @@ fn introspector_of(state: &AppState) -> Result<&Introspector, ApiError> {
 }
 
 fn disabled(detail: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "tokens-disabled",
-        "Tokens disabled",
-        detail,
-    )
+    ApiError::feature_disabled("tokens-disabled", "Tokens disabled", detail)
 }
 
 fn issuer_unavailable() -> ApiError {
@@ -143,29 +146,4 @@ fn introspect_problem(e: IntrospectError) -> ApiError {
         }
         other => ApiError::unavailable(&other),
     }
-}
-
-fn invalid_body(detail: String) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-body",
-        "Invalid request body",
-        detail,
-    )
-}
-
-/// The body, or a `400 invalid-body` naming the field that does not fit.
-fn parse(body: &[u8]) -> Result<TokenRequest, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value: TokenRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            invalid_body(inner.to_string())
-        } else {
-            invalid_body(format!("`{path}`: {inner}"))
-        }
-    })?;
-    de.end().map_err(|e| invalid_body(e.to_string()))?;
-    Ok(value)
 }

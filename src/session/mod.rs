@@ -50,7 +50,7 @@ use crate::config::{SessionTimeouts, SessionsConfig};
 
 pub use layer::{CurrentSession, SessionCookie, SessionLayer};
 
-/// Longest user id accepted, in bytes.
+/// Longest user id accepted, in characters (JSON Schema's `maxLength`).
 pub const MAX_USER_ID_LEN: usize = 256;
 
 /// What a session is for; each kind has its own timeouts (`sessions.user`,
@@ -498,10 +498,10 @@ fn check_user_id(user_id: &str) -> Result<(), SessionError> {
     if user_id.is_empty() {
         return Err(SessionError::InvalidUserId("must not be empty".into()));
     }
-    if user_id.len() > MAX_USER_ID_LEN {
+    let chars = user_id.chars().count();
+    if chars > MAX_USER_ID_LEN {
         return Err(SessionError::InvalidUserId(format!(
-            "{} bytes, expected at most {MAX_USER_ID_LEN}",
-            user_id.len()
+            "{chars} characters, expected at most {MAX_USER_ID_LEN}"
         )));
     }
     if user_id.chars().any(char::is_control) {

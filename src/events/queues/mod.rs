@@ -114,9 +114,12 @@ pub enum SettleOutcome {
 }
 
 /// One queue's numbers.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStats {
+    /// Which queue: `high`, `normal` or `low`.
+    #[schema(value_type = String, example = "high")]
+    pub priority: Priority,
     /// Events waiting.
     pub depth: u64,
     /// Events taken by consumers and not settled yet.
@@ -128,13 +131,30 @@ pub struct QueueStats {
 }
 
 /// Numbers for every queue.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
-    /// By priority: high, normal, low.
+    /// One entry per queue, highest priority first (`high`, `normal`, `low`), each named
+    /// by its `priority`.
     pub queues: [QueueStats; 3],
     /// Events in the dead-letter list.
     pub dead: u64,
+}
+
+impl Default for Stats {
+    /// Every queue empty.
+    fn default() -> Self {
+        Self {
+            queues: Priority::ALL.map(|priority| QueueStats {
+                priority,
+                depth: 0,
+                in_flight: 0,
+                retrying: 0,
+                oldest_age: None,
+            }),
+            dead: 0,
+        }
+    }
 }
 
 /// The queue store. Cheap to clone.

@@ -1,6 +1,14 @@
 //! The OpenAPI document served at `/openapi.json`.
 
+mod contract;
+
+use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use serde_json::Value;
+use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::schema::ObjectBuilder;
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use super::{cache, events, health, locks, problem, ratelimit, sessions, tokens};
@@ -61,12 +69,19 @@ use super::{cache, events, health, locks, problem, ratelimit, sessions, tokens};
         ratelimit::CheckResponse,
         ratelimit::DescriptorResult,
         cache::PutRequest,
+        cache::Tag,
+        cache::ValueBody,
         cache::InvalidateRequest,
         cache::InvalidateResponse,
         events::Accepted,
+        events::PublishBody,
+        events::DeadLetterBody,
+        events::Purged,
+        crate::server::extract::ApiDuration,
         crate::events::Stats,
         crate::events::QueueStats,
         sessions::CreateRequest,
+        sessions::SessionKindName,
         sessions::UpdateRequest,
         sessions::SessionBody,
         sessions::SessionList,
@@ -91,7 +106,27 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// A schema written as JSON Schema, for request and answer shapes the derive cannot say
+/// (`oneOf` between two bodies, pattern properties, a value of any JSON type). It travels
+/// through utoipa as a placeholder carrying the JSON, which [`contract::finish`] puts in
+/// its place.
+pub fn json_schema(schema: Value) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .extensions(Some(
+            ExtensionsBuilder::new()
+                .add(contract::RAW_SCHEMA, schema)
+                .build(),
+        ))
+        .into()
+}
+
+/// The document as served: [`ApiDoc`] finished by [`contract::finish`] (the answers every
+/// route shares, problem content types, links). Built once.
+pub fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document is JSON");
+        contract::finish(&mut doc);
+        doc
+    })
 }
