@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod dead_letters;
 pub mod events;
+pub mod http;
 pub mod keys;
 pub mod locks;
 pub mod ratelimit;

@@ -55,6 +55,10 @@ enum Group {
     /// Dead-letter show and replay by id among a million dead letters (one round, after
     /// the others).
     DeadLetters,
+    /// `serve`'s HTTP API on loopback at `--concurrency` keep-alive connections: `/healthz`,
+    /// cache L1 and L2 hits, a rate-limit check, a session read and an event publish, each
+    /// beside the library call it wraps.
+    Http,
 }
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -127,6 +131,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .await,
             );
         }
+        if wanted(Group::Http) {
+            rows.extend(bench::http::http_rows(raw.clone(), (&host, port), c, d, &prefix).await);
+        }
         rounds.push(rows);
     }
     let mut table = bench::median_rounds(&rounds);
@@ -142,6 +149,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     print!("{}", bench::table(&table));
+    if let Some(ratio) = bench::http::l1_to_healthz(&table) {
+        println!("\nHTTP cache get, L1 hit / HTTP GET /healthz: {ratio:.2}");
+    }
     if let Some(memory) = memory {
         print!("\n{memory}");
     }

@@ -4,12 +4,11 @@
 //! re-read when it changes. Tokens are kept and compared as SHA-256 digests, so the
 //! comparison time says nothing about how much of a guessed token was right.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
@@ -18,6 +17,7 @@ use crate::config::{Secret, SecretError, SecretSource, secret::WatchedSecret};
 
 /// How often the token file's modification time is checked.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
+const RELOAD_CHECK_MS: u64 = 1000;
 
 /// The accepted tokens, or nothing when auth is disabled.
 #[derive(Clone)]
@@ -27,7 +27,11 @@ pub struct Auth {
 
 struct Tokens {
     source: WatchedSecret,
-    digests: Mutex<(Option<Secret>, Vec<[u8; 32]>)>,
+    started: Instant,
+    /// Milliseconds after `started` when the source is next asked whether it changed;
+    /// until then a request only reads `digests`.
+    next_check: AtomicU64,
+    digests: RwLock<(Secret, Vec<[u8; 32]>)>,
 }
 
 impl Auth {
@@ -41,10 +45,15 @@ impl Auth {
     /// # Errors
     /// When the source cannot be read now.
     pub fn tokens(source: SecretSource) -> Result<Self, SecretError> {
+        let source = WatchedSecret::new(source, RELOAD_CHECK)?;
+        let current = source.get();
+        let digests = digests_of(&current);
         Ok(Self {
             inner: Some(Arc::new(Tokens {
-                source: WatchedSecret::new(source, RELOAD_CHECK)?,
-                digests: Mutex::new((None, Vec::new())),
+                source,
+                started: Instant::now(),
+                next_check: AtomicU64::new(0),
+                digests: RwLock::new((current, digests)),
             })),
         })
     }
@@ -59,34 +68,49 @@ impl Auth {
         let Some(tokens) = &self.inner else {
             return true;
         };
-        let current = tokens.source.get();
-        let mut cache = tokens.digests.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.0.as_ref() != Some(&current) {
-            let digests = current
-                .expose()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(digest)
-                .collect();
-            *cache = (Some(current), digests);
+        let now = u64::try_from(tokens.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if now >= tokens.next_check.load(Ordering::Relaxed) {
+            tokens
+                .next_check
+                .store(now.saturating_add(RELOAD_CHECK_MS), Ordering::Relaxed);
+            let current = tokens.source.get();
+            let stale = tokens.digests.read().unwrap_or_else(|e| e.into_inner()).0 != current;
+            if stale {
+                let digests = digests_of(&current);
+                *tokens.digests.write().unwrap_or_else(|e| e.into_inner()) = (current, digests);
+            }
         }
         let wanted = digest(presented);
-        cache.1.contains(&wanted)
+        tokens
+            .digests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .contains(&wanted)
     }
+}
+
+fn digests_of(secret: &Secret) -> Vec<[u8; 32]> {
+    secret
+        .expose()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(digest)
+        .collect()
 }
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Middleware: rejects requests without an accepted `Authorization: Bearer` token.
-pub async fn require_token(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+/// The `401` answer unless the request carries an accepted `Authorization: Bearer` token
+/// (always `None` with auth disabled).
+pub fn refusal(auth: &Auth, headers: &HeaderMap) -> Option<Response> {
     if !auth.enabled() {
-        return next.run(request).await;
+        return None;
     }
-    let presented = request
-        .headers()
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -95,9 +119,11 @@ pub async fn require_token(State(auth): State<Auth>, request: Request, next: Nex
         })
         .map(str::trim);
     match presented {
-        Some(token) if auth.accepts(token) => next.run(request).await,
-        Some(_) => unauthorized("the bearer token is not accepted"),
-        None => unauthorized("an `Authorization: Bearer <token>` header is required"),
+        Some(token) if auth.accepts(token) => None,
+        Some(_) => Some(unauthorized("the bearer token is not accepted")),
+        None => Some(unauthorized(
+            "an `Authorization: Bearer <token>` header is required",
+        )),
     }
 }
 

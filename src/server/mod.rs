@@ -1,13 +1,14 @@
 //! The HTTP API of `blinkchamber serve`.
 //!
-//! [`router`] builds the routes from an [`AppState`] so handler tests can drive it with
-//! `oneshot`; [`run`] serves it on a bound listener until a shutdown future resolves, so
+//! [`router`] builds the routes from an [`AppState`] so tests can drive it in process
+//! (`tests/support/app.rs`); [`run`] serves it on a bound listener until a shutdown future resolves, so
 //! the binary, tests and benchmarks start the server the same way.
 
 pub mod auth;
 pub mod cache;
 pub mod events;
 pub mod extract;
+mod gate;
 mod health;
 pub mod locks;
 mod openapi;
@@ -18,16 +19,13 @@ pub mod sessions;
 pub mod tokens;
 
 use std::future::Future;
-use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::middleware;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
-use tracing::Instrument;
 
 use crate::config::Config;
 use crate::runtime::Runtime;
@@ -68,73 +66,65 @@ impl AppState {
     }
 }
 
-/// All routes: `/healthz`, `/readyz`, `/openapi.json`, and `/v1/…` behind the token check.
+/// All routes: `/healthz`, `/readyz`, `/openapi.json`, and `/v1/…` (behind the bearer
+/// token, except the signed ZITADEL ingestion), each behind the one [`gate`].
 pub fn router(state: AppState) -> Router {
     let limit = state.config().server.max_body_bytes;
-    let v1 = Router::new()
-        .route("/status", get(health::status))
-        .route("/diagnostics", get(health::diagnostics))
-        .route("/ratelimit/check", post(ratelimit::check))
-        .route(
-            "/cache/{namespace}/{key}",
-            get(cache::get).put(cache::put).delete(cache::delete),
-        )
-        .route("/cache/{namespace}/invalidate", post(cache::invalidate))
-        .route(
-            "/locks/{name}",
-            post(locks::acquire)
-                .put(locks::extend)
-                .delete(locks::release),
-        )
-        .route("/events", post(events::publish))
-        .route("/events/stats", get(events::stats))
-        .route(
-            "/events/dead-letter",
-            get(events::dead_letters).delete(events::purge),
-        )
-        .route(
-            "/events/dead-letter/{id}",
-            get(events::show_dead).delete(events::delete_dead),
-        )
-        .route("/events/dead-letter/{id}/replay", post(events::replay))
-        .route(
-            "/sessions",
-            post(sessions::create)
-                .get(sessions::list)
-                .delete(sessions::revoke_user),
-        )
-        .route("/sessions/handles/{handle}", delete(sessions::revoke))
-        .route(
-            "/session",
-            get(sessions::get)
-                .put(sessions::update)
-                .delete(sessions::delete),
-        )
-        .route("/session/touch", post(sessions::touch))
-        .route("/session/rotate", post(sessions::rotate))
-        .route("/tokens/introspect", post(tokens::introspect))
-        .route("/tokens/revoke", post(tokens::revoke))
-        .route("/tokens/verify", post(tokens::verify))
-        .route_layer(middleware::from_fn_with_state(
-            state.auth.clone(),
-            auth::require_token,
-        ))
-        // Signed by ZITADEL instead of a bearer token.
-        .route("/ingest/zitadel", post(events::ingest_zitadel))
-        // Outside the token check, so the per-IP limit also slows down token guessing.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            ratelimit::protect_api,
-        ));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .nest("/v1", v1)
+        .route("/v1/status", get(health::status))
+        .route("/v1/diagnostics", get(health::diagnostics))
+        .route("/v1/ratelimit/check", post(ratelimit::check))
+        .route(
+            "/v1/cache/{namespace}/{key}",
+            get(cache::get).put(cache::put).delete(cache::delete),
+        )
+        .route("/v1/cache/{namespace}/invalidate", post(cache::invalidate))
+        .route(
+            "/v1/locks/{name}",
+            post(locks::acquire)
+                .put(locks::extend)
+                .delete(locks::release),
+        )
+        .route("/v1/events", post(events::publish))
+        .route("/v1/events/stats", get(events::stats))
+        .route(
+            "/v1/events/dead-letter",
+            get(events::dead_letters).delete(events::purge),
+        )
+        .route(
+            "/v1/events/dead-letter/{id}",
+            get(events::show_dead).delete(events::delete_dead),
+        )
+        .route("/v1/events/dead-letter/{id}/replay", post(events::replay))
+        .route(
+            "/v1/sessions",
+            post(sessions::create)
+                .get(sessions::list)
+                .delete(sessions::revoke_user),
+        )
+        .route("/v1/sessions/handles/{handle}", delete(sessions::revoke))
+        .route(
+            "/v1/session",
+            get(sessions::get)
+                .put(sessions::update)
+                .delete(sessions::delete),
+        )
+        .route("/v1/session/touch", post(sessions::touch))
+        .route("/v1/session/rotate", post(sessions::rotate))
+        .route("/v1/tokens/introspect", post(tokens::introspect))
+        .route("/v1/tokens/revoke", post(tokens::revoke))
+        .route("/v1/tokens/verify", post(tokens::verify))
+        // Signed by ZITADEL instead of a bearer token (the gate knows this route).
+        .route("/v1/ingest/zitadel", post(events::ingest_zitadel))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(middleware::from_fn_with_state(limit, reject_large_bodies))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(
+            gate::Gate::new(state.clone()),
+            gate::gate,
+        ))
         .with_state(state)
 }
 
@@ -178,69 +168,4 @@ pub async fn run_metrics(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// Answers `413` from `Content-Length` before any body is read.
-async fn reject_large_bodies(State(limit): State<usize>, request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return ApiError::too_large(limit).into_response();
-    }
-    next.run(request).await
-}
-
-/// The router's `405` (an empty body; the router adds `Allow`) as a problem.
-fn method_not_allowed(response: Response) -> Response {
-    let (parts, _) = response.into_parts();
-    let mut problem = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
-        "this route does not answer this method; `Allow` lists those it does",
-    )
-    .into_response();
-    if let Some(allow) = parts.headers.get(header::ALLOW) {
-        problem.headers_mut().insert(header::ALLOW, allow.clone());
-    }
-    problem
-}
-
-/// Gives the request its id (see [`request_id`]) and a span (`request`: method, route
-/// template, id), echoes the id, and counts requests by route template and status and
-/// times them.
-async fn observe(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let id = request_id::of(request.headers());
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route = %route,
-        request_id = %id,
-    );
-    if let Some(traceparent) = request.headers().get("traceparent")
-        && let Ok(traceparent) = traceparent.to_str()
-    {
-        crate::telemetry::continue_trace(&span, traceparent);
-    }
-    let started = Instant::now();
-    let mut response = request_id::scope(id.clone(), next.run(request).instrument(span)).await;
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-        response = method_not_allowed(response);
-    }
-    response
-        .headers_mut()
-        .insert(request_id::HEADER, request_id::header_value(&id));
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("blinkchamber_http_requests_total", "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("blinkchamber_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
 }

@@ -14,9 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -440,29 +440,22 @@ fn add_headers(
     }
 }
 
-/// Middleware for `/v1`: applies `rateLimit.api.perToken` (keyed `apiKey=<hex SHA-256 of
-/// the bearer token>`, never the token) and `rateLimit.api.perIp` (keyed `ip=<address>`,
-/// the address from `rateLimit.api.clientIpHeader` when set and present, else the peer
-/// address). A limited request gets `429` problem `rate-limited` with the rate-limit
-/// headers; otherwise the request goes on untouched. Does nothing when neither limit is
-/// configured.
-pub async fn protect_api(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    protect_with(state.runtime.limits(), &state.auth, request, next).await
-}
-
-async fn protect_with(
-    limiter: &RateLimiter,
-    auth: &super::auth::Auth,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The API's own limit, for `/v1` requests: applies `rateLimit.api.perToken` (keyed
+/// `apiKey=<hex SHA-256 of the bearer token>`, never the token) and `rateLimit.api.perIp`
+/// (keyed `ip=<address>`, the address from `rateLimit.api.clientIpHeader` when set and
+/// present, else the peer address). A limited request's answer is `429` problem
+/// `rate-limited` with the rate-limit headers; `None` lets the request go on. Nothing to do
+/// when neither limit is configured.
+pub async fn api_limit(state: &AppState, request: &Parts) -> Option<Response> {
+    let limiter = state.runtime.limits();
     let api = &limiter.config().api;
     if api.per_token.is_none() && api.per_ip.is_none() {
-        return next.run(request).await;
+        return None;
     }
+    let auth = &state.auth;
     let mut checks: Vec<(&str, String)> = Vec::with_capacity(2);
     if let Some(rule) = &api.per_token
-        && let Some(token) = bearer(request.headers())
+        && let Some(token) = bearer(&request.headers)
         // Only real tokens get a bucket: random ones would each get a fresh one. Requests
         // with a wrong token are counted per IP and then refused by the token check.
         && auth.enabled()
@@ -471,21 +464,21 @@ async fn protect_with(
         checks.push((rule, format!("apiKey={}", hex_digest(token))));
     }
     if let Some(rule) = &api.per_ip
-        && let Some(ip) = client_ip(&request, api.client_ip_header.as_deref())
+        && let Some(ip) = client_ip(request, api.client_ip_header.as_deref())
     {
         checks.push((rule, format!("ip={ip}")));
     }
     if checks.is_empty() {
-        return next.run(request).await;
+        return None;
     }
     let refs: Vec<(&str, &str, u64)> = checks.iter().map(|(r, k)| (*r, k.as_str(), 1)).collect();
     let decisions = match limiter.check_many(&refs).await {
         Ok(d) => d,
-        Err(RateLimitError::StoreFull(full)) => return ApiError::from(full).into_response(),
-        Err(e) => return ApiError::internal(&e).into_response(),
+        Err(RateLimitError::StoreFull(full)) => return Some(ApiError::from(full).into_response()),
+        Err(e) => return Some(ApiError::internal(&e).into_response()),
     };
     if decisions.iter().all(|d| d.allowed) {
-        return next.run(request).await;
+        return None;
     }
     let rules: Vec<&str> = refs.iter().map(|c| c.0).collect();
     let top = ratelimit::most_restrictive(&decisions).unwrap_or(0);
@@ -501,7 +494,7 @@ async fn protect_with(
     )
     .into_response();
     add_headers(response.headers_mut(), limiter, &rules, &decisions, top);
-    response
+    Some(response)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -524,15 +517,15 @@ fn hex_digest(token: &str) -> String {
 
 /// The client address: the last entry of `header` (the one the nearest proxy wrote) when
 /// it holds an IP address, else the peer address of the connection.
-fn client_ip(request: &Request, header: Option<&str>) -> Option<IpAddr> {
+fn client_ip(request: &Parts, header: Option<&str>) -> Option<IpAddr> {
     let from_header = header
-        .and_then(|name| request.headers().get_all(name).iter().next_back())
+        .and_then(|name| request.headers.get_all(name).iter().next_back())
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse::<IpAddr>().ok());
     from_header.or_else(|| {
         request
-            .extensions()
+            .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
     })

@@ -33,10 +33,18 @@ pub(super) fn of(headers: &HeaderMap) -> Arc<str> {
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= MAX_LEN && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(
-            || format!("{:032x}", rand::random::<u128>()).into(),
-            Into::into,
-        )
+        .map_or_else(generated, Into::into)
+}
+
+/// 32 random lowercase hex digits.
+fn generated() -> Arc<str> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>();
+    let mut out = [0u8; 32];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    Arc::from(std::str::from_utf8(&out).expect("hex digits are ASCII"))
 }
 
 /// `id` as a header value (always valid: visible ASCII).
