@@ -294,56 +294,10 @@ async fn rows(
     for k in 0..KEYS {
         let _ = cache.get_json("bench", &format!("k{k}")).await;
     }
-    let lib = cache.clone();
-    rows.push(
-        measure(L1_LIB, c, d, move |task, seq| {
-            let cache = lib.clone();
-            async move {
-                let _ = cache
-                    .get_json("bench", &format!("k{}", key(task, seq)))
-                    .await;
-            }
-        })
-        .await,
-    );
-    rows.push(
-        http_row(L1, conns.clone(), c, d, 200, move |task, seq| {
-            request(
-                "GET",
-                &format!("/v1/cache/bench/k{}", key(task, seq)),
-                "",
-                "",
-            )
-        })
-        .await
-        .against(L1_LIB),
-    );
-
+    rows.extend(cache_pair((L1_LIB, L1), cache.clone(), conns.clone(), c, d).await);
     let no_l1 = without_l1.state.runtime.cache().clone();
-    rows.push(
-        measure(L2_LIB, c, d, move |task, seq| {
-            let cache = no_l1.clone();
-            async move {
-                let _ = cache
-                    .get_json("bench", &format!("k{}", key(task, seq)))
-                    .await;
-            }
-        })
-        .await,
-    );
     let conns_no_l1 = Connections::new(without_l1.addr, c);
-    rows.push(
-        http_row(L2, conns_no_l1, c, d, 200, move |task, seq| {
-            request(
-                "GET",
-                &format!("/v1/cache/bench/k{}", key(task, seq)),
-                "",
-                "",
-            )
-        })
-        .await
-        .against(L2_LIB),
-    );
+    rows.extend(cache_pair((L2_LIB, L2), no_l1, conns_no_l1, c, d).await);
 
     let limits = runtime.limits().clone();
     rows.push(
@@ -420,6 +374,42 @@ async fn rows(
     drop((with_l1, without_l1));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
+}
+
+/// A cache read through the library, then the same read over HTTP.
+async fn cache_pair(
+    (library, http): (&str, &str),
+    cache: crate::cache::Cache,
+    connections: Arc<Connections>,
+    concurrency: usize,
+    duration: Duration,
+) -> [Row; 2] {
+    let key = |task: usize, seq: u64| format!("k{}", (task as u64 * 7919 + seq) % KEYS);
+    let library_row = measure(library, concurrency, duration, move |task, seq| {
+        let cache = cache.clone();
+        async move {
+            let _ = cache.get_json("bench", &key(task, seq)).await;
+        }
+    })
+    .await;
+    let http_row = http_row(
+        http,
+        connections,
+        concurrency,
+        duration,
+        200,
+        move |task, seq| {
+            request(
+                "GET",
+                &format!("/v1/cache/bench/{}", key(task, seq)),
+                "",
+                "",
+            )
+        },
+    )
+    .await
+    .against(library);
+    [library_row, http_row]
 }
 
 fn event(task: usize, seq: u64) -> crate::events::Event {

@@ -138,7 +138,7 @@ schemathesis() {
     cat "$work/st-$label.txt"
     echo "contract: FAIL schemathesis against $label (server log: $(tail -5 "$work/$label.log"))"
   else
-    sed -n '/= SUMMARY =/,$p' "$work/st-$label.txt" | grep -E "Tested|Test cases|Seed" || true
+    sed -n '/= SUMMARY =/,$p' "$work/st-$label.txt" | grep -A1 -E "Tested|Test cases" || true
     echo "contract: PASS schemathesis against $label"
   fi
 }
