@@ -16,6 +16,7 @@ here=tests/contract
 
 SCHEMATHESIS_VERSION=4.32.5
 CLIENT_GENERATOR_VERSION=0.29.1
+# CONTRACT_EXAMPLES and CONTRACT_SEED make a deeper or different run than CI's.
 EXAMPLES=${CONTRACT_EXAMPLES:-40}
 
 venv=$(realpath -m "${CONTRACT_VENV:-target/contract-venv}")
@@ -132,7 +133,7 @@ schemathesis() {
   shift 2
   echo "contract: schemathesis against $label"
   if ! "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run \
-    "$base/openapi.json" --checks all --seed 1 --max-examples "$EXAMPLES" \
+    "$base/openapi.json" --checks all --seed "${CONTRACT_SEED:-1}" --max-examples "$EXAMPLES" \
     -H "Authorization: Bearer $token" --no-color "$@" >"$work/st-$label.txt" 2>&1; then
     failed=1
     cat "$work/st-$label.txt"
