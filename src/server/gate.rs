@@ -88,12 +88,15 @@ async fn admit(state: &AppState, route: &str, request: Request, next: Next) -> R
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    // Before the token check, so the per-IP limit also slows down token guessing.
-    if let Some(limited) = ratelimit::api_limit(state, &parts).await {
+    // The token is checked once; its answer is sent after the API limit, so the per-IP
+    // limit also slows down token guessing.
+    let refusal = auth::refusal(&state.auth, &parts.headers);
+    let token_accepted = state.auth.enabled() && refusal.is_none();
+    if let Some(limited) = ratelimit::api_limit(state, &parts, token_accepted).await {
         return limited;
     }
     if route != SIGNED_ROUTE
-        && let Some(refused) = auth::refusal(&state.auth, &parts.headers)
+        && let Some(refused) = refusal
     {
         return refused;
     }

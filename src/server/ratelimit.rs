@@ -443,23 +443,26 @@ fn add_headers(
 /// The API's own limit, for `/v1` requests: applies `rateLimit.api.perToken` (keyed
 /// `apiKey=<hex SHA-256 of the bearer token>`, never the token) and `rateLimit.api.perIp`
 /// (keyed `ip=<address>`, the address from `rateLimit.api.clientIpHeader` when set and
-/// present, else the peer address). A limited request's answer is `429` problem
+/// present, else the peer address); `token_accepted` says whether the request's bearer
+/// token is one the server accepts. A limited request's answer is `429` problem
 /// `rate-limited` with the rate-limit headers; `None` lets the request go on. Nothing to do
 /// when neither limit is configured.
-pub async fn api_limit(state: &AppState, request: &Parts) -> Option<Response> {
+pub async fn api_limit(
+    state: &AppState,
+    request: &Parts,
+    token_accepted: bool,
+) -> Option<Response> {
     let limiter = state.runtime.limits();
     let api = &limiter.config().api;
     if api.per_token.is_none() && api.per_ip.is_none() {
         return None;
     }
-    let auth = &state.auth;
     let mut checks: Vec<(&str, String)> = Vec::with_capacity(2);
     if let Some(rule) = &api.per_token
-        && let Some(token) = bearer(&request.headers)
         // Only real tokens get a bucket: random ones would each get a fresh one. Requests
         // with a wrong token are counted per IP and then refused by the token check.
-        && auth.enabled()
-        && auth.accepts(token)
+        && token_accepted
+        && let Some(token) = bearer(&request.headers)
     {
         checks.push((rule, format!("apiKey={}", hex_digest(token))));
     }
