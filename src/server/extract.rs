@@ -182,11 +182,8 @@ impl ApiDuration {
                 ("d", Duration::from_secs(86_400)),
             ]
             .into_iter()
-            .find(|(unit, _)| {
-                rest.starts_with(unit)
-                    // `m` is minutes only when not the start of `ms`.
-                    && !(*unit == "m" && rest.starts_with("ms"))
-            })
+            // `ms` is tried before `m`, so `5ms` is never read as minutes.
+            .find(|(unit, _)| rest.starts_with(unit))
             .ok_or_else(bad)?;
             rest = &rest[unit.len()..];
             let n = u32::try_from(n).map_err(|_| bad())?;

@@ -38,21 +38,7 @@ pub struct CreateRequest {
     /// `user` (default) or `admin`; admin sessions have the stricter `sessions.admin`
     /// timeouts.
     #[serde(default)]
-    #[schema(value_type = Option<SessionKindName>)]
     pub kind: Option<SessionKind>,
-}
-
-/// `user` or `admin`, as the document names the kinds.
-#[derive(utoipa::ToSchema)]
-#[schema(as = SessionKind)]
-#[allow(dead_code)]
-pub enum SessionKindName {
-    /// `sessions.user` timeouts.
-    #[schema(rename = "user")]
-    User,
-    /// `sessions.admin` timeouts.
-    #[schema(rename = "admin")]
-    Admin,
 }
 
 /// The header that carries a session's id.
@@ -144,7 +130,6 @@ pub struct ListedSession {
     /// Whose session it is.
     pub user_id: String,
     /// `user` or `admin`.
-    #[schema(value_type = String, example = "user")]
     pub kind: SessionKind,
     /// Application data.
     pub data: Value,

@@ -55,7 +55,9 @@ pub const MAX_USER_ID_LEN: usize = 256;
 
 /// What a session is for; each kind has its own timeouts (`sessions.user`,
 /// `sessions.admin`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionKind {
     /// An ordinary user session.

@@ -81,7 +81,7 @@ use super::{cache, events, health, locks, problem, ratelimit, sessions, tokens};
         crate::events::Stats,
         crate::events::QueueStats,
         sessions::CreateRequest,
-        sessions::SessionKindName,
+        crate::session::SessionKind,
         sessions::UpdateRequest,
         sessions::SessionBody,
         sessions::SessionList,
