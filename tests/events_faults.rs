@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use blinkchamber::RedisBackend;
 use blinkchamber::config::{EventsConfig, RedisConfig};
+use blinkchamber::events::dead_letter::DeadLetterFilter;
 use blinkchamber::events::queues::{Settle, Taken};
 use blinkchamber::events::{
     Event, Handler, Priority, Publisher, Queues, Router, SettleOutcome, Workers, decode, encode,
@@ -50,6 +51,8 @@ conformance!(fixture;
     dead_letters_are_found_replayed_and_deleted_by_id,
     an_id_published_once_within_the_window_is_stored_once,
     an_id_dead_lettered_again_replaces_its_dead_letter,
+    dead_letters_are_paged_filtered_and_handled_in_bulk,
+    settles_are_counted_and_leases_listed,
 );
 
 fn event(ty: &str, n: usize) -> Event {
@@ -269,6 +272,216 @@ async fn dead_letters_are_found_replayed_and_deleted_by_id(f: &Fixture) {
     );
     let stats = f.queues.stats().await.unwrap();
     assert_eq!((stats.dead, stats.queues[1].depth), (0, 299));
+}
+
+/// `items` dead-lettered with `error(i)` as each one's `lasterror`.
+fn dead_with_errors(
+    priority: Priority,
+    items: &[Vec<u8>],
+    error: impl Fn(usize) -> String,
+) -> Settle {
+    Settle {
+        dead: items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut e = decode(s).unwrap();
+                e.extensions
+                    .insert("lasterror".into(), serde_json::json!(error(i)));
+                (e.id.clone(), encode(&e, false))
+            })
+            .collect(),
+        ..done(priority)
+    }
+}
+
+/// Every entry `filter` matches, read page by page; the pages' `next` positions.
+async fn all_pages(
+    f: &Fixture,
+    filter: &DeadLetterFilter,
+    limit: usize,
+) -> (Vec<String>, Vec<usize>) {
+    let (mut ids, mut nexts, mut offset) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let page = f
+            .queues
+            .dead_letter_page(filter, offset, limit)
+            .await
+            .unwrap();
+        ids.extend(
+            page.entries
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+        match page.next {
+            Some(next) => {
+                assert!(next > offset, "pages move forward");
+                nexts.push(next);
+                offset = next;
+            }
+            None => return (ids, nexts),
+        }
+    }
+}
+
+async fn dead_letters_are_paged_filtered_and_handled_in_bulk(f: &Fixture) {
+    let publisher = Publisher::new(&f.cfg, f.queues.clone()).unwrap();
+    let ids = publisher
+        .publish_many(
+            (0..50)
+                .map(|i| {
+                    event(
+                        if i < 30 {
+                            "user.created"
+                        } else {
+                            "user.deleted"
+                        },
+                        i,
+                    )
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let taken = f
+        .queues
+        .take("c", "t1", Priority::ALL, 100, LEASE)
+        .await
+        .unwrap();
+    let Taken::Events {
+        priority, items, ..
+    } = taken
+    else {
+        panic!("events expected");
+    };
+    assert_eq!(items.len(), 50);
+    let error = |i: usize| {
+        if i % 2 == 0 {
+            format!("webhook answered HTTP 503 ({i})")
+        } else {
+            format!("Timeout after 5s ({i})")
+        }
+    };
+    let settle = dead_with_errors(priority, &items, error);
+    f.queues.settle("c", "t1", &settle, LEASE).await.unwrap();
+    assert_eq!(f.queues.stats().await.unwrap().dead, 50);
+
+    // Unfiltered: pages of 20, oldest first, each id once.
+    let all = DeadLetterFilter::default();
+    let (listed, nexts) = all_pages(f, &all, 20).await;
+    assert_eq!(listed, ids);
+    assert_eq!(nexts, [20, 40]);
+    // By type, and by text in the error (ignoring case), across pages.
+    let deleted = DeadLetterFilter {
+        event_type: Some("user.deleted".into()),
+        error_contains: None,
+    };
+    let (listed, _) = all_pages(f, &deleted, 7).await;
+    assert_eq!(listed, ids[30..]);
+    let unavailable = DeadLetterFilter {
+        event_type: None,
+        error_contains: Some("http 503".into()),
+    };
+    let (listed, _) = all_pages(f, &unavailable, 1000).await;
+    assert_eq!(listed.len(), 25);
+    assert!(
+        listed
+            .iter()
+            .all(|id| ids.iter().position(|i| i == id).unwrap() % 2 == 0)
+    );
+
+    // Delete the deleted-user events that timed out; replay the 503s; replay the rest.
+    let deleted_timeouts = DeadLetterFilter {
+        event_type: Some("user.deleted".into()),
+        error_contains: Some("TIMEOUT".into()),
+    };
+    assert_eq!(
+        f.queues
+            .delete_dead_letters(&deleted_timeouts)
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(f.queues.stats().await.unwrap().dead, 40);
+    let router = Router::default();
+    assert_eq!(
+        f.queues
+            .replay_dead_letters(&unavailable, &router, false)
+            .await
+            .unwrap(),
+        25
+    );
+    let stats = f.queues.stats().await.unwrap();
+    assert_eq!((stats.dead, stats.queues[1].depth), (15, 25));
+    let (left, _) = all_pages(f, &all, 100).await;
+    assert_eq!(left.len(), 15);
+    assert!(
+        f.queues
+            .dead_letter_page(&unavailable, 0, 10)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    assert_eq!(
+        f.queues
+            .replay_all_dead_letters(&router, false)
+            .await
+            .unwrap(),
+        15
+    );
+    let stats = f.queues.stats().await.unwrap();
+    assert_eq!((stats.dead, stats.queues[1].depth), (0, 40));
+}
+
+async fn settles_are_counted_and_leases_listed(f: &Fixture) {
+    publish(f, 10).await;
+    let taken = f
+        .queues
+        .take("worker-a", "t1", Priority::ALL, 100, LEASE)
+        .await
+        .unwrap();
+    let Taken::Events {
+        priority, items, ..
+    } = taken
+    else {
+        panic!("events expected");
+    };
+    let stats = f.queues.stats().await.unwrap();
+    assert_eq!(stats.consumers.len(), 1);
+    assert_eq!(stats.consumers[0].consumer, "worker-a");
+    assert_eq!(stats.consumers[0].held, 10);
+    assert!(stats.consumers[0].lease_expires_at.ends_with('Z'));
+    let settle = Settle {
+        retries: items[..3]
+            .iter()
+            .map(|s| (s.clone(), Duration::from_secs(60)))
+            .collect(),
+        dead: items[3..5]
+            .iter()
+            .map(|s| (decode(s).unwrap().id, s.clone()))
+            .collect(),
+        ..done(priority)
+    };
+    f.queues
+        .settle("worker-a", "t1", &settle, LEASE)
+        .await
+        .unwrap();
+    // A repeated settle (lost reply) counts nothing twice.
+    f.queues
+        .settle("worker-a", "t1", &settle, LEASE)
+        .await
+        .unwrap();
+    let stats = f.queues.stats().await.unwrap();
+    assert!(stats.consumers.is_empty());
+    assert_eq!(
+        (
+            stats.totals.handled,
+            stats.totals.retried,
+            stats.totals.dead_lettered
+        ),
+        (5, 3, 2)
+    );
 }
 
 async fn an_id_published_once_within_the_window_is_stored_once(f: &Fixture) {

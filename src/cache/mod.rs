@@ -283,6 +283,21 @@ impl Cache {
         namespace: &str,
         key: &str,
     ) -> Result<Option<Arc<[u8]>>, CacheError> {
+        Ok(self
+            .lookup_json(namespace, key)
+            .await?
+            .map(|(json, _)| json))
+    }
+
+    /// The JSON of `key`, if cached, and where it came from.
+    ///
+    /// # Errors
+    /// Invalid namespace or key, Redis errors.
+    pub async fn lookup_json(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<(Arc<[u8]>, Served)>, CacheError> {
         let l1_key = l1_key(namespace, key)?;
         // With L1 off (`maxEntries: 0`) there is nothing to look up.
         let cached = match self.inner.l1_on() {
@@ -295,7 +310,7 @@ impl Cache {
             .filter(|e| e.is_fresh() && self.inner.coherence.following())
         {
             self.inner.record(Level::L1, true);
-            return Ok(Some(entry.json.clone()));
+            return Ok(Some((entry.json.clone(), Served::L1)));
         }
         self.inner.record(Level::L1, false);
         let Some(l2) = &self.inner.l2 else {
@@ -314,12 +329,17 @@ impl Cache {
         namespace: &str,
         key: &str,
         cached: Option<Entry>,
-    ) -> Result<Option<Arc<[u8]>>, CacheError> {
+    ) -> Result<Option<(Arc<[u8]>, Served)>, CacheError> {
         let ticket = self.inner.coherence.ticket();
         let read = match l2.get(namespace, key).await {
             Ok(read) => read,
             // Redis is failing: the last good value, if it is within the fail-safe window.
-            Err(e) => return self.inner.stale_or(cached, e).map(Some),
+            Err(e) => {
+                return self
+                    .inner
+                    .stale_or(cached, e)
+                    .map(|json| Some((json, Served::Stale)));
+            }
         };
         match read {
             Some(Read {
@@ -331,7 +351,7 @@ impl Cache {
                     let entry = self.inner.entry(json.clone(), left, version);
                     self.inner.keep(l1_key, entry, ticket).await;
                 }
-                Ok(Some(json))
+                Ok(Some((json, Served::L2)))
             }
             Some(Read {
                 version,
@@ -647,6 +667,17 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic".into());
     format!("loader panicked: {detail}")
+}
+
+/// Where a cached value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// This process's memory.
+    L1,
+    /// Redis.
+    L2,
+    /// A fail-safe copy from L1 while Redis fails.
+    Stale,
 }
 
 #[derive(Clone, Copy)]

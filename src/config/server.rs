@@ -25,6 +25,17 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for in-flight requests before exiting anyway.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// The operator console at `/ui`.
+    pub console: ConsoleConfig,
+}
+
+/// The `server.console` block.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the operator console at `/ui` (its pages call `/v1` with the operator's
+    /// token). Off by default.
+    pub enabled: bool,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +46,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             max_body_bytes: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -47,6 +59,9 @@ pub struct AuthConfig {
     pub enabled: bool,
     /// Accepted tokens, one per line (`#` starts a comment); the file is re-read on change.
     pub tokens: Option<SecretSource>,
+    /// Tokens that may only read: `GET` routes of `/v1` (the console hides its buttons that
+    /// change state); anything else answers `403 read-only-token`. Same format as `tokens`.
+    pub read_only_tokens: Option<SecretSource>,
 }
 
 impl Default for AuthConfig {
@@ -54,6 +69,7 @@ impl Default for AuthConfig {
         Self {
             enabled: true,
             tokens: None,
+            read_only_tokens: None,
         }
     }
 }
@@ -85,12 +101,15 @@ impl ServerConfig {
         if self.max_body_bytes == 0 {
             return Err(invalid("server.maxBodyBytes", "expected at least 1 byte"));
         }
-        if self.auth.enabled
-            && let Some(tokens) = &self.auth.tokens
-        {
-            tokens
-                .read()
-                .map_err(|e| invalid("server.auth.tokens", e.to_string()))?;
+        if self.auth.enabled {
+            for (key, source) in [
+                ("server.auth.tokens", &self.auth.tokens),
+                ("server.auth.readOnlyTokens", &self.auth.read_only_tokens),
+            ] {
+                if let Some(source) = source {
+                    source.read().map_err(|e| invalid(key, e.to_string()))?;
+                }
+            }
         }
         Ok(())
     }

@@ -25,13 +25,67 @@ pub struct Auth {
     inner: Option<Arc<Tokens>>,
 }
 
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Every route (and every route when auth is disabled).
+    Full,
+    /// `GET` and `HEAD` only (`server.auth.readOnlyTokens`).
+    ReadOnly,
+}
+
+impl Access {
+    /// `full` or `read-only`, as `/v1/status` says.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::ReadOnly => "read-only",
+        }
+    }
+}
+
 struct Tokens {
-    source: WatchedSecret,
+    full: TokenFile,
+    read_only: Option<TokenFile>,
     started: Instant,
-    /// Milliseconds after `started` when the source is next asked whether it changed;
-    /// until then a request only reads `digests`.
+    /// Milliseconds after `started` when the sources are next asked whether they changed;
+    /// until then a request only reads the digests.
     next_check: AtomicU64,
+}
+
+/// One token file and the digests of its tokens.
+struct TokenFile {
+    source: WatchedSecret,
     digests: RwLock<(Secret, Vec<[u8; 32]>)>,
+}
+
+impl TokenFile {
+    fn new(source: SecretSource) -> Result<Self, SecretError> {
+        let source = WatchedSecret::new(source, RELOAD_CHECK)?;
+        let current = source.get();
+        let digests = digests_of(&current);
+        Ok(Self {
+            source,
+            digests: RwLock::new((current, digests)),
+        })
+    }
+
+    fn refresh(&self) {
+        let current = self.source.get();
+        let stale = self.digests.read().unwrap_or_else(|e| e.into_inner()).0 != current;
+        if stale {
+            let digests = digests_of(&current);
+            *self.digests.write().unwrap_or_else(|e| e.into_inner()) = (current, digests);
+        }
+    }
+
+    fn contains(&self, wanted: &[u8; 32]) -> bool {
+        self.digests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .contains(wanted)
+    }
 }
 
 impl Auth {
@@ -45,15 +99,23 @@ impl Auth {
     /// # Errors
     /// When the source cannot be read now.
     pub fn tokens(source: SecretSource) -> Result<Self, SecretError> {
-        let source = WatchedSecret::new(source, RELOAD_CHECK)?;
-        let current = source.get();
-        let digests = digests_of(&current);
+        Self::with_roles(source, None)
+    }
+
+    /// Tokens from `full`, and read-only tokens from `read_only`.
+    ///
+    /// # Errors
+    /// When a source cannot be read now.
+    pub fn with_roles(
+        full: SecretSource,
+        read_only: Option<SecretSource>,
+    ) -> Result<Self, SecretError> {
         Ok(Self {
             inner: Some(Arc::new(Tokens {
-                source,
+                full: TokenFile::new(full)?,
+                read_only: read_only.map(TokenFile::new).transpose()?,
                 started: Instant::now(),
                 next_check: AtomicU64::new(0),
-                digests: RwLock::new((current, digests)),
             })),
         })
     }
@@ -63,30 +125,42 @@ impl Auth {
         self.inner.is_some()
     }
 
-    /// Whether `presented` is one of the configured tokens (always, with auth disabled).
-    pub(crate) fn accepts(&self, presented: &str) -> bool {
+    /// What `presented` may do: `None` when it is not a configured token (always
+    /// [`Access::Full`] with auth disabled). A token in both files has full access.
+    pub(crate) fn access(&self, presented: &str) -> Option<Access> {
         let Some(tokens) = &self.inner else {
-            return true;
+            return Some(Access::Full);
         };
         let now = u64::try_from(tokens.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if now >= tokens.next_check.load(Ordering::Relaxed) {
             tokens
                 .next_check
                 .store(now.saturating_add(RELOAD_CHECK_MS), Ordering::Relaxed);
-            let current = tokens.source.get();
-            let stale = tokens.digests.read().unwrap_or_else(|e| e.into_inner()).0 != current;
-            if stale {
-                let digests = digests_of(&current);
-                *tokens.digests.write().unwrap_or_else(|e| e.into_inner()) = (current, digests);
+            tokens.full.refresh();
+            if let Some(read_only) = &tokens.read_only {
+                read_only.refresh();
             }
         }
         let wanted = digest(presented);
-        tokens
-            .digests
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .contains(&wanted)
+        if tokens.full.contains(&wanted) {
+            Some(Access::Full)
+        } else if tokens
+            .read_only
+            .as_ref()
+            .is_some_and(|r| r.contains(&wanted))
+        {
+            Some(Access::ReadOnly)
+        } else {
+            None
+        }
+    }
+
+    /// What the request's bearer token may do (see [`Auth::access`]); `None` without one.
+    pub fn access_of(&self, headers: &HeaderMap) -> Option<Access> {
+        if !self.enabled() {
+            return Some(Access::Full);
+        }
+        self.access(presented(headers)?)
     }
 }
 
@@ -104,27 +178,43 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// The `401` answer unless the request carries an accepted `Authorization: Bearer` token
-/// (always `None` with auth disabled).
-pub fn refusal(auth: &Auth, headers: &HeaderMap) -> Option<Response> {
-    if !auth.enabled() {
-        return None;
-    }
-    let presented = headers
+/// The bearer token of `headers`, if any.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    match presented {
-        Some(token) if auth.accepts(token) => None,
-        Some(_) => Some(unauthorized("the bearer token is not accepted")),
-        None => Some(unauthorized(
+        .map(str::trim)
+}
+
+/// What the request may do, or the `401` answer unless it carries an accepted
+/// `Authorization: Bearer` token (always [`Access::Full`] with auth disabled).
+pub fn check(auth: &Auth, headers: &HeaderMap) -> Result<Access, Response> {
+    if !auth.enabled() {
+        return Ok(Access::Full);
+    }
+    match presented(headers) {
+        Some(token) => auth
+            .access(token)
+            .ok_or_else(|| unauthorized("the bearer token is not accepted")),
+        None => Err(unauthorized(
             "an `Authorization: Bearer <token>` header is required",
         )),
     }
+}
+
+/// The `403` answer to a read-only token asking for more than a read.
+pub fn read_only_refusal() -> Response {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "read-only-token",
+        "Read-only token",
+        "this token may only read (`GET`); this request changes state",
+    )
+    .into_response()
 }
 
 fn unauthorized(detail: &str) -> Response {

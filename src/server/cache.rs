@@ -159,13 +159,16 @@ pub async fn get(
 }
 
 async fn read(state: &AppState, namespace: &str, key: &str) -> Result<Response, ApiError> {
-    let Some(json) = state
+    let found = state
         .runtime
         .cache()
-        .get_json(namespace, key)
+        .lookup_json(namespace, key)
         .await
-        .map_err(cache_error)?
-    else {
+        .map_err(cache_error)?;
+    state
+        .observed
+        .cache_read(namespace, found.as_ref().map(|(_, served)| *served));
+    let Some((json, _)) = found else {
         return Err(ApiError::not_found(format!(
             "`{key}` is not cached in namespace `{namespace}`"
         )));
@@ -315,4 +318,45 @@ fn cache_error(e: CacheError) -> ApiError {
         CacheError::Backend(b) => b.into(),
         other => ApiError::internal(&other),
     }
+}
+
+/// One namespace's reads through this instance's API since start.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceStats {
+    /// The namespace (`(other)`: every namespace beyond the first 1000 seen).
+    pub namespace: String,
+    /// Answered from this instance's memory.
+    pub l1_hits: u64,
+    /// Answered from Redis.
+    pub l2_hits: u64,
+    /// Not cached.
+    pub misses: u64,
+}
+
+/// `GET /v1/cache/stats` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CacheStats {
+    /// Every namespace read through this instance's API, by name.
+    pub namespaces: Vec<NamespaceStats>,
+}
+
+/// Reads per namespace and level through this instance's API since start (the
+/// `blinkchamber_cache_*` metrics count every caller, without namespaces).
+#[utoipa::path(get, path = "/v1/cache/stats", tag = "cache", operation_id = "cacheStats",
+    security(("bearer" = [])),
+    responses((status = 200, description = "reads per namespace", body = CacheStats)))]
+pub async fn stats(State(state): State<AppState>) -> Json<CacheStats> {
+    let namespaces = state
+        .observed
+        .cache_reads()
+        .into_iter()
+        .map(|r| NamespaceStats {
+            namespace: r.namespace,
+            l1_hits: r.l1_hits,
+            l2_hits: r.l2_hits,
+            misses: r.misses,
+        })
+        .collect();
+    Json(CacheStats { namespaces })
 }

@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::extract::{ApiPath, ApiQuery, json_body};
+use super::extract::{ApiJson, ApiPath, ApiQuery, json_body};
 use super::openapi::json_schema;
 use super::problem::{ApiError, Problem};
+use crate::events::dead_letter::DeadLetterFilter;
 use crate::events::{
     ActionsEvent, Event, PublishError, QueueError, SIGNATURE_HEADER, Stats, verify,
 };
@@ -35,6 +36,64 @@ pub struct ListQuery {
     /// Most entries to return: 1 to 1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    /// Position in the whole list (oldest first) to start from; the `Link` header of the
+    /// previous page gives it.
+    #[param(minimum = 0, maximum = 1_000_000_000)]
+    pub offset: Option<u64>,
+    /// Only events of exactly this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type", min_length = 1, max_length = 256)]
+    pub event_type: Option<String>,
+    /// Only events whose `lasterror` contains this text, ignoring case.
+    #[param(min_length = 1, max_length = 256)]
+    pub contains: Option<String>,
+}
+
+/// Which dead letters a bulk operation applies to (query of `DELETE
+/// /v1/events/dead-letter`, body of `POST /v1/events/replay`); nothing given means all.
+#[derive(Default, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FilterQuery {
+    /// Only events of exactly this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type", min_length = 1, max_length = 256)]
+    #[schema(rename = "type", min_length = 1, max_length = 256)]
+    pub event_type: Option<String>,
+    /// Only events whose `lasterror` contains this text, ignoring case.
+    #[param(min_length = 1, max_length = 256)]
+    #[schema(min_length = 1, max_length = 256)]
+    pub contains: Option<String>,
+}
+
+/// Longest `type` or `contains` of a dead-letter filter, in characters.
+const FILTER_MAX: usize = 256;
+
+fn filter_of(
+    event_type: Option<String>,
+    contains: Option<String>,
+) -> Result<DeadLetterFilter, ApiError> {
+    for (name, value) in [("type", &event_type), ("contains", &contains)] {
+        if let Some(v) = value {
+            let n = v.chars().count();
+            if n == 0 || n > FILTER_MAX {
+                return Err(ApiError::bad_request(format!(
+                    "`{name}` holds {n} characters; expected 1 to {FILTER_MAX}"
+                )));
+            }
+        }
+    }
+    Ok(DeadLetterFilter {
+        event_type,
+        error_contains: contains,
+    })
+}
+
+/// `POST /v1/events/replay` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Replayed {
+    /// Dead letters put back in their queues.
+    pub replayed: u64,
 }
 
 /// `{id}` of the dead-letter routes.
@@ -192,14 +251,20 @@ pub async fn publish(State(state): State<AppState>, request: Request) -> Respons
         Err(e) => return e.into_response(),
     };
     match events.publisher().try_publish_many(batch).await {
-        Ok(ids) => (
-            StatusCode::ACCEPTED,
-            Json(Accepted {
-                accepted: ids.len(),
-                ids,
-            }),
-        )
-            .into_response(),
+        Ok(ids) => {
+            state
+                .observed
+                .events_published
+                .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            (
+                StatusCode::ACCEPTED,
+                Json(Accepted {
+                    accepted: ids.len(),
+                    ids,
+                }),
+            )
+                .into_response()
+        }
         Err(e) => publish_error(e),
     }
 }
@@ -218,15 +283,18 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
 }
 
 /// The dead-letter list, oldest first (each entry is the event with `attempt`,
-/// `lasterror` and `deadat`).
+/// `lasterror` and `deadat`), optionally only the entries of a type or with a text in
+/// their last error. One page looks at no more than 10 000 entries; when more may follow,
+/// `Link: <…>; rel="next"` gives the next page.
 #[utoipa::path(get, path = "/v1/events/dead-letter", tag = "events", operation_id = "listDeadLetters",
     security(("bearer" = [])),
     params(ListQuery),
-    responses((status = 200, description = "dead letters", body = [DeadLetterBody])))]
+    responses((status = 200, description = "dead letters", body = [DeadLetterBody], headers(
+        ("Link" = String, description = "`</v1/events/dead-letter?…&offset=N>; rel=\"next\"` when more may follow")))))]
 pub async fn dead_letters(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+) -> Result<Response, ApiError> {
     let events = events_of(&state)?;
     let limit = match query.limit {
         None => 100,
@@ -237,13 +305,55 @@ pub async fn dead_letters(
             )));
         }
     };
-    Ok(Json(
-        events
-            .queues()
-            .dead_letters(limit)
-            .await
-            .map_err(queue_error)?,
-    ))
+    let offset = match query.offset {
+        None => 0,
+        Some(n @ 0..=1_000_000_000) => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "offset: {n} is out of range; expected 0 to 1000000000"
+            )));
+        }
+    };
+    let filter = filter_of(query.event_type, query.contains)?;
+    let page = events
+        .queues()
+        .dead_letter_page(&filter, offset, limit)
+        .await
+        .map_err(queue_error)?;
+    let mut response = Json(page.entries).into_response();
+    if let Some(next) = page.next {
+        let mut params = vec![("limit", limit.to_string()), ("offset", next.to_string())];
+        params.extend(filter.event_type.map(|t| ("type", t)));
+        params.extend(filter.error_contains.map(|c| ("contains", c)));
+        if let Ok(query) = serde_urlencoded::to_string(&params)
+            && let Ok(link) =
+                HeaderValue::from_str(&format!("</v1/events/dead-letter?{query}>; rel=\"next\""))
+        {
+            response.headers_mut().insert(header::LINK, link);
+        }
+    }
+    Ok(response)
+}
+
+/// Put the dead letters of a type, or with a text in their last error (or all of them),
+/// back in their queues with attempts reset; unreadable entries stay.
+#[utoipa::path(post, path = "/v1/events/replay", tag = "events",
+    operation_id = "replayDeadLetters", security(("bearer" = [])),
+    request_body = FilterQuery,
+    responses((status = 200, description = "how many went back", body = Replayed)))]
+pub async fn replay_matching(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<FilterQuery>,
+) -> Result<Json<Replayed>, ApiError> {
+    let events = events_of(&state)?;
+    let filter = filter_of(body.event_type, body.contains)?;
+    let compress = state.config().events.publishing.compression;
+    let replayed = events
+        .queues()
+        .replay_dead_letters(&filter, events.router(), compress)
+        .await
+        .map_err(queue_error)?;
+    Ok(Json(Replayed { replayed }))
 }
 
 fn no_dead_letter(id: &str) -> ApiError {
@@ -324,13 +434,24 @@ pub async fn delete_dead(
     }
 }
 
-/// Empty the dead-letter list.
+/// Empty the dead-letter list, or delete only the entries of a type or with a text in
+/// their last error.
 #[utoipa::path(delete, path = "/v1/events/dead-letter", tag = "events",
     operation_id = "purgeDeadLetters", security(("bearer" = [])),
+    params(FilterQuery),
     responses((status = 200, description = "how many were removed", body = Purged)))]
-pub async fn purge(State(state): State<AppState>) -> Result<Json<Purged>, ApiError> {
+pub async fn purge(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<FilterQuery>,
+) -> Result<Json<Purged>, ApiError> {
     let events = events_of(&state)?;
-    let purged = events.queues().purge_dead().await.map_err(queue_error)?;
+    let filter = filter_of(query.event_type, query.contains)?;
+    let purged = if filter.is_empty() {
+        events.queues().purge_dead().await
+    } else {
+        events.queues().delete_dead_letters(&filter).await
+    }
+    .map_err(queue_error)?;
     Ok(Json(Purged { purged }))
 }
 
@@ -357,7 +478,13 @@ pub async fn ingest_zitadel(
     body: Bytes,
 ) -> Response {
     match ingest(&state, &headers, &body).await {
-        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Ok(accepted) => {
+            state.observed.events_published.fetch_add(
+                accepted.accepted as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+        }
         Err(IngestError::Api(e)) => e.into_response(),
         Err(IngestError::Publish(e)) => publish_error(e),
     }

@@ -11,12 +11,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
+use super::auth::Access;
 use super::problem::ApiError;
 use super::{AppState, auth, ratelimit, request_id};
 
@@ -68,6 +69,9 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
     response
         .headers_mut()
         .insert(request_id::HEADER, request_id::header_value(&id));
+    if route.starts_with("/v1/") {
+        gate.state.observed.answered(response.status().as_u16());
+    }
     gate.metrics
         .record(route, response.status(), started.elapsed().as_secs_f64());
     response
@@ -90,15 +94,19 @@ async fn admit(state: &AppState, route: &str, request: Request, next: Next) -> R
     let (parts, body) = request.into_parts();
     // The token is checked once; its answer is sent after the API limit, so the per-IP
     // limit also slows down token guessing.
-    let refusal = auth::refusal(&state.auth, &parts.headers);
-    let token_accepted = state.auth.enabled() && refusal.is_none();
+    let access = auth::check(&state.auth, &parts.headers);
+    let token_accepted = state.auth.enabled() && access.is_ok();
     if let Some(limited) = ratelimit::api_limit(state, &parts, token_accepted).await {
         return limited;
     }
-    if route != SIGNED_ROUTE
-        && let Some(refused) = refusal
-    {
-        return refused;
+    if route != SIGNED_ROUTE {
+        match access {
+            Err(refused) => return refused,
+            Ok(Access::ReadOnly) if !matches!(parts.method, Method::GET | Method::HEAD) => {
+                return auth::read_only_refusal();
+            }
+            Ok(_) => {}
+        }
     }
     next.run(Request::from_parts(parts, body)).await
 }

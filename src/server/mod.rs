@@ -6,11 +6,14 @@
 
 pub mod auth;
 pub mod cache;
+mod console;
 pub mod events;
 pub mod extract;
 mod gate;
 mod health;
+pub mod limited_keys;
 pub mod locks;
+pub mod observed;
 mod openapi;
 pub mod problem;
 pub mod ratelimit;
@@ -19,6 +22,7 @@ pub mod sessions;
 pub mod tokens;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
@@ -30,6 +34,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::runtime::Runtime;
 use auth::Auth;
+use observed::Observed;
 use problem::ApiError;
 
 pub use openapi::ApiDoc;
@@ -41,6 +46,8 @@ pub struct AppState {
     pub runtime: Runtime,
     /// `/v1` authentication.
     pub auth: Auth,
+    /// What this instance's API has seen since start.
+    pub observed: Arc<Observed>,
 }
 
 impl AppState {
@@ -51,13 +58,35 @@ impl AppState {
     /// When the runtime cannot be built or the token file cannot be read.
     pub async fn from_config(config: Config) -> anyhow::Result<Self> {
         let auth = match (&config.server.auth.tokens, config.server.auth.enabled) {
-            (Some(source), true) => Auth::tokens(source.clone())?,
+            (Some(source), true) => {
+                Auth::with_roles(source.clone(), config.server.auth.read_only_tokens.clone())?
+            }
             _ => Auth::disabled(),
         };
-        Ok(Self {
-            runtime: Runtime::from_config(&config).await?,
+        Ok(Self::new(Runtime::from_config(&config).await?, auth))
+    }
+
+    /// State for a built runtime; notes master changes for `/v1/status` while the backend
+    /// lives.
+    pub fn new(runtime: Runtime, auth: Auth) -> Self {
+        let observed = Arc::new(Observed::default());
+        if let crate::backend::Backend::Redis(r) = runtime.backend() {
+            let mut watch = r.default.master_watch();
+            let seen = Arc::downgrade(&observed);
+            tokio::spawn(async move {
+                while watch.changed().await.is_ok() {
+                    let Some(observed) = seen.upgrade() else {
+                        return;
+                    };
+                    observed.failover(std::time::SystemTime::now());
+                }
+            });
+        }
+        Self {
+            runtime,
             auth,
-        })
+            observed,
+        }
     }
 
     /// The effective configuration.
@@ -77,6 +106,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(health::status))
         .route("/v1/diagnostics", get(health::diagnostics))
         .route("/v1/ratelimit/check", post(ratelimit::check))
+        .route("/v1/ratelimit/rules", get(ratelimit::rules))
+        .route("/v1/ratelimit/top", get(ratelimit::top))
+        .route("/v1/cache/stats", get(cache::stats))
         .route(
             "/v1/cache/{namespace}/{key}",
             get(cache::get).put(cache::put).delete(cache::delete),
@@ -90,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/events", post(events::publish))
         .route("/v1/events/stats", get(events::stats))
+        .route("/v1/events/replay", post(events::replay_matching))
         .route(
             "/v1/events/dead-letter",
             get(events::dead_letters).delete(events::purge),
@@ -119,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens/verify", post(tokens::verify))
         // Signed by ZITADEL instead of a bearer token (the gate knows this route).
         .route("/v1/ingest/zitadel", post(events::ingest_zitadel))
+        .merge(console::routes(state.config().server.console.enabled))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -23,7 +23,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::extract::{ApiJson, whole};
+use super::extract::{ApiJson, ApiQuery, whole};
+use super::limited_keys::{self, LimitedKeys};
 use super::openapi::json_schema;
 use super::problem::ApiError;
 use crate::config::types::duration;
@@ -176,17 +177,22 @@ pub async fn check(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CheckRequest>,
 ) -> Result<Response, ApiError> {
-    check_with(state.runtime.limits(), body).await
+    check_with(state.runtime.limits(), &state.observed.limited, body).await
 }
 
-/// The handler's work, on any limiter.
-async fn check_with(limiter: &RateLimiter, body: CheckRequest) -> Result<Response, ApiError> {
+/// The handler's work, on any limiter; denials are noted in `limited`.
+async fn check_with(
+    limiter: &RateLimiter,
+    limited: &LimitedKeys,
+    body: CheckRequest,
+) -> Result<Response, ApiError> {
     let requested = parse_request(limiter, body)?;
     let checks: Vec<(&str, &str, u64)> = requested
         .iter()
         .map(|(rule, key, cost)| (rule.as_str(), key.as_str(), *cost))
         .collect();
     let decisions = limiter.check_many(&checks).await.map_err(problem)?;
+    note_denials(limited, &checks, &decisions);
     let rules: Vec<&str> = checks.iter().map(|c| c.0).collect();
     let top = ratelimit::most_restrictive(&decisions).unwrap_or(0);
     let results: Vec<DescriptorResult> = rules
@@ -483,6 +489,7 @@ pub async fn api_limit(
     if decisions.iter().all(|d| d.allowed) {
         return None;
     }
+    note_denials(&state.observed.limited, &refs, &decisions);
     let rules: Vec<&str> = refs.iter().map(|c| c.0).collect();
     let top = ratelimit::most_restrictive(&decisions).unwrap_or(0);
     let mut response = ApiError::new(
@@ -498,6 +505,145 @@ pub async fn api_limit(
     .into_response();
     add_headers(response.headers_mut(), limiter, &rules, &decisions, top);
     Some(response)
+}
+
+/// Notes every denied check in `limited`.
+fn note_denials(limited: &LimitedKeys, checks: &[(&str, &str, u64)], decisions: &[Decision]) {
+    let mut now = None;
+    for ((rule, key, _), d) in checks.iter().zip(decisions) {
+        if !d.allowed {
+            let at = *now.get_or_insert_with(SystemTime::now);
+            limited.record(rule, key, at);
+        }
+    }
+}
+
+/// One rule of `rateLimit.rules`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleView {
+    /// Its name, as checks give it.
+    pub name: String,
+    /// What its key is made of (`user`, `org`, `apiKey`, `ip`, `route`), in key order.
+    pub descriptor: Vec<&'static str>,
+    /// `gcra`, `fixedWindow` or `slidingWindow`.
+    #[schema(example = "gcra")]
+    pub algorithm: String,
+    /// Admitted per `period`.
+    pub limit: u64,
+    /// The period.
+    #[schema(example = "1m")]
+    pub period: String,
+    /// GCRA's burst (`null`: the limit).
+    pub burst: Option<u64>,
+    /// `open` (keep limiting locally) or `closed` (refuse) while Redis cannot be reached.
+    #[schema(example = "open")]
+    pub failure_mode: String,
+}
+
+/// `GET /v1/ratelimit/rules` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Rules {
+    /// The rules, in configuration order.
+    pub rules: Vec<RuleView>,
+}
+
+/// The configured rules.
+#[utoipa::path(get, path = "/v1/ratelimit/rules", tag = "rate limits",
+    operation_id = "listRateLimitRules", security(("bearer" = [])),
+    responses((status = 200, description = "the rules", body = Rules)))]
+pub async fn rules(State(state): State<AppState>) -> Json<Rules> {
+    let name_of = |v: serde_json::Result<Value>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let rules = state
+        .runtime
+        .limits()
+        .config()
+        .rules
+        .iter()
+        .map(|r| RuleView {
+            name: r.name.clone(),
+            descriptor: r.descriptor.iter().map(|d| d.as_str()).collect(),
+            algorithm: name_of(serde_json::to_value(r.algorithm)),
+            limit: r.limit.get(),
+            period: duration::format(&r.period),
+            burst: r.burst.map(std::num::NonZeroU64::get),
+            failure_mode: name_of(serde_json::to_value(r.failure_mode)),
+        })
+        .collect();
+    Json(Rules { rules })
+}
+
+/// `GET /v1/ratelimit/top` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopQuery {
+    /// How far back to look: whole minutes from `1m` to `15m` (default `5m`).
+    #[param(value_type = Option<String>, pattern = "^([1-9]|1[0-5])m$", example = "5m")]
+    pub window: Option<String>,
+}
+
+/// `GET /v1/ratelimit/top` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Top {
+    /// The window looked at.
+    #[schema(example = "5m")]
+    pub window: String,
+    /// The most-denied keys first (at most 20).
+    pub keys: Vec<LimitedKey>,
+}
+
+/// A key denied within the window.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitedKey {
+    /// The rule that denied it.
+    pub rule: String,
+    /// The key as checked (`rateLimit.api` keys: `apiKey=<token digest>`, `ip=<address>`).
+    pub key: String,
+    /// Denials within the window.
+    pub denied: u64,
+    /// The latest denial (RFC 3339).
+    pub last_denied_at: String,
+}
+
+/// The keys this instance's API denied most over the last minutes (checks through
+/// `POST /v1/ratelimit/check` and the API's own `rateLimit.api` limit).
+#[utoipa::path(get, path = "/v1/ratelimit/top", tag = "rate limits",
+    operation_id = "topLimitedKeys", security(("bearer" = [])),
+    params(TopQuery),
+    responses((status = 200, description = "the most-denied keys", body = Top)))]
+pub async fn top(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<TopQuery>,
+) -> Result<Json<Top>, ApiError> {
+    let window = query.window.unwrap_or_else(|| "5m".into());
+    let minutes = window
+        .strip_suffix('m')
+        .filter(|n| !n.starts_with('0'))
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| (1..=limited_keys::MINUTES).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`window`: `{window}` is not a whole number of minutes from 1m to 15m"
+            ))
+        })?;
+    let keys = state
+        .observed
+        .limited
+        .top(Duration::from_secs(minutes * 60), SystemTime::now())
+        .into_iter()
+        .map(|l| LimitedKey {
+            rule: l.rule,
+            key: l.key,
+            denied: l.denied,
+            last_denied_at: humantime::format_rfc3339_millis(l.last_denied).to_string(),
+        })
+        .collect();
+    Ok(Json(Top { window, keys }))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -57,6 +57,8 @@ struct MemoryState {
     retry: [BTreeMap<u64, Vec<Vec<u8>>>; 3],
     /// Consumer → the batch it holds.
     leases: HashMap<String, Lease>,
+    /// Settled events since start.
+    totals: super::Totals,
     /// Recently settled lease tokens, oldest first.
     settled: VecDeque<String>,
     /// Front: newest; each with its event id.
@@ -244,7 +246,11 @@ impl MemoryQueues {
         if let Some(lease) = state.leases.remove(consumer) {
             self.budget
                 .release(lease.items.iter().map(|e| event_weight(e)).sum());
+            let failed = (settle.retries.len() + settle.dead.len()) as u64;
+            state.totals.handled += (lease.items.len() as u64).saturating_sub(failed);
         }
+        state.totals.retried += settle.retries.len() as u64;
+        state.totals.dead_lettered += settle.dead.len() as u64;
         if state.settled.len() >= SETTLED_REMEMBERED {
             state.settled.pop_front();
         }
@@ -367,21 +373,36 @@ impl MemoryQueues {
             q.retrying = state.retry[i].values().map(|v| v.len() as u64).sum();
             q.oldest_age = state.queues[i].front().and_then(|e| age_of(e));
         }
-        for lease in state.leases.values() {
+        for (consumer, lease) in &state.leases {
             stats.queues[lease.priority as usize].in_flight += lease.items.len() as u64;
+            stats.consumers.push(super::ConsumerLease {
+                consumer: consumer.clone(),
+                lease_expires_at: super::rfc3339_ms(lease.deadline),
+                held: lease.items.len() as u64,
+            });
         }
+        stats
+            .consumers
+            .sort_by(|a, b| a.lease_expires_at.cmp(&b.lease_expires_at));
+        stats.totals = state.totals;
         stats
     }
 
-    pub(super) fn peek(&self, priority: Option<Priority>, n: usize) -> Vec<Vec<u8>> {
+    pub(super) fn peek(&self, priority: Option<Priority>, skip: usize, n: usize) -> Vec<Vec<u8>> {
         let state = self.lock();
         match priority {
-            Some(p) => state.queues[p as usize].iter().take(n).cloned().collect(),
+            Some(p) => state.queues[p as usize]
+                .iter()
+                .skip(skip)
+                .take(n)
+                .cloned()
+                .collect(),
             // The dead-letter list's consumption end is its back (oldest).
             None => state
                 .dead
                 .iter()
                 .rev()
+                .skip(skip)
                 .take(n)
                 .map(|(_, e)| e.clone())
                 .collect(),

@@ -139,6 +139,40 @@ pub struct Stats {
     pub queues: [QueueStats; 3],
     /// Events in the dead-letter list.
     pub dead: u64,
+    /// Consumers holding a lease now, soonest expiry first.
+    pub consumers: Vec<ConsumerLease>,
+    /// What every worker of this backend settled since the queues were created.
+    pub totals: Totals,
+}
+
+/// A consumer holding a batch.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerLease {
+    /// The consumer id (`<host>-<pid>-<n>`).
+    pub consumer: String,
+    /// When its lease runs out unless renewed (RFC 3339, the backend's clock).
+    pub lease_expires_at: String,
+    /// Events it holds.
+    pub held: u64,
+}
+
+/// Settled events, counted by every worker of the backend; they only grow, so a rate is
+/// the difference of two readings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// Handled (delivered to every sink, or skipped as a duplicate).
+    pub handled: u64,
+    /// Sent back for a retry.
+    pub retried: u64,
+    /// Dead-lettered.
+    pub dead_lettered: u64,
+}
+
+/// Unix milliseconds as RFC 3339.
+pub(crate) fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 impl Default for Stats {
@@ -153,6 +187,8 @@ impl Default for Stats {
                 oldest_age: None,
             }),
             dead: 0,
+            consumers: Vec::new(),
+            totals: Totals::default(),
         }
     }
 }
@@ -376,11 +412,24 @@ impl Queues {
         priority: Option<Priority>,
         n: usize,
     ) -> Result<Vec<Vec<u8>>, QueueError> {
+        self.peek_from(priority, 0, n).await
+    }
+
+    /// Like [`Queues::peek`], after skipping the first `skip` entries.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn peek_from(
+        &self,
+        priority: Option<Priority>,
+        skip: usize,
+        n: usize,
+    ) -> Result<Vec<Vec<u8>>, QueueError> {
         match &*self.store {
-            Store::Memory(m) => Ok(m.peek(priority, n)),
+            Store::Memory(m) => Ok(m.peek(priority, skip, n)),
             Store::Redis(r) => {
                 let list = priority.map_or(r.dead_letter(), |p| r.queue(p)).to_owned();
-                r.peek(&list, n).await
+                r.peek(&list, skip, n).await
             }
         }
     }

@@ -5,6 +5,8 @@
 //! - `{queue}:retry`: a sorted set per priority of events waiting to be retried, scored by
 //!   the Unix millisecond (Redis's clock) they are due; a take moves the due ones back.
 //! - `{statePrefix}consumers`: consumer id → lease deadline (Unix ms, Redis's clock).
+//! - `{statePrefix}totals`: a hash of events settled so far by every worker: `handled`,
+//!   `retried`, `dead` (the console's throughput).
 //! - `{statePrefix}leases`: consumer id → `"<lease token> <priority 0|1|2>"`, the lease
 //!   of the batch the consumer holds. Renew and settle must present that token, so a worker
 //!   whose batch was taken back can neither keep it alive nor settle it.
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::{QueueError, Settle, SettleOutcome, Stats, Taken};
+use super::{ConsumerLease, QueueError, Settle, SettleOutcome, Stats, Taken, Totals};
 use crate::backend::redis::px;
 use crate::backend::{RedisBackend, Retry};
 use crate::config::EventsConfig;
@@ -80,6 +82,8 @@ pub(super) struct RedisQueues {
     dead_base: String,
     dead_indexing: String,
     consumers: String,
+    /// `{statePrefix}totals`.
+    totals: String,
     leases: String,
     wake: String,
     taken_prefix: String,
@@ -109,6 +113,7 @@ impl RedisQueues {
             dead_base: format!("{}:base", q.dead_letter),
             dead_indexing: format!("{}:indexing", q.dead_letter),
             consumers: format!("{state}consumers"),
+            totals: format!("{state}totals"),
             leases: format!("{state}leases"),
             wake: format!("{state}wake"),
             taken_prefix: format!("{state}taken:"),
@@ -275,7 +280,8 @@ impl RedisQueues {
                     .key(&self.dead_index)
                     .key(&self.dead_positions)
                     .key(&self.dead_base)
-                    .key(format!("{}{token}", self.settled_prefix));
+                    .key(format!("{}{token}", self.settled_prefix))
+                    .key(&self.totals);
                 for id in &settle.seen {
                     call.key(format!("{}{id}", self.seen_prefix));
                 }
@@ -441,7 +447,16 @@ impl RedisQueues {
             pipe.cmd("LINDEX").arg(self.queue(p)).arg(-1);
         }
         pipe.cmd("LLEN").arg(&self.dead);
-        pipe.cmd("ZRANGE").arg(&self.consumers).arg(0).arg(-1);
+        pipe.cmd("ZRANGE")
+            .arg(&self.consumers)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+        pipe.cmd("HMGET")
+            .arg(&self.totals)
+            .arg("handled")
+            .arg("retried")
+            .arg("dead");
         let reply: Vec<redis::Value> = self.backend.pipeline(Retry::Idempotent, &pipe).await?;
         let mut stats = Stats::default();
         let mut values = reply.into_iter();
@@ -453,16 +468,32 @@ impl RedisQueues {
             q.oldest_age = oldest.as_deref().and_then(super::age_of);
         }
         stats.dead = next_value(&mut values)?;
-        let consumers: Vec<String> = next_value(&mut values)?;
-        if !consumers.is_empty() {
+        let leases: Vec<(String, f64)> = next_value(&mut values)?;
+        let totals: Vec<Option<u64>> = next_value(&mut values)?;
+        let total = |i: usize| totals.get(i).copied().flatten().unwrap_or(0);
+        stats.totals = Totals {
+            handled: total(0),
+            retried: total(1),
+            dead_lettered: total(2),
+        };
+        stats.consumers = leases
+            .iter()
+            .map(|(consumer, deadline)| ConsumerLease {
+                consumer: consumer.clone(),
+                lease_expires_at: super::rfc3339_ms(*deadline as u64),
+                held: 0,
+            })
+            .collect();
+        if !leases.is_empty() {
             let mut pipe = redis::pipe();
-            for c in &consumers {
+            for (c, _) in &leases {
                 for p in Priority::ALL {
                     pipe.cmd("LLEN").arg(self.taken(c, p));
                 }
             }
             let lens: Vec<u64> = self.backend.pipeline(Retry::Idempotent, &pipe).await?;
             for (i, len) in lens.into_iter().enumerate() {
+                stats.consumers[i / 3].held += len;
                 stats.queues[i % 3].in_flight += len;
             }
         }
@@ -470,11 +501,26 @@ impl RedisQueues {
     }
 
     /// Up to `n` events of `list` from the consumption end (the next to be taken first).
-    pub(super) async fn peek(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, QueueError> {
-        let n = i64::try_from(n).unwrap_or(i64::MAX).max(1);
+    pub(super) async fn peek(
+        &self,
+        list: &str,
+        skip: usize,
+        n: usize,
+    ) -> Result<Vec<Vec<u8>>, QueueError> {
+        let skip = i64::try_from(skip)
+            .unwrap_or(i64::MAX / 2)
+            .min(i64::MAX / 2);
+        let n = i64::try_from(n)
+            .unwrap_or(i64::MAX / 2)
+            .clamp(1, i64::MAX / 2);
         let mut items: Vec<Vec<u8>> = self
             .backend
-            .query(redis::cmd("LRANGE").arg(list).arg(-n).arg(-1))
+            .query(
+                redis::cmd("LRANGE")
+                    .arg(list)
+                    .arg(-(skip + n))
+                    .arg(-(skip + 1)),
+            )
             .await?;
         items.reverse();
         Ok(items)

@@ -122,6 +122,13 @@ fn add_shared_answers(method: &str, op: &mut Value) {
              (`WWW-Authenticate: Bearer`)",
         ));
     }
+    if secured && method != "get" {
+        answers.push((
+            "403",
+            "`read-only-token`: the token is one of `server.auth.readOnlyTokens`, which may \
+             only read",
+        ));
+    }
     if tags.iter().any(|t| t == "events") {
         answers.push((
             "404",

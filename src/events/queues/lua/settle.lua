@@ -13,7 +13,8 @@
 -- KEYS[7]  dead-letter positions: hash, position -> event id ('' for an unreadable entry)
 -- KEYS[8]  dead-letter base: how many entries left the oldest end so far
 -- KEYS[9]  settled mark of this lease token
--- KEYS[10..] de-duplication marks of the handled events (one per id)
+-- KEYS[10] totals: hash, handled / retried / dead -> events settled so far
+-- KEYS[11..] de-duplication marks of the handled events (one per id)
 -- ARGV[1]  consumer id
 -- ARGV[2]  lease token
 -- ARGV[3]  priority (0|1|2)
@@ -57,9 +58,13 @@ if dead > 0 then
   end
 end
 local window = tonumber(ARGV[5])
-for k = 10, #KEYS do
+for k = 11, #KEYS do
   redis.call('SET', KEYS[k], 'done', 'PX', window)
 end
+local held = redis.call('LLEN', KEYS[3])
+if held > retries + dead then redis.call('HINCRBY', KEYS[10], 'handled', held - retries - dead) end
+if retries > 0 then redis.call('HINCRBY', KEYS[10], 'retried', retries) end
+if dead > 0 then redis.call('HINCRBY', KEYS[10], 'dead', dead) end
 redis.call('DEL', KEYS[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
