@@ -46,6 +46,7 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let id = request_id::of(request.headers());
+    let api = request.uri().path().starts_with("/v1/");
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
@@ -69,7 +70,7 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
     response
         .headers_mut()
         .insert(request_id::HEADER, request_id::header_value(&id));
-    if route.starts_with("/v1/") {
+    if api {
         gate.state.observed.answered(response.status().as_u16());
     }
     gate.metrics
