@@ -124,7 +124,7 @@ async fn dead_letters(app: &App, n: usize) -> Vec<String> {
     let events: Vec<Value> = (0..n)
         .map(|i| {
             json!({"specversion": "1.0", "id": format!("ev-{i:03}"), "source": "/t",
-                   "type": if i % 2 == 0 { "user.created" } else { "user.deleted" }})
+                   "type": if i.is_multiple_of(2) { "user.created" } else { "user.deleted" }})
         })
         .collect();
     let published = app.post_json("/v1/events", &Value::Array(events)).await;

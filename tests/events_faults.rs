@@ -356,7 +356,7 @@ async fn dead_letters_are_paged_filtered_and_handled_in_bulk(f: &Fixture) {
     };
     assert_eq!(items.len(), 50);
     let error = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             format!("webhook answered HTTP 503 ({i})")
         } else {
             format!("Timeout after 5s ({i})")
@@ -387,7 +387,7 @@ async fn dead_letters_are_paged_filtered_and_handled_in_bulk(f: &Fixture) {
     assert!(
         listed
             .iter()
-            .all(|id| ids.iter().position(|i| i == id).unwrap() % 2 == 0)
+            .all(|id| ids.iter().position(|i| i == id).unwrap().is_multiple_of(2))
     );
 
     // Delete the deleted-user events that timed out; replay the 503s; replay the rest.

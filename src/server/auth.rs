@@ -190,19 +190,37 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// What the request may do, or the `401` answer unless it carries an accepted
-/// `Authorization: Bearer` token (always [`Access::Full`] with auth disabled).
-pub fn check(auth: &Auth, headers: &HeaderMap) -> Result<Access, Response> {
+/// Why a request was not let in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token that is not configured.
+    NotAccepted,
+}
+
+impl IntoResponse for Refused {
+    /// `401` with `WWW-Authenticate: Bearer`.
+    fn into_response(self) -> Response {
+        match self {
+            Self::Missing => unauthorized("an `Authorization: Bearer <token>` header is required"),
+            Self::NotAccepted => unauthorized("the bearer token is not accepted"),
+        }
+    }
+}
+
+/// What the request may do, unless it lacks an accepted `Authorization: Bearer` token
+/// (always [`Access::Full`] with auth disabled).
+///
+/// # Errors
+/// [`Refused`] when the token is missing or not accepted.
+pub fn check(auth: &Auth, headers: &HeaderMap) -> Result<Access, Refused> {
     if !auth.enabled() {
         return Ok(Access::Full);
     }
     match presented(headers) {
-        Some(token) => auth
-            .access(token)
-            .ok_or_else(|| unauthorized("the bearer token is not accepted")),
-        None => Err(unauthorized(
-            "an `Authorization: Bearer <token>` header is required",
-        )),
+        Some(token) => auth.access(token).ok_or(Refused::NotAccepted),
+        None => Err(Refused::Missing),
     }
 }
 

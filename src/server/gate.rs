@@ -102,7 +102,7 @@ async fn admit(state: &AppState, route: &str, request: Request, next: Next) -> R
     }
     if route != SIGNED_ROUTE {
         match access {
-            Err(refused) => return refused,
+            Err(refused) => return refused.into_response(),
             Ok(Access::ReadOnly) if !matches!(parts.method, Method::GET | Method::HEAD) => {
                 return auth::read_only_refusal();
             }
