@@ -422,8 +422,36 @@ async fn events_acknowledged_with_replicas_survive_a_failover() {
     );
 }
 
+/// How a drill takes the master away.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGSTOP: connections stay open and nothing answers.
+    Freeze,
+    /// SIGKILL.
+    Kill,
+    /// `SENTINEL FAILOVER`: the master is demoted and rejoins as a replica.
+    Failover,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_resume_consuming_when_the_master_freezes() {
+    consumption_drill(Fault::Freeze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_resume_consuming_when_the_master_is_killed() {
+    consumption_drill(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_resume_consuming_after_a_sentinel_failover() {
+    consumption_drill(Fault::Failover).await;
+}
+
+/// Workers consume while a publisher publishes; the master goes away by `fault`; every
+/// acknowledged event is handled, and the time from the switch to the first write and to
+/// the first event published after it being consumed is printed.
+async fn consumption_drill(fault: Fault) {
     let mut group = tokio::task::spawn_blocking(SentinelGroup::start)
         .await
         .unwrap();
@@ -442,8 +470,18 @@ async fn workers_resume_consuming_when_the_master_freezes() {
         (handled.0.lock().unwrap().len() >= 50).then_some(())
     })
     .await;
-    // The master freezes: its connections stay open and nothing answers.
-    group.nodes[0].pause();
+    match fault {
+        Fault::Freeze => group.nodes[0].pause(),
+        Fault::Kill => group.nodes[0].kill(),
+        Fault::Failover => {
+            let mut s = group.sentinels[1].conn();
+            let () = redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg("mymaster")
+                .query(&mut s)
+                .unwrap();
+        }
+    }
     let new = wait_for_async("the backend to follow the new master", || async {
         let m = backend.master();
         (m.endpoint.port != old).then_some(m)
@@ -498,9 +536,11 @@ async fn workers_resume_consuming_when_the_master_freezes() {
     .await;
     workers.shutdown().await;
     assert_eq!(backend.master().endpoint.port, new.endpoint.port);
-    group.nodes[0].resume();
+    if let Fault::Freeze = fault {
+        group.nodes[0].resume();
+    }
     eprintln!(
-        "events across SIGSTOP: {} acknowledged ({acked_before} before the switch), {failed} \
+        "events across {fault:?}: {} acknowledged ({acked_before} before the switch), {failed} \
          publishes failed during it, none lost; after the switch was seen, the first write \
          was accepted in {first_write:?} and the first new event consumed in {resumed:?}",
         acked.len()
