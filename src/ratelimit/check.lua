@@ -1,6 +1,8 @@
 -- Rate-limit checks, mirroring src/ratelimit/algorithm.rs operation for operation.
 --
--- KEYS[i]  base key of check i: {keyPrefix}{rule}:{key}; windows append ':' .. index.
+-- KEYS[i]  the key of check i: {keyPrefix}{rule}:{key}, the only key it touches (GCRA: the
+--          theoretical arrival time; fixed window: "<window> <count>"; sliding window:
+--          "<window> <count> <previous window's count>").
 -- ARGV     five values per check, in KEYS order:
 --          algorithm ('g' gcra, 'f' fixedWindow, 's' slidingWindow), limit,
 --          period in microseconds, burst (gcra), cost.
@@ -25,14 +27,6 @@ local function ceil0(x)
   return math.ceil(x)
 end
 
-local function index_key(key, window)
-  return key .. ':' .. string.format('%.0f', window)
-end
-
-local function period_ms(period)
-  return ceil0(period / 1000)
-end
-
 local function gcra(key, limit, period, burst, cost)
   local interval = period / limit
   local burst_span = burst * interval
@@ -51,31 +45,36 @@ local function gcra(key, limit, period, burst, cost)
   return 1, floor0((now - allow_at) / interval), 0, ceil0(new_tat - now)
 end
 
-local function incr(key, window, cost, ttl)
-  local k = index_key(key, window)
-  local n = redis.call('INCRBY', k, cost)
-  if n == cost then
-    redis.call('PEXPIRE', k, string.format('%.0f', ttl))
-  end
+-- The stored "<window> <count> [<previous count>]" of `key`: the counts of `window` and
+-- of the window before it (0 when the stored state is older).
+local function counts(key, window)
+  local stored = redis.call('GET', key)
+  if not stored then return 0, 0 end
+  local w, n, p = string.match(stored, '^(%d+) (%d+) ?(%d*)$')
+  w = tonumber(w)
+  if w == window then return tonumber(n), tonumber(p) or 0 end
+  if w == window - 1 then return 0, tonumber(n) end
+  return 0, 0
 end
 
 local function fixed(key, limit, period, cost)
   local window = math.floor(now / period)
   local reset = ceil0((window + 1) * period - now)
-  local count = tonumber(redis.call('GET', index_key(key, window))) or 0
+  local count = counts(key, window)
   if count + cost > limit then
     return 0, floor0(limit - count), reset, reset
   end
-  incr(key, window, cost, period_ms(period))
+  local ttl = ceil0(reset / 1000)
+  if ttl < 1 then ttl = 1 end
+  redis.call('SET', key, string.format('%.0f %.0f', window, count + cost), 'PX',
+    string.format('%.0f', ttl))
   return 1, limit - (count + cost), 0, reset
 end
 
 local function sliding(key, limit, period, cost)
   local window = math.floor(now / period)
   local elapsed = now - window * period
-  local counts = redis.call('MGET', index_key(key, window - 1), index_key(key, window))
-  local prev = tonumber(counts[1]) or 0
-  local curr = tonumber(counts[2]) or 0
+  local curr, prev = counts(key, window)
   local estimated = prev * (period - elapsed) / period + curr
   if estimated + cost > limit then
     local room = limit - curr - cost
@@ -94,7 +93,11 @@ local function sliding(key, limit, period, cost)
     if retry < 1 then retry = 1 end
     return 0, floor0(limit - estimated), retry, ceil0(reset)
   end
-  incr(key, window, cost, 2 * period_ms(period))
+  -- Kept until the next window ends: it is that window's previous count.
+  local ttl = ceil0((2 * period - elapsed) / 1000)
+  if ttl < 1 then ttl = 1 end
+  redis.call('SET', key, string.format('%.0f %.0f %.0f', window, curr + cost, prev), 'PX',
+    string.format('%.0f', ttl))
   return 1, floor0(limit - (estimated + cost)), 0, ceil0(2 * period - elapsed)
 end
 
