@@ -5,8 +5,10 @@
 # so the two binaries must be installed; they are installed from the distribution
 # packages when missing. Then: every cargo test (unit, integration, doc), the HTTP
 # contract test (tests/contract/run.sh: schemathesis and a generated client against
-# `serve`; its tools come from the Python package index), and the deployment tests (Helm
-# chart, scripts) when deploy/ is present.
+# `serve`; its tools come from the Python package index), the browser test of the operator
+# console (tests/console/run.sh: Debian's Chromium, installed when missing, driven by
+# playwright-core from the npm registry), and the deployment tests (Helm chart, scripts)
+# when deploy/ is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,8 @@ fi
 cargo test --locked
 
 bash tests/contract/run.sh
+
+bash tests/console/run.sh
 
 if [ -f deploy/tests/run.sh ]; then
   bash deploy/tests/run.sh

@@ -117,14 +117,16 @@ EOF
   echo "$port"
 }
 
-# serve NAME: starts serve with $work/NAME.yaml; prints its base URL.
+# serve NAME: starts serve with $work/NAME.yaml; sets $base to its URL. (Not in a command
+# substitution: its subshell would keep the pid from the cleanup, and serve would outlive
+# the test.)
 serve() {
   local name=$1 port
   port=$(sed -n 's/^  listen: 127.0.0.1:\([0-9]*\)$/\1/p' "$work/$name.yaml")
   "$bin" serve --config "$work/$name.yaml" >"$work/$name.log" 2>&1 &
   pids+=($!)
-  wait_for "http://127.0.0.1:$port/healthz"
-  echo "http://127.0.0.1:$port"
+  base="http://127.0.0.1:$port"
+  wait_for "$base/healthz"
 }
 
 failed=0
@@ -147,9 +149,12 @@ schemathesis() {
 config memory memory all >/dev/null
 config redis redis all >/dev/null
 config off memory off >/dev/null
-memory=$(serve memory)
-redis=$(serve redis)
-off=$(serve off)
+serve memory
+memory=$base
+serve redis
+redis=$base
+serve off
+off=$base
 
 schemathesis memory "$memory"
 schemathesis redis "$redis"

@@ -83,7 +83,9 @@ function tableWrap(caption, headers, body) {
   return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': caption },
     h('table', null,
       h('caption', { text: caption }),
-      h('thead', null, h('tr', null, headers.map((t) => h('th', { scope: 'col', text: t })))),
+      h('thead', null, h('tr', null, headers.map((t) => t.startsWith('#')
+        ? h('th', { scope: 'col', class: 'num', text: t.slice(1) })
+        : h('th', { scope: 'col', text: t })))),
       body));
 }
 
@@ -228,10 +230,8 @@ async function api(method, path, opts = {}) {
     try { data = JSON.parse(text); } catch (_) { data = null; }
   }
   if (!res.ok) {
-    let problem = data && typeof data === 'object' ? data : { title: `HTTP ${res.status}`, detail: text.slice(0, 200) };
-    if (res.status === 403 && String(problem.type || '').endsWith('read-only-token')) {
-      problem = { ...problem, title: 'This token may only read' };
-    }
+    // A problem document: `title: detail` (403 read-only-token: the token may only read).
+    const problem = data && typeof data === 'object' ? data : { title: `HTTP ${res.status}`, detail: text.slice(0, 200) };
     throw new ApiError(res.status, problem);
   }
   return { status: res.status, data, headers: res.headers };
@@ -291,6 +291,8 @@ async function act(button, title, text, okLabel, run) {
   try {
     const message = await run();
     say(message, 'ok');
+    // The button may be gone with the row it was in: keep the focus in the page.
+    if (!document.activeElement || document.activeElement === document.body) $('#main').focus({ preventScroll: true });
     return true;
   } catch (e) {
     report(e);
@@ -459,8 +461,16 @@ function signOut() {
 
 function sample(status, stats) {
   const now = Date.now();
-  const point = { t: now };
-  if (status) point.counters = status.counters || null;
+  const point = { t: now, v: {} };
+  const c = (status && status.counters) || {};
+  const totals = (stats && stats.totals) || {};
+  // this instance's API
+  for (const k of ['requests', 'problems', 'eventsPublished']) if (typeof c[k] === 'number') point.v[k] = c[k];
+  // settled by every worker of the backend (events stats), else this instance's count
+  const handled = typeof totals.handled === 'number' ? totals.handled : c.eventsHandled;
+  const dead = typeof totals.deadLettered === 'number' ? totals.deadLettered : c.eventsDeadLettered;
+  if (typeof handled === 'number') point.v.handled = handled;
+  if (typeof dead === 'number') point.v.deadLettered = dead;
   if (stats) {
     point.depth = {};
     for (const q of stats.queues || []) point.depth[q.priority] = q.depth;
@@ -470,15 +480,15 @@ function sample(status, stats) {
   return point;
 }
 
-// Rates per second between consecutive points that both have counters.
+// Rates per second between consecutive points that both have the counter.
 function rateSeries(key) {
   const out = [];
   let prev = null;
   for (const p of state.history) {
-    if (!p.counters) continue;
+    if (typeof p.v[key] !== 'number') continue;
     if (prev) {
       const dt = (p.t - prev.t) / 1000;
-      const dv = (p.counters[key] || 0) - (prev.counters[key] || 0);
+      const dv = p.v[key] - prev.v[key];
       if (dt > 0 && dv >= 0) out.push({ t: p.t, v: dv / dt });
     }
     prev = p;
@@ -491,6 +501,23 @@ function lastRate(key) {
   return r.length ? r[r.length - 1].v : null;
 }
 
+function latest(key) {
+  for (let i = state.history.length - 1; i >= 0; i--) {
+    if (typeof state.history[i].v[key] === 'number') return state.history[i].v[key];
+  }
+  return null;
+}
+
+// /v1/events/stats, or null when events are switched off (the overview does without).
+async function eventStats() {
+  try {
+    return await get('/v1/events/stats');
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) return null;
+    throw e;
+  }
+}
+
 // ---------------------------------------------------------------- overview
 
 async function renderOverview(ctx, body) {
@@ -501,7 +528,7 @@ async function renderOverview(ctx, body) {
   const topology = h('div', null, h('p', { class: 'muted', text: 'Waiting for the checks…' }));
   body.append(h('div', { class: 'grid' },
     section('Backend', backend),
-    section('Requests and events (this instance, per second)', rates),
+    section('Requests and events per second', rates),
     section('Topology', topology),
     section('Doctor', doctor)));
 
@@ -516,25 +543,30 @@ async function renderOverview(ctx, body) {
       field('Last failover', st.lastFailover ? `${fmtTime(st.lastFailover)} (${fmtRelative(st.lastFailover)})` : 'none since start', 'last-failover'),
       field('Started', st.startedAt ? `${fmtTime(st.startedAt)} (${fmtRelative(st.startedAt)})` : '—', 'started'),
     ].flat());
-    const c = st.counters || {};
-    const r = (k) => {
+  };
+
+  const showRates = () => {
+    const r = (k, testid, label) => {
       const v = lastRate(k);
-      return v === null ? 'measuring…' : `${fmtRate(v)} /s`;
+      const total = latest(k);
+      return field(label, total === null ? 'not counted'
+        : `${v === null ? 'measuring…' : `${fmtRate(v)} /s`} (${fmtNum(total)} in total)`, testid);
     };
     fill(rates, ...[
-      field('Requests', `${r('requests')} (${fmtNum(c.requests)} in total)`, 'rate-requests'),
-      field('Problems', `${r('problems')} (${fmtNum(c.problems)} in total)`, 'rate-problems'),
-      field('Events published', `${r('eventsPublished')} (${fmtNum(c.eventsPublished)} in total)`, 'rate-published'),
-      field('Events handled', `${r('eventsHandled')} (${fmtNum(c.eventsHandled)} in total)`, 'rate-handled'),
-      field('Events dead-lettered', fmtNum(c.eventsDeadLettered), 'total-dead-lettered'),
+      r('requests', 'rate-requests', 'Requests (this instance)'),
+      r('problems', 'rate-problems', 'Problems (this instance)'),
+      r('eventsPublished', 'rate-published', 'Events published (this instance)'),
+      r('handled', 'rate-handled', 'Events handled (all workers)'),
+      r('deadLettered', 'rate-dead-lettered', 'Events dead-lettered (all workers)'),
     ].flat());
   };
 
   const refresh = async () => {
-    const st = await get('/v1/status');
+    const [st, stats] = await Promise.all([get('/v1/status'), eventStats()]);
     if (!ctx.alive()) return;
-    sample(st, null);
+    sample(st, stats);
     showStatus(st);
+    showRates();
   };
   await refresh();
   poll(ctx, refresh);
@@ -572,7 +604,7 @@ function showDiagnostics(d, doctor, topology) {
   fill(topology, topo.length
     ? tableWrap('Topology checks', ['Check', 'Status', 'Measured'],
       h('tbody', null, topo.map((c) => h('tr', { testid: 'topology-row', 'data-check': c.check },
-        h('td', null, h('code', { text: c.check })), h('td', null, badge(c.status)), h('td', { text: c.measured || '' })))))
+        h('td', null, h('code', { text: c.check })), h('td', null, badge(c.status)), h('td', { class: 'wrap', text: c.measured || '' })))))
     : h('p', { class: 'muted', text: 'No topology checks for this backend.' }));
 }
 
@@ -596,11 +628,11 @@ async function renderQueues(ctx, body) {
   const consumers = h('div', { testid: 'consumers' });
   body.append(
     section('Queues',
-      tableWrap('Event queues', ['Priority', 'Depth', 'In flight', 'Retrying', 'Oldest age'], h('tbody', null, rows)),
+      tableWrap('Event queues', ['Priority', '#Depth', '#In flight', '#Retrying', '#Oldest age'], h('tbody', null, rows)),
       h('p', null, 'Dead letters: ', dead, ' ', h('a', { href: '#/dead-letters', text: 'show them' }))),
     h('div', { class: 'grid' },
       section('Depth, last 5 minutes', depthChart),
-      section('Throughput, last 5 minutes (this instance)', rateChart)),
+      section('Throughput, last 5 minutes', rateChart)),
     section('Consumers and their leases', consumers));
 
   const show = (stats) => {
@@ -611,12 +643,13 @@ async function renderQueues(ctx, body) {
       cells[p].depth.textContent = fmtNum(q.depth);
       cells[p].inFlight.textContent = fmtNum(q.inFlight);
       cells[p].retrying.textContent = fmtNum(q.retrying);
-      cells[p].oldest.textContent = fmtAge(q.oldestAge);
+      cells[p].oldest.textContent = q.depth > 0 && (q.oldestAge === null || q.oldestAge === undefined)
+        ? 'unknown (no event time)' : fmtAge(q.oldestAge);
     }
     dead.textContent = fmtNum(stats.dead);
     const cs = stats.consumers || [];
     fill(consumers, cs.length
-      ? tableWrap('Consumers', ['Consumer', 'Held', 'Lease expires'], h('tbody', null, cs.map((c) => {
+      ? tableWrap('Consumers', ['Consumer', '#Held', 'Lease expires'], h('tbody', null, cs.map((c) => {
         const left = (new Date(c.leaseExpiresAt).getTime() - Date.now()) / 1000;
         return h('tr', { testid: 'consumer-row', 'data-consumer': c.consumer },
           h('td', null, h('code', { text: c.consumer })),
@@ -647,8 +680,9 @@ function drawCharts(depthEl, rateEl) {
   }));
   chart(depthEl, depth, now, 'events', fmtNum);
   chart(rateEl, [
-    { name: 'published', points: rateSeries('eventsPublished') },
-    { name: 'handled', points: rateSeries('eventsHandled') },
+    { name: 'published (this instance)', points: rateSeries('eventsPublished') },
+    { name: 'handled (all workers)', points: rateSeries('handled') },
+    { name: 'dead-lettered (all workers)', points: rateSeries('deadLettered') },
   ], now, 'per second', fmtRate);
 }
 
@@ -719,10 +753,12 @@ async function renderDeadLetters(ctx, body) {
   const pager = h('div', { class: 'actions pager' });
   const bulk = h('div', { class: 'actions' });
   const detail = h('div', { testid: 'dead-detail-panel' });
+  const detailCard = section('Selected dead letter', detail);
+  detailCard.classList.add('sticky');
+  detail.append(h('p', { class: 'muted', text: 'Select a dead letter by its id to see the whole event.' }));
   body.append(
     section('Filter', form, h('p', null, 'Dead letters in total: ', total)),
-    section('Dead letters', info, list, pager, bulk),
-    section('Selected dead letter', detail));
+    h('div', { class: 'split' }, section('Dead letters', info, list, pager, bulk), detailCard));
 
   const filterText = () => {
     const parts = [];
@@ -783,7 +819,7 @@ async function renderDeadLetters(ctx, body) {
       const body = {};
       if (f.type) body.type = f.type;
       if (f.contains) body.contains = f.contains;
-      const r = await api('POST', '/v1/events/dead-letter/replay', { body });
+      const r = await api('POST', '/v1/events/replay', { body });
       f.offset = 0;
       await reload();
       const n = r.data && r.data.replayed;
@@ -820,10 +856,10 @@ async function renderDeadLetters(ctx, body) {
           text: ev.id, on: { click: (e) => showDetail(ev.id, e.currentTarget) } })),
         h('td', { class: 'err', title: ev.lasterror || '', text: clip(ev.lasterror, 140) }),
         timeCell(ev.deadat),
-        h('td', { class: 'row-actions' }, canWrite() ? [
+        h('td', null, canWrite() ? h('div', { class: 'row-actions' },
           actionButton('Replay', (b) => replayOne(ev.id, b), { testid: 'dead-replay', 'aria-label': `Replay ${ev.id}` }),
-          actionButton('Delete', (b) => deleteOne(ev.id, b), { testid: 'dead-delete', 'aria-label': `Delete ${ev.id}` }),
-        ] : h('span', { class: 'muted', text: 'read-only' })))))) : '');
+          actionButton('Delete', (b) => deleteOne(ev.id, b), { testid: 'dead-delete', 'aria-label': `Delete ${ev.id}` }))
+          : h('span', { class: 'muted', text: 'read-only' })))))) : '');
     fill(pager, 
       h('button', { type: 'button', testid: 'page-prev', disabled: f.offset <= 0, text: '← Previous 50',
         on: { click: () => { f.offset = Math.max(0, f.offset - PAGE_SIZE); reload().catch(report); } } }),
@@ -960,7 +996,7 @@ async function renderRateLimits(ctx, body) {
 
   const showRules = (r) => {
     const list = r.rules || [];
-    fill(rules, list.length ? tableWrap('Rate-limit rules', ['Rule', 'Descriptor', 'Algorithm', 'Limit', 'Period', 'Burst', 'Failure mode'],
+    fill(rules, list.length ? tableWrap('Rate-limit rules', ['Rule', 'Descriptor', 'Algorithm', '#Limit', 'Period', '#Burst', 'Failure mode'],
       h('tbody', null, list.map((x) => h('tr', { testid: 'rule-row', 'data-rule': x.name },
         h('td', null, h('code', { text: x.name })),
         h('td', { text: (x.descriptor || []).join(' + ') }),
@@ -977,7 +1013,7 @@ async function renderRateLimits(ctx, body) {
     const r = await get(`/v1/ratelimit/top${qs({ window: w })}`);
     if (!ctx.alive() || w !== state.rlWindow) return;
     const keys = r.keys || [];
-    fill(top, keys.length ? tableWrap(`Most limited keys, last ${r.window || w}`, ['Rule', 'Key', 'Denied', 'Last denied'],
+    fill(top, keys.length ? tableWrap(`Most limited keys, last ${r.window || w}`, ['Rule', 'Key', '#Denied', 'Last denied'],
       h('tbody', null, keys.map((k) => h('tr', { testid: 'top-row', 'data-rule': k.rule, 'data-key': k.key },
         h('td', null, h('code', { text: k.rule })),
         h('td', null, h('code', { text: k.key })),
@@ -1031,8 +1067,9 @@ async function renderCache(ctx, body) {
           const r = await api('POST', `/v1/cache/${encodeURIComponent(namespace)}/invalidate`,
             { body: all.checked ? { all: true } : { tags: tagList } });
           const n = r.data && r.data.removed;
-          fill(result, 'Removed: ', h('strong', { testid: 'removed', text: fmtNum(n) }), ` from ${namespace}.`);
-          return `Removed ${n} entr${n === 1 ? 'y' : 'ies'} from namespace ${namespace}`;
+          fill(result, 'Removed: ', h('strong', { testid: 'removed', text: fmtNum(n) }), ` (namespace ${namespace}).`);
+          return all.checked ? `Invalidated namespace ${namespace}: removed ${n}`
+            : `Invalidated tag${tagList.length === 1 ? '' : 's'} ${tagList.join(', ')} in namespace ${namespace}: removed ${n}`;
         });
     });
     parts.push(section('Invalidate', form));
@@ -1043,9 +1080,10 @@ async function renderCache(ctx, body) {
     const r = await get('/v1/cache/stats');
     if (!ctx.alive()) return;
     const list = r.namespaces || [];
-    entries.textContent = r.l1 ? fmtNum(r.l1.entries) : '—';
+    entries.textContent = r.l1 ? fmtNum(r.l1.entries) : '';
+    entries.parentElement.hidden = !r.l1;
     if (nsList) fill(nsList, list.map((n) => h('option', { value: n.namespace })));
-    fill(table, list.length ? tableWrap('Cache hit rates by namespace', ['Namespace', 'L1 hits', 'L2 hits', 'Misses', 'L1 hit rate', 'L2 hit rate', 'Hit rate'],
+    fill(table, list.length ? tableWrap('Cache hit rates by namespace', ['Namespace', '#L1 hits', '#L2 hits', '#Misses', '#L1 hit rate', '#L2 hit rate', '#Hit rate'],
       h('tbody', null, list.map((n) => {
         const total = n.l1Hits + n.l2Hits + n.misses;
         return h('tr', { testid: 'ns-row', 'data-namespace': n.namespace },
