@@ -51,7 +51,8 @@ fi
 if [ -z "${CONSOLE_SKIP_BUILD:-}" ]; then
   cargo build --locked -q
 fi
-bin=$(realpath "${CARGO_TARGET_DIR:-target}/debug/blinkchamber")
+# CONSOLE_BIN measures another build (the page timings of a release binary, say).
+bin=$(realpath "${CONSOLE_BIN:-${CARGO_TARGET_DIR:-target}/debug/blinkchamber}")
 
 out=$(realpath -m target/console)
 rm -rf "$out/screenshots"
