@@ -52,6 +52,7 @@ struct Scripts {
     remove: Script,
     mark: Script,
     drop_corrupt: Script,
+    unlink_counting: Script,
 }
 
 /// How a loader's guarded write ended.
@@ -131,6 +132,7 @@ impl RedisLevel {
                 remove: script(include_str!("lua/remove.lua")),
                 mark: script(include_str!("lua/mark.lua")),
                 drop_corrupt: Script::new(include_str!("lua/drop_corrupt.lua")),
+                unlink_counting: Script::new(include_str!("lua/unlink_counting.lua")),
             },
             load_locks: cfg.distributed_load.enabled.then(|| {
                 let lock = &cfg.distributed_load;
@@ -448,7 +450,8 @@ impl RedisLevel {
 
     /// Removes every key of `namespace` (values, tombstones, tag sets and lists) with
     /// `SCAN` + `UNLINK`, each step under the breaker and `cache.l2Timeout`, and tells every
-    /// instance; returns how many values and tombstones went. The clear marker is set first,
+    /// instance; returns how many live values went (tombstones, tag sets and tag lists go
+    /// too, uncounted). The clear marker is set first,
     /// so a load that read before the clear cannot store its value afterwards.
     pub(super) async fn clear(&self, namespace: &str) -> Result<u64, CacheError> {
         let mark = async {
@@ -492,14 +495,23 @@ impl RedisLevel {
                     .into_iter()
                     .filter(|k| owned.iter().any(|p| k.starts_with(p.as_str())))
                     .collect();
-                let values_here = keys
-                    .iter()
-                    .filter(|k| k.starts_with(values.as_str()))
-                    .count();
-                if !keys.is_empty() {
-                    let _: u64 = self.backend.query(redis::cmd("UNLINK").arg(&keys)).await?;
+                if keys.is_empty() {
+                    return Ok((next, 0));
                 }
-                Ok((next, values_here as u64))
+                let mut call = self.scripts.unlink_counting.prepare_invoke();
+                for key in &keys {
+                    call.key(key);
+                }
+                call.arg(&values);
+                // Unlinking again after a lost reply changes nothing (the count may be low).
+                let live: u64 = self
+                    .backend
+                    .run(Retry::Idempotent, |mut c| {
+                        let call = &call;
+                        async move { call.invoke_async(&mut c).await }
+                    })
+                    .await?;
+                Ok((next, live))
             };
             let (next, n) = self.breaker.call(step).await?;
             removed += n;
