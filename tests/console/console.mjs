@@ -673,7 +673,7 @@ async function timingPart(browser) {
 // ------------------------------------------------------------------ main
 
 const started = Date.now();
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
 try {
   await redisPart(browser);
   await timingPart(browser);
