@@ -14,10 +14,13 @@
 //!
 //! A plain read is one `HMGET` (the hash carries its idle deadline), no script.
 //! Every script reads Redis's clock (`TIME`), so instances with skewed clocks agree on
-//! expiry. Scripts that move between a session and its user's index (rotate, delete, list,
-//! revoke) build the other key from the prefix and the stored user id: the id alone must
-//! find the session, so the two keys cannot share a Cluster hash tag (standalone and
-//! Sentinel only; see ARCHITECTURE.md).
+//! expiry. A script touches only the keys it is given in `KEYS`. The keys found through
+//! data (a session's index from its stored user: delete, rotate; an index's sessions: list,
+//! revoke, and create at the limit) are checked against `KEYS` before anything is written;
+//! when one is missing the script writes nothing and names it (`need`), and
+//! [`RedisSessions::call`] calls again with it added. The id alone must find the session,
+//! so a session and its index cannot share a Cluster hash tag: Redis Cluster would also
+//! need them in one slot (see ARCHITECTURE.md).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +41,10 @@ fn script(body: &str) -> Script {
 
 /// Strings per session in a script's answer.
 const FIELDS: usize = 8;
+
+/// Calls of one script, each adding the keys the previous one said it needed (an index
+/// whose members change between calls needs more than two).
+const DECLARE_ROUNDS: usize = 5;
 
 /// The Redis store.
 pub(super) struct RedisSessions {
@@ -75,8 +82,31 @@ impl RedisSessions {
         format!("{}u:{user}", self.prefix)
     }
 
-    /// Runs `script` with `keys` and `args`, answering its strings.
+    /// Runs `script` with `keys` and `args`, answering its strings; when the script names
+    /// keys it needs but was not given (`need`: it wrote nothing), calls again with them,
+    /// up to [`DECLARE_ROUNDS`] times.
     async fn call(
+        &self,
+        script: &Script,
+        retry: Retry,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Vec<String>, BackendError> {
+        let mut keys = keys.to_vec();
+        for _ in 0..DECLARE_ROUNDS {
+            let answer = self.call_once(script, retry, &keys, args).await?;
+            if answer.first().map(String::as_str) != Some("need") {
+                return Ok(answer);
+            }
+            keys.extend(answer.into_iter().skip(1));
+        }
+        Err(BackendError::Unavailable(format!(
+            "the sessions of `{}` kept changing while a script gathered their keys; try again",
+            keys.first().map_or("", String::as_str)
+        )))
+    }
+
+    async fn call_once(
         &self,
         script: &Script,
         retry: Retry,

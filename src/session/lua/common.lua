@@ -6,6 +6,12 @@
 -- writes its `deadline` field, so a plain read stays one HMGET. Time is Redis's (TIME).
 -- A session is answered as 8 strings: id, user, kind, data, version, created, expires,
 -- idle deadline (unix ms).
+--
+-- A script touches only keys it was given in KEYS (as Redis Cluster requires). The keys a
+-- script finds through data (a session's index from its stored user, an index's sessions
+-- from its members) are checked against KEYS before anything is written; when one is
+-- missing the script writes nothing and answers {'need', key...}, and the caller calls
+-- again with those keys added.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -18,6 +24,34 @@ end
 
 local function index_key(prefix, user)
   return prefix .. 'u:' .. user
+end
+
+local DECLARED = {}
+for _, k in ipairs(KEYS) do
+  DECLARED[k] = true
+end
+
+-- {'need', key...} for the keys of `keys` not given in KEYS, or nil when all were.
+local function undeclared(keys)
+  local need = {'need'}
+  for _, k in ipairs(keys) do
+    if not DECLARED[k] then
+      need[#need + 1] = k
+    end
+  end
+  if #need > 1 then
+    return need
+  end
+  return nil
+end
+
+-- The session keys of every member of `index`.
+local function member_keys(index, prefix)
+  local keys = {}
+  for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    keys[#keys + 1] = session_key(prefix, id)
+  end
+  return keys
 end
 
 -- The fields of a session answer, in order (the last is the idle deadline, unix ms).

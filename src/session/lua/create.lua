@@ -1,8 +1,10 @@
 -- Creates a session and adds it to its user's index. A user at the limit first loses
 -- ended sessions, then the sessions closest to their absolute end (never the new one).
--- KEYS: session, index
+-- KEYS: session, index, then (for a user at the limit) the session keys of the index's
+--       members
 -- ARGV: id, user, kind, data, absolute timeout ms, idle timeout ms, prefix, max per user
--- Returns: {'ok', expired count, evicted count, session...} or {'exists'} if the id is taken
+-- Returns: {'ok', expired count, evicted count, session...}, {'exists'} if the id is
+--          taken, or {'need', key...} (nothing written)
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
@@ -10,6 +12,12 @@ end
 local expires = now + tonumber(ARGV[5])
 local idle = tonumber(ARGV[6])
 local max = tonumber(ARGV[8])
+if redis.call('ZCARD', KEYS[2]) >= max then
+  local need = undeclared(member_keys(KEYS[2], ARGV[7]))
+  if need then
+    return need
+  end
+end
 local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local evicted = 0
 if redis.call('ZCARD', KEYS[2]) >= max then
