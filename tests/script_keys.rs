@@ -2,8 +2,9 @@
 //! `KEYS`. Checked on a real `redis-server` through `MONITOR`, which shows each `EVALSHA`
 //! with its keys followed by every command the script ran (`[0 lua]`), while each
 //! capability runs its Redis operations: sessions (at the per-user limit too), rate limits
-//! of every algorithm, locks, and event queues (take, settle with retries and dead letters,
-//! reap, replay and delete by id and in bulk).
+//! of every algorithm, locks, event queues (take, settle with retries and dead letters,
+//! reap, replay and delete by id and in bulk), and the cache (tagged and guarded writes,
+//! removal by key and by tag, clear).
 
 mod support;
 
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use blinkchamber::cache::SetOptions;
 use blinkchamber::events::dead_letter::DeadLetterFilter;
 use blinkchamber::events::queues::{Settle, Taken};
 use blinkchamber::events::{Event, Priority, Publisher, Router, decode};
@@ -242,6 +244,7 @@ async fn scripts_touch_only_the_keys_they_are_given() {
     let settle = Settle {
         priority,
         retries: vec![(items[0].clone(), Duration::from_secs(60))],
+        // items[5] and the published-once event: handled.
         dead: items[1..5]
             .iter()
             .map(|s| (decode(s).unwrap().id, s.clone()))
@@ -278,6 +281,52 @@ async fn scripts_touch_only_the_keys_they_are_given() {
     })
     .await;
     queues.stats().await.unwrap();
+
+    // Cache: tagged writes (retagged too), a guarded loader write, removal by key and by
+    // tag, and a namespace clear.
+    let cache = runtime.cache();
+    for i in 0..5 {
+        let tags: &[&str] = if i % 2 == 0 {
+            &["even", "all"]
+        } else {
+            &["odd", "all"]
+        };
+        cache
+            .set(
+                "docs",
+                &format!("d{i}"),
+                &i,
+                SetOptions {
+                    tags,
+                    ..SetOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    cache
+        .set(
+            "docs",
+            "d0",
+            &0,
+            SetOptions {
+                tags: &["zero"],
+                ..SetOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let loaded: u32 = cache
+        .get_or_load("docs", "loaded", None, || async {
+            Ok::<_, std::io::Error>(7)
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, 7);
+    cache.remove("docs", "d1").await.unwrap();
+    assert_eq!(cache.remove_by_tag("docs", "even").await.unwrap(), 2);
+    assert_eq!(cache.remove_by_tag("docs", "all").await.unwrap(), 1);
+    cache.clear("docs").await.unwrap();
 
     let (scripts, found) = undeclared(&monitor.finish());
     assert!(scripts >= 20, "only {scripts} script calls were seen");

@@ -42,6 +42,29 @@ use crate::lock::{Lease, Locks};
 /// Keys removed per script call or `UNLINK` while removing by tag or clearing a namespace.
 const BATCH: usize = 500;
 
+/// Calls of one script, each adding the keys the previous one said it needed (by tag: the
+/// members' keys, then the tag sets their lists name; more if the set changes meanwhile).
+const DECLARE_ROUNDS: usize = 5;
+
+/// The keys of a `{'need', key...}` answer.
+fn needed_keys(reply: &redis::Value) -> Option<Vec<String>> {
+    let redis::Value::Array(items) = reply else {
+        return None;
+    };
+    match items.first() {
+        Some(redis::Value::BulkString(first)) if first == b"need" => Some(
+            items[1..]
+                .iter()
+                .filter_map(|v| match v {
+                    redis::Value::BulkString(k) => Some(String::from_utf8_lossy(k).into_owned()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// A script with `lua/common.lua` in front.
 fn script(body: &str) -> Script {
     Script::new(&format!("{}\n{body}", include_str!("lua/common.lua")))
@@ -344,6 +367,9 @@ impl RedisLevel {
         for tag in tags {
             call.key(self.tag_marker(namespace, tag));
         }
+        for tag in tags {
+            call.key(format!("{}{tag}", self.tag_set_prefix(namespace)));
+        }
         call.arg(head)
             .arg(tail)
             .arg(px(ttl))
@@ -359,17 +385,8 @@ impl RedisLevel {
         if self.channel.is_some() {
             metrics::counter!("blinkchamber_cache_backplane_sent_total").increment(1);
         }
-        let write = async {
-            let reply: (u64, Option<Vec<u8>>) = self
-                .backend
-                .run(Retry::Idempotent, |mut c| {
-                    let call = &call;
-                    async move { call.invoke_async(&mut c).await }
-                })
-                .await?;
-            Ok(reply)
-        };
-        match self.breaker.call(write).await? {
+        let reply: (u64, Option<Vec<u8>>) = self.run_declaring(&mut call).await?;
+        match reply {
             (0, Some(current)) => {
                 let full = self.key(namespace, key);
                 Ok(LoadWrite::Lost(self.decode(&full, current).await))
@@ -377,6 +394,49 @@ impl RedisLevel {
             (0, None) => Ok(LoadWrite::Lost(None)),
             (version, _) => Ok(LoadWrite::Stored(version)),
         }
+    }
+
+    /// Runs a cache script under the breaker; while it answers `need` (keys it found
+    /// through data and was not given: it wrote nothing), adds them and runs it again, up
+    /// to [`DECLARE_ROUNDS`] times.
+    async fn run_declaring<T: redis::FromRedisValue>(
+        &self,
+        call: &mut redis::ScriptInvocation<'_>,
+    ) -> Result<T, CacheError> {
+        for _ in 0..DECLARE_ROUNDS {
+            let reply = {
+                let call = &*call;
+                let run = async {
+                    let reply: redis::Value = self
+                        .backend
+                        .run(Retry::Idempotent, |mut c| async move {
+                            call.invoke_async(&mut c).await
+                        })
+                        .await?;
+                    Ok(reply)
+                };
+                self.breaker.call(run).await?
+            };
+            match needed_keys(&reply) {
+                Some(keys) => {
+                    for key in keys {
+                        call.key(key);
+                    }
+                }
+                None => {
+                    return redis::from_redis_value(reply).map_err(|e| {
+                        crate::backend::BackendError::MaybeRan(format!(
+                            "cache: unexpected script answer: {e}"
+                        ))
+                        .into()
+                    });
+                }
+            }
+        }
+        Err(crate::backend::BackendError::Unavailable(
+            "cache: the tagged keys kept changing while a script gathered them; try again".into(),
+        )
+        .into())
     }
 
     /// Removes `keys` of `namespace` (tombstones), and tells every instance; returns the
@@ -424,23 +484,16 @@ impl RedisLevel {
             .arg(self.notice_head())
             .arg(namespace);
         if tag.is_some() {
-            call.arg(BATCH);
+            call.arg("tag").arg(BATCH);
         } else {
+            call.arg("keys");
             for key in keys {
-                call.arg(*key);
+                call.arg(*key)
+                    .key(self.key(namespace, key))
+                    .key(format!("{}~keytags:{namespace}:{key}", self.prefix));
             }
         }
-        let remove = async {
-            let (version, removed): (u64, Vec<String>) = self
-                .backend
-                .run(Retry::Idempotent, |mut c| {
-                    let call = &call;
-                    async move { call.invoke_async(&mut c).await }
-                })
-                .await?;
-            Ok((version, removed))
-        };
-        let (version, removed) = self.breaker.call(remove).await?;
+        let (version, removed): (u64, Vec<String>) = self.run_declaring(&mut call).await?;
         if self.channel.is_some() {
             metrics::counter!("blinkchamber_cache_backplane_sent_total")
                 .increment(removed.len().max(keys.len()) as u64);

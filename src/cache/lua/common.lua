@@ -14,3 +14,20 @@ local function next_version(counter)
   redis.call('SET', counter, v)
   return v
 end
+
+-- A script touches only keys it was given in KEYS (Redis Cluster's rule). Keys found
+-- through data (the tag sets of a key's stored tags, the members of a tag set) are checked
+-- before anything is written; a script missing some writes nothing and answers
+-- {'need', key...}, and the caller calls again with them added.
+local DECLARED = {}
+for _, k in ipairs(KEYS) do DECLARED[k] = true end
+
+-- {'need', key...} for the keys of `keys` not given in KEYS, or nil when all were.
+local function undeclared(keys)
+  local need = {'need'}
+  for _, k in ipairs(keys) do
+    if not DECLARED[k] then need[#need + 1] = k end
+  end
+  if #need > 1 then return need end
+  return nil
+end

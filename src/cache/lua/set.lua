@@ -6,7 +6,9 @@
 -- KEYS[2]  the version counter of the key prefix
 -- KEYS[3]  the key's tag list: set of the tags it is stored with
 -- KEYS[4]  the namespace's clear marker (the version of the last clear)
--- KEYS[5..] the removal markers of the tags in ARGV[10..] (same order)
+-- KEYS[5..] the removal markers of the tags in ARGV[10..] (same order), then the tag sets
+--          of those tags (same order), then the tag sets of the key's other stored tags
+--          (added when the script answered `need`)
 -- ARGV[1]  stored bytes before the version
 -- ARGV[2]  stored bytes after the version
 -- ARGV[3]  TTL (ms)
@@ -19,10 +21,22 @@
 -- ARGV[9]  "<namespace>:<key>", for the notice
 -- ARGV[10..] tags
 -- Returns {version, false} when stored; {0, current} when a guarded write lost (current:
--- the stored value or tombstone that won, or false when a clear or tag marker did).
+-- the stored value or tombstone that won, or false when a clear or tag marker did);
+-- {'need', key...} when the key's stored tags name tag sets not in KEYS (nothing written).
 local function version_of(stored)
   return tonumber(string.match(stored, '^{"version":(%d+)') or string.match(stored, '^%zBC2(%d+):') or '0')
 end
+
+local tags = #ARGV - 9
+local new = {}
+for i = 10, #ARGV do new[ARGV[i]] = true end
+local old = {}
+if redis.call('EXISTS', KEYS[3]) == 1 then old = redis.call('SMEMBERS', KEYS[3]) end
+local touched = {}
+for _, tag in ipairs(old) do touched[#touched + 1] = ARGV[4] .. tag end
+for i = 10, #ARGV do touched[#touched + 1] = ARGV[4] .. ARGV[i] end
+local need = undeclared(touched)
+if need then return need end
 
 if ARGV[5] ~= '' then
   local since = tonumber(ARGV[5])
@@ -32,7 +46,7 @@ if ARGV[5] ~= '' then
     local removed = string.find(current, '"removed":true}', 1, true)
     if not removed or version_of(current) > since then return {0, current} end
   end
-  for i = 4, #KEYS do
+  for i = 4, 4 + tags do
     if (tonumber(redis.call('GET', KEYS[i]) or '0') or 0) > since then return {0, false} end
   end
 end
@@ -42,10 +56,8 @@ redis.call('SET', KEYS[1], ARGV[1] .. v .. ARGV[2], 'PX', ARGV[3])
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local new = {}
-for i = 10, #ARGV do new[ARGV[i]] = true end
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  for _, tag in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+if #old > 0 then
+  for _, tag in ipairs(old) do
     if not new[tag] then redis.call('ZREM', ARGV[4] .. tag, ARGV[8]) end
   end
   redis.call('DEL', KEYS[3])
