@@ -183,9 +183,9 @@ impl RedisBackend {
                 // Do not retry against the same demoted node: wait for the new master.
                 // (A standalone address never moves: waiting would only add dialTimeout.)
                 let wait = backoff.max(inner.cfg.dial_timeout).min(left);
-                inner.topology.wait_past(epoch, wait).await;
+                Box::pin(inner.topology.wait_past(epoch, wait)).await;
             } else {
-                tokio::time::sleep(backoff).await;
+                Box::pin(tokio::time::sleep(backoff)).await;
             }
             now = Instant::now();
             inner.retries.increment(1);

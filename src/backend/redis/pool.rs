@@ -123,9 +123,11 @@ impl Pool {
         deadline: tokio::time::Instant,
     ) -> Result<Lease<'_>, BackendError> {
         self.newest.fetch_max(epoch, Ordering::SeqCst);
+        // The waits and dials below are rare; boxed, their futures (kilobytes for a dial)
+        // are not carried, and moved, by every call that finds a connection ready.
         let index = match self.claim() {
             Some(index) => index,
-            None => self.wait_for_room(deadline).await?,
+            None => Box::pin(self.wait_for_room(deadline)).await?,
         };
         // The lease counts the command in flight from here, so every way out (an error, or
         // the caller dropping this future mid-dial, as on a failover) gives the slot back.
@@ -138,10 +140,7 @@ impl Pool {
         let slot = &self.slots[index];
         let (conn, id) = match slot.fresh(cfg, epoch, now.into_std()) {
             Some(found) => found,
-            None => {
-                self.connection(slot, cfg, topology, epoch, deadline)
-                    .await?
-            }
+            None => Box::pin(self.connection(slot, cfg, topology, epoch, deadline)).await?,
         };
         lease.conn = Some(conn);
         lease.id = id;
