@@ -1,7 +1,8 @@
 //! Which master the Sentinel supervisor follows when the Sentinels disagree: a stand-in
 //! Sentinel listed first names a standalone server that answers `ROLE` as a master (a
 //! demoted master not yet reconfigured, or one cut off with a lagging Sentinel), while the
-//! three real Sentinels agree on the real master.
+//! three real Sentinels agree on the real master. And what it learns when its only
+//! Sentinel's connection goes half-open while the master fails over.
 
 mod support;
 
@@ -75,4 +76,82 @@ async fn a_lying_sentinel_listed_first_never_moves_the_process_to_a_stale_master
     assert!(exists(&group.nodes[0], "consensus:2"));
     assert!(!exists(&stale, "consensus:2"));
     assert_eq!(backend.master().endpoint.port, real);
+}
+
+/// The `blinkchamber_redis_heartbeats_missed_total` counter (0 until first counted).
+fn heartbeats_missed(metrics: &metrics_exporter_prometheus::PrometheusHandle) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with("blinkchamber_redis_heartbeats_missed_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_sentinel_watcher_is_found_and_a_failover_it_missed_is_followed() {
+    let metrics = blinkchamber::metrics::install();
+    let group = tokio::task::spawn_blocking(SentinelGroup::start)
+        .await
+        .unwrap();
+    let old = group.nodes[0].port;
+    // The process knows one Sentinel, through a proxy.
+    let proxy = support::proxy::Proxy::start(group.sentinels[0].port).await;
+    let mut cfg = RedisConfig::sentinel("mymaster", vec![format!("127.0.0.1:{}", proxy.port)]);
+    cfg.dial_timeout = Duration::from_millis(500);
+    cfg.read_timeout = Duration::from_millis(500);
+    let backend = RedisBackend::connect(cfg).await.unwrap();
+    assert_eq!(backend.master().endpoint.port, old);
+    // Once the watcher is subscribed (a client of the Sentinel with a subscription)...
+    wait_for_async("the watcher to subscribe to +switch-master", || async {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut group.sentinels[0].conn())
+            .unwrap();
+        clients.lines().any(|c| c.contains(" sub=1 ")).then_some(())
+    })
+    .await;
+
+    // ...its path goes silent: its connection stays open and nothing comes back.
+    // Meanwhile the master fails over, and the +switch-master on that path is lost.
+    let missed = heartbeats_missed(&metrics);
+    proxy.set_mode(support::proxy::Mode::SwallowReplies);
+    let mut sentinel = group.sentinels[1].conn();
+    let () = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("mymaster")
+        .query(&mut sentinel)
+        .unwrap();
+    let new = wait_for_async("the Sentinels to promote a replica", || async {
+        group.sentinel_master_port().filter(|p| *p != old)
+    })
+    .await;
+    // The unanswered PING gives the half-open connection away.
+    wait_for_async("the missed heartbeat to be counted", || async {
+        (heartbeats_missed(&metrics) > missed).then_some(())
+    })
+    .await;
+    assert_eq!(
+        backend.master().endpoint.port,
+        old,
+        "nothing could be learnt yet"
+    );
+    // The path comes back: the watcher it re-dialled asks again and follows the failover
+    // it never heard announced.
+    proxy.set_mode(support::proxy::Mode::Pass);
+    wait_for_async("the backend to follow the new master", || async {
+        (backend.master().endpoint.port == new).then_some(())
+    })
+    .await;
+    let _: () = backend
+        .query(redis::cmd("SET").arg("after-half-open").arg("x"))
+        .await
+        .unwrap();
+    let mut conn = group.nodes[group.index_of(new)].conn();
+    let value: Option<String> = redis::cmd("GET")
+        .arg("after-half-open")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(value.as_deref(), Some("x"));
 }
