@@ -287,6 +287,8 @@ async fn cache_reads_are_counted_per_namespace_and_level() {
     let redis = RedisProc::start();
     let writer = App::redis(&redis, "").await;
     let reader = App::redis(&redis, "").await;
+    // L1 answers only while the backplane is followed.
+    reader.runtime().cache().ready().await;
     assert_eq!(
         writer
             .put_json("/v1/cache/users/1", &json!({"value": {"n": 1}}))
