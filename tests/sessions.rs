@@ -1221,3 +1221,37 @@ async fn the_layer_finds_the_session_named_by_the_cookie() {
         "{cleared}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_touch_and_update_work_after_scripts_are_flushed() {
+    let f = fixture(Store::Redis).await;
+    let redis = f.redis.as_ref().unwrap();
+    let s = f
+        .sessions
+        .create("pia", SessionKind::User, json!({"n": 1}))
+        .await
+        .unwrap();
+    // A restarted or failed-over Redis has no scripts: the touch (a script and a read in
+    // one round trip) loads its script and still renews and answers the session.
+    let _: () = ::redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut redis.conn())
+        .unwrap();
+    let touched = f.sessions.touch(&s.id).await.unwrap();
+    assert_eq!(touched.data, json!({"n": 1}));
+    assert_eq!(touched.version, s.version);
+    assert!(touched.idle_expires_at >= s.idle_expires_at);
+    let _: () = ::redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut redis.conn())
+        .unwrap();
+    let updated = f
+        .sessions
+        .update(&touched.id, json!({"n": 2}), touched.version)
+        .await
+        .unwrap();
+    assert_eq!(updated.version, s.version + 1);
+    assert_eq!(updated.user_id, "pia");
+    assert_eq!(updated.created_at, s.created_at);
+    assert_eq!(f.sessions.get(&s.id).await.unwrap().data, json!({"n": 2}));
+}

@@ -357,7 +357,7 @@ impl Sessions {
         let handle = id::handle(id);
         let outcome = match &self.inner.store {
             Store::Memory(m) => m.update(&handle, data, version)?,
-            Store::Redis(r) => r.update(&handle, &data, version).await?,
+            Store::Redis(r) => r.update(&handle, data, version).await?,
         };
         match outcome {
             Updated::Done(session) => Ok(with_id(session, id.to_owned())),

@@ -12,7 +12,10 @@
 //!
 //! Every function here takes and answers handles where the scripts say "id".
 //!
-//! A plain read is one `HMGET` (the hash carries its idle deadline), no script.
+//! A plain read is one `HMGET` (the hash carries its idle deadline), no script; a touch is
+//! the renewing script followed by that `HMGET` in one round trip, and an update answers
+//! no data: session data never passes back through Lua, whose conversions cost Redis
+//! more than the commands themselves.
 //! Every script reads Redis's clock (`TIME`), so instances with skewed clocks agree on
 //! expiry. A script touches only the keys it is given in `KEYS`. The keys found through
 //! data (a session's index from its stored user: delete, rotate; an index's sessions: list,
@@ -51,7 +54,7 @@ pub(super) struct RedisSessions {
     backend: RedisBackend,
     prefix: String,
     create: Script,
-    read: Script,
+    touch: Script,
     update: Script,
     rotate: Script,
     delete: Script,
@@ -65,7 +68,7 @@ impl RedisSessions {
             backend,
             prefix: prefix.to_owned(),
             create: script(include_str!("lua/create.lua")),
-            read: script(include_str!("lua/read.lua")),
+            touch: script(include_str!("lua/touch.lua")),
             update: script(include_str!("lua/update.lua")),
             rotate: script(include_str!("lua/rotate.lua")),
             delete: script(include_str!("lua/delete.lua")),
@@ -171,29 +174,12 @@ impl RedisSessions {
         id: &str,
         touch: bool,
     ) -> Result<Option<Session>, SessionError> {
-        if !touch {
-            return self.peek(id).await;
-        }
-        let keys = [self.session_key(id)];
-        let args = [id.to_owned(), "1".to_owned()];
-        let answer = self
-            .call(&self.read, Retry::Idempotent, &keys, &args)
-            .await?;
-        if answer[0] == "missing" {
-            return Ok(None);
-        }
-        one(&answer).map(Some)
-    }
-
-    /// A read that renews nothing, without a script: one `HMGET`. Every script keeps a
-    /// session's expiry at or before its absolute end and writes the idle deadline beside
-    /// it, so a hash that still exists is live.
-    async fn peek(&self, id: &str) -> Result<Option<Session>, SessionError> {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.session_key(id)).arg(&[
-            "user", "kind", "data", "version", "created", "expires", "deadline",
-        ]);
-        let fields: Vec<Option<String>> = self.backend.query(&cmd).await?;
+        let key = self.session_key(id);
+        let fields = if touch {
+            self.touch_then_read(&key).await?
+        } else {
+            self.backend.query(&read_fields(&key)).await?
+        };
         let Some(fields) = fields.into_iter().collect::<Option<Vec<String>>>() else {
             return Ok(None);
         };
@@ -203,14 +189,42 @@ impl RedisSessions {
         parse(&answer).map(Some)
     }
 
+    /// The touch script, then the session's fields by `HMGET`, in one round trip (loading
+    /// the script first where Redis does not have it). Repeating both is harmless, so the
+    /// call is idempotent. A `None` field when the script found no live session.
+    async fn touch_then_read(&self, key: &str) -> Result<Vec<Option<String>>, BackendError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(self.touch.get_hash())
+            .arg(1)
+            .arg(key)
+            .add_command(read_fields(key));
+        let (deadline, fields): (u64, Vec<Option<String>>) = self
+            .backend
+            .run(Retry::Idempotent, |mut c| {
+                let pipe = &pipe;
+                async move {
+                    match pipe.query_async(&mut c).await {
+                        Err(e) if e.kind() == no_script() => {
+                            let _: String = self.touch.load_async(&mut c).await?;
+                            pipe.query_async(&mut c).await
+                        }
+                        answer => answer,
+                    }
+                }
+            })
+            .await?;
+        Ok(if deadline == 0 { vec![None] } else { fields })
+    }
+
     pub(super) async fn update(
         &self,
         id: &str,
-        data: &Value,
+        data: Value,
         version: u64,
     ) -> Result<Updated, SessionError> {
         let keys = [self.session_key(id)];
-        let args = [id.to_owned(), data.to_string(), version.to_string()];
+        let args = [data.to_string(), version.to_string()];
         // Not idempotent: a resend after a lost reply would see its own write as a
         // conflict.
         let answer = self
@@ -219,7 +233,17 @@ impl RedisSessions {
         Ok(match answer[0].as_str() {
             "missing" => Updated::Missing,
             "conflict" => Updated::Conflict(number(answer.get(1))?),
-            _ => Updated::Done(one(&answer)?),
+            _ => match answer.get(1..) {
+                Some([user, kind, version, created, expires, deadline]) => Updated::Done(session(
+                    id, user, kind, data, version, created, expires, deadline,
+                )?),
+                _ => {
+                    return Err(SessionError::Decode(format!(
+                        "expected 6 fields in an update's answer, got {}",
+                        answer.len() - 1
+                    )));
+                }
+            },
         })
     }
 
@@ -278,24 +302,52 @@ fn one(answer: &[String]) -> Result<Session, SessionError> {
 }
 
 fn parse(f: &[String]) -> Result<Session, SessionError> {
-    if f.len() != FIELDS {
+    let [id, user, kind, data, version, created, expires, deadline] = f else {
         return Err(SessionError::Decode("truncated session list".into()));
-    }
-    let kind = SessionKind::parse(&f[2])
-        .ok_or_else(|| SessionError::Decode(format!("unknown kind `{}`", f[2])))?;
-    let data = serde_json::from_str(&f[3])
+    };
+    let data = serde_json::from_str(data)
         .map_err(|e| SessionError::Decode(format!("data is not JSON: {e}")))?;
+    session(id, user, kind, data, version, created, expires, deadline)
+}
+
+/// A session from its stored fields (as strings) and its data.
+#[allow(clippy::too_many_arguments)]
+fn session(
+    id: &str,
+    user: &str,
+    kind: &str,
+    data: Value,
+    version: &String,
+    created: &String,
+    expires: &String,
+    deadline: &String,
+) -> Result<Session, SessionError> {
+    let kind = SessionKind::parse(kind)
+        .ok_or_else(|| SessionError::Decode(format!("unknown kind `{kind}`")))?;
     Ok(Session {
-        id: f[0].clone(),
+        id: id.to_owned(),
         handle: String::new(),
-        user_id: f[1].clone(),
+        user_id: user.to_owned(),
         kind,
         data,
-        version: number(Some(&f[4]))?,
-        created_at: time(&f[5])?,
-        expires_at: time(&f[6])?,
-        idle_expires_at: time(&f[7])?,
+        version: number(Some(version))?,
+        created_at: time(created)?,
+        expires_at: time(expires)?,
+        idle_expires_at: time(deadline)?,
     })
+}
+
+/// `HMGET` of a session's fields, in the order [`parse`] takes them after the id.
+fn read_fields(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(key).arg(&[
+        "user", "kind", "data", "version", "created", "expires", "deadline",
+    ]);
+    cmd
+}
+
+fn no_script() -> redis::ErrorKind {
+    redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 fn number(text: Option<&String>) -> Result<u64, SessionError> {

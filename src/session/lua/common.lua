@@ -57,11 +57,10 @@ end
 -- The fields of a session answer, in order (the last is the idle deadline, unix ms).
 local FIELDS = {'user', 'kind', 'data', 'version', 'created', 'expires', 'deadline'}
 
--- Appends the live session at `key` to `out`, from `f` (its FIELDS, as HMGET answers
--- them; read here when not given); answers false (and removes a hash past its absolute
--- end) when there is none.
-local function load(out, key, id, now, f)
-  f = f or redis.call('HMGET', key, unpack(FIELDS))
+-- Appends the live session at `key` to `out`; answers false (and removes a hash past its
+-- absolute end) when there is none.
+local function load(out, key, id, now)
+  local f = redis.call('HMGET', key, unpack(FIELDS))
   if not f[1] then
     return false
   end
