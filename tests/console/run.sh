@@ -58,38 +58,16 @@ out=$(realpath -m target/console)
 rm -rf "$out/screenshots"
 mkdir -p "$out/screenshots"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for() {
-  local url=$1
-  for _ in $(seq 1 300); do
-    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "console: $url did not come up" >&2
-  return 1
-}
+label=console
+# shellcheck source=tests/support/processes.sh
+source tests/support/processes.sh
 
 full_token=console-full-$RANDOM$RANDOM$RANDOM
 ro_token=console-read-$RANDOM$RANDOM$RANDOM
 echo "$full_token" >"$work/full-tokens"
 echo "$ro_token" >"$work/ro-tokens"
 
-redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-  --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
+start_redis
 
 # Nothing listens there: every webhook delivery is refused, so with `maxRetries: 0` an
 # event is dead-lettered on its first attempt.

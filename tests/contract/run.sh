@@ -30,28 +30,9 @@ fi
 cargo build --locked -q
 bin=${CARGO_TARGET_DIR:-target}/debug/blinkchamber
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for() {
-  local url=$1
-  for _ in $(seq 1 200); do
-    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "contract: $url did not come up" >&2
-  return 1
-}
+label=contract
+# shellcheck source=tests/support/processes.sh
+source tests/support/processes.sh
 
 token=contract-token-$RANDOM$RANDOM
 echo "$token" >"$work/api-token"
@@ -62,10 +43,7 @@ issuer_port=$(free_port)
 python3 "$here/issuer.py" "$issuer_port" &
 pids+=($!)
 
-redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-  --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
+start_redis
 
 # config NAME BACKEND FEATURES: writes $work/NAME.yaml; FEATURES is `all` or `off`.
 config() {
