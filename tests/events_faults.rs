@@ -343,17 +343,7 @@ async fn dead_letters_are_paged_filtered_and_handled_in_bulk(f: &Fixture) {
         )
         .await
         .unwrap();
-    let taken = f
-        .queues
-        .take("c", "t1", Priority::ALL, 100, LEASE)
-        .await
-        .unwrap();
-    let Taken::Events {
-        priority, items, ..
-    } = taken
-    else {
-        panic!("events expected");
-    };
+    let (priority, items, _) = take(f, "c", "t1", LEASE).await;
     assert_eq!(items.len(), 50);
     let error = |i: usize| {
         if i.is_multiple_of(2) {
@@ -436,17 +426,7 @@ async fn dead_letters_are_paged_filtered_and_handled_in_bulk(f: &Fixture) {
 
 async fn settles_are_counted_and_leases_listed(f: &Fixture) {
     publish(f, 10).await;
-    let taken = f
-        .queues
-        .take("worker-a", "t1", Priority::ALL, 100, LEASE)
-        .await
-        .unwrap();
-    let Taken::Events {
-        priority, items, ..
-    } = taken
-    else {
-        panic!("events expected");
-    };
+    let (priority, items, _) = take(f, "worker-a", "t1", LEASE).await;
     let stats = f.queues.stats().await.unwrap();
     assert_eq!(stats.consumers.len(), 1);
     assert_eq!(stats.consumers[0].consumer, "worker-a");
