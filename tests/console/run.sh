@@ -109,17 +109,6 @@ EOF
   } >"$work/$name.yaml"
 }
 
-# serve NAME: starts serve with $work/NAME.yaml; sets $base to its URL. (Not in a command
-# substitution: its subshell would keep the pid from the cleanup.)
-serve() {
-  local name=$1 port
-  port=$(sed -n 's/^  listen: 127.0.0.1:\([0-9]*\)$/\1/p' "$work/$name.yaml")
-  "$bin" serve --config "$work/$name.yaml" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-  base="http://127.0.0.1:$port"
-  wait_for "$base/readyz"
-}
-
 config redis redis
 config worker redis # the same queues and sinks; metrics on a port of its own
 config memory memory

@@ -95,18 +95,6 @@ EOF
   echo "$port"
 }
 
-# serve NAME: starts serve with $work/NAME.yaml; sets $base to its URL. (Not in a command
-# substitution: its subshell would keep the pid from the cleanup, and serve would outlive
-# the test.)
-serve() {
-  local name=$1 port
-  port=$(sed -n 's/^  listen: 127.0.0.1:\([0-9]*\)$/\1/p' "$work/$name.yaml")
-  "$bin" serve --config "$work/$name.yaml" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-  base="http://127.0.0.1:$port"
-  wait_for "$base/healthz"
-}
-
 failed=0
 schemathesis() {
   local label=$1 base=$2
@@ -127,11 +115,11 @@ schemathesis() {
 config memory memory all >/dev/null
 config redis redis all >/dev/null
 config off memory off >/dev/null
-serve memory
+serve memory /healthz
 memory=$base
-serve redis
+serve redis /healthz
 redis=$base
-serve off
+serve off /healthz
 off=$base
 
 schemathesis memory "$memory"

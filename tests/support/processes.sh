@@ -5,7 +5,9 @@
 #   when the script exits;
 # - `free_port`: a free loopback port;
 # - `wait_for URL`: waits (up to 30 s) until URL answers;
-# - `start_redis`: a scratch redis-server on a free port, its port in `$redis_port`.
+# - `start_redis`: a scratch redis-server on a free port, its port in `$redis_port`;
+# - `serve NAME [PATH]`: `$bin serve` with `$work/NAME.yaml` (whose `listen:` names the
+#   port), its URL in `$base`, once PATH (default `/readyz`) answers.
 
 work=$(mktemp -d)
 pids=()
@@ -36,4 +38,14 @@ start_redis() {
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$work" >"$work/redis.log" 2>&1 &
   pids+=($!)
+}
+
+# Not in a command substitution either: serve would outlive the test.
+serve() {
+  local name=$1 path=${2:-/readyz} port
+  port=$(sed -n 's/^  listen: 127.0.0.1:\([0-9]*\)$/\1/p' "$work/$name.yaml")
+  "${bin:?}" serve --config "$work/$name.yaml" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  base="http://127.0.0.1:$port"
+  wait_for "$base$path"
 }
