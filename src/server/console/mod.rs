@@ -28,14 +28,8 @@ pub fn routes(enabled: bool) -> Router<AppState> {
         return Router::new();
     }
     Router::new()
-        .route(
-            "/ui",
-            get(|| async { file(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/ui/",
-            get(|| async { file(INDEX, "text/html; charset=utf-8") }),
-        )
+        .route("/ui", get(index))
+        .route("/ui/", get(index))
         .route(
             "/ui/app.js",
             get(|| async { file(SCRIPT, "text/javascript; charset=utf-8") }),
@@ -44,6 +38,10 @@ pub fn routes(enabled: bool) -> Router<AppState> {
             "/ui/app.css",
             get(|| async { file(STYLE, "text/css; charset=utf-8") }),
         )
+}
+
+async fn index() -> Response {
+    file(INDEX, "text/html; charset=utf-8")
 }
 
 fn file(body: &'static str, content_type: &'static str) -> Response {
