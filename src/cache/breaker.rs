@@ -95,7 +95,11 @@ impl Breaker {
         let mut guard = ProbeGuard(probe.then_some(self));
         let outcome = match call.await {
             Ok(value) => {
-                self.failures.store(0, Ordering::Relaxed);
+                // Read first: a store on every success would bounce this line between
+                // cores on every call.
+                if self.failures.load(Ordering::Relaxed) != 0 {
+                    self.failures.store(0, Ordering::Relaxed);
+                }
                 if probe {
                     guard.0 = None;
                     self.open_until.store(0, Ordering::Relaxed);

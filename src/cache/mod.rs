@@ -1066,5 +1066,15 @@ fn l1_key(namespace: &str, key: &str) -> Result<String, CacheError> {
             "{chars} characters, expected at most {MAX_KEY_LEN}"
         )));
     }
-    Ok(format!("{namespace}:{key}"))
+    Ok(join(&["", namespace, ":", key]))
+}
+
+/// The concatenation of `parts`, in one allocation of the right size (`format!` grows its
+/// buffer as it goes; keys are built on every cache call).
+pub(crate) fn join(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
 }

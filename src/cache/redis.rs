@@ -184,7 +184,7 @@ impl RedisLevel {
     }
 
     fn key(&self, namespace: &str, key: &str) -> String {
-        format!("{}{namespace}:{key}", self.prefix)
+        super::join(&[&self.prefix, namespace, ":", key])
     }
 
     fn version_key(&self) -> String {

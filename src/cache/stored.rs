@@ -138,7 +138,12 @@ pub(super) fn read(bytes: &[u8], now_ms: u64, max_value: usize) -> Result<Read, 
 /// A leading decimal number and what follows it.
 fn digits(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let n = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    let value = std::str::from_utf8(&bytes[..n]).ok()?.parse().ok()?;
+    if n == 0 {
+        return None;
+    }
+    let value = bytes[..n].iter().try_fold(0u64, |v, d| {
+        v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
     Some((value, &bytes[n..]))
 }
 
@@ -206,6 +211,17 @@ mod tests {
             foreign.found,
             Found::Value(b"[1]".as_slice().into(), Duration::MAX)
         );
+    }
+
+    #[test]
+    fn digits_read_a_leading_number_and_refuse_none_or_overflow() {
+        assert_eq!(digits(b"42,x"), Some((42, b",x".as_slice())));
+        assert_eq!(
+            digits(b"18446744073709551615"),
+            Some((u64::MAX, b"".as_slice()))
+        );
+        assert_eq!(digits(b"18446744073709551616"), None);
+        assert_eq!(digits(b",1"), None);
     }
 
     #[test]
