@@ -354,8 +354,10 @@ impl Worker {
             }
         }
         let skip = self.duplicates(token, &events).await;
+        // The futures borrow their event (no event is moved into a task), and the event is
+        // copied only when it failed.
         let mut handling = futures_util::stream::FuturesUnordered::new();
-        for (event, skip) in events.into_iter().zip(skip) {
+        for (event, skip) in events.iter().zip(skip) {
             if skip {
                 tracing::debug!(id = %event.id, "events: already handled within the de-duplication window; skipped");
                 metrics::counter!("blinkchamber_events_duplicates_total").increment(1);
@@ -367,20 +369,21 @@ impl Worker {
                 let started = Instant::now();
                 let outcome = self
                     .handler
-                    .handle(&event)
-                    .instrument(span_of(&event))
+                    .handle(event)
+                    .instrument(span_of(event))
                     .await;
                 self.handle_seconds.record(started.elapsed().as_secs_f64());
                 (event, outcome)
             });
         }
-        while let Some((mut event, outcome)) = handling.next().await {
+        while let Some((event, outcome)) = handling.next().await {
             let Err(reason) = outcome else {
                 if !settle.seen_for.is_zero() {
                     settle.seen.push(event.id.clone());
                 }
                 continue;
             };
+            let mut event = event.clone();
             event.attempt = event.attempt.saturating_add(1);
             if event.attempt > c.max_retries {
                 let reason: String = reason.chars().take(1000).collect();
@@ -402,6 +405,7 @@ impl Worker {
                 settle.retries.push((encode(&event, compress), delay));
             }
         }
+        drop(handling);
         settle
     }
 }
