@@ -367,11 +367,7 @@ impl Worker {
                 // The semaphore is never closed.
                 let _permit = self.permits.acquire().await.ok();
                 let started = Instant::now();
-                let outcome = self
-                    .handler
-                    .handle(event)
-                    .instrument(span_of(event))
-                    .await;
+                let outcome = self.handler.handle(event).instrument(span_of(event)).await;
                 self.handle_seconds.record(started.elapsed().as_secs_f64());
                 (event, outcome)
             });
