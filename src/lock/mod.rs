@@ -116,6 +116,33 @@ struct Inner {
     store: Store,
     released: broadcast::Sender<String>,
     config: LocksConfig,
+    metrics: LockMetrics,
+}
+
+/// The metrics of every acquire and release, resolved once: looking a labelled metric up
+/// by name on every call costs more than the increment.
+struct LockMetrics {
+    acquired: metrics::Counter,
+    busy: metrics::Counter,
+    contention: metrics::Counter,
+    wait: metrics::Histogram,
+    released: metrics::Counter,
+    not_held: metrics::Counter,
+}
+
+impl LockMetrics {
+    fn new() -> Self {
+        const ACQUISITIONS: &str = "blinkchamber_lock_acquisitions_total";
+        const RELEASES: &str = "blinkchamber_lock_releases_total";
+        Self {
+            acquired: metrics::counter!(ACQUISITIONS, "result" => "acquired"),
+            busy: metrics::counter!(ACQUISITIONS, "result" => "busy"),
+            contention: metrics::counter!("blinkchamber_lock_contention_total"),
+            wait: metrics::histogram!("blinkchamber_lock_wait_seconds"),
+            released: metrics::counter!(RELEASES, "result" => "released"),
+            not_held: metrics::counter!(RELEASES, "result" => "not_held"),
+        }
+    }
 }
 
 /// A wake-up for every waiter, sent when releases may have been missed.
@@ -161,6 +188,7 @@ impl Locks {
                 store,
                 released,
                 config: cfg.clone(),
+                metrics: LockMetrics::new(),
             }),
         }
     }
@@ -201,10 +229,9 @@ impl Locks {
             let sent = SystemTime::now();
             match self.attempt(name, &token, ttl).await? {
                 Attempt::Acquired(fencing_token) => {
-                    metrics::counter!("blinkchamber_lock_acquisitions_total", "result" => "acquired")
-                        .increment(1);
-                    metrics::histogram!("blinkchamber_lock_wait_seconds")
-                        .record(started.elapsed().as_secs_f64());
+                    let m = &self.inner.metrics;
+                    m.acquired.increment(1);
+                    m.wait.record(started.elapsed().as_secs_f64());
                     return Ok(Lease {
                         name: name.to_owned(),
                         token,
@@ -213,11 +240,10 @@ impl Locks {
                     });
                 }
                 Attempt::Held(remaining) => {
-                    metrics::counter!("blinkchamber_lock_contention_total").increment(1);
+                    self.inner.metrics.contention.increment(1);
                     let now = Instant::now();
                     if now >= deadline {
-                        metrics::counter!("blinkchamber_lock_acquisitions_total", "result" => "busy")
-                            .increment(1);
+                        self.inner.metrics.busy.increment(1);
                         return Err(LockError::Busy {
                             name: name.to_owned(),
                         });
@@ -267,8 +293,8 @@ impl Locks {
             Store::Memory(m) => m.release(name, token),
             Store::Redis(r) => r.release(name, token).await?,
         };
-        let result = if released { "released" } else { "not_held" };
-        metrics::counter!("blinkchamber_lock_releases_total", "result" => result).increment(1);
+        let m = &self.inner.metrics;
+        if released { &m.released } else { &m.not_held }.increment(1);
         if released {
             Ok(())
         } else {
