@@ -49,6 +49,7 @@ mod der;
 pub mod doctor;
 pub mod events;
 mod http_client;
+mod ids;
 pub mod lock;
 pub mod metrics;
 pub mod ratelimit;

@@ -268,13 +268,7 @@ impl Event {
 
 /// A fresh event id: 128 random bits as 32 lowercase hex digits.
 pub fn new_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = rand::random::<u128>();
-    // Digit by digit rather than through `format!`: an id is made for every event.
-    (0..32)
-        .rev()
-        .map(|i| char::from(HEX[((bits >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    crate::ids::random_hex128()
 }
 
 /// The event as stored: its JSON, or a compressed frame when `compress` is on, the JSON is

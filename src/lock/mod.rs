@@ -531,5 +531,5 @@ fn check_ttl(ttl: Duration) -> Result<Duration, LockError> {
 
 /// 128 random bits, hex.
 fn new_token() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    crate::ids::random_hex128()
 }

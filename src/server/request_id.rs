@@ -38,13 +38,7 @@ pub(super) fn of(headers: &HeaderMap) -> Arc<str> {
 
 /// 32 random lowercase hex digits.
 fn generated() -> Arc<str> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = rand::random::<u128>();
-    let mut out = [0u8; 32];
-    for (i, digit) in out.iter_mut().enumerate() {
-        *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    Arc::from(std::str::from_utf8(&out).expect("hex digits are ASCII"))
+    crate::ids::random_hex128().into()
 }
 
 /// `id` as a header value (always valid: visible ASCII).

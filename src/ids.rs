@@ -1,0 +1,28 @@
+//! Random identifiers.
+
+/// 128 random bits as 32 lowercase hex digits: event ids, request ids, lock tokens.
+///
+/// Written digit by digit rather than through `format!`: ids are made on hot paths (every
+/// published event, every request without an id).
+pub(crate) fn random_hex128() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>();
+    (0..32)
+        .rev()
+        .map(|i| char::from(HEX[((bits >> (i * 4)) & 0xf) as usize]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_32_lowercase_hex_digits_and_differ() {
+        let (a, b) = (super::random_hex128(), super::random_hex128());
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{a}"
+        );
+        assert_ne!(a, b);
+    }
+}
