@@ -5,9 +5,18 @@
 /// Written digit by digit rather than through `format!`: ids are made on hot paths (every
 /// published event, every request without an id).
 pub(crate) fn random_hex128() -> String {
+    hex(rand::random::<u128>(), 32)
+}
+
+/// 64 random bits as 16 lowercase hex digits: instance, consumer and lease-token ids.
+pub(crate) fn random_hex64() -> String {
+    hex(u128::from(rand::random::<u64>()), 16)
+}
+
+/// The low `digits` hex digits of `bits`, most significant first.
+fn hex(bits: u128, digits: u32) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = rand::random::<u128>();
-    (0..32)
+    (0..digits)
         .rev()
         .map(|i| char::from(HEX[((bits >> (i * 4)) & 0xf) as usize]))
         .collect()
@@ -24,5 +33,14 @@ mod tests {
             "{a}"
         );
         assert_ne!(a, b);
+        let short = super::random_hex64();
+        assert_eq!(short.len(), 16);
+        assert!(
+            short
+                .bytes()
+                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{short}"
+        );
+        assert_eq!(super::hex(0xab, 4), "00ab");
     }
 }

@@ -121,7 +121,7 @@ impl RedisLevel {
         coherence: Arc<Coherence>,
         tombstone_ttl: Duration,
     ) -> Self {
-        let instance = format!("{:016x}", rand::random::<u64>());
+        let instance = crate::ids::random_hex64();
         let backend_for_locks = backend.clone();
         let (subscribed_tx, subscribed) = watch::channel(!cfg.backplane);
         let (channel, listener) = if cfg.backplane {

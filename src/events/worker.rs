@@ -65,7 +65,7 @@ impl Workers {
         let tasks = (0..cfg.performance.worker_count.get())
             .map(|_| {
                 let worker = Worker {
-                    consumer: format!("{:016x}", rand::random::<u64>()),
+                    consumer: crate::ids::random_hex64(),
                     queues: queues.clone(),
                     handler: handler.clone(),
                     cfg: cfg.clone(),
@@ -102,7 +102,7 @@ struct Worker {
 
 /// A fresh lease token.
 fn new_token() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    crate::ids::random_hex64()
 }
 
 impl Worker {

@@ -564,7 +564,7 @@ impl RedisQueues {
         if positioned >= listed {
             return Ok(false);
         }
-        let token = format!("{:016x}", rand::random::<u64>());
+        let token = crate::ids::random_hex64();
         let locked: Option<String> = self
             .backend
             .query(
