@@ -1066,7 +1066,7 @@ fn l1_key(namespace: &str, key: &str) -> Result<String, CacheError> {
             "{chars} characters, expected at most {MAX_KEY_LEN}"
         )));
     }
-    Ok(join(&["", namespace, ":", key]))
+    Ok(join(&[namespace, ":", key]))
 }
 
 /// The concatenation of `parts`, in one allocation of the right size (`format!` grows its
