@@ -117,12 +117,7 @@ async fn a_half_open_sentinel_watcher_is_found_and_a_failover_it_missed_is_follo
     // Meanwhile the master fails over, and the +switch-master on that path is lost.
     let missed = heartbeats_missed(&metrics);
     proxy.set_mode(support::proxy::Mode::SwallowReplies);
-    let mut sentinel = group.sentinels[1].conn();
-    let () = redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg("mymaster")
-        .query(&mut sentinel)
-        .unwrap();
+    group.failover_through(1);
     let new = wait_for_async("the Sentinels to promote a replica", || async {
         group.sentinel_master_port().filter(|p| *p != old)
     })

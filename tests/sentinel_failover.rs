@@ -285,12 +285,7 @@ async fn never_keeps_writing_to_a_demoted_master() {
     // Timed from the Sentinel asked to fail over: it leads the failover and announces it
     // first.
     let switch = watch_switch(group.sentinels[1].port).await;
-    let mut s = group.sentinels[1].conn();
-    let _: () = redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg("mymaster")
-        .query(&mut s)
-        .unwrap();
+    group.failover_through(1);
     let switched = switch.await.unwrap();
     let new = wait_for_async("the backend to follow the promoted replica", || async {
         let m = backend.master();
@@ -473,14 +468,7 @@ async fn consumption_drill(fault: Fault) {
     match fault {
         Fault::Freeze => group.nodes[0].pause(),
         Fault::Kill => group.nodes[0].kill(),
-        Fault::Failover => {
-            let mut s = group.sentinels[1].conn();
-            let () = redis::cmd("SENTINEL")
-                .arg("FAILOVER")
-                .arg("mymaster")
-                .query(&mut s)
-                .unwrap();
-        }
+        Fault::Failover => group.failover_through(1),
     }
     let new = wait_for_async("the backend to follow the new master", || async {
         let m = backend.master();

@@ -351,6 +351,16 @@ impl SentinelGroup {
         Some(port)
     }
 
+    /// Asks Sentinel `index` to fail `mymaster` over now (`SENTINEL FAILOVER`).
+    pub fn failover_through(&self, index: usize) {
+        let mut conn = self.sentinels[index].conn();
+        let () = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg("mymaster")
+            .query(&mut conn)
+            .unwrap();
+    }
+
     /// Index of the node with `port`.
     pub fn index_of(&self, port: u16) -> usize {
         self.nodes
