@@ -401,7 +401,6 @@ impl Worker {
                 settle.retries.push((encode(&event, compress), delay));
             }
         }
-        drop(handling);
         settle
     }
 }
