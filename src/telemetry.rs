@@ -6,8 +6,9 @@
 //! `http://otel-collector:4317`; the service is `OTEL_SERVICE_NAME`, else `blinkchamber`;
 //! `OTEL_RESOURCE_ATTRIBUTES` and the exporter's other `OTEL_EXPORTER_OTLP_*` variables
 //! apply as the SDK defines them. What is exported is what the log filter lets through:
-//! the `request` span of each HTTP request and the `event` span of each traced event
-//! (see the events reference), with the spans the handlers open inside them.
+//! the `request` span of each HTTP request (debug level, target `blinkchamber::request`)
+//! and the `event` span of each traced event (see the events reference), with the spans
+//! the handlers open inside them.
 //!
 //! Without the feature, [`continue_trace`] does nothing and nothing is exported.
 

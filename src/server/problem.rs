@@ -104,7 +104,7 @@ impl ApiError {
 
     /// `503 backend-unavailable`; the cause is logged, not returned.
     pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
-        tracing::warn!(error = %cause, "backend unavailable");
+        tracing::warn!(error = %cause, request_id = super::request_id::current().as_deref(), "backend unavailable");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "backend-unavailable",
@@ -115,7 +115,7 @@ impl ApiError {
 
     /// `500 internal`; the cause is logged, not returned.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
+        tracing::error!(error = %cause, request_id = super::request_id::current().as_deref(), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

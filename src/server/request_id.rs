@@ -1,6 +1,7 @@
 //! One id per HTTP request: taken from `X-Request-Id` when the caller (or a proxy) sent a
-//! usable one, else generated; echoed in the response, carried by the request's span (so
-//! every log line of the request has it) and by problem details (`requestId`).
+//! usable one, else generated; echoed in the response, carried by the warnings and errors
+//! the request causes, by its debug-level span (so with that span on every log line of the
+//! request has it) and by problem details (`requestId`).
 
 use std::sync::Arc;
 

@@ -106,7 +106,11 @@ pub async fn verify(
             claims,
         })),
         Err(e) if e.reason == Reason::KeysUnavailable => {
-            tracing::warn!(error = %e, "tokens: cannot verify without the issuer's keys");
+            tracing::warn!(
+                error = %e,
+                request_id = super::request_id::current().as_deref(),
+                "tokens: cannot verify without the issuer's keys"
+            );
             Err(issuer_unavailable())
         }
         Err(e) => Err(ApiError::new(
