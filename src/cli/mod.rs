@@ -17,8 +17,8 @@ use clap::{Parser, Subcommand};
 #[command(name = "blinkchamber", version, about)]
 pub struct Cli {
     /// How log lines are written to stderr: `text` for people, `json` (one object per
-    /// line, with the span fields such as `request_id`) for log collectors. `NO_COLOR`
-    /// turns colours off in text.
+    /// line, with the current span's fields such as an event's `trace_id`) for log
+    /// collectors. `NO_COLOR` turns colours off in text.
     #[arg(
         long,
         global = true,
