@@ -16,10 +16,12 @@ pub(crate) fn random_hex64() -> String {
 /// The low `digits` hex digits of `bits`, most significant first.
 fn hex(bits: u128, digits: u32) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..digits)
-        .rev()
-        .map(|i| char::from(HEX[((bits >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    let mut out = [0u8; 32];
+    let out = &mut out[..digits as usize];
+    for (i, digit) in out.iter_mut().rev().enumerate() {
+        *digit = HEX[((bits >> (i * 4)) & 0xf) as usize];
+    }
+    String::from_utf8(out.to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ impl Event {
             id: new_id(),
             source: source.into(),
             ty: ty.into(),
-            time: Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
+            time: Some(now_rfc3339()),
             datacontenttype: None,
             dataschema: None,
             subject: None,
@@ -264,6 +264,25 @@ impl Event {
     pub fn data_json(&self) -> Option<&str> {
         self.data.as_deref().map(RawValue::get)
     }
+}
+
+/// Now as RFC 3339 with milliseconds. Events made in a burst share their millisecond:
+/// each thread keeps the last one it formatted and copies it while it is still now.
+fn now_rfc3339() -> String {
+    use std::cell::RefCell;
+    use std::time::UNIX_EPOCH;
+    thread_local! {
+        static LAST: RefCell<(u128, String)> = const { RefCell::new((u128::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != ms {
+            *text = humantime::format_rfc3339_millis(now).to_string();
+            *at = ms;
+        }
+        text.clone()
+    })
 }
 
 /// A fresh event id: 128 random bits as 32 lowercase hex digits.
@@ -631,6 +650,19 @@ mod tests {
 
     fn raw(json: &str) -> Box<RawValue> {
         RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn a_new_event_is_stamped_with_now_to_the_millisecond() {
+        let before = SystemTime::now() - std::time::Duration::from_millis(1);
+        let (a, b) = (sample(), sample());
+        let after = SystemTime::now();
+        for event in [&a, &b] {
+            let time = event.time.as_deref().unwrap();
+            assert_eq!(time.len(), "2026-11-02T10:00:00.000Z".len(), "{time}");
+            let at = parse_rfc3339(time).unwrap();
+            assert!(before <= at && at <= after, "{time}");
+        }
     }
 
     fn sample() -> Event {

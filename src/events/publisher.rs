@@ -16,8 +16,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::envelope::{Event, EventError, encode};
 use super::queues::{QueueError, Queues};
 use super::routing::{Priority, Router, TypeFilter};
-use crate::config::EventsConfig;
 use crate::config::types::duration;
+use crate::config::{EventsConfig, PublishingConfig};
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +111,12 @@ impl Publisher {
         let capacity = cfg.performance.event_buffer_size.get();
         let slots =
             (cfg.performance.max_concurrent_events.get() / cfg.publishing.batch_size.get()).max(1);
-        tokio::spawn(flush(rx, queues.clone(), cfg.clone(), slots));
+        tokio::spawn(flush(
+            rx,
+            queues.clone(),
+            Arc::new(cfg.publishing.clone()),
+            slots,
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 tx,
@@ -294,11 +299,11 @@ impl Publisher {
 async fn flush(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     queues: Queues,
-    cfg: EventsConfig,
+    cfg: Arc<PublishingConfig>,
     slots: usize,
 ) {
     let slots = Arc::new(Semaphore::new(slots));
-    let max = cfg.publishing.batch_size.get();
+    let max = cfg.batch_size.get();
     let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
@@ -341,8 +346,11 @@ async fn flush(
 
 /// One batch: one round trip, retried with `retryDelay` backoff up to `maxRetries`, all
 /// within `batchTimeout`.
-async fn write(queues: &Queues, cfg: &EventsConfig, batch: &[Pending]) -> Result<(), BatchFailure> {
-    let publishing = &cfg.publishing;
+async fn write(
+    queues: &Queues,
+    publishing: &PublishingConfig,
+    batch: &[Pending],
+) -> Result<(), BatchFailure> {
     let items: Vec<(Priority, &[u8])> = batch
         .iter()
         .flat_map(|p| {
