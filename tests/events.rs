@@ -48,6 +48,7 @@ conformance!(fixture;
     strict_priority_drains_high_before_normal_before_low,
     weighted_priority_serves_every_queue,
     events_of_a_consumer_that_vanished_come_back_after_the_lease,
+    takes_hand_out_the_oldest_first_and_a_batch_taken_back_keeps_its_order,
     invalid_events_are_refused_and_nothing_of_the_call_is_published,
     a_repeated_id_is_handled_once_within_the_dedup_window,
 );
@@ -296,6 +297,74 @@ async fn events_of_a_consumer_that_vanished_come_back_after_the_lease(f: &Fixtur
     let mut ids = ids;
     ids.sort();
     assert_eq!(handled, ids);
+}
+
+/// The ids of `taken`'s events, in the order handed out.
+fn taken_ids(taken: &Taken) -> Vec<String> {
+    match taken {
+        Taken::Events { items, .. } => items.iter().map(|i| decode(i).unwrap().id).collect(),
+        Taken::Empty { .. } => Vec::new(),
+    }
+}
+
+async fn takes_hand_out_the_oldest_first_and_a_batch_taken_back_keeps_its_order(f: &Fixture) {
+    let publisher = Publisher::new(&f.cfg, f.queues.clone()).unwrap();
+    let ids = publisher
+        .publish_many((0..10).map(|i| event("user.created", i)).collect())
+        .await
+        .unwrap();
+    let lease = Duration::from_millis(200);
+    // Part of a longer queue, then a whole queue (Redis renames that one instead of
+    // moving its events one by one).
+    let first = f
+        .queues
+        .take("a", "t1", Priority::ALL, 4, lease)
+        .await
+        .unwrap();
+    assert_eq!(taken_ids(&first), ids[..4]);
+    let second = f
+        .queues
+        .take("b", "t2", Priority::ALL, 100, lease)
+        .await
+        .unwrap();
+    assert_eq!(taken_ids(&second), ids[4..]);
+    // A lost reply: the same consumer asks again and gets the same batch, same order.
+    let again = f
+        .queues
+        .take("b", "t3", Priority::ALL, 100, lease)
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Taken::Events { resumed: true, .. }),
+        "{again:?}"
+    );
+    assert_eq!(taken_ids(&again), ids[4..]);
+
+    // Both consumers vanish; their batches go back, each in its own order.
+    wait_for_async("both leases to be taken back", || async {
+        f.queues.reap().await.unwrap();
+        (f.queues.stats().await.unwrap().queues[1].depth == 10).then_some(())
+    })
+    .await;
+    let all = taken_ids(
+        &f.queues
+            .take("c", "t4", Priority::ALL, 100, lease)
+            .await
+            .unwrap(),
+    );
+    let mut sorted = all.clone();
+    sorted.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(sorted, want, "every event once");
+    let at = |id: &String| all.iter().position(|x| x == id).unwrap();
+    for batch in [&ids[..4], &ids[4..]] {
+        let positions: Vec<usize> = batch.iter().map(at).collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "a batch keeps its order: {positions:?} in {all:?}"
+        );
+    }
 }
 
 async fn all_settled(queues: &Queues) -> bool {

@@ -201,18 +201,7 @@ impl RedisSessions {
             .add_command(read_fields(key));
         let (deadline, fields): (u64, Vec<Option<String>>) = self
             .backend
-            .run(Retry::Idempotent, |mut c| {
-                let pipe = &pipe;
-                async move {
-                    match pipe.query_async(&mut c).await {
-                        Err(e) if e.kind() == no_script() => {
-                            let _: String = self.touch.load_async(&mut c).await?;
-                            pipe.query_async(&mut c).await
-                        }
-                        answer => answer,
-                    }
-                }
-            })
+            .pipeline_with_script(&pipe, &self.touch)
             .await?;
         Ok(if deadline == 0 { vec![None] } else { fields })
     }
@@ -344,10 +333,6 @@ fn read_fields(key: &str) -> redis::Cmd {
         "user", "kind", "data", "version", "created", "expires", "deadline",
     ]);
     cmd
-}
-
-fn no_script() -> redis::ErrorKind {
-    redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 fn number(text: Option<&String>) -> Result<u64, SessionError> {

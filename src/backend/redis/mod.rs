@@ -226,6 +226,30 @@ impl RedisBackend {
             .await
     }
 
+    /// Runs `pipe`, which calls `script` by `EVALSHA`, as [`RedisBackend::pipeline`] with
+    /// [`Retry::Idempotent`]; where Redis answers `NOSCRIPT` (a new or restarted server),
+    /// loads `script` on that connection and sends `pipe` once more. For pipelines whose
+    /// every command may be sent twice.
+    ///
+    /// # Errors
+    /// As [`RedisBackend::run`].
+    pub async fn pipeline_with_script<T: redis::FromRedisValue + Send>(
+        &self,
+        pipe: &redis::Pipeline,
+        script: &redis::Script,
+    ) -> Result<T, BackendError> {
+        self.run(Retry::Idempotent, |mut c| async move {
+            match pipe.query_async(&mut c).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    let _: String = script.load_async(&mut c).await?;
+                    pipe.query_async(&mut c).await
+                }
+                answer => answer,
+            }
+        })
+        .await
+    }
+
     /// Runs one command with [`Retry::Idempotent`].
     ///
     /// # Errors

@@ -222,19 +222,31 @@ impl RedisQueues {
         lease: Duration,
     ) -> Result<Taken, QueueError> {
         let order: String = order.iter().map(|p| char::from(b'0' + *p as u8)).collect();
-        let reply: Vec<redis::Value> = self
+        // The script, then each taken list: the script leaves the events in the taken list
+        // of the priority it names, and only this consumer touches that list while its
+        // lease, which the script has just extended, runs.
+        let mut pipe = redis::pipe();
+        {
+            let mut call = self.scripts.take.prepare_invoke();
+            call.key(&self.consumers).key(&self.leases).key(&self.wake);
+            call.key(&self.queues[..]).key(&self.retry[..]);
+            for p in Priority::ALL {
+                call.key(self.taken(consumer, p));
+            }
+            call.arg(consumer).arg(token).arg(px(lease)).arg(max);
+            call.arg(&order);
+            pipe.invoke_script(&call);
+        }
+        for p in Priority::ALL {
+            pipe.cmd("LRANGE")
+                .arg(self.taken(consumer, p))
+                .arg(0)
+                .arg(-1);
+        }
+        type Events = Vec<Vec<u8>>;
+        let (reply, high, normal, low): (Vec<redis::Value>, Events, Events, Events) = self
             .backend
-            .run(Retry::Idempotent, |mut c| {
-                let mut call = self.scripts.take.prepare_invoke();
-                call.key(&self.consumers).key(&self.leases).key(&self.wake);
-                call.key(&self.queues[..]).key(&self.retry[..]);
-                for p in Priority::ALL {
-                    call.key(self.taken(consumer, p));
-                }
-                call.arg(consumer).arg(token).arg(px(lease)).arg(max);
-                call.arg(&order);
-                async move { call.invoke_async(&mut c).await }
-            })
+            .pipeline_with_script(&pipe, &self.scripts.take)
             .await?;
         let mut values = reply.into_iter();
         let index: i64 = next_value(&mut values)?;
@@ -244,13 +256,19 @@ impl RedisQueues {
                 next_due: u64::try_from(next_due).ok().map(Duration::from_millis),
             });
         }
-        let items: Vec<Vec<u8>> = next_value(&mut values)?;
+        let _count: i64 = next_value(&mut values)?;
         let _deadline: i64 = next_value(&mut values)?;
         let resumed: i64 = next_value(&mut values)?;
         let priority = usize::try_from(index)
             .ok()
             .and_then(|i| Priority::ALL.get(i).copied())
             .ok_or_else(|| QueueError::Reply(format!("take answered priority {index}")))?;
+        // Newest first in the list: handed out oldest first.
+        let mut items = [high, normal, low]
+            .into_iter()
+            .nth(priority as usize)
+            .unwrap_or_default();
+        items.reverse();
         Ok(Taken::Events {
             priority,
             items,
@@ -361,7 +379,7 @@ impl RedisQueues {
             .await?;
         let mut moved = 0;
         for consumer in earliest {
-            let n: i64 = self
+            let reaped: Result<i64, _> = self
                 .backend
                 .run(Retry::Idempotent, |mut c| {
                     let mut call = self.scripts.reap.prepare_invoke();
@@ -373,7 +391,16 @@ impl RedisQueues {
                     call.arg(&consumer);
                     async move { call.invoke_async(&mut c).await }
                 })
-                .await?;
+                .await;
+            let n = match reaped {
+                Ok(n) => n,
+                // What earlier consumers gave back is counted (and logged) all the same.
+                Err(e) if moved > 0 => {
+                    tracing::warn!(error = %e, "events: looking for expired leases failed");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if n < 0 {
                 break;
             }

@@ -17,9 +17,11 @@ if deadline and tonumber(deadline) > now then return -1 end
 local moved = 0
 for i = 0, 2 do
   local taken = KEYS[7 + i]
-  -- Oldest first back to the consumption end, keeping their order.
+  -- Back to the consumption end, keeping their order: a taken list is ordered as the
+  -- queue is (newest at the head), so its newest goes first and its oldest ends up next
+  -- to be taken.
   while true do
-    local item = redis.call('LMOVE', taken, KEYS[4 + i], 'RIGHT', 'RIGHT')
+    local item = redis.call('LMOVE', taken, KEYS[4 + i], 'LEFT', 'RIGHT')
     if not item then break end
     moved = moved + 1
   end

@@ -4,6 +4,13 @@
 -- worker gave that take up), a take answers that batch again, under the new lease token,
 -- instead of taking another. Repeating a take therefore never orphans events.
 --
+-- The events themselves are not in the reply: the caller reads the taken list with
+-- LRANGE in the same pipeline (only this consumer touches its taken list while its lease,
+-- just extended, runs). A taken list is ordered as the queues are, newest at the head, so
+-- the events move through here without passing through Lua: a queue holding no more than
+-- ARGV[4] events is renamed to the taken list whole, a longer one gives its oldest
+-- ARGV[4] by RPOP.
+--
 -- KEYS[1]      consumers: sorted set, consumer -> lease deadline (Unix ms, Redis clock)
 -- KEYS[2]      leases: hash, consumer -> "<lease token> <priority 0|1|2>"
 -- KEYS[3]      doorbell list (rung when events are left behind or retries become due)
@@ -15,8 +22,8 @@
 -- ARGV[3]      lease (ms)
 -- ARGV[4]      most events to take
 -- ARGV[5]      queue order, priorities as digits ("012" = high, normal, low)
--- Returns {priority, events, deadline, resumed}: resumed is 1 when the events are the
--- batch the consumer already held; or {-1, ms until the next retry is due (-1: none)}.
+-- Returns {priority, events taken, deadline, resumed}: resumed is 1 when the events are
+-- the batch the consumer already held; or {-1, ms until the next retry is due (-1: none)}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local consumer, token = ARGV[1], ARGV[2]
@@ -38,11 +45,11 @@ end
 local held = redis.call('HGET', KEYS[2], consumer)
 if held then
   local p = tonumber(string.sub(held, -1))
-  local items = redis.call('LRANGE', KEYS[10 + p], 0, -1)
-  if #items > 0 then
+  local held_events = redis.call('LLEN', KEYS[10 + p])
+  if held_events > 0 then
     redis.call('HSET', KEYS[2], consumer, token .. ' ' .. p)
     redis.call('ZADD', KEYS[1], deadline, consumer)
-    return {p, items, deadline, 1}
+    return {p, held_events, deadline, 1}
   end
   redis.call('HDEL', KEYS[2], consumer)
   redis.call('ZREM', KEYS[1], consumer)
@@ -61,13 +68,21 @@ end
 
 for c = 1, 3 do
   local p = tonumber(string.sub(ARGV[5], c, c))
-  local items = redis.call('RPOP', KEYS[4 + p], max)
-  if items then
-    push('RPUSH', KEYS[10 + p], items)
+  local queue, taken = KEYS[4 + p], KEYS[10 + p]
+  local n = redis.call('LLEN', queue)
+  if n > 0 then
+    -- (The taken list is empty here: a consumer without a lease holds nothing. Checked
+    -- all the same, as RENAME would replace it.)
+    if n <= max and redis.call('EXISTS', taken) == 0 then
+      redis.call('RENAME', queue, taken)
+    else
+      n = math.min(n, max)
+      push('LPUSH', taken, redis.call('RPOP', queue, n))
+    end
     redis.call('ZADD', KEYS[1], deadline, consumer)
     redis.call('HSET', KEYS[2], consumer, token .. ' ' .. p)
-    if promoted or redis.call('LLEN', KEYS[4 + p]) > 0 then ring() end
-    return {p, items, deadline, 0}
+    if promoted or redis.call('LLEN', queue) > 0 then ring() end
+    return {p, n, deadline, 0}
   end
 end
 
