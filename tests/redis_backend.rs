@@ -328,3 +328,63 @@ async fn refusals_that_did_not_run_are_classified_as_not_run() {
     let a: Option<String> = redis::cmd("GET").arg("a").query(&mut plain.conn()).unwrap();
     assert_eq!(a, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_blocked_in_wait_holds_up_no_other_call() {
+    let master = RedisProc::start();
+    let mut replica =
+        RedisProc::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    support::wait_for("the replica to be in sync", || {
+        (replica
+            .info_field("replication", "master_link_status")
+            .as_deref()
+            == Some("up"))
+        .then_some(())
+    });
+    let mut cfg = RedisConfig::standalone("127.0.0.1", master.port)
+        .with_pool_size(std::num::NonZeroU32::new(4).unwrap());
+    cfg.read_timeout = std::time::Duration::from_secs(20);
+    cfg.call_timeout = std::time::Duration::from_secs(60);
+    let backend = RedisBackend::connect(cfg).await.unwrap();
+    let _: () = backend.query(&set("k", "v")).await.unwrap();
+
+    // A write the frozen replica cannot acknowledge, then WAIT without a timeout: Redis
+    // answers nothing else sent on that connection until the replica is back.
+    replica.pause();
+    let waiting = {
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            backend
+                .run_blocking(blinkchamber::backend::Retry::IfNotRun, |mut c| async move {
+                    redis::pipe()
+                        .cmd("SET")
+                        .arg("w")
+                        .arg("1")
+                        .ignore()
+                        .cmd("WAIT")
+                        .arg(1)
+                        .arg(0)
+                        .query_async::<(i64,)>(&mut c)
+                        .await
+                })
+                .await
+        })
+    };
+    support::wait_for("WAIT to block in Redis", || {
+        master
+            .info_field("clients", "blocked_clients")
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| *n >= 1)
+    });
+    for _ in 0..20 {
+        let value: Option<String> = backend.query(&get("k")).await.unwrap();
+        assert_eq!(value.as_deref(), Some("v"));
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the reads were answered while WAIT still waited"
+    );
+    replica.resume();
+    let (acked,) = waiting.await.unwrap().unwrap();
+    assert_eq!(acked, 1, "the replica acknowledged once it ran again");
+}

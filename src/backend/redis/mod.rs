@@ -124,6 +124,29 @@ impl RedisBackend {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        self.run_as(retry, false, op).await
+    }
+
+    /// As [`RedisBackend::run`], for a call that blocks its connection in Redis until it
+    /// returns (`WAIT`): Redis answers nothing else sent on that connection meanwhile, so
+    /// the call gets a connection with nothing in flight (opening one, up to `poolSize`,
+    /// when none is idle) and other calls keep off it until it returns.
+    ///
+    /// # Errors
+    /// As [`RedisBackend::run`].
+    pub async fn run_blocking<T, F, Fut>(&self, retry: Retry, op: F) -> Result<T, BackendError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        self.run_as(retry, true, op).await
+    }
+
+    async fn run_as<T, F, Fut>(&self, retry: Retry, blocks: bool, op: F) -> Result<T, BackendError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
         let inner = &*self.inner;
         let mut now = Instant::now();
         let deadline = now + self.call_timeout;
@@ -134,7 +157,7 @@ impl RedisBackend {
             let epoch = inner.topology.epoch();
             let lease = inner
                 .pool
-                .get(&inner.cfg, &inner.topology, epoch, now, deadline);
+                .get(&inner.cfg, &inner.topology, epoch, blocks, now, deadline);
             let (error, ran) = match self.unless_moved(epoch, lease).await {
                 Ok(mut lease) => {
                     let command_by = now + connect::command_timeout(&inner.cfg);

@@ -7,6 +7,11 @@
 //! most connections the pool opens, as in other Redis clients, not how many it keeps.
 //! A slot reconnects lazily when its connection is older than `maxConnAge`, idle past
 //! `idleTimeout`, broken, or opened before the current master epoch.
+//!
+//! A call that blocks its connection in Redis (`WAIT`, which Redis answers only when the
+//! replicas have acknowledged or its timeout ends, holding back everything sent after it
+//! on that connection) goes to a connection with nothing in flight, opening one when none
+//! is idle, and the pool keeps other calls off that connection until it returns.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,6 +53,9 @@ struct Slot {
     live: Mutex<Option<Live>>,
     connecting: tokio::sync::Mutex<()>,
     in_flight: AtomicUsize,
+    /// Calls in flight that block the connection in Redis (`WAIT`): Redis answers nothing
+    /// else sent on it until they return.
+    blocking: AtomicUsize,
 }
 
 struct Live {
@@ -67,6 +75,8 @@ pub struct Lease<'a> {
     conn: Option<MultiplexedConnection>,
     slot: usize,
     id: u64,
+    /// Counted in its slot's `blocking` too.
+    blocks: bool,
     pool: &'a Pool,
 }
 
@@ -81,9 +91,11 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.pool.slots[self.slot]
-            .in_flight
-            .fetch_sub(1, Ordering::AcqRel);
+        let slot = &self.pool.slots[self.slot];
+        if self.blocks {
+            slot.blocking.fetch_sub(1, Ordering::AcqRel);
+        }
+        slot.in_flight.fetch_sub(1, Ordering::AcqRel);
         if self.pool.waiting.load(Ordering::Acquire) > 0 {
             self.pool.freed.notify_one();
         }
@@ -103,6 +115,7 @@ impl Pool {
                     live: Mutex::new(None),
                     connecting: tokio::sync::Mutex::new(()),
                     in_flight: AtomicUsize::new(0),
+                    blocking: AtomicUsize::new(0),
                 })
                 .collect(),
             opened: AtomicUsize::new(1),
@@ -113,21 +126,24 @@ impl Pool {
 
     /// A usable connection to the master of `epoch`, opening one if the slot has none;
     /// waiting for a slot and dialling both end by `deadline` (the call's) at the latest.
-    /// `now` is the caller's clock reading.
+    /// `now` is the caller's clock reading. `blocks`: the call blocks its connection in
+    /// Redis (`WAIT`), so it goes to a connection with nothing in flight where the pool
+    /// has or may open one, and other calls keep off its connection meanwhile.
     pub async fn get(
         &self,
         cfg: &RedisConfig,
         topology: &Topology,
         epoch: u64,
+        blocks: bool,
         now: tokio::time::Instant,
         deadline: tokio::time::Instant,
     ) -> Result<Lease<'_>, BackendError> {
         self.newest.fetch_max(epoch, Ordering::SeqCst);
         // The waits and dials below are rare; boxed, their futures (kilobytes for a dial)
         // are not carried, and moved, by every call that finds a connection ready.
-        let index = match self.claim() {
+        let index = match self.claim(blocks) {
             Some(index) => index,
-            None => Box::pin(self.wait_for_room(deadline)).await?,
+            None => Box::pin(self.wait_for_room(blocks, deadline)).await?,
         };
         // The lease counts the command in flight from here, so every way out (an error, or
         // the caller dropping this future mid-dial, as on a failover) gives the slot back.
@@ -135,6 +151,7 @@ impl Pool {
             conn: None,
             slot: index,
             id: u64::MAX,
+            blocks,
             pool: self,
         };
         let slot = &self.slots[index];
@@ -149,10 +166,14 @@ impl Pool {
 
     /// A slot with room, counted as in flight on it; `None` when every connection the
     /// pool may open has `maxInFlight` commands in flight.
-    fn claim(&self) -> Option<usize> {
-        let index = self.pick();
-        let in_flight = &self.slots[index].in_flight;
+    fn claim(&self, blocks: bool) -> Option<usize> {
+        let index = self.pick(blocks);
+        let slot = &self.slots[index];
+        let in_flight = &slot.in_flight;
         if in_flight.fetch_add(1, Ordering::AcqRel) < self.max_in_flight {
+            if blocks {
+                slot.blocking.fetch_add(1, Ordering::AcqRel);
+            }
             return Some(index);
         }
         in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -160,7 +181,11 @@ impl Pool {
     }
 
     /// Back-pressure: waits until a command finishes somewhere, up to `deadline`.
-    async fn wait_for_room(&self, deadline: tokio::time::Instant) -> Result<usize, BackendError> {
+    async fn wait_for_room(
+        &self,
+        blocks: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<usize, BackendError> {
         // Counted while waiting, however the wait ends (the caller may drop it).
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
@@ -175,7 +200,7 @@ impl Pool {
                 let freed = self.freed.notified();
                 tokio::pin!(freed);
                 freed.as_mut().enable();
-                if let Some(index) = self.claim() {
+                if let Some(index) = self.claim(blocks) {
                     return index;
                 }
                 freed.await;
@@ -192,15 +217,26 @@ impl Pool {
         })
     }
 
-    fn pick(&self) -> usize {
+    /// The open slot with the fewest commands in flight; a slot held by a blocking call
+    /// counts as full. Another slot is opened when every open one has [`SPREAD_AT`]
+    /// commands in flight, or, for a blocking call, when none is idle.
+    fn pick(&self, blocks: bool) -> usize {
         let opened = self.opened.load(Ordering::Relaxed);
         let (best, load) = self.slots[..opened]
             .iter()
             .enumerate()
-            .map(|(i, s)| (i, s.in_flight.load(Ordering::Relaxed)))
+            .map(|(i, s)| match s.blocking.load(Ordering::Relaxed) {
+                0 => (i, s.in_flight.load(Ordering::Relaxed)),
+                _ => (i, usize::MAX),
+            })
             .min_by_key(|(_, load)| *load)
             .unwrap_or((0, 0));
-        if load < SPREAD_AT.min(self.max_in_flight) || opened == self.slots.len() {
+        let enough = if blocks {
+            1
+        } else {
+            SPREAD_AT.min(self.max_in_flight)
+        };
+        if load < enough || opened == self.slots.len() {
             return best;
         }
         match self

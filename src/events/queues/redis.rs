@@ -159,7 +159,13 @@ impl RedisQueues {
         pipe.cmd("LTRIM").arg(&self.wake).arg(0).arg(63).ignore();
         if replicas > 0 {
             pipe.cmd("WAIT").arg(replicas).arg(px(wait));
-            let (acked,): (u32,) = self.backend.pipeline(Retry::IfNotRun, &pipe).await?;
+            let pipe = &pipe;
+            let (acked,): (u32,) = self
+                .backend
+                .run_blocking(Retry::IfNotRun, |mut c| async move {
+                    pipe.query_async(&mut c).await
+                })
+                .await?;
             if acked < replicas {
                 return Err(QueueError::Replicas { acked, replicas });
             }
@@ -180,30 +186,34 @@ impl RedisQueues {
         replicas: u32,
         wait: Duration,
     ) -> Result<bool, QueueError> {
-        let (stored, acked): (i64, u32) = self
-            .backend
-            .run(Retry::Idempotent, |mut c| {
-                let mut call = self.scripts.enqueue_once.prepare_invoke();
-                call.key(format!("{}{id}", self.published_prefix))
-                    .key(self.queue(priority))
-                    .key(&self.wake);
-                call.arg(event).arg(px(window));
-                async move {
-                    let stored: i64 = call.invoke_async(&mut c).await?;
-                    // WAIT covers every write this connection sent, the script's included.
-                    let acked = if replicas > 0 {
-                        redis::cmd("WAIT")
-                            .arg(replicas)
-                            .arg(px(wait))
-                            .query_async(&mut c)
-                            .await?
-                    } else {
-                        0
-                    };
-                    Ok((stored, acked))
-                }
-            })
-            .await?;
+        let attempt = |mut c: redis::aio::MultiplexedConnection| {
+            let mut call = self.scripts.enqueue_once.prepare_invoke();
+            call.key(format!("{}{id}", self.published_prefix))
+                .key(self.queue(priority))
+                .key(&self.wake);
+            call.arg(event).arg(px(window));
+            async move {
+                let stored: i64 = call.invoke_async(&mut c).await?;
+                // WAIT covers every write this connection sent, the script's included.
+                let acked = if replicas > 0 {
+                    redis::cmd("WAIT")
+                        .arg(replicas)
+                        .arg(px(wait))
+                        .query_async(&mut c)
+                        .await?
+                } else {
+                    0
+                };
+                Ok((stored, acked))
+            }
+        };
+        let (stored, acked): (i64, u32) = if replicas > 0 {
+            self.backend
+                .run_blocking(Retry::Idempotent, attempt)
+                .await?
+        } else {
+            self.backend.run(Retry::Idempotent, attempt).await?
+        };
         if acked < replicas {
             return Err(QueueError::Replicas { acked, replicas });
         }
