@@ -24,7 +24,7 @@ pub const BATCH: usize = 100;
 /// Workers (and raw consumers) in the end-to-end rows.
 pub const WORKERS: usize = 10;
 /// Events each end-to-end row moves through the queue.
-pub const E2E_EVENTS: u64 = 100_000;
+pub const E2E_EVENTS: u64 = 300_000;
 /// Offered rate of the latency row, events per second.
 pub const OFFERED_RATE: u64 = 5_000;
 
