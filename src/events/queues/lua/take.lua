@@ -69,19 +69,19 @@ end
 for c = 1, 3 do
   local p = tonumber(string.sub(ARGV[5], c, c))
   local queue, taken = KEYS[4 + p], KEYS[10 + p]
-  local n = redis.call('LLEN', queue)
-  if n > 0 then
+  local waiting = redis.call('LLEN', queue)
+  if waiting > 0 then
+    local n = math.min(waiting, max)
     -- (The taken list is empty here: a consumer without a lease holds nothing. Checked
     -- all the same, as RENAME would replace it.)
-    if n <= max and redis.call('EXISTS', taken) == 0 then
+    if n == waiting and redis.call('EXISTS', taken) == 0 then
       redis.call('RENAME', queue, taken)
     else
-      n = math.min(n, max)
       push('LPUSH', taken, redis.call('RPOP', queue, n))
     end
     redis.call('ZADD', KEYS[1], deadline, consumer)
     redis.call('HSET', KEYS[2], consumer, token .. ' ' .. p)
-    if promoted or redis.call('LLEN', queue) > 0 then ring() end
+    if promoted or waiting > n then ring() end
     return {p, n, deadline, 0}
   end
 end
