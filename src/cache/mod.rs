@@ -298,10 +298,12 @@ impl Cache {
         namespace: &str,
         key: &str,
     ) -> Result<Option<(Arc<[u8]>, Served)>, CacheError> {
-        let l1_key = l1_key(namespace, key)?;
+        // One allocation for both keys: Redis's is the L1 key behind `cache.keyPrefix`.
+        let prefix = &self.inner.cfg.key_prefix;
+        let full = checked_key(prefix, namespace, key)?;
         // With L1 off (`maxEntries: 0`) there is nothing to look up.
         let cached = match self.inner.l1_on() {
-            true => self.inner.l1().get(&l1_key).await,
+            true => self.inner.l1().get(&full[prefix.len()..]).await,
             false => None,
         };
         // While the backplane is lost, another instance's write could be missed: no L1 hits.
@@ -318,20 +320,21 @@ impl Cache {
         };
         // Boxed: the Redis read's future is several kilobytes, which every caller (L1 hits
         // included) would otherwise carry and move.
-        Box::pin(self.read_through(l2, l1_key, namespace, key, cached)).await
+        Box::pin(self.read_through(l2, full, prefix.len(), cached)).await
     }
 
-    /// An L1 miss: Redis, then L1 by the coherence rule.
+    /// An L1 miss: Redis, then L1 by the coherence rule. `full` is the Redis key, whose
+    /// L1 key starts at `l1_at`.
     async fn read_through(
         &self,
         l2: &redis::RedisLevel,
-        l1_key: String,
-        namespace: &str,
-        key: &str,
+        full: String,
+        l1_at: usize,
         cached: Option<Entry>,
     ) -> Result<Option<(Arc<[u8]>, Served)>, CacheError> {
+        let l1_key = &full[l1_at..];
         let ticket = self.inner.coherence.ticket();
-        let read = match l2.get(namespace, key).await {
+        let read = match l2.get_key(&full).await {
             Ok(read) => read,
             // Redis is failing: the last good value, if it is within the fail-safe window.
             Err(e) => {
@@ -349,7 +352,7 @@ impl Cache {
                 self.inner.record(Level::L2, true);
                 if self.inner.l1_on() {
                     let entry = self.inner.entry(json.clone(), left, version);
-                    self.inner.keep(l1_key, entry, ticket).await;
+                    self.inner.keep(l1_key.to_owned(), entry, ticket).await;
                 }
                 Ok(Some((json, Served::L2)))
             }
@@ -358,7 +361,7 @@ impl Cache {
                 found: Found::Removed,
             }) => {
                 self.inner.record(Level::L2, false);
-                self.inner.coherence.evict(&l1_key, version, true).await;
+                self.inner.coherence.evict(l1_key, version, true).await;
                 Ok(None)
             }
             None => {
@@ -367,7 +370,7 @@ impl Cache {
                     // Gone from Redis (expired): the copy is not even a fail-safe any more.
                     self.inner
                         .coherence
-                        .evict(&l1_key, stale.version, true)
+                        .evict(l1_key, stale.version, true)
                         .await;
                 }
                 Ok(None)
@@ -1056,17 +1059,25 @@ fn check_namespace(namespace: &str) -> Result<(), CacheError> {
 
 /// `namespace:key`, after checking both (the namespace has no `:`, so this is unambiguous).
 fn l1_key(namespace: &str, key: &str) -> Result<String, CacheError> {
+    checked_key("", namespace, key)
+}
+
+/// `{prefix}namespace:key`, after checking the namespace and key.
+fn checked_key(prefix: &str, namespace: &str, key: &str) -> Result<String, CacheError> {
     check_namespace(namespace)?;
     if key.is_empty() {
         return Err(CacheError::InvalidKey("must not be empty".into()));
     }
-    let chars = key.chars().count();
-    if chars > MAX_KEY_LEN {
-        return Err(CacheError::InvalidKey(format!(
-            "{chars} characters, expected at most {MAX_KEY_LEN}"
-        )));
+    // A key of at most MAX_KEY_LEN bytes has at most as many characters.
+    if key.len() > MAX_KEY_LEN {
+        let chars = key.chars().count();
+        if chars > MAX_KEY_LEN {
+            return Err(CacheError::InvalidKey(format!(
+                "{chars} characters, expected at most {MAX_KEY_LEN}"
+            )));
+        }
     }
-    Ok(join(&[namespace, ":", key]))
+    Ok(join(&[prefix, namespace, ":", key]))
 }
 
 /// The concatenation of `parts`, in one allocation of the right size (`format!` grows its

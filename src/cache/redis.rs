@@ -198,14 +198,16 @@ impl RedisLevel {
 
     /// The stored value or tombstone, in one `GET`. A value that cannot be read (corrupt,
     /// or over `cache.maxValueBytes`) is deleted, counted, and reads as absent.
-    pub(super) async fn get(&self, namespace: &str, key: &str) -> Result<Option<Read>, CacheError> {
-        let full = self.key(namespace, key);
+    /// `full` is the Redis key, `{keyPrefix}{namespace}:{key}`.
+    pub(super) async fn get_key(&self, full: &str) -> Result<Option<Read>, CacheError> {
         let get = async {
-            let stored: Option<Vec<u8>> = self.backend.query(redis::cmd("GET").arg(&full)).await?;
+            let mut cmd = redis::Cmd::with_capacity(2, 3 + full.len());
+            cmd.arg("GET").arg(full);
+            let stored: Option<Vec<u8>> = self.backend.query(&cmd).await?;
             Ok(stored)
         };
         match self.breaker.call(get).await? {
-            Some(bytes) => Ok(self.decode(&full, bytes).await),
+            Some(bytes) => Ok(self.decode(full, bytes).await),
             None => Ok(None),
         }
     }

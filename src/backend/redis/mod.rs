@@ -155,10 +155,15 @@ impl RedisBackend {
             inner.commands.increment(1);
             // Only the epoch: the address is read when a connection has to be opened.
             let epoch = inner.topology.epoch();
-            let lease = inner
-                .pool
-                .get(&inner.cfg, &inner.topology, epoch, blocks, now, deadline);
-            let (error, ran) = match self.unless_moved(epoch, lease).await {
+            let lease =
+                match inner
+                    .pool
+                    .get(&inner.cfg, &inner.topology, epoch, blocks, now, deadline)
+                {
+                    Ok(ready) => Ok(ready),
+                    Err(wait) => Box::pin(self.unless_moved(epoch, wait)).await,
+                };
+            let (error, ran) = match lease {
                 Ok(mut lease) => {
                     let command_by = now + connect::command_timeout(&inner.cfg);
                     let reply_by = deadline.min(command_by);
@@ -172,7 +177,15 @@ impl RedisBackend {
                             }))
                         })
                     };
-                    match self.unless_moved(epoch, reply).await {
+                    // The master watch's future is boxed, so that standalone calls do
+                    // not carry (and move) it.
+                    let reply = match inner.cfg.mode {
+                        crate::config::RedisMode::Sentinel => {
+                            Box::pin(self.unless_moved(epoch, reply)).await
+                        }
+                        _ => reply.await,
+                    };
+                    match reply {
                         Ok(value) => return Ok(value),
                         Err(e) => {
                             let ran = maybe_ran(&e);

@@ -33,6 +33,10 @@ use crate::config::RedisConfig;
 /// pool still spreads, but only under heavy concurrency.
 pub const SPREAD_AT: usize = 256;
 
+/// A lease that has to wait for room or a dial first.
+pub type LeaseFuture<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Lease<'a>, BackendError>> + Send + 'a>>;
+
 /// The connections of one backend.
 pub struct Pool {
     slots: Vec<Slot>,
@@ -129,24 +133,48 @@ impl Pool {
     /// `now` is the caller's clock reading. `blocks`: the call blocks its connection in
     /// Redis (`WAIT`), so it goes to a connection with nothing in flight where the pool
     /// has or may open one, and other calls keep off its connection meanwhile.
-    pub async fn get(
-        &self,
-        cfg: &RedisConfig,
-        topology: &Topology,
+    ///
+    /// Most calls find a connection ready: that case is [`Pool::ready`], without a
+    /// future. Waiting for room and dialling are rare; boxed, their futures (kilobytes for
+    /// a dial) are not carried, and moved, by every call.
+    pub fn get<'a>(
+        &'a self,
+        cfg: &'a RedisConfig,
+        topology: &'a Topology,
         epoch: u64,
         blocks: bool,
         now: tokio::time::Instant,
         deadline: tokio::time::Instant,
-    ) -> Result<Lease<'_>, BackendError> {
+    ) -> Result<Lease<'a>, LeaseFuture<'a>> {
         self.newest.fetch_max(epoch, Ordering::SeqCst);
-        // The waits and dials below are rare; boxed, their futures (kilobytes for a dial)
-        // are not carried, and moved, by every call that finds a connection ready.
-        let index = match self.claim(blocks) {
-            Some(index) => index,
-            None => Box::pin(self.wait_for_room(blocks, deadline)).await?,
+        let Some(index) = self.claim(blocks) else {
+            return Err(Box::pin(async move {
+                let index = self.wait_for_room(blocks, deadline).await?;
+                self.lease(index, cfg, topology, epoch, blocks, now, deadline)
+                    .await
+            }));
         };
-        // The lease counts the command in flight from here, so every way out (an error, or
-        // the caller dropping this future mid-dial, as on a failover) gives the slot back.
+        match self.ready(index, cfg, epoch, blocks, now) {
+            Ok(lease) => Ok(lease),
+            Err(lease) => Err(Box::pin(async move {
+                let slot = &self.slots[lease.slot];
+                self.dial_into(lease, slot, cfg, topology, epoch, deadline)
+                    .await
+            })),
+        }
+    }
+
+    /// The lease of claimed slot `index`, with its connection if that is fresh; else the
+    /// lease without one (it still counts the command in flight on the slot, and gives it
+    /// back however it ends).
+    fn ready(
+        &self,
+        index: usize,
+        cfg: &RedisConfig,
+        epoch: u64,
+        blocks: bool,
+        now: tokio::time::Instant,
+    ) -> Result<Lease<'_>, Lease<'_>> {
         let mut lease = Lease {
             conn: None,
             slot: index,
@@ -154,11 +182,53 @@ impl Pool {
             blocks,
             pool: self,
         };
-        let slot = &self.slots[index];
-        let (conn, id) = match slot.fresh(cfg, epoch, now.into_std()) {
-            Some(found) => found,
-            None => Box::pin(self.connection(slot, cfg, topology, epoch, deadline)).await?,
-        };
+        match self.slots[index].fresh(cfg, epoch, now.into_std()) {
+            Some((conn, id)) => {
+                lease.conn = Some(conn);
+                lease.id = id;
+                Ok(lease)
+            }
+            None => Err(lease),
+        }
+    }
+
+    /// As [`Pool::ready`], dialling when the slot's connection is not fresh.
+    #[allow(clippy::too_many_arguments)]
+    async fn lease<'a>(
+        &'a self,
+        index: usize,
+        cfg: &'a RedisConfig,
+        topology: &'a Topology,
+        epoch: u64,
+        blocks: bool,
+        now: tokio::time::Instant,
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease<'a>, BackendError> {
+        match self.ready(index, cfg, epoch, blocks, now) {
+            Ok(lease) => Ok(lease),
+            Err(lease) => {
+                let slot = &self.slots[index];
+                self.dial_into(lease, slot, cfg, topology, epoch, deadline)
+                    .await
+            }
+        }
+    }
+
+    /// Opens the connection of `lease`'s slot. The lease counts the command in flight from
+    /// the start, so every way out (an error, or the caller dropping this future mid-dial,
+    /// as on a failover) gives the slot back.
+    async fn dial_into<'a>(
+        &'a self,
+        mut lease: Lease<'a>,
+        slot: &'a Slot,
+        cfg: &'a RedisConfig,
+        topology: &'a Topology,
+        epoch: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease<'a>, BackendError> {
+        let (conn, id) = self
+            .connection(slot, cfg, topology, epoch, deadline)
+            .await?;
         lease.conn = Some(conn);
         lease.id = id;
         Ok(lease)
