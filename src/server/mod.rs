@@ -28,6 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::middleware;
 use axum::routing::{delete, get, post};
+use axum::serve::{ListenerExt, TapIo};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
@@ -173,9 +174,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    axum::serve(no_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `listener`, with `TCP_NODELAY` on every connection it accepts. Without it, the second
+/// of two answers written back to back (pipelined HTTP/1.1 requests, HTTP/2 streams)
+/// waits in the kernel until the peer acknowledges the first, which a peer delays by up
+/// to 40 ms: four pipelined requests took 44 ms instead of 0.14 ms.
+fn no_delay(listener: TcpListener) -> TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "http: TCP_NODELAY not set on a connection");
+        }
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
 }
 
 /// Serves Prometheus text on `/metrics` until `shutdown` resolves.
@@ -199,7 +213,22 @@ pub async fn run_metrics(
             }
         }),
     );
-    axum::serve(listener, app)
+    axum::serve(no_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = super::no_delay(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is off");
+    }
 }
