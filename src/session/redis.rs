@@ -183,10 +183,15 @@ impl RedisSessions {
         let Some(fields) = fields.into_iter().collect::<Option<Vec<String>>>() else {
             return Ok(None);
         };
-        let mut answer = Vec::with_capacity(FIELDS);
-        answer.push(id.to_owned());
-        answer.extend(fields);
-        parse(&answer).map(Some)
+        let Ok([user, kind, data, version, created, expires, deadline]) =
+            <[String; FIELDS - 1]>::try_from(fields)
+        else {
+            return Err(SessionError::Decode("truncated session fields".into()));
+        };
+        let data = serde_json::from_str(&data)
+            .map_err(|e| SessionError::Decode(format!("data is not JSON: {e}")))?;
+        let stored = [version, created, expires, deadline];
+        session(id.to_owned(), user, &kind, data, &stored).map(Some)
     }
 
     /// The touch script, then the session's fields by `HMGET`, in one round trip (loading
@@ -223,9 +228,10 @@ impl RedisSessions {
             "missing" => Updated::Missing,
             "conflict" => Updated::Conflict(number(answer.get(1))?),
             _ => match answer.get(1..) {
-                Some([user, kind, version, created, expires, deadline]) => Updated::Done(session(
-                    id, user, kind, data, version, created, expires, deadline,
-                )?),
+                Some([user, kind, version, created, expires, deadline]) => {
+                    let numbers = [version, created, expires, deadline];
+                    Updated::Done(session(id.to_owned(), user.clone(), kind, data, &numbers)?)
+                }
                 _ => {
                     return Err(SessionError::Decode(format!(
                         "expected 6 fields in an update's answer, got {}",
@@ -296,30 +302,29 @@ fn parse(f: &[String]) -> Result<Session, SessionError> {
     };
     let data = serde_json::from_str(data)
         .map_err(|e| SessionError::Decode(format!("data is not JSON: {e}")))?;
-    session(id, user, kind, data, version, created, expires, deadline)
+    let stored = [version, created, expires, deadline].map(String::as_str);
+    session(id.clone(), user.clone(), kind, data, &stored)
 }
 
-/// A session from its stored fields (as strings) and its data.
-#[allow(clippy::too_many_arguments)]
+/// A session from its handle, user, kind, data and its numbers as stored: version,
+/// created, expires and idle deadline (milliseconds since the epoch).
 fn session(
-    id: &str,
-    user: &str,
+    id: String,
+    user: String,
     kind: &str,
     data: Value,
-    version: &String,
-    created: &String,
-    expires: &String,
-    deadline: &String,
+    numbers: &[impl AsRef<str>; 4],
 ) -> Result<Session, SessionError> {
     let kind = SessionKind::parse(kind)
         .ok_or_else(|| SessionError::Decode(format!("unknown kind `{kind}`")))?;
+    let [version, created, expires, deadline] = numbers.each_ref().map(|n| n.as_ref());
     Ok(Session {
-        id: id.to_owned(),
+        id,
         handle: String::new(),
-        user_id: user.to_owned(),
+        user_id: user,
         kind,
         data,
-        version: number(Some(version))?,
+        version: parse_number(version)?,
         created_at: time(created)?,
         expires_at: time(expires)?,
         idle_expires_at: time(deadline)?,
@@ -328,10 +333,12 @@ fn session(
 
 /// `HMGET` of a session's fields, in the order [`parse`] takes them after the id.
 fn read_fields(key: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("HMGET");
-    cmd.arg(key).arg(&[
+    const NAMES: [&str; FIELDS - 1] = [
         "user", "kind", "data", "version", "created", "expires", "deadline",
-    ]);
+    ];
+    let data = 5 + key.len() + NAMES.iter().map(|n| n.len()).sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(FIELDS + 1, data);
+    cmd.arg("HMGET").arg(key).arg(&NAMES);
     cmd
 }
 
@@ -340,6 +347,11 @@ fn number(text: Option<&String>) -> Result<u64, SessionError> {
         .ok_or_else(|| SessionError::Decode(format!("expected a number, got {text:?}")))
 }
 
-fn time(ms: &String) -> Result<SystemTime, SessionError> {
-    Ok(UNIX_EPOCH + Duration::from_millis(number(Some(ms))?))
+fn parse_number(text: &str) -> Result<u64, SessionError> {
+    text.parse()
+        .map_err(|_| SessionError::Decode(format!("expected a number, got {text:?}")))
+}
+
+fn time(ms: &str) -> Result<SystemTime, SessionError> {
+    Ok(UNIX_EPOCH + Duration::from_millis(parse_number(ms)?))
 }
