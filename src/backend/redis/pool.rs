@@ -150,17 +150,17 @@ impl Pool {
         let Some(index) = self.claim(blocks) else {
             return Err(Box::pin(async move {
                 let index = self.wait_for_room(blocks, deadline).await?;
-                self.lease(index, cfg, topology, epoch, blocks, now, deadline)
-                    .await
+                match self.ready(index, cfg, epoch, blocks, now) {
+                    Ok(lease) => Ok(lease),
+                    Err(lease) => self.dial_into(lease, cfg, topology, epoch, deadline).await,
+                }
             }));
         };
         match self.ready(index, cfg, epoch, blocks, now) {
             Ok(lease) => Ok(lease),
-            Err(lease) => Err(Box::pin(async move {
-                let slot = &self.slots[lease.slot];
-                self.dial_into(lease, slot, cfg, topology, epoch, deadline)
-                    .await
-            })),
+            Err(lease) => Err(Box::pin(
+                self.dial_into(lease, cfg, topology, epoch, deadline),
+            )),
         }
     }
 
@@ -192,40 +192,18 @@ impl Pool {
         }
     }
 
-    /// As [`Pool::ready`], dialling when the slot's connection is not fresh.
-    #[allow(clippy::too_many_arguments)]
-    async fn lease<'a>(
-        &'a self,
-        index: usize,
-        cfg: &'a RedisConfig,
-        topology: &'a Topology,
-        epoch: u64,
-        blocks: bool,
-        now: tokio::time::Instant,
-        deadline: tokio::time::Instant,
-    ) -> Result<Lease<'a>, BackendError> {
-        match self.ready(index, cfg, epoch, blocks, now) {
-            Ok(lease) => Ok(lease),
-            Err(lease) => {
-                let slot = &self.slots[index];
-                self.dial_into(lease, slot, cfg, topology, epoch, deadline)
-                    .await
-            }
-        }
-    }
-
     /// Opens the connection of `lease`'s slot. The lease counts the command in flight from
     /// the start, so every way out (an error, or the caller dropping this future mid-dial,
     /// as on a failover) gives the slot back.
     async fn dial_into<'a>(
         &'a self,
         mut lease: Lease<'a>,
-        slot: &'a Slot,
         cfg: &'a RedisConfig,
         topology: &'a Topology,
         epoch: u64,
         deadline: tokio::time::Instant,
     ) -> Result<Lease<'a>, BackendError> {
+        let slot = &self.slots[lease.slot];
         let (conn, id) = self
             .connection(slot, cfg, topology, epoch, deadline)
             .await?;
