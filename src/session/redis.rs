@@ -342,9 +342,14 @@ fn read_fields(key: &str) -> redis::Cmd {
     cmd
 }
 
+/// A number of a script's answer, which may be missing.
 fn number(text: Option<&String>) -> Result<u64, SessionError> {
-    text.and_then(|t| t.parse().ok())
-        .ok_or_else(|| SessionError::Decode(format!("expected a number, got {text:?}")))
+    match text {
+        Some(text) => parse_number(text),
+        None => Err(SessionError::Decode(
+            "expected a number, got nothing".into(),
+        )),
+    }
 }
 
 fn parse_number(text: &str) -> Result<u64, SessionError> {
