@@ -29,15 +29,54 @@ pub mod duration {
 
     /// Formats a duration the way [`parse`] reads it.
     pub fn format(d: &Duration) -> String {
-        if d.is_zero() {
-            return "0s".into();
+        display(d).to_string()
+    }
+
+    /// `d` as [`format`] writes it, without allocating: humantime's units (a year is
+    /// 365.25 days, a month 30.44 days) with no spaces, `0s` for zero.
+    pub fn display(d: &Duration) -> impl fmt::Display + '_ {
+        Compact(d)
+    }
+
+    struct Compact<'a>(&'a Duration);
+
+    impl fmt::Display for Compact<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            const YEAR: u64 = 31_557_600;
+            const MONTH: u64 = 2_630_016;
+            let (secs, nanos) = (self.0.as_secs(), u64::from(self.0.subsec_nanos()));
+            if secs == 0 && nanos == 0 {
+                return f.write_str("0s");
+            }
+            let plural = |n: u64| if n > 1 { "s" } else { "" };
+            let (years, months) = (secs / YEAR, secs % YEAR / MONTH);
+            let days = secs % YEAR % MONTH / 86_400;
+            for (n, unit) in [(years, "year"), (months, "month"), (days, "day")] {
+                if n > 0 {
+                    write!(f, "{n}{unit}{}", plural(n))?;
+                }
+            }
+            let day_secs = secs % YEAR % MONTH % 86_400;
+            let units = [
+                (day_secs / 3600, "h"),
+                (day_secs % 3600 / 60, "m"),
+                (day_secs % 60, "s"),
+                (nanos / 1_000_000, "ms"),
+                (nanos / 1000 % 1000, "us"),
+                (nanos % 1000, "ns"),
+            ];
+            for (n, unit) in units {
+                if n > 0 {
+                    write!(f, "{n}{unit}")?;
+                }
+            }
+            Ok(())
         }
-        humantime::format_duration(*d).to_string().replace(' ', "")
     }
 
     /// `serde(with = ...)` serializer.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(d))
+        s.collect_str(&display(d))
     }
 
     /// `serde(with = ...)` deserializer.
@@ -116,6 +155,33 @@ mod tests {
             assert_eq!(duration::parse(&duration::format(&d)).unwrap(), d, "{text}");
         }
         assert_eq!(duration::format(&Duration::from_millis(1500)), "1s500ms");
+    }
+
+    #[test]
+    fn durations_format_as_humantime_without_spaces() {
+        let mut cases = vec![
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+            Duration::from_secs(2 * 31_557_600 + 2_630_016 + 86_400 + 3661),
+            Duration::new(59, 999_999_999),
+            Duration::MAX,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(Duration::new(
+                x % 400_000_000,
+                (x >> 32) as u32 % 1_000_000_000,
+            ));
+        }
+        for d in cases {
+            let expected = humantime::format_duration(d).to_string().replace(' ', "");
+            assert_eq!(duration::format(&d), expected, "{d:?}");
+        }
     }
 
     #[test]

@@ -205,7 +205,7 @@ impl<'de> Deserialize<'de> for ApiDuration {
 
 impl Serialize for ApiDuration {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::config::types::duration::format(&self.0))
+        s.collect_str(&crate::config::types::duration::display(&self.0))
     }
 }
 

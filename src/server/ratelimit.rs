@@ -121,9 +121,9 @@ pub enum KeyForm {
 /// The answer of one descriptor.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DescriptorResult {
+pub struct DescriptorResult<'a> {
     /// Rule name.
-    pub rule: String,
+    pub rule: &'a str,
     /// Whether this descriptor admitted the cost.
     pub allowed: bool,
     /// The rule's limit per period.
@@ -131,18 +131,20 @@ pub struct DescriptorResult {
     /// Units still admissible now.
     pub remaining: u64,
     /// How long until the same cost can pass (`"0s"` when allowed).
-    #[schema(example = "1s500ms")]
-    pub retry_after: String,
+    #[serde(with = "duration")]
+    #[schema(value_type = String, example = "1s500ms")]
+    pub retry_after: Duration,
     /// How long until the key is idle again.
-    #[schema(example = "1m")]
-    pub reset_after: String,
+    #[serde(with = "duration")]
+    #[schema(value_type = String, example = "1m")]
+    pub reset_after: Duration,
 }
 
 /// `POST /v1/ratelimit/check` answer; the top-level fields are those of the most
 /// restrictive descriptor.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CheckResponse {
+pub struct CheckResponse<'a> {
     /// `false` if any descriptor is limited.
     pub allowed: bool,
     /// Limit of the most restrictive descriptor.
@@ -150,13 +152,15 @@ pub struct CheckResponse {
     /// Remaining of the most restrictive descriptor.
     pub remaining: u64,
     /// Retry-after of the most restrictive descriptor.
-    #[schema(example = "1s500ms")]
-    pub retry_after: String,
+    #[serde(with = "duration")]
+    #[schema(value_type = String, example = "1s500ms")]
+    pub retry_after: Duration,
     /// Reset-after of the most restrictive descriptor.
-    #[schema(example = "1m")]
-    pub reset_after: String,
+    #[serde(with = "duration")]
+    #[schema(value_type = String, example = "1m")]
+    pub reset_after: Duration,
     /// Every descriptor, in request order.
-    pub descriptors: Vec<DescriptorResult>,
+    pub descriptors: Vec<DescriptorResult<'a>>,
 }
 
 /// Check (and consume) rate limits: `200` when allowed, `429` when limited.
@@ -193,18 +197,17 @@ async fn check_with(
         .collect();
     let decisions = limiter.check_many(&checks).await.map_err(problem)?;
     note_denials(limited, &checks, &decisions);
-    let rules: Vec<&str> = checks.iter().map(|c| c.0).collect();
     let top = ratelimit::most_restrictive(&decisions).unwrap_or(0);
-    let results: Vec<DescriptorResult> = rules
+    let results: Vec<DescriptorResult> = checks
         .iter()
         .zip(&decisions)
-        .map(|(rule, d)| DescriptorResult {
-            rule: (*rule).to_owned(),
+        .map(|(check, d)| DescriptorResult {
+            rule: check.0,
             allowed: d.allowed,
             limit: d.limit,
             remaining: d.remaining,
-            retry_after: duration::format(&d.retry_after),
-            reset_after: duration::format(&d.reset_after),
+            retry_after: d.retry_after,
+            reset_after: d.reset_after,
         })
         .collect();
     let allowed = decisions.iter().all(|d| d.allowed);
@@ -213,8 +216,8 @@ async fn check_with(
         allowed,
         limit: main.limit,
         remaining: main.remaining,
-        retry_after: duration::format(&main.retry_after),
-        reset_after: duration::format(&main.reset_after),
+        retry_after: main.retry_after,
+        reset_after: main.reset_after,
         descriptors: results,
     };
     let status = if allowed {
@@ -223,7 +226,7 @@ async fn check_with(
         StatusCode::TOO_MANY_REQUESTS
     };
     let mut response = (status, Json(body)).into_response();
-    add_headers(response.headers_mut(), limiter, &rules, &decisions, top);
+    add_headers(response.headers_mut(), limiter, &checks, &decisions, top);
     Ok(response)
 }
 
@@ -365,9 +368,9 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// `rule` as a structured-field string (printable ASCII, `"` and `\` escaped).
-fn sf_string(rule: &str) -> String {
-    let mut out = String::with_capacity(rule.len() + 2);
+/// Writes `rule` as a structured-field string (printable ASCII, `"` and `\\` escaped).
+fn write_sf_string(out: &mut String, rule: &str) {
+    out.reserve(rule.len() + 2);
     out.push('"');
     for c in rule.chars() {
         match c {
@@ -380,7 +383,6 @@ fn sf_string(rule: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 /// The `q` and `w` of a rule's `RateLimit-Policy` item, in the units its `remaining`
@@ -409,37 +411,45 @@ fn policy_of(rule: Option<&crate::config::RuleConfig>, limit: u64) -> (u64, u64)
 }
 
 /// Sets `RateLimit-Policy`, `RateLimit` and, when limited, `Retry-After`; `top` first.
+/// Each header is written in one string; a policy item already written is not repeated.
 fn add_headers(
     headers: &mut HeaderMap,
     limiter: &RateLimiter,
-    rules: &[&str],
+    checks: &[(&str, &str, u64)],
     decisions: &[Decision],
     top: usize,
 ) {
     let order = std::iter::once(top).chain((0..decisions.len()).filter(|&i| i != top));
-    let mut policies: Vec<String> = Vec::new();
-    let mut states: Vec<String> = Vec::new();
+    let capacity = 48 * decisions.len();
+    let (mut policies, mut states) = (
+        String::with_capacity(capacity),
+        String::with_capacity(capacity),
+    );
+    let mut written: Vec<(&str, u64, u64)> = Vec::with_capacity(decisions.len());
     for i in order {
-        let (rule, d) = (rules[i], &decisions[i]);
-        let name = sf_string(rule);
+        let (rule, d) = (checks[i].0, &decisions[i]);
         let (quota, window) = policy_of(limiter.rule(rule), d.limit);
-        let policy = format!("{name};q={quota};w={window}");
-        if !policies.contains(&policy) {
-            policies.push(policy);
+        if !written.contains(&(rule, quota, window)) {
+            if !written.is_empty() {
+                policies.push_str(", ");
+            }
+            written.push((rule, quota, window));
+            write_sf_string(&mut policies, rule);
+            let _ = write!(policies, ";q={quota};w={window}");
         }
-        states.push(format!(
-            "{name};r={};t={}",
-            d.remaining,
-            ceil_secs(d.reset_after)
-        ));
+        if !states.is_empty() {
+            states.push_str(", ");
+        }
+        write_sf_string(&mut states, rule);
+        let _ = write!(states, ";r={};t={}", d.remaining, ceil_secs(d.reset_after));
     }
     let mut set = |name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = HeaderValue::try_from(value) {
             headers.insert(name, v);
         }
     };
-    set(RATELIMIT_POLICY, policies.join(", "));
-    set(RATELIMIT, states.join(", "));
+    set(RATELIMIT_POLICY, policies);
+    set(RATELIMIT, states);
     let top = &decisions[top];
     if !top.allowed {
         set(header::RETRY_AFTER, ceil_secs(top.retry_after).to_string());
@@ -490,7 +500,6 @@ pub async fn api_limit(
         return None;
     }
     note_denials(&state.observed.limited, &refs, &decisions);
-    let rules: Vec<&str> = refs.iter().map(|c| c.0).collect();
     let top = ratelimit::most_restrictive(&decisions).unwrap_or(0);
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -498,12 +507,12 @@ pub async fn api_limit(
         "Too many requests",
         format!(
             "rate limit `{}` exceeded; retry after {}",
-            rules[top],
-            duration::format(&decisions[top].retry_after)
+            refs[top].0,
+            duration::display(&decisions[top].retry_after)
         ),
     )
     .into_response();
-    add_headers(response.headers_mut(), limiter, &rules, &decisions, top);
+    add_headers(response.headers_mut(), limiter, &refs, &decisions, top);
     Some(response)
 }
 
@@ -686,6 +695,11 @@ mod tests {
 
     #[test]
     fn header_values_are_structured_field_strings_and_rounded_seconds() {
+        let sf_string = |rule: &str| {
+            let mut out = String::new();
+            write_sf_string(&mut out, rule);
+            out
+        };
         assert_eq!(sf_string(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(sf_string("é"), "\"?\"");
         assert_eq!(ceil_secs(Duration::from_millis(1500)), 2);
