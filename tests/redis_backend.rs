@@ -243,7 +243,7 @@ async fn the_pool_opens_connections_only_under_load_and_at_most_pool_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_script_calls_answer_each_caller_once_even_when_some_are_cancelled() {
-    use blinkchamber::backend::redis::batch::{Item, ScriptBatcher};
+    use blinkchamber::backend::redis::batch::{Arg, Item, ScriptBatcher};
     const SCRIPT: &str = r"
         local out = {}
         for i = 1, #KEYS do out[#out + 1] = redis.call('INCRBY', KEYS[i], ARGV[i]) end
@@ -258,8 +258,8 @@ async fn batched_script_calls_answer_each_caller_once_even_when_some_are_cancell
             let batcher = batcher.clone();
             tokio::spawn(async move {
                 let item = |k: &str| Item {
-                    keys: vec![format!("{k}{i}")],
-                    args: vec!["1".into()],
+                    keys: [Arg::Text(format!("{k}{i}"))],
+                    args: [Arg::Int(1)],
                 };
                 batcher.call(vec![item("a"), item("b")]).await
             })

@@ -12,6 +12,7 @@
 //! ([`ScriptBatcher`]); a contended attempt also takes a fencing number, which leaves gaps
 //! but never lets the counter go back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
@@ -19,7 +20,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::{Attempt, WAKE_ALL};
 use crate::backend::redis::SubscriptionEvent;
-use crate::backend::redis::batch::{Item, ScriptBatcher};
+use crate::backend::redis::batch::{Arg, Item, ScriptBatcher};
 use crate::backend::redis::px;
 use crate::backend::{BackendError, RedisBackend, Retry};
 
@@ -32,11 +33,11 @@ const RELEASE: &str = include_str!("lua/release.lua");
 pub(super) struct RedisLocks {
     backend: RedisBackend,
     prefix: String,
-    channel: String,
-    fence: String,
-    acquire: ScriptBatcher,
+    channel: Arc<str>,
+    fence: Arc<str>,
+    acquire: ScriptBatcher<2, 2>,
     extend: Script,
-    release: ScriptBatcher,
+    release: ScriptBatcher<2, 2>,
     listener: tokio::task::JoinHandle<()>,
     subscribed: watch::Receiver<bool>,
 }
@@ -53,9 +54,9 @@ impl RedisLocks {
         prefix: &str,
         released: broadcast::Sender<String>,
     ) -> Self {
-        let channel = format!("{prefix}released");
-        let fence = format!("{prefix}fence");
-        let mut subscription = backend.subscribe(vec![channel.clone()]);
+        let channel: Arc<str> = format!("{prefix}released").into();
+        let fence = format!("{prefix}fence").into();
+        let mut subscription = backend.subscribe(vec![channel.to_string()]);
         let (subscribed_tx, subscribed) = watch::channel(false);
         let listener = tokio::spawn(async move {
             while let Some(event) = subscription.recv().await {
@@ -105,8 +106,8 @@ impl RedisLocks {
         ttl: Duration,
     ) -> Result<Attempt, BackendError> {
         let item = Item {
-            keys: vec![self.key(name), self.fence.clone()],
-            args: vec![token.to_owned(), px(ttl).to_string()],
+            keys: [Arg::Text(self.key(name)), Arg::Shared(self.fence.clone())],
+            args: [Arg::Text(token.to_owned()), Arg::Int(px(ttl))],
         };
         let answer = self.acquire.call(vec![item]).await?;
         Ok(if answer[0] == 1 {
@@ -139,8 +140,8 @@ impl RedisLocks {
 
     pub(super) async fn release(&self, name: &str, token: &str) -> Result<bool, BackendError> {
         let item = Item {
-            keys: vec![self.key(name), self.channel.clone()],
-            args: vec![token.to_owned(), name.to_owned()],
+            keys: [Arg::Text(self.key(name)), Arg::Shared(self.channel.clone())],
+            args: [Arg::Text(token.to_owned()), Arg::Text(name.to_owned())],
         };
         Ok(self.release.call(vec![item]).await?[0] == 1)
     }

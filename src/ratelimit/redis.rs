@@ -7,7 +7,7 @@
 
 use super::algorithm::Outcome;
 use super::memory::Check;
-use crate::backend::redis::batch::{Item, ScriptBatcher};
+use crate::backend::redis::batch::{Arg, Item, ScriptBatcher};
 use crate::backend::{BackendError, RedisBackend, Retry};
 
 /// The script, loaded on first use on each connection (`invoke_async` answers `NOSCRIPT`
@@ -20,7 +20,7 @@ const CHECK_LUA: &str = include_str!("check.lua");
 /// them one after another, so each stays atomic and exact.
 pub(crate) struct RedisStore {
     backend: RedisBackend,
-    script: ScriptBatcher,
+    script: ScriptBatcher<1, 5>,
 }
 
 impl RedisStore {
@@ -40,13 +40,13 @@ impl RedisStore {
         let items = checks
             .iter()
             .map(|c| Item {
-                keys: vec![c.key.to_owned()],
-                args: vec![
-                    c.limits.lua_code().to_owned(),
-                    c.limits.limit.to_string(),
-                    c.limits.period_us.to_string(),
-                    c.limits.burst.to_string(),
-                    c.cost.to_string(),
+                keys: [Arg::Text(c.key.to_owned())],
+                args: [
+                    Arg::Static(c.limits.lua_code()),
+                    Arg::Int(c.limits.limit),
+                    Arg::Int(c.limits.period_us),
+                    Arg::Int(c.limits.burst),
+                    Arg::Int(c.cost),
                 ],
             })
             .collect();

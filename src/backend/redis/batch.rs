@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use redis::Script;
+use redis::{RedisWrite, Script, ToRedisArgs};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::RedisBackend;
@@ -32,26 +32,63 @@ pub const CALLS_IN_FLIGHT: usize = 4;
 /// Most items in one call.
 pub const MAX_ITEMS: usize = 256;
 
-/// One item: its `KEYS` and `ARGV`, as many as the script's layout says.
-#[derive(Clone, Debug, Default)]
-pub struct Item {
+/// One item: its `K` keys and `A` arguments, as the script's layout says.
+#[derive(Clone, Debug)]
+pub struct Item<const K: usize, const A: usize> {
     /// The item's keys.
-    pub keys: Vec<String>,
+    pub keys: [Arg; K],
     /// The item's arguments.
-    pub args: Vec<String>,
+    pub args: [Arg; A],
 }
 
-struct Pending {
-    items: Vec<Item>,
+/// A key or argument of an item, written straight into the script call (a number is
+/// never turned into a string of its own).
+#[derive(Clone, Debug)]
+pub enum Arg {
+    /// Text the item owns.
+    Text(String),
+    /// Text shared by many items (a counter's key, a channel).
+    Shared(Arc<str>),
+    /// Text fixed in the program.
+    Static(&'static str),
+    /// A whole number.
+    Int(u64),
+}
+
+impl ToRedisArgs for Arg {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        match self {
+            Arg::Text(text) => text.write_redis_args(out),
+            Arg::Shared(text) => text.as_bytes().write_redis_args(out),
+            Arg::Static(text) => text.write_redis_args(out),
+            Arg::Int(n) => n.write_redis_args(out),
+        }
+    }
+}
+
+impl Arg {
+    /// Bytes this argument takes at most once written (the capacity of a call's buffer).
+    fn len(&self) -> usize {
+        match self {
+            Arg::Text(text) => text.len(),
+            Arg::Shared(text) => text.len(),
+            Arg::Static(text) => text.len(),
+            Arg::Int(_) => 20,
+        }
+    }
+}
+
+struct Pending<const K: usize, const A: usize> {
+    items: Vec<Item<K, A>>,
     reply: oneshot::Sender<Result<Vec<i64>, BackendError>>,
 }
 
-struct Shared {
+struct Shared<const K: usize, const A: usize> {
     backend: RedisBackend,
     script: Script,
     retry: Retry,
     replies_per_item: usize,
-    queue: Mutex<VecDeque<Pending>>,
+    queue: Mutex<VecDeque<Pending<K, A>>>,
     slots: Arc<Semaphore>,
 }
 
@@ -61,11 +98,11 @@ struct Shared {
 /// a free call slot first sends everything queued (its own items or not) and hands each
 /// caller its replies. A caller whose items were taken by another simply waits for them.
 #[derive(Clone)]
-pub struct ScriptBatcher {
-    shared: Arc<Shared>,
+pub struct ScriptBatcher<const K: usize, const A: usize> {
+    shared: Arc<Shared<K, A>>,
 }
 
-impl ScriptBatcher {
+impl<const K: usize, const A: usize> ScriptBatcher<K, A> {
     /// Batches calls of `source`, which answers `replies_per_item` integers per item, in
     /// item order. `retry` applies to a whole call.
     pub fn new(backend: RedisBackend, source: &str, replies_per_item: usize, retry: Retry) -> Self {
@@ -87,7 +124,7 @@ impl ScriptBatcher {
     /// # Errors
     /// The backend's error for the whole call (as a message: one error is shared by every
     /// caller of the call).
-    pub async fn call(&self, items: Vec<Item>) -> Result<Vec<i64>, BackendError> {
+    pub async fn call(&self, items: Vec<Item<K, A>>) -> Result<Vec<i64>, BackendError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -158,15 +195,15 @@ fn received(
     replies.map_err(|_| BackendError::MaybeRan("script call abandoned".into()))?
 }
 
-impl Shared {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+impl<const K: usize, const A: usize> Shared<K, A> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending<K, A>>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queued callers, oldest first, up to [`MAX_ITEMS`] items (at least one caller).
     /// Items of callers that gave up waiting are dropped unsent: a cancelled request must
     /// not take a lock or use up a rate limit.
-    fn take_batch(&self) -> Vec<Pending> {
+    fn take_batch(&self) -> Vec<Pending<K, A>> {
         let mut queue = self.queue();
         queue.retain(|p| !p.reply.is_closed());
         let mut batch = Vec::new();
@@ -182,23 +219,30 @@ impl Shared {
     }
 }
 
-async fn run(shared: &Shared, batch: &[Pending]) -> Result<Vec<i64>, BackendError> {
+async fn run<const K: usize, const A: usize>(
+    shared: &Shared<K, A>,
+    batch: &[Pending<K, A>],
+) -> Result<Vec<i64>, BackendError> {
     let (script, replies_per_item) = (&shared.script, shared.replies_per_item);
-    let total: usize = batch.iter().map(|p| p.items.len()).sum();
+    let items = || batch.iter().flat_map(|p| &p.items);
+    let total = items().count();
+    // `EVALSHA sha numkeys` then every item's keys, then every item's arguments: one
+    // buffer, written once.
+    let bytes: usize = items()
+        .flat_map(|i| i.keys.iter().chain(&i.args))
+        .map(Arg::len)
+        .sum();
+    let mut call = redis::Cmd::with_capacity(3 + total * (K + A), 64 + bytes);
+    call.arg("EVALSHA").arg(script.get_hash()).arg(total * K);
+    for key in items().flat_map(|i| &i.keys) {
+        call.arg(key);
+    }
+    for arg in items().flat_map(|i| &i.args) {
+        call.arg(arg);
+    }
     let values: Vec<i64> = shared
         .backend
-        .run(shared.retry, |mut conn| {
-            let mut invocation = script.prepare_invoke();
-            for item in batch.iter().flat_map(|p| &p.items) {
-                for key in &item.keys {
-                    invocation.key(key);
-                }
-                for arg in &item.args {
-                    invocation.arg(arg);
-                }
-            }
-            async move { invocation.invoke_async(&mut conn).await }
-        })
+        .query_with_script(shared.retry, &call, script)
         .await?;
     if values.len() != total * replies_per_item {
         return Err(BackendError::MaybeRan(format!(
@@ -210,7 +254,11 @@ async fn run(shared: &Shared, batch: &[Pending]) -> Result<Vec<i64>, BackendErro
 }
 
 /// Hands every caller its slice of the replies, or the error.
-fn deliver(batch: Vec<Pending>, result: Result<Vec<i64>, BackendError>, replies_per_item: usize) {
+fn deliver<const K: usize, const A: usize>(
+    batch: Vec<Pending<K, A>>,
+    result: Result<Vec<i64>, BackendError>,
+    replies_per_item: usize,
+) {
     match result {
         Ok(values) => {
             let mut rest = values.into_iter();

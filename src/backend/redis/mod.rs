@@ -286,6 +286,30 @@ impl RedisBackend {
         .await
     }
 
+    /// Runs `cmd`, an `EVALSHA` of `script`, as [`RedisBackend::run`] with `retry`; where
+    /// Redis answers `NOSCRIPT` (a new or restarted server: the script did not run), loads
+    /// `script` on that connection and sends `cmd` once more.
+    ///
+    /// # Errors
+    /// As [`RedisBackend::run`].
+    pub async fn query_with_script<T: redis::FromRedisValue + Send>(
+        &self,
+        retry: Retry,
+        cmd: &redis::Cmd,
+        script: &redis::Script,
+    ) -> Result<T, BackendError> {
+        self.run(retry, |mut c| async move {
+            match cmd.query_async(&mut c).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    let _: String = script.load_async(&mut c).await?;
+                    cmd.query_async(&mut c).await
+                }
+                answer => answer,
+            }
+        })
+        .await
+    }
+
     /// Runs one command with [`Retry::Idempotent`].
     ///
     /// # Errors
