@@ -89,18 +89,27 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 /// # Errors
 /// When `body` is not JSON, not a `T`, or has anything after the value.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // Tracking the path costs allocations on every field, so only a body that fails is
+    // read again to say where.
+    let first = match serde_json::from_slice(body) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            invalid_body(inner.to_string())
-        } else {
-            invalid_body(format!("`{path}`: {inner}"))
+    let tracked: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    Err(match tracked {
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                invalid_body(inner.to_string())
+            } else {
+                invalid_body(format!("`{path}`: {inner}"))
+            }
         }
-    })?;
-    de.end().map_err(|e| invalid_body(e.to_string()))?;
-    Ok(value)
+        // The value itself was fine: what failed came after it.
+        Ok(_) => invalid_body(first.to_string()),
+    })
 }
 
 /// `400 invalid-body`.
