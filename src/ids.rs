@@ -5,7 +5,14 @@
 /// Written digit by digit rather than through `format!`: ids are made on hot paths (every
 /// published event, every request without an id).
 pub(crate) fn random_hex128() -> String {
-    hex(rand::random::<u128>(), 32)
+    String::from_utf8(random_hex128_bytes().to_vec()).expect("hex digits are ASCII")
+}
+
+/// As [`random_hex128`], on the stack.
+pub(crate) fn random_hex128_bytes() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hex_into(rand::random::<u128>(), &mut out);
+    out
 }
 
 /// 64 random bits as 16 lowercase hex digits: instance, consumer and lease-token ids.
@@ -15,13 +22,18 @@ pub(crate) fn random_hex64() -> String {
 
 /// The low `digits` hex digits of `bits`, most significant first.
 fn hex(bits: u128, digits: u32) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
     let out = &mut out[..digits as usize];
+    hex_into(bits, out);
+    String::from_utf8(out.to_vec()).expect("hex digits are ASCII")
+}
+
+/// Writes the low `out.len()` hex digits of `bits` into `out`, most significant first.
+fn hex_into(bits: u128, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, digit) in out.iter_mut().rev().enumerate() {
         *digit = HEX[((bits >> (i * 4)) & 0xf) as usize];
     }
-    String::from_utf8(out.to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]

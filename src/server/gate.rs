@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderName, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
@@ -20,6 +20,9 @@ use tracing::Instrument;
 use super::auth::Access;
 use super::problem::ApiError;
 use super::{AppState, auth, ratelimit, request_id};
+
+/// W3C trace context, continued by the request's span.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The one route under `/v1` that takes a signature instead of a bearer token.
 const SIGNED_ROUTE: &str = "/v1/ingest/zitadel";
@@ -55,9 +58,9 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
         "request",
         method = %request.method(),
         route = %route,
-        request_id = %id,
+        request_id = id.to_str().unwrap_or_default(),
     );
-    if let Some(traceparent) = request.headers().get("traceparent")
+    if let Some(traceparent) = request.headers().get(&TRACEPARENT)
         && let Ok(traceparent) = traceparent.to_str()
     {
         crate::telemetry::continue_trace(&span, traceparent);
@@ -71,9 +74,7 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         response = method_not_allowed(response);
     }
-    response
-        .headers_mut()
-        .insert(request_id::HEADER, request_id::header_value(&id));
+    response.headers_mut().insert(request_id::HEADER, id);
     if api {
         gate.state.observed.answered(response.status().as_u16());
     }

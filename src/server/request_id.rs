@@ -3,48 +3,50 @@
 //! the request causes, by its debug-level span (so with that span on every log line of the
 //! request has it) and by problem details (`requestId`).
 
-use std::sync::Arc;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use axum::http::{HeaderMap, HeaderValue};
-
-/// The header the id travels in, both ways.
-pub const HEADER: &str = "x-request-id";
+/// The header the id travels in, both ways (a name built once: looking a header up by a
+/// string parses the string first).
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest id accepted from a caller; a longer one is replaced.
 const MAX_LEN: usize = 128;
 
 tokio::task_local! {
-    static CURRENT: Arc<str>;
+    static CURRENT: HeaderValue;
 }
 
 /// The id of the request being handled on this task, if any.
-pub fn current() -> Option<Arc<str>> {
-    CURRENT.try_with(Arc::clone).ok()
+pub fn current() -> Option<String> {
+    CURRENT
+        .try_with(|id| id.to_str().ok().map(str::to_owned))
+        .ok()
+        .flatten()
 }
 
 /// Runs `f` with `id` as the current request id.
-pub(super) async fn scope<F: Future>(id: Arc<str>, f: F) -> F::Output {
+pub(super) async fn scope<F: Future>(id: HeaderValue, f: F) -> F::Output {
     CURRENT.scope(id, f).await
 }
 
 /// The caller's id when it is 1–128 visible ASCII characters, else a new one (32 hex
-/// digits).
-pub(super) fn of(headers: &HeaderMap) -> Arc<str> {
+/// digits). A header value, so that echoing it in the answer and keeping it for the
+/// request's log lines share one buffer.
+pub(super) fn of(headers: &HeaderMap) -> HeaderValue {
     headers
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= MAX_LEN && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(generated, Into::into)
+        .get(&HEADER)
+        .filter(|v| {
+            let v = v.as_bytes();
+            !v.is_empty() && v.len() <= MAX_LEN && v.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned()
+        .unwrap_or_else(generated)
 }
 
 /// 32 random lowercase hex digits.
-fn generated() -> Arc<str> {
-    crate::ids::random_hex128().into()
-}
-
-/// `id` as a header value (always valid: visible ASCII).
-pub(super) fn header_value(id: &str) -> HeaderValue {
-    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+fn generated() -> HeaderValue {
+    HeaderValue::from_bytes(&crate::ids::random_hex128_bytes())
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 #[cfg(test)]
@@ -58,11 +60,11 @@ mod tests {
             h.insert(HEADER, HeaderValue::from_str(v).unwrap());
             of(&h)
         };
-        assert_eq!(&*with("req-42/a.b"), "req-42/a.b");
+        assert_eq!(with("req-42/a.b"), "req-42/a.b");
         for bad in ["", "has space", &"x".repeat(129)] {
             let id = with(bad);
-            assert_eq!(id.len(), 32, "{bad:?} -> {id}");
-            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(id.len(), 32, "{bad:?} -> {id:?}");
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
         }
         assert_ne!(of(&HeaderMap::new()), of(&HeaderMap::new()));
     }
