@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -185,7 +185,10 @@ async fn read(state: &AppState, namespace: &str, key: &str) -> Result<Response, 
     body.extend_from_slice(&json);
     body.push(b'}');
     Ok((
-        [(header::CONTENT_TYPE, "application/json")],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         Body::from(body),
     )
         .into_response())
