@@ -82,6 +82,15 @@ impl Breaker {
         &self,
         call: impl Future<Output = Result<T, CacheError>>,
     ) -> Result<T, CacheError> {
+        let admitted = self.start()?;
+        admitted.finish(call.await)
+    }
+
+    /// Admits one call unless the circuit is open; the caller awaits its call, then hands
+    /// the outcome to [`Admitted::finish`]. (The hot reads use this directly: a future
+    /// passed to [`Breaker::call`] is kept twice in its state, once as the argument and
+    /// once as what is awaited.)
+    pub(super) fn start(&self) -> Result<Admitted<'_>, CacheError> {
         let admission = self.admit();
         if admission == Admission::Skip {
             return Err(BackendError::Unavailable(
@@ -92,49 +101,11 @@ impl Breaker {
         let probe = admission == Admission::Probe;
         // A probe dropped mid-call (its caller cancelled) must not leave the circuit
         // half-open with no probe: count it as failed.
-        let mut guard = ProbeGuard(probe.then_some(self));
-        let outcome = match call.await {
-            Ok(value) => {
-                // Read first: a store on every success would bounce this line between
-                // cores on every call.
-                if self.failures.load(Ordering::Relaxed) != 0 {
-                    self.failures.store(0, Ordering::Relaxed);
-                }
-                if probe {
-                    guard.0 = None;
-                    self.open_until.store(0, Ordering::Relaxed);
-                    self.probing.store(false, Ordering::Release);
-                    tracing::info!("cache: Redis answers again; circuit closed");
-                }
-                return Ok(value);
-            }
-            // Only an unreachable Redis counts; an error reply (a bad argument, a key of
-            // another type) says Redis is fine, and must not let a client open the circuit.
-            // The backend's deadline is `l2Timeout` (see `RedisBackend::bounded`).
-            Err(CacheError::Backend(BackendError::Redis(e))) if e.is_timeout() => {
-                Err(BackendError::Unavailable(format!(
-                    "cache: no answer from Redis within cache.l2Timeout ({})",
-                    duration::format(&self.timeout)
-                ))
-                .into())
-            }
-            Err(e) if matches!(&e, CacheError::Backend(b) if b.is_unreachable()) => Err(e),
-            Err(e) => {
-                if probe {
-                    guard.0 = None;
-                    self.open_until.store(0, Ordering::Relaxed);
-                    self.probing.store(false, Ordering::Release);
-                }
-                return Err(e);
-            }
-        };
-        guard.0 = None;
-        if probe {
-            self.reopen();
-        } else {
-            self.failed();
-        }
-        outcome
+        Ok(Admitted {
+            breaker: self,
+            probe,
+            guard: ProbeGuard(probe.then_some(self)),
+        })
     }
 
     fn reopen(&self) {
@@ -159,6 +130,63 @@ impl Breaker {
                 "cache: Redis keeps failing; skipping it for a while"
             );
         }
+    }
+}
+
+/// A call the breaker let through, until its outcome is known.
+pub(super) struct Admitted<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    guard: ProbeGuard<'a>,
+}
+
+impl Admitted<'_> {
+    /// Counts `outcome` (a success closes a half-open circuit, an unreachable Redis counts
+    /// towards opening it) and hands it back, a timeout named as `l2Timeout`.
+    pub(super) fn finish<T>(mut self, outcome: Result<T, CacheError>) -> Result<T, CacheError> {
+        let (breaker, probe) = (self.breaker, self.probe);
+        let outcome = match outcome {
+            Ok(value) => {
+                // Read first: a store on every success would bounce this line between
+                // cores on every call.
+                if breaker.failures.load(Ordering::Relaxed) != 0 {
+                    breaker.failures.store(0, Ordering::Relaxed);
+                }
+                if probe {
+                    self.guard.0 = None;
+                    breaker.open_until.store(0, Ordering::Relaxed);
+                    breaker.probing.store(false, Ordering::Release);
+                    tracing::info!("cache: Redis answers again; circuit closed");
+                }
+                return Ok(value);
+            }
+            // Only an unreachable Redis counts; an error reply (a bad argument, a key of
+            // another type) says Redis is fine, and must not let a client open the circuit.
+            // The backend's deadline is `l2Timeout` (see `RedisBackend::bounded`).
+            Err(CacheError::Backend(BackendError::Redis(e))) if e.is_timeout() => {
+                Err(BackendError::Unavailable(format!(
+                    "cache: no answer from Redis within cache.l2Timeout ({})",
+                    duration::format(&breaker.timeout)
+                ))
+                .into())
+            }
+            Err(e) if matches!(&e, CacheError::Backend(b) if b.is_unreachable()) => Err(e),
+            Err(e) => {
+                if probe {
+                    self.guard.0 = None;
+                    breaker.open_until.store(0, Ordering::Relaxed);
+                    breaker.probing.store(false, Ordering::Release);
+                }
+                return Err(e);
+            }
+        };
+        self.guard.0 = None;
+        if probe {
+            breaker.reopen();
+        } else {
+            breaker.failed();
+        }
+        outcome
     }
 }
 

@@ -200,13 +200,11 @@ impl RedisLevel {
     /// or over `cache.maxValueBytes`) is deleted, counted, and reads as absent.
     /// `full` is the Redis key, `{keyPrefix}{namespace}:{key}`.
     pub(super) async fn get_key(&self, full: &str) -> Result<Option<Read>, CacheError> {
-        let get = async {
-            let mut cmd = redis::Cmd::with_capacity(2, 3 + full.len());
-            cmd.arg("GET").arg(full);
-            let stored: Option<Vec<u8>> = self.backend.query(&cmd).await?;
-            Ok(stored)
-        };
-        match self.breaker.call(get).await? {
+        let admitted = self.breaker.start()?;
+        let mut cmd = redis::Cmd::with_capacity(2, 3 + full.len());
+        cmd.arg("GET").arg(full);
+        let stored = self.backend.query::<Option<Vec<u8>>>(&cmd).await;
+        match admitted.finish(stored.map_err(CacheError::from))? {
             Some(bytes) => Ok(self.decode(full, bytes).await),
             None => Ok(None),
         }
@@ -225,12 +223,10 @@ impl RedisLevel {
             .arg(&full)
             .cmd("GET")
             .arg(self.version_key());
-        let get = async {
-            let found: (Option<Vec<u8>>, Option<u64>) =
-                self.backend.pipeline(Retry::Idempotent, &pipe).await?;
-            Ok(found)
-        };
-        let (stored, last) = self.breaker.call(get).await?;
+        let admitted = self.breaker.start()?;
+        let found = self.backend.pipeline(Retry::Idempotent, &pipe).await;
+        let (stored, last): (Option<Vec<u8>>, Option<u64>) =
+            admitted.finish(found.map_err(CacheError::from))?;
         let read = match stored {
             Some(bytes) => self.decode(&full, bytes).await,
             None => None,
