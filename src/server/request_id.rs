@@ -4,6 +4,7 @@
 //! request has it) and by problem details (`requestId`).
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::task::futures::TaskLocalFuture;
 
 /// The header the id travels in, both ways (a name built once: looking a header up by a
 /// string parses the string first).
@@ -24,9 +25,10 @@ pub fn current() -> Option<String> {
         .flatten()
 }
 
-/// Runs `f` with `id` as the current request id.
-pub(super) async fn scope<F: Future>(id: HeaderValue, f: F) -> F::Output {
-    CURRENT.scope(id, f).await
+/// `f` with `id` as the current request id. (Not an `async fn`: that would keep `f`
+/// twice in its state, as the argument and as the scoped future.)
+pub(super) fn scope<F: Future>(id: HeaderValue, f: F) -> TaskLocalFuture<HeaderValue, F> {
+    CURRENT.scope(id, f)
 }
 
 /// The caller's id when it is 1–128 visible ASCII characters, else a new one (32 hex
