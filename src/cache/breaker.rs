@@ -103,9 +103,14 @@ impl Breaker {
         // half-open with no probe: count it as failed.
         Ok(Admitted {
             breaker: self,
-            probe,
-            guard: ProbeGuard(probe.then_some(self)),
+            probe: ProbeGuard(probe.then_some(self)),
         })
+    }
+
+    /// Closes the circuit after a probe that Redis answered.
+    fn close(&self) {
+        self.open_until.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
     }
 
     fn reopen(&self) {
@@ -136,15 +141,17 @@ impl Breaker {
 /// A call the breaker let through, until its outcome is known.
 pub(super) struct Admitted<'a> {
     breaker: &'a Breaker,
-    probe: bool,
-    guard: ProbeGuard<'a>,
+    /// Armed when this call is the half-open probe.
+    probe: ProbeGuard<'a>,
 }
 
 impl Admitted<'_> {
     /// Counts `outcome` (a success closes a half-open circuit, an unreachable Redis counts
     /// towards opening it) and hands it back, a timeout named as `l2Timeout`.
     pub(super) fn finish<T>(mut self, outcome: Result<T, CacheError>) -> Result<T, CacheError> {
-        let (breaker, probe) = (self.breaker, self.probe);
+        let breaker = self.breaker;
+        // Disarmed here: nothing below can be cancelled.
+        let probe = self.probe.0.take().is_some();
         let outcome = match outcome {
             Ok(value) => {
                 // Read first: a store on every success would bounce this line between
@@ -153,9 +160,7 @@ impl Admitted<'_> {
                     breaker.failures.store(0, Ordering::Relaxed);
                 }
                 if probe {
-                    self.guard.0 = None;
-                    breaker.open_until.store(0, Ordering::Relaxed);
-                    breaker.probing.store(false, Ordering::Release);
+                    breaker.close();
                     tracing::info!("cache: Redis answers again; circuit closed");
                 }
                 return Ok(value);
@@ -173,14 +178,11 @@ impl Admitted<'_> {
             Err(e) if matches!(&e, CacheError::Backend(b) if b.is_unreachable()) => Err(e),
             Err(e) => {
                 if probe {
-                    self.guard.0 = None;
-                    breaker.open_until.store(0, Ordering::Relaxed);
-                    breaker.probing.store(false, Ordering::Release);
+                    breaker.close();
                 }
                 return Err(e);
             }
         };
-        self.guard.0 = None;
         if probe {
             breaker.reopen();
         } else {
