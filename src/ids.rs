@@ -5,7 +5,7 @@
 /// Written digit by digit rather than through `format!`: ids are made on hot paths (every
 /// published event, every request without an id).
 pub(crate) fn random_hex128() -> String {
-    String::from_utf8(random_hex128_bytes().to_vec()).expect("hex digits are ASCII")
+    hex(rand::random::<u128>(), 32)
 }
 
 /// As [`random_hex128`], on the stack.
