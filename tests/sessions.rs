@@ -751,15 +751,21 @@ async fn redis_keys_are_readable_and_hold_no_session_id() {
     let mut conn = redis.conn();
     assert_eq!(s.handle, blinkchamber::session::id::handle(&s.id));
     let key = format!("blinkchamber:session:s:{}", s.handle);
-    let fields: std::collections::HashMap<String, String> =
-        ::redis::cmd("HGETALL").arg(&key).query(&mut conn).unwrap();
-    assert_eq!(fields["user"], "olga");
-    assert_eq!(fields["kind"], "admin");
+    let value: String = ::redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    // `s1 <version> <created> <expires> <idle> <deadline> <kind> <user>\n<data>`
+    let (head, data) = value.split_once('\n').unwrap();
+    let fields: Vec<&str> = head.splitn(8, ' ').collect();
+    assert_eq!(fields[0], "s1", "{value}");
+    assert_eq!(fields[1].parse::<u64>().unwrap(), 1, "{value}");
+    let [created, expires, idle, deadline] =
+        [fields[2], fields[3], fields[4], fields[5]].map(|n| n.parse::<u64>().unwrap());
+    assert_eq!(idle, 15 * 60 * 1000, "{value}");
+    assert!(created < deadline && deadline <= expires, "{value}");
+    assert_eq!((fields[6], fields[7]), ("admin", "olga"), "{value}");
     assert_eq!(
-        serde_json::from_str::<Value>(&fields["data"]).unwrap(),
+        serde_json::from_str::<Value>(data).unwrap(),
         json!({"theme": "dark"})
     );
-    assert_eq!(fields["version"], "1");
     let pttl: i64 = ::redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
     assert!(pttl > 0 && pttl <= 15 * 60 * 1000, "{pttl}");
     let score: f64 = ::redis::cmd("ZSCORE")
@@ -767,7 +773,7 @@ async fn redis_keys_are_readable_and_hold_no_session_id() {
         .arg(&s.handle)
         .query(&mut conn)
         .unwrap();
-    assert_eq!(score as u64, fields["expires"].parse::<u64>().unwrap());
+    assert_eq!(score as u64, expires);
     // After every operation, the id appears nowhere at rest: not in a key name, not in a
     // value, not in an index.
     let s = f
@@ -1231,8 +1237,8 @@ async fn redis_touch_and_update_work_after_scripts_are_flushed() {
         .create("pia", SessionKind::User, json!({"n": 1}))
         .await
         .unwrap();
-    // A restarted or failed-over Redis has no scripts: the touch (a script and a read in
-    // one round trip) loads its script and still renews and answers the session.
+    // A restarted or failed-over Redis has no scripts: the touch loads its script and
+    // still renews and answers the session.
     let _: () = ::redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query(&mut redis.conn())
@@ -1254,4 +1260,103 @@ async fn redis_touch_and_update_work_after_scripts_are_flushed() {
     assert_eq!(updated.user_id, "pia");
     assert_eq!(updated.created_at, s.created_at);
     assert_eq!(f.sessions.get(&s.id).await.unwrap().data, json!({"n": 2}));
+}
+
+/// Stores a session the way releases before the string layout did: a hash of its fields,
+/// its PTTL at the idle deadline, and its handle in the user's index.
+fn store_as_hash(conn: &mut ::redis::Connection, user: &str, data: &str) -> String {
+    let id = blinkchamber::session::id::new_id();
+    let handle = blinkchamber::session::id::handle(&id);
+    let key = format!("blinkchamber:session:s:{handle}");
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (expires, idle) = (now + 3_600_000, 600_000);
+    let _: () = ::redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[
+            ("user", user.to_owned()),
+            ("kind", "user".to_owned()),
+            ("data", data.to_owned()),
+            ("version", "4".to_owned()),
+            ("created", now.to_string()),
+            ("expires", expires.to_string()),
+            ("idle", idle.to_string()),
+            ("deadline", (now + idle).to_string()),
+        ])
+        .query(conn)
+        .unwrap();
+    let _: () = ::redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(idle)
+        .query(conn)
+        .unwrap();
+    let _: () = ::redis::cmd("ZADD")
+        .arg(format!("blinkchamber:session:u:{user}"))
+        .arg(expires)
+        .arg(&handle)
+        .query(conn)
+        .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sessions_stored_as_hashes_by_an_earlier_release_are_upgraded_in_place() {
+    let f = fixture(Store::Redis).await;
+    let mut conn = f.redis.as_ref().unwrap().conn();
+    let key_type = |conn: &mut ::redis::Connection, id: &str| -> String {
+        let key = format!(
+            "blinkchamber:session:s:{}",
+            blinkchamber::session::id::handle(id)
+        );
+        ::redis::cmd("TYPE").arg(key).query(conn).unwrap()
+    };
+
+    // A plain read meets the hash (WRONGTYPE to a GET), upgrades it and answers it.
+    let read = store_as_hash(&mut conn, "quinn", r#"{"theme":"dark"}"#);
+    let s = f.sessions.get(&read).await.unwrap();
+    assert_eq!(
+        (s.user_id.as_str(), s.kind, s.version, &s.data),
+        ("quinn", SessionKind::User, 4, &json!({"theme": "dark"}))
+    );
+    assert_eq!(key_type(&mut conn, &read), "string");
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(format!("blinkchamber:session:s:{}", s.handle))
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        pttl > 0 && pttl <= 600_000,
+        "the upgrade kept no expiry: {pttl}"
+    );
+    assert_eq!(f.sessions.get(&read).await.unwrap().data, s.data);
+
+    // Every script meets hashes too: touch, update, rotate, list and delete.
+    let touched = store_as_hash(&mut conn, "quinn", "{}");
+    assert_eq!(f.sessions.touch(&touched).await.unwrap().version, 4);
+    let updated = store_as_hash(&mut conn, "quinn", "{}");
+    let after = f
+        .sessions
+        .update(&updated, json!({"n": 1}), 4)
+        .await
+        .unwrap();
+    assert_eq!((after.version, after.user_id.as_str()), (5, "quinn"));
+    assert_eq!(
+        f.sessions.get(&updated).await.unwrap().data,
+        json!({"n": 1})
+    );
+    let rotated = store_as_hash(&mut conn, "quinn", "{}");
+    let new = f.sessions.rotate(&rotated).await.unwrap();
+    assert!(matches!(
+        f.sessions.get(&rotated).await,
+        Err(SessionError::NotFound)
+    ));
+    assert_eq!(f.sessions.get(&new.id).await.unwrap().version, 4);
+    let listed = store_as_hash(&mut conn, "quinn", "{}");
+    let deleted = store_as_hash(&mut conn, "quinn", "{}");
+    assert_eq!(f.sessions.list_user("quinn").await.unwrap().len(), 6);
+    assert_eq!(key_type(&mut conn, &listed), "string");
+    f.sessions.delete(&deleted).await.unwrap();
+    assert_eq!(key_type(&mut conn, &deleted), "none");
+    assert_eq!(f.sessions.list_user("quinn").await.unwrap().len(), 5);
 }

@@ -36,6 +36,7 @@
 pub mod id;
 pub mod layer;
 mod memory;
+mod record;
 mod redis;
 
 use std::fmt;

@@ -1,35 +1,35 @@
-//! Sessions in Redis: one hash per session, one sorted set per user, one Lua script per
-//! operation (`lua/*.lua`, each prefixed with `lua/common.lua`).
+//! Sessions in Redis: one string per session, one sorted set per user, one Lua script per
+//! operation that writes (`lua/*.lua`, each prefixed with `lua/common.lua`).
 //!
 //! Keys (`{prefix}` is `sessions.keyPrefix`; `{handle}` is the SHA-256 of the id, see
 //! [`super::id::handle`] — the id itself never reaches Redis):
-//! - `{prefix}s:{handle}` — hash `user`, `kind`, `data` (JSON), `version`, `created`,
-//!   `expires` (absolute end, unix ms), `idle` (idle timeout, ms), `deadline` (idle
-//!   deadline, unix ms); its PTTL ends at the deadline, capped by the absolute end, so
+//! - `{prefix}s:{handle}` — the session as one string ([`super::record`]: version,
+//!   created, absolute end, idle timeout and idle deadline at fixed offsets, kind, user,
+//!   then the data); its PTTL ends at the idle deadline, capped by the absolute end, so
 //!   Redis itself drops a session that ends.
 //! - `{prefix}u:{userId}` — sorted set handle → absolute end, pruned on create, delete and
 //!   list, expiring with its longest-lived member; at most `sessions.maxPerUser` members.
 //!
 //! Every function here takes and answers handles where the scripts say "id".
 //!
-//! A plain read is one `HMGET` (the hash carries its idle deadline), no script; a touch is
-//! the renewing script followed by that `HMGET` in one round trip, and an update answers
-//! no data: session data never passes back through Lua, whose conversions cost Redis
-//! more than the commands themselves.
-//! Every script reads Redis's clock (`TIME`), so instances with skewed clocks agree on
-//! expiry. A script touches only the keys it is given in `KEYS`. The keys found through
-//! data (a session's index from its stored user: delete, rotate; an index's sessions: list,
-//! revoke, and create at the limit) are checked against `KEYS` before anything is written;
-//! when one is missing the script writes nothing and names it (`need`), and
-//! [`RedisSessions::call`] calls again with it added. The id alone must find the session,
-//! so a session and its index cannot share a Cluster hash tag: Redis Cluster would also
-//! need them in one slot (see ARCHITECTURE.md).
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! A plain read is one `GET` (the value carries its idle deadline), no script; a touch is
+//! one script that moves the deadline in place (`SETRANGE`) and answers the value; an
+//! update answers only the new header. A session stored by an earlier release as a hash is
+//! rewritten in the string layout by the first operation that meets it (`upgrade` in
+//! `lua/common.lua`; a plain `GET` answers `WRONGTYPE` and calls `lua/upgrade.lua`).
+//! Every script that needs the time reads Redis's clock (`TIME`), so instances with skewed
+//! clocks agree on expiry. A script touches only the keys it is given in `KEYS`. The keys
+//! found through data (a session's index from its stored user: delete, rotate; an index's
+//! sessions: list, revoke, and create at the limit) are checked against `KEYS` before
+//! anything is written; when one is missing the script writes nothing and names it
+//! (`need`), and [`RedisSessions::call`] calls again with it added. The id alone must find
+//! the session, so a session and its index cannot share a Cluster hash tag: Redis Cluster
+//! would also need them in one slot (see ARCHITECTURE.md).
 
 use redis::Script;
 use serde_json::Value;
 
+use super::record::{Header, decode};
 use super::{
     Rotated, Session, SessionError, SessionKind, Updated, millis, record_evicted, record_expired,
 };
@@ -42,8 +42,15 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
 }
 
-/// Strings per session in a script's answer.
-const FIELDS: usize = 8;
+/// Whether `e` is Redis refusing a command on a key of another type: a session an earlier
+/// release stored as a hash (Redis before 7.0 wraps a script's error, hence the search).
+fn wrong_type(e: &BackendError) -> bool {
+    matches!(e, BackendError::Redis(e)
+        if e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE"))
+}
+
+/// Strings per session in a script's answer: its id and its value.
+const FIELDS: usize = 2;
 
 /// Calls of one script, each adding the keys the previous one said it needed (an index
 /// whose members change between calls needs more than two).
@@ -60,6 +67,7 @@ pub(super) struct RedisSessions {
     delete: Script,
     list: Script,
     revoke: Script,
+    upgrade: Script,
 }
 
 impl RedisSessions {
@@ -68,12 +76,13 @@ impl RedisSessions {
             backend,
             prefix: prefix.to_owned(),
             create: script(include_str!("lua/create.lua")),
-            touch: script(include_str!("lua/touch.lua")),
-            update: script(include_str!("lua/update.lua")),
+            touch: Script::new(include_str!("lua/touch.lua")),
+            update: Script::new(include_str!("lua/update.lua")),
             rotate: script(include_str!("lua/rotate.lua")),
             delete: script(include_str!("lua/delete.lua")),
             list: script(include_str!("lua/list.lua")),
             revoke: script(include_str!("lua/revoke.lua")),
+            upgrade: script(include_str!("lua/upgrade.lua")),
         }
     }
 
@@ -175,40 +184,40 @@ impl RedisSessions {
         touch: bool,
     ) -> Result<Option<Session>, SessionError> {
         let key = self.session_key(id);
-        let fields = if touch {
-            self.touch_then_read(&key).await?
-        } else {
-            self.backend.query(&read_fields(&key)).await?
+        let value = match self.read_value(&key, touch).await {
+            Err(e) if wrong_type(&e) => {
+                self.upgrade(&key).await?;
+                self.read_value(&key, touch).await?
+            }
+            answer => answer?,
         };
-        let Some(fields) = fields.into_iter().collect::<Option<Vec<String>>>() else {
-            return Ok(None);
-        };
-        let Ok([user, kind, data, version, created, expires, deadline]) =
-            <[String; FIELDS - 1]>::try_from(fields)
-        else {
-            return Err(SessionError::Decode("truncated session fields".into()));
-        };
-        let data = serde_json::from_str(&data)
-            .map_err(|e| SessionError::Decode(format!("data is not JSON: {e}")))?;
-        let stored = [version, created, expires, deadline];
-        session(id.to_owned(), user, &kind, data, &stored).map(Some)
+        value.map(|v| decode(id.to_owned(), &v)).transpose()
     }
 
-    /// The touch script, then the session's fields by `HMGET`, in one round trip (loading
-    /// the script first where Redis does not have it). Repeating both is harmless, so the
-    /// call is idempotent. A `None` field when the script found no live session.
-    async fn touch_then_read(&self, key: &str) -> Result<Vec<Option<String>>, BackendError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVALSHA")
-            .arg(self.touch.get_hash())
-            .arg(1)
-            .arg(key)
-            .add_command(read_fields(key));
-        let (deadline, fields): (u64, Vec<Option<String>>) = self
+    /// The value at `key`: a `GET`, or the touch script (repeating a touch is harmless, so
+    /// it is idempotent).
+    async fn read_value(&self, key: &str, touch: bool) -> Result<Option<Vec<u8>>, BackendError> {
+        if touch {
+            let call = evalsha(&self.touch, key, 0);
+            return self
+                .backend
+                .query_with_script(Retry::Idempotent, &call, &self.touch)
+                .await;
+        }
+        let mut get = redis::Cmd::with_capacity(2, 3 + key.len());
+        get.arg("GET").arg(key);
+        self.backend.query(&get).await
+    }
+
+    /// Rewrites a session stored as a hash (by a release before the string layout) in the
+    /// current layout, in place.
+    async fn upgrade(&self, key: &str) -> Result<(), BackendError> {
+        let call = evalsha(&self.upgrade, key, 0);
+        let _: Option<Vec<u8>> = self
             .backend
-            .pipeline_with_script(&pipe, &self.touch)
+            .query_with_script(Retry::Idempotent, &call, &self.upgrade)
             .await?;
-        Ok(if deadline == 0 { vec![None] } else { fields })
+        Ok(())
     }
 
     pub(super) async fn update(
@@ -217,28 +226,35 @@ impl RedisSessions {
         data: Value,
         version: u64,
     ) -> Result<Updated, SessionError> {
-        let keys = [self.session_key(id)];
-        let args = [data.to_string(), version.to_string()];
+        let key = self.session_key(id);
+        let text = data.to_string();
+        let mut call = evalsha(&self.update, &key, text.len() + 20);
+        call.arg(text).arg(version);
         // Not idempotent: a resend after a lost reply would see its own write as a
         // conflict.
-        let answer = self
-            .call(&self.update, Retry::IfNotRun, &keys, &args)
-            .await?;
-        Ok(match answer[0].as_str() {
-            "missing" => Updated::Missing,
-            "conflict" => Updated::Conflict(number(answer.get(1))?),
-            _ => match answer.get(1..) {
-                Some([user, kind, version, created, expires, deadline]) => {
-                    let numbers = [version, created, expires, deadline];
-                    Updated::Done(session(id.to_owned(), user.clone(), kind, data, &numbers)?)
-                }
-                _ => {
-                    return Err(SessionError::Decode(format!(
-                        "expected 6 fields in an update's answer, got {}",
-                        answer.len() - 1
-                    )));
-                }
-            },
+        let run = || {
+            self.backend
+                .query_with_script::<redis::Value>(Retry::IfNotRun, &call, &self.update)
+        };
+        let answer = match run().await {
+            Err(e) if wrong_type(&e) => {
+                self.upgrade(&key).await?;
+                run().await?
+            }
+            answer => answer?,
+        };
+        Ok(match answer {
+            redis::Value::Nil => Updated::Missing,
+            redis::Value::Int(current) => Updated::Conflict(current.max(0) as u64),
+            redis::Value::BulkString(head) => {
+                let (header, _) = Header::split(&head)?;
+                Updated::Done(header.session(id.to_owned(), data))
+            }
+            other => {
+                return Err(SessionError::Decode(format!(
+                    "unexpected answer to an update: {other:?}"
+                )));
+            }
         })
     }
 
@@ -284,7 +300,7 @@ impl RedisSessions {
     }
 }
 
-/// The one session in an `ok` answer.
+/// The one session in an `ok` answer: status, expired count, id, value.
 fn one(answer: &[String]) -> Result<Session, SessionError> {
     record_expired(number(answer.get(1))?);
     match answer.get(2..) {
@@ -297,48 +313,16 @@ fn one(answer: &[String]) -> Result<Session, SessionError> {
 }
 
 fn parse(f: &[String]) -> Result<Session, SessionError> {
-    let [id, user, kind, data, version, created, expires, deadline] = f else {
+    let [id, value] = f else {
         return Err(SessionError::Decode("truncated session list".into()));
     };
-    let data = serde_json::from_str(data)
-        .map_err(|e| SessionError::Decode(format!("data is not JSON: {e}")))?;
-    let stored = [version, created, expires, deadline].map(String::as_str);
-    session(id.clone(), user.clone(), kind, data, &stored)
+    decode(id.clone(), value.as_bytes())
 }
 
-/// A session from its handle, user, kind, data and its numbers as stored: version,
-/// created, expires and idle deadline (milliseconds since the epoch).
-fn session(
-    id: String,
-    user: String,
-    kind: &str,
-    data: Value,
-    numbers: &[impl AsRef<str>; 4],
-) -> Result<Session, SessionError> {
-    let kind = SessionKind::parse(kind)
-        .ok_or_else(|| SessionError::Decode(format!("unknown kind `{kind}`")))?;
-    let [version, created, expires, deadline] = numbers.each_ref().map(|n| n.as_ref());
-    Ok(Session {
-        id,
-        handle: String::new(),
-        user_id: user,
-        kind,
-        data,
-        version: parse_number(version)?,
-        created_at: time(created)?,
-        expires_at: time(expires)?,
-        idle_expires_at: time(deadline)?,
-    })
-}
-
-/// `HMGET` of a session's fields, in the order [`parse`] takes them after the id.
-fn read_fields(key: &str) -> redis::Cmd {
-    const NAMES: [&str; FIELDS - 1] = [
-        "user", "kind", "data", "version", "created", "expires", "deadline",
-    ];
-    let data = 5 + key.len() + NAMES.iter().map(|n| n.len()).sum::<usize>();
-    let mut cmd = redis::Cmd::with_capacity(FIELDS + 1, data);
-    cmd.arg("HMGET").arg(key).arg(&NAMES);
+/// `EVALSHA` of `script` on `key`, with room for `args` more bytes of arguments.
+fn evalsha(script: &Script, key: &str, args: usize) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(6, 60 + key.len() + args);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(1).arg(key);
     cmd
 }
 
@@ -355,8 +339,4 @@ fn number(text: Option<&String>) -> Result<u64, SessionError> {
 fn parse_number(text: &str) -> Result<u64, SessionError> {
     text.parse()
         .map_err(|_| SessionError::Decode(format!("expected a number, got {text:?}")))
-}
-
-fn time(ms: &str) -> Result<SystemTime, SessionError> {
-    Ok(UNIX_EPOCH + Duration::from_millis(parse_number(ms)?))
 }

@@ -3,7 +3,7 @@
 -- KEYS: session, index, then (for a user at the limit) the session keys of the index's
 --       members
 -- ARGV: id, user, kind, data, absolute timeout ms, idle timeout ms, prefix, max per user
--- Returns: {'ok', expired count, evicted count, session...}, {'exists'} if the id is
+-- Returns: {'ok', expired count, evicted count, id, value}, {'exists'} if the id is
 --          taken, or {'need', key...} (nothing written)
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -30,12 +30,9 @@ if redis.call('ZCARD', KEYS[2]) >= max then
     redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
   end
 end
-redis.call('HSET', KEYS[1], 'user', ARGV[2], 'kind', ARGV[3], 'data', ARGV[4],
-  'version', '1', 'created', string.format('%d', now), 'expires', string.format('%d', expires),
-  'idle', string.format('%d', idle))
-renew(KEYS[1], now, expires, idle)
+local deadline = math.min(now + idle, expires)
+local v = encode(1, now, expires, idle, deadline, ARGV[3], ARGV[2], ARGV[4])
+redis.call('SET', KEYS[1], v, 'PX', string.format('%d', math.max(1, deadline - now)))
 redis.call('ZADD', KEYS[2], expires, ARGV[1])
 expire_index(KEYS[2])
-local out = {'ok', tostring(expired), tostring(evicted)}
-load(out, KEYS[1], ARGV[1], now)
-return out
+return {'ok', tostring(expired), tostring(evicted), ARGV[1], v}

@@ -1,25 +1,24 @@
--- Replaces a session's data if its version is the expected one; the TTL is kept (HSET
--- does not change it). The data is not read or answered: the caller has it.
+-- Replaces a session's data if its version is the expected one; SET KEEPTTL keeps the
+-- expiry. No clock is needed: the key's PTTL never passes the idle deadline or the
+-- absolute end, so a key that exists is live.
+--
+-- Stands alone like touch.lua (see there); the offsets are those of the layout described
+-- in common.lua. A session still stored as a hash fails with WRONGTYPE; the caller
+-- upgrades it (upgrade.lua) and calls again.
 -- KEYS: session
 -- ARGV: data, expected version
--- Returns: {'ok', user, kind, version, created, expires, deadline}, {'missing'} or
--- {'conflict', current version}
-local now = now_ms()
-local f = redis.call('HMGET', KEYS[1], 'user', 'kind', 'version', 'created', 'expires',
-  'deadline')
-if not f[1] then
-  return {'missing'}
+-- Returns: the new header (the value up to and including its newline: the caller has the
+--          data), nil when there is no session, or the current version (an integer) when
+--          it is not the expected one.
+local v = redis.call('GET', KEYS[1])
+if not v then
+  return false
 end
-if tonumber(f[5]) <= now then
-  redis.call('DEL', KEYS[1])
-  return {'missing'}
+local version = tonumber(string.sub(v, 4, 23))
+if version ~= tonumber(ARGV[2]) then
+  return version
 end
-if tonumber(f[6]) <= now then
-  return {'missing'}
-end
-if f[3] ~= ARGV[2] then
-  return {'conflict', f[3]}
-end
-local version = string.format('%d', tonumber(ARGV[2]) + 1)
-redis.call('HSET', KEYS[1], 'data', ARGV[1], 'version', version)
-return {'ok', f[1], f[2], version, f[4], f[5], f[6]}
+local head = string.format('s1 %020d', version + 1) ..
+  string.sub(v, 24, string.find(v, '\n', 81, true))
+redis.call('SET', KEYS[1], head .. ARGV[1], 'KEEPTTL')
+return head
