@@ -142,6 +142,8 @@ async fn replicas(mut raw: MultiplexedConnection) -> u64 {
 /// Scales a per-batch row to events.
 fn per_event(mut row: Row, n: usize) -> Row {
     row.ops_per_sec *= n as f64;
+    row.cpu = row.cpu.map(|d| d / n as u32);
+    row.redis_cpu = row.redis_cpu.map(|d| d / n as u32);
     row
 }
 

@@ -5,6 +5,7 @@
 //! move by tens of percent with machine load while ratios measured side by side do not.
 
 pub mod cache;
+pub mod cpu;
 pub mod dead_letters;
 pub mod events;
 pub mod http;
@@ -34,6 +35,10 @@ pub struct Row {
     pub p99: Duration,
     /// Name of the raw row this one is compared with, if any.
     pub baseline: Option<String>,
+    /// CPU time of this process per operation (client and, for HTTP rows, server).
+    pub cpu: Option<Duration>,
+    /// CPU time of the measured Redis per operation.
+    pub redis_cpu: Option<Duration>,
 }
 
 /// Runs `op` from `concurrency` tasks for `duration` and measures it.
@@ -45,6 +50,7 @@ where
     Fut: Future<Output = ()> + Send,
 {
     let op = Arc::new(op);
+    let cpu = cpu::Sample::now().await;
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
@@ -68,7 +74,13 @@ where
         all.extend(task.await.unwrap_or_default());
     }
     let count = all.len() as u64;
-    Row::from_latencies(name, count, started.elapsed(), all)
+    let elapsed = started.elapsed();
+    let (process, redis) = cpu.per_op(&cpu::Sample::now().await, count);
+    Row {
+        cpu: process,
+        redis_cpu: redis,
+        ..Row::from_latencies(name, count, elapsed, all)
+    }
 }
 
 impl Row {
@@ -91,6 +103,8 @@ impl Row {
             p50: pct(0.50),
             p99: pct(0.99),
             baseline: None,
+            cpu: None,
+            redis_cpu: None,
         }
     }
 
@@ -123,10 +137,14 @@ pub fn median_rounds(rounds: &[Vec<Row>]) -> Vec<Row> {
         .collect()
 }
 
-/// Renders rows as a Markdown table; ratios are ops/s divided by the baseline row's.
+/// Renders rows as a Markdown table; ratios are ops/s divided by the baseline row's, and
+/// the last two columns are CPU time per operation of this process and of Redis
+/// ([`cpu`]).
 pub fn table(rows: &[Row]) -> String {
-    let mut out =
-        String::from("| scenario | ops/s | p50 | p99 | vs raw |\n|---|---:|---:|---:|---|\n");
+    let mut out = String::from(
+        "| scenario | ops/s | p50 | p99 | vs raw | CPU/op here | CPU/op Redis |\n\
+         |---|---:|---:|---:|---|---:|---:|\n",
+    );
     for row in rows {
         let ratio = row
             .baseline
@@ -136,13 +154,21 @@ pub fn table(rows: &[Row]) -> String {
                 || "—".to_owned(),
                 |b| format!("{:.2} × {}", row.ops_per_sec / b.ops_per_sec, b.name),
             );
+        let cpu = |d: Option<Duration>| {
+            d.map_or_else(
+                || "—".to_owned(),
+                |d| format!("{:.1} µs", d.as_secs_f64() * 1e6),
+            )
+        };
         out.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {} |\n",
+            "| {} | {:.0} | {} | {} | {} | {} | {} |\n",
             row.name,
             row.ops_per_sec,
             fmt_latency(row.p50),
             fmt_latency(row.p99),
-            ratio
+            ratio,
+            cpu(row.cpu),
+            cpu(row.redis_cpu)
         ));
     }
     out

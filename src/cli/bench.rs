@@ -83,6 +83,8 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach Redis at {host}:{port}"))?;
     let client = redis::Client::open(info)?;
     let raw = client.get_multiplexed_async_connection().await?;
+    // Its own connection, so reading Redis's CPU time never waits behind a row's commands.
+    bench::cpu::watch_redis(client.get_multiplexed_async_connection().await?);
     let prefix = format!("blinkchamber:bench:{}:", std::process::id());
     eprintln!(
         "measuring against {host}:{port}, {} in flight, pool of at most {}, {} rounds of {} \

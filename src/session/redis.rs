@@ -87,7 +87,9 @@ impl RedisSessions {
     }
 
     fn session_key(&self, id: &str) -> String {
-        format!("{}s:{id}", self.prefix)
+        // Not `format!`: this runs on every read, and the formatting machinery cost more
+        // than the copy.
+        [self.prefix.as_str(), "s:", id].concat()
     }
 
     fn index_key(&self, user: &str) -> String {
