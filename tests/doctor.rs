@@ -102,10 +102,14 @@ fn a_healthy_server_passes_every_check() {
         ("blinkchamber:session:s:aa", "web"),
         ("blinkchamber:session:s:bb", "api"),
     ] {
-        let _: () = redis::cmd("HSET")
+        // The stored layout of `src/session/record.rs`.
+        let value = format!(
+            "s1 {:020} {:013} {:013} {:013} {:013} {kind} someone\n{{}}",
+            1, 1, 2, 1, 2
+        );
+        let _: () = redis::cmd("SET")
             .arg(key)
-            .arg("kind")
-            .arg(kind)
+            .arg(value)
             .query(&mut conn)
             .unwrap();
     }

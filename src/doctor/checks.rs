@@ -988,16 +988,19 @@ async fn key_counts(out: &mut Checks, config: &Config, backend: &RedisBackend) {
     }
     let mut kinds = std::collections::BTreeMap::<String, u64>::new();
     let mut pipe = redis::pipe();
+    // The kind is the first word after a session value's fixed header (see
+    // `src/session/record.rs`); the longest kind is 5 bytes.
     for key in sessions.iter().take(KIND_SAMPLE) {
-        pipe.cmd("HGET").arg(key).arg("kind");
+        pipe.cmd("GETRANGE").arg(key).arg(80).arg(86);
     }
     if !sessions.is_empty()
         && let Ok(found) = backend
             .pipeline::<Vec<Option<String>>>(crate::Retry::Idempotent, &pipe)
             .await
     {
-        for kind in found.into_iter().flatten() {
-            *kinds.entry(kind).or_default() += 1;
+        let kind = |text: &str| text.split([' ', '\n']).next().unwrap_or("").to_owned();
+        for text in found.into_iter().flatten().filter(|t| !t.is_empty()) {
+            *kinds.entry(kind(&text)).or_default() += 1;
         }
     }
     let bound = if complete { "" } else { "at least " };
