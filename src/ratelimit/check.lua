@@ -11,6 +11,10 @@
 --
 -- Time is Redis's own clock (TIME), read once, in microseconds since EPOCH, so every
 -- instance checking the same key agrees whatever its local clock says.
+--
+-- Numbers go to redis.call as Lua numbers, not formatted strings: Redis writes them with
+-- C's "%.17g" (exact, the same text string.format('%.17g') gave) without creating a Lua
+-- string, which cost about a tenth of a check (INFO commandstats).
 
 local EPOCH = 1735689600
 
@@ -41,7 +45,7 @@ local function gcra(key, limit, period, burst, cost)
   end
   local ttl = ceil0((new_tat - now) / 1000)
   if ttl < 1 then ttl = 1 end
-  redis.call('SET', key, string.format('%.17g', new_tat), 'PX', string.format('%.0f', ttl))
+  redis.call('SET', key, new_tat, 'PX', ttl)
   return 1, floor0((now - allow_at) / interval), 0, ceil0(new_tat - now)
 end
 
@@ -66,8 +70,7 @@ local function fixed(key, limit, period, cost)
   end
   local ttl = ceil0(reset / 1000)
   if ttl < 1 then ttl = 1 end
-  redis.call('SET', key, string.format('%.0f %.0f', window, count + cost), 'PX',
-    string.format('%.0f', ttl))
+  redis.call('SET', key, string.format('%.0f %.0f', window, count + cost), 'PX', ttl)
   return 1, limit - (count + cost), 0, reset
 end
 
@@ -97,7 +100,7 @@ local function sliding(key, limit, period, cost)
   local ttl = ceil0((2 * period - elapsed) / 1000)
   if ttl < 1 then ttl = 1 end
   redis.call('SET', key, string.format('%.0f %.0f %.0f', window, curr + cost, prev), 'PX',
-    string.format('%.0f', ttl))
+    ttl)
   return 1, floor0(limit - (estimated + cost)), 0, ceil0(2 * period - elapsed)
 end
 

@@ -91,7 +91,7 @@ local function upgrade(key)
   local pttl = redis.call('PTTL', key)
   redis.call('DEL', key)
   if pttl > 0 then
-    redis.call('SET', key, v, 'PX', string.format('%d', pttl))
+    redis.call('SET', key, v, 'PX', pttl)
     return v
   end
   return false
@@ -128,7 +128,7 @@ local function renew(key, v, now)
   local deadline = math.min(now + idle_of(v), expires_of(v))
   local d = string.format('%013d', deadline)
   redis.call('SETRANGE', key, DEADLINE_AT, d)
-  redis.call('PEXPIRE', key, string.format('%d', math.max(1, deadline - now)))
+  redis.call('PEXPIRE', key, math.max(1, deadline - now))
   return string.sub(v, 1, DEADLINE_AT) .. d .. string.sub(v, DEADLINE_AT + 14)
 end
 

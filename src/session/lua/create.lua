@@ -32,7 +32,7 @@ if redis.call('ZCARD', KEYS[2]) >= max then
 end
 local deadline = math.min(now + idle, expires)
 local v = encode(1, now, expires, idle, deadline, ARGV[3], ARGV[2], ARGV[4])
-redis.call('SET', KEYS[1], v, 'PX', string.format('%d', math.max(1, deadline - now)))
+redis.call('SET', KEYS[1], v, 'PX', math.max(1, deadline - now))
 redis.call('ZADD', KEYS[2], expires, ARGV[1])
 expire_index(KEYS[2])
 return {'ok', tostring(expired), tostring(evicted), ARGV[1], v}

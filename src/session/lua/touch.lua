@@ -25,5 +25,5 @@ if tonumber(string.sub(v, 67, 79)) <= now then
 end
 local deadline = math.min(now + tonumber(string.sub(v, 53, 65)), expires)
 local renewed = string.sub(v, 1, 66) .. string.format('%013d', deadline) .. string.sub(v, 80)
-redis.call('SET', KEYS[1], renewed, 'PX', string.format('%d', math.max(1, deadline - now)))
+redis.call('SET', KEYS[1], renewed, 'PX', math.max(1, deadline - now))
 return renewed
