@@ -1108,6 +1108,10 @@ async fn http_session_config_is_checked() {
             "sessions:\n  user: { absoluteTimeout: 1 day, idleTimeout: 1h }\n",
             "sessions.user.absoluteTimeout",
         ),
+        (
+            "sessions:\n  admin: { absoluteTimeout: 3651d, idleTimeout: 1h }\n",
+            "sessions.admin.absoluteTimeout",
+        ),
         ("sessions:\n  maxAge: 1h\n", "maxAge"),
         ("sessions:\n  maxPerUser: 0\n", "sessions.maxPerUser"),
     ] {

@@ -136,6 +136,10 @@ pub enum SameSite {
     None,
 }
 
+/// The longest timeout: a session's times are stored as 13-digit unix milliseconds
+/// (`src/session/record.rs`), which hold any end within ten years of now until 2276.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 impl SessionsConfig {
     /// Checks of the `sessions` block: the timeouts of each kind and the cookie.
     ///
@@ -151,6 +155,12 @@ impl SessionsConfig {
             ] {
                 if d < Duration::from_secs(1) {
                     return Err(invalid(&key(k), "expected at least 1s"));
+                }
+                if d > MAX_TIMEOUT {
+                    return Err(invalid(
+                        &key(k),
+                        format!("expected at most {}", format(&MAX_TIMEOUT)),
+                    ));
                 }
             }
             if t.idle_timeout > t.absolute_timeout {
