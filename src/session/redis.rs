@@ -1,5 +1,6 @@
 //! Sessions in Redis: one string per session, one sorted set per user, one Lua script per
-//! operation that writes (`lua/*.lua`, each prefixed with `lua/common.lua`).
+//! operation that writes (`lua/*.lua`, each prefixed with `lua/common.lua` but for the hot
+//! `touch.lua` and `update.lua`, which stand alone).
 //!
 //! Keys (`{prefix}` is `sessions.keyPrefix`; `{handle}` is the SHA-256 of the id, see
 //! [`super::id::handle`] — the id itself never reaches Redis):
@@ -13,8 +14,8 @@
 //! Every function here takes and answers handles where the scripts say "id".
 //!
 //! A plain read is one `GET` (the value carries its idle deadline), no script; a touch is
-//! one script that moves the deadline in place (`SETRANGE`) and answers the value; an
-//! update answers only the new header. A session stored by an earlier release as a hash is
+//! one script that writes the value with its new deadline and PTTL in one `SET` and
+//! answers it; an update answers only the new header. A session stored by an earlier release as a hash is
 //! rewritten in the string layout by the first operation that meets it (`upgrade` in
 //! `lua/common.lua`; a plain `GET` answers `WRONGTYPE` and calls `lua/upgrade.lua`).
 //! Every script that needs the time reads Redis's clock (`TIME`), so instances with skewed
