@@ -76,6 +76,12 @@ impl<'a> Header<'a> {
     }
 }
 
+/// How a value starts at `version`: the tag and the version as stored (`update.lua`
+/// compares and replaces this text).
+pub(super) fn version_field(version: u64) -> String {
+    format!("s1 {version:020}")
+}
+
 /// The session named `id` stored as `value`.
 pub(super) fn decode(id: String, value: &[u8]) -> Result<Session, SessionError> {
     let (header, data) = Header::split(value)?;
@@ -130,6 +136,13 @@ mod tests {
         assert_eq!(s.created_at, time(1_700_000_000_000));
         assert_eq!(s.expires_at, time(1_700_086_400_000));
         assert_eq!(s.idle_expires_at, time(1_700_001_800_000));
+    }
+
+    #[test]
+    fn the_version_field_is_the_start_of_a_value() {
+        let v = value("u", "{}");
+        assert_eq!(version_field(7).as_bytes(), &v[..VERSION.0 + VERSION.1]);
+        assert_eq!(version_field(u64::MAX), "s1 18446744073709551615");
     }
 
     #[test]

@@ -30,7 +30,7 @@
 use redis::Script;
 use serde_json::Value;
 
-use super::record::{Header, decode};
+use super::record::{self, Header, decode};
 use super::{
     Rotated, Session, SessionError, SessionKind, Updated, millis, record_evicted, record_expired,
 };
@@ -231,8 +231,10 @@ impl RedisSessions {
     ) -> Result<Updated, SessionError> {
         let key = self.session_key(id);
         let text = data.to_string();
-        let mut call = evalsha(&self.update, &key, text.len() + 20);
-        call.arg(text).arg(version);
+        let mut call = evalsha(&self.update, &key, text.len() + 2 * 23);
+        call.arg(text)
+            .arg(record::version_field(version))
+            .arg(record::version_field(version.saturating_add(1)));
         // Not idempotent: a resend after a lost reply would see its own write as a
         // conflict.
         let run = || {

@@ -3,10 +3,12 @@
 -- absolute end, so a key that exists is live.
 --
 -- Stands alone like touch.lua (see there); the offsets are those of the layout described
--- in common.lua. A session still stored as a hash fails with WRONGTYPE; the caller
--- upgrades it (upgrade.lua) and calls again.
+-- in common.lua. The caller writes both version fields as they are stored (`s1 ` and 20
+-- digits), so the script compares and replaces text and formats nothing. A session still
+-- stored as a hash fails with WRONGTYPE; the caller upgrades it (upgrade.lua) and calls
+-- again.
 -- KEYS: session
--- ARGV: data, expected version
+-- ARGV: data, the value's start at the expected version, its start at the next version
 -- Returns: the new header (the value up to and including its newline: the caller has the
 --          data), nil when there is no session, or the current version (an integer) when
 --          it is not the expected one.
@@ -14,11 +16,9 @@ local v = redis.call('GET', KEYS[1])
 if not v then
   return false
 end
-local version = tonumber(string.sub(v, 4, 23))
-if version ~= tonumber(ARGV[2]) then
-  return version
+if string.sub(v, 1, 23) ~= ARGV[2] then
+  return tonumber(string.sub(v, 4, 23))
 end
-local head = string.format('s1 %020d', version + 1) ..
-  string.sub(v, 24, string.find(v, '\n', 81, true))
+local head = ARGV[3] .. string.sub(v, 24, string.find(v, '\n', 81, true))
 redis.call('SET', KEYS[1], head .. ARGV[1], 'KEEPTTL')
 return head
