@@ -95,9 +95,12 @@ fn number(value: &[u8], (at, width): (usize, usize)) -> Result<u64, SessionError
     if value[at + width] != b' ' || !digits.iter().all(u8::is_ascii_digit) {
         return Err(bad("a number of the header is malformed"));
     }
-    Ok(digits.iter().fold(0u64, |n, d| {
-        n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'))
-    }))
+    digits
+        .iter()
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or_else(|| bad("a number of the header is out of range"))
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
@@ -150,6 +153,8 @@ mod tests {
         let good = value("u", "{}");
         let mut digit = good.clone();
         digit[10] = b'x';
+        let mut too_large = good.clone();
+        too_large[3..23].copy_from_slice(b"99999999999999999999");
         let mut no_end = good.clone();
         no_end.truncate(good.len() - 3);
         for bad in [
@@ -157,6 +162,7 @@ mod tests {
             b"s1 1",
             &good[..60],
             &digit,
+            &too_large,
             &no_end,
             &value("u", "{")[..],
         ] {
