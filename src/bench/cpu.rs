@@ -43,7 +43,9 @@ impl Sample {
     /// Redis's.
     pub fn per_op(&self, after: &Sample, ops: u64) -> (Option<Duration>, Option<Duration>) {
         let per = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-            (Some(a), Some(b)) if ops > 0 => Some(b.saturating_sub(a) / ops as u32),
+            (Some(a), Some(b)) if ops > 0 => Some(Duration::from_secs_f64(
+                b.saturating_sub(a).as_secs_f64() / ops as f64,
+            )),
             _ => None,
         };
         (
@@ -114,5 +116,8 @@ mod tests {
             before.per_op(&after, 100_000),
             (Some(Duration::from_micros(2)), None)
         );
+        // More operations than a u32 holds are divided, not truncated.
+        let (per, _) = before.per_op(&after, 1 << 33);
+        assert!(per.unwrap() < Duration::from_nanos(1), "{per:?}");
     }
 }
