@@ -14,6 +14,7 @@ use blinkchamber::config::types::duration;
 use blinkchamber::config::{
     Algorithm, Config, Descriptor, FailureMode, RateLimitConfig, RedisConfig, RuleConfig,
 };
+use blinkchamber::ratelimit::algorithm::EPOCH_UNIX_SECS;
 use blinkchamber::ratelimit::{DecisionSource, RateLimitError, RateLimiter};
 use serde_json::{Value, json};
 use support::app::{Answer, App, request, with_json};
@@ -129,6 +130,129 @@ async fn redis_admits_exactly_the_limit_under_1000_concurrent_checks() {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut admin).unwrap();
         assert!(ttl > 0 && ttl <= 2 * DAY.as_millis() as i64, "{key}: {ttl}");
     }
+}
+
+/// Redis's clock in microseconds since the limiter's epoch, and the absolute expiry of
+/// `key` in the same unit (both read in one transaction).
+fn redis_now_and_expiry(admin: &mut redis::Connection, key: &str) -> (f64, f64) {
+    let ((secs, micros), pttl): ((i64, i64), i64) = redis::pipe()
+        .atomic()
+        .cmd("TIME")
+        .cmd("PTTL")
+        .arg(key)
+        .query(admin)
+        .unwrap();
+    assert!(pttl > 0, "{key} must expire: PTTL {pttl}");
+    let now = ((secs - EPOCH_UNIX_SECS) * 1_000_000 + micros) as f64;
+    // PTTL counts from Redis's clock in whole milliseconds.
+    (
+        now,
+        ((secs - EPOCH_UNIX_SECS) * 1000 + micros / 1000 + pttl) as f64 * 1000.0,
+    )
+}
+
+/// The doubles of a packed state (`check.lua`): tag byte, then little-endian doubles.
+fn packed(admin: &mut redis::Connection, key: &str) -> (u8, Vec<f64>) {
+    let value: Vec<u8> = redis::cmd("GET").arg(key).query(admin).unwrap();
+    let numbers = value[1..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (value[0], numbers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_state_lives_as_long_as_it_matters_and_earlier_layouts_are_read() {
+    let redis = RedisProc::start();
+    let mut cfg = every_algorithm(10, DAY);
+    cfg.local_shed = false;
+    let limiter = RateLimiter::redis(&cfg, backend(&redis).await);
+    let mut admin = redis.conn();
+    let hour = 3.6e9;
+
+    // GCRA, 10 a day: each admitted check moves the arrival time on by 2.4 h, and the key
+    // must not expire before it (an expired key would admit a fresh burst).
+    let key = "test:rl:gcra:k";
+    for _ in 0..10 {
+        assert!(limiter.check("gcra", "k", 1).await.unwrap().allowed);
+        let (tag, state) = packed(&mut admin, key);
+        let (now, expiry) = redis_now_and_expiry(&mut admin, key);
+        assert_eq!((tag, state.len()), (b'G', 2));
+        assert!(state[0] > now && expiry >= state[0], "{state:?} {expiry}");
+        assert!(
+            expiry >= state[1] - 1000.0,
+            "the stored expiry is never later than the key's"
+        );
+    }
+    assert!(!limiter.check("gcra", "k", 1).await.unwrap().allowed);
+
+    // A stored expiry about to be passed: the next check moves the key's expiry beyond the
+    // new arrival time.
+    let (now, _) = redis_now_and_expiry(&mut admin, key);
+    let mut value = vec![b'G'];
+    value.extend(now.to_le_bytes());
+    value.extend((now + 1000.0).to_le_bytes());
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(&value)
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut admin)
+        .unwrap();
+    assert!(limiter.check("gcra", "k", 1).await.unwrap().allowed);
+    let (_, state) = packed(&mut admin, key);
+    let (_, expiry) = redis_now_and_expiry(&mut admin, key);
+    assert!(
+        state[0] >= now + 2.4 * hour && expiry >= state[0],
+        "{state:?} {expiry}"
+    );
+
+    // Text values written by earlier releases still count: a GCRA arrival time a day
+    // ahead, and full windows.
+    let (now, _) = redis_now_and_expiry(&mut admin, key);
+    let window = (now / DAY.as_micros() as f64).floor();
+    for (rule, text) in [
+        ("gcra", format!("{}", now + 24.0 * hour)),
+        ("fixed", format!("{window} 10")),
+        ("sliding", format!("{window} 10 0")),
+    ] {
+        let key = format!("test:rl:{rule}:old");
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(&text)
+            .arg("PX")
+            .arg(DAY.as_millis() as u64)
+            .query(&mut admin)
+            .unwrap();
+        let denied = limiter.check(rule, "old", 1).await.unwrap();
+        assert!(!denied.allowed, "{rule}: {text}");
+    }
+    // A window counted in the layout of earlier releases goes on counting.
+    let _: () = redis::cmd("SET")
+        .arg("test:rl:fixed:half")
+        .arg(format!("{window} 5"))
+        .arg("PX")
+        .arg(DAY.as_millis() as u64)
+        .query(&mut admin)
+        .unwrap();
+    let next = limiter.check("fixed", "half", 1).await.unwrap();
+    assert!(next.allowed);
+    assert_eq!(next.remaining, 4);
+    let (tag, state) = packed(&mut admin, "test:rl:fixed:half");
+    assert_eq!((tag, state), (b'F', vec![window, 6.0]));
+
+    // State another algorithm wrote (a rule changed its algorithm) counts as empty.
+    let _: () = redis::cmd("RENAME")
+        .arg("test:rl:fixed:half")
+        .arg("test:rl:sliding:half")
+        .query(&mut admin)
+        .unwrap();
+    let reread = limiter.check("sliding", "half", 1).await.unwrap();
+    assert!(reread.allowed);
+    assert_eq!(
+        reread.remaining, 9,
+        "the fixed window's count was not read as a sliding one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -37,13 +37,15 @@ impl Limits {
         }
     }
 
-    /// The code `check.lua` dispatches on.
-    pub(crate) fn lua_code(&self) -> &'static str {
-        match self.algorithm {
+    /// How `check.lua` is told this rule: `"<algorithm> <limit> <period µs> <burst>"`, with
+    /// the algorithm as `g` (GCRA), `f` (fixed window) or `s` (sliding window).
+    pub(crate) fn script_spec(&self) -> std::sync::Arc<str> {
+        let code = match self.algorithm {
             Algorithm::Gcra => "g",
             Algorithm::FixedWindow => "f",
             Algorithm::SlidingWindow => "s",
-        }
+        };
+        format!("{code} {} {} {}", self.limit, self.period_us, self.burst).into()
     }
 }
 
@@ -65,7 +67,8 @@ pub struct Outcome {
 pub enum Write {
     /// Nothing (the check was limited).
     None,
-    /// GCRA: store `tat` for `ttl_ms` milliseconds (`SET key tat PX ttl_ms`).
+    /// GCRA: store `tat` for `ttl_ms` milliseconds (the memory store; `check.lua` may keep
+    /// the key longer, see its header).
     Tat {
         /// The new theoretical arrival time (µs since the epoch).
         tat: f64,
@@ -73,7 +76,7 @@ pub enum Write {
         ttl_ms: u64,
     },
     /// Windows: add `cost` to the counter of window `window`; when the counter was new,
-    /// expire it after `ttl_ms` (`INCRBY`, then `PEXPIRE` on creation).
+    /// expire it after `ttl_ms`.
     Incr {
         /// Window index (`floor(now / period)`), appended to the key.
         window: i64,

@@ -1,25 +1,33 @@
 -- Rate-limit checks, mirroring src/ratelimit/algorithm.rs operation for operation.
 --
--- KEYS[i]  the key of check i: {keyPrefix}{rule}:{key}, the only key it touches (GCRA: the
---          theoretical arrival time; fixed window: "<window> <count>"; sliding window:
---          "<window> <count> <previous window's count>").
--- ARGV     five values per check, in KEYS order:
---          algorithm ('g' gcra, 'f' fixedWindow, 's' slidingWindow), limit,
---          period in microseconds, burst (gcra), cost.
+-- KEYS[i]  the key of check i: {keyPrefix}{rule}:{key}, the only key it touches.
+-- ARGV     two values per check, in KEYS order: the rule's spec
+--          "<algorithm> <limit> <period µs> <burst>" (algorithm 'g' gcra, 'f' fixedWindow,
+--          's' slidingWindow; burst is GCRA's) and the cost. A spec is parsed once per
+--          call however many checks share it.
 -- Returns  four integers per check: allowed (1/0), remaining, retry_after_us,
 --          reset_after_us.
 --
 -- Time is Redis's own clock (TIME), read once, in microseconds since EPOCH, so every
 -- instance checking the same key agrees whatever its local clock says.
 --
--- Numbers go to redis.call as Lua numbers, not formatted strings: Redis writes them with
--- C's "%.17g" (exact, the same text string.format('%.17g') gave) without creating a Lua
--- string, which cost about a tenth of a check (INFO commandstats).
+-- Stored values are packed with `struct` (a tag byte, then little-endian doubles), because
+-- formatting numbers as text cost Redis more than the rest of a check:
+--   GCRA            'G' tat expires      (the arrival time; when the key's expiry is set)
+--   fixed window    'F' window count
+--   sliding window  'S' window count previous-count
+-- A write keeps the key's expiry (KEEPTTL) while it is still late enough, so a TTL is
+-- formatted only when the expiry has to move: once per window, and for GCRA when the
+-- arrival time passes the expiry, which is then set one burst span beyond it. Values in
+-- the text layout of earlier releases ("<tat>", "<window> <count> [<previous>]") are
+-- still read.
 
 local EPOCH = 1735689600
+local G, F, S = 71, 70, 83
 
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) - EPOCH) * 1000000 + tonumber(t[2])
+local pack, unpack = struct.pack, struct.unpack
 
 local function floor0(x)
   if x <= 0 then return 0 end
@@ -31,53 +39,88 @@ local function ceil0(x)
   return math.ceil(x)
 end
 
+-- `SET key value` expiring `ms` milliseconds from now (at least 1).
+local function set_px(key, value, ms)
+  local ttl = ceil0(ms)
+  if ttl < 1 then ttl = 1 end
+  redis.call('SET', key, value, 'PX', ttl)
+end
+
 local function gcra(key, limit, period, burst, cost)
   local interval = period / limit
   local burst_span = burst * interval
-  local tat = now
-  local stored = tonumber(redis.call('GET', key))
-  if stored and stored > now then tat = stored end
+  local tat, expires = now, 0
+  local stored = redis.call('GET', key)
+  if stored then
+    if #stored == 17 and string.byte(stored) == G then
+      local stored_tat
+      stored_tat, expires = unpack('<dd', stored, 2)
+      if stored_tat > now then tat = stored_tat end
+    else
+      local text = tonumber(stored)
+      if text and text > now then tat = text end
+    end
+  end
   local new_tat = tat + interval * cost
   local allow_at = new_tat - burst_span
   if now < allow_at then
     return 0, floor0((now - (tat - burst_span)) / interval), ceil0(allow_at - now),
       ceil0(tat - now)
   end
-  local ttl = ceil0((new_tat - now) / 1000)
-  if ttl < 1 then ttl = 1 end
-  redis.call('SET', key, new_tat, 'PX', ttl)
+  if new_tat <= expires then
+    redis.call('SET', key, pack('<Bdd', G, new_tat, expires), 'KEEPTTL')
+  else
+    local ttl = ceil0((new_tat + burst_span - now) / 1000)
+    if ttl < 1 then ttl = 1 end
+    -- Redis counts the expiry from its clock in whole milliseconds.
+    expires = (math.floor(now / 1000) + ttl) * 1000
+    redis.call('SET', key, pack('<Bdd', G, new_tat, expires), 'PX', ttl)
+  end
   return 1, floor0((now - allow_at) / interval), 0, ceil0(new_tat - now)
 end
 
--- The stored "<window> <count> [<previous count>]" of `key`: the counts of `window` and
--- of the window before it (0 when the stored state is older).
-local function counts(key, window)
+-- The counts of `window` and of the window before it (0 when the stored state is older),
+-- and whether the stored state is `window`'s (its expiry is then already right).
+local function counts(key, tag, window)
   local stored = redis.call('GET', key)
-  if not stored then return 0, 0 end
-  local w, n, p = string.match(stored, '^(%d+) (%d+) ?(%d*)$')
-  w = tonumber(w)
-  if w == window then return tonumber(n), tonumber(p) or 0 end
-  if w == window - 1 then return 0, tonumber(n) end
-  return 0, 0
+  if not stored then return 0, 0, false end
+  local w, n, p
+  if string.byte(stored) == tag then
+    if tag == F and #stored == 17 then
+      w, n = unpack('<dd', stored, 2)
+    elseif tag == S and #stored == 25 then
+      w, n, p = unpack('<ddd', stored, 2)
+    end
+  end
+  if not w then
+    w, n, p = string.match(stored, '^(%d+) (%d+) ?(%d*)$')
+    w, n, p = tonumber(w), tonumber(n), tonumber(p)
+  end
+  if w == window then return n, p or 0, true end
+  if w == window - 1 then return 0, n, false end
+  return 0, 0, false
 end
 
 local function fixed(key, limit, period, cost)
   local window = math.floor(now / period)
   local reset = ceil0((window + 1) * period - now)
-  local count = counts(key, window)
+  local count, _, current = counts(key, F, window)
   if count + cost > limit then
     return 0, floor0(limit - count), reset, reset
   end
-  local ttl = ceil0(reset / 1000)
-  if ttl < 1 then ttl = 1 end
-  redis.call('SET', key, string.format('%.0f %.0f', window, count + cost), 'PX', ttl)
+  local value = pack('<Bdd', F, window, count + cost)
+  if current then
+    redis.call('SET', key, value, 'KEEPTTL')
+  else
+    set_px(key, value, reset / 1000)
+  end
   return 1, limit - (count + cost), 0, reset
 end
 
 local function sliding(key, limit, period, cost)
   local window = math.floor(now / period)
   local elapsed = now - window * period
-  local curr, prev = counts(key, window)
+  local curr, prev, current = counts(key, S, window)
   local estimated = prev * (period - elapsed) / period + curr
   if estimated + cost > limit then
     local room = limit - curr - cost
@@ -97,32 +140,36 @@ local function sliding(key, limit, period, cost)
     return 0, floor0(limit - estimated), retry, ceil0(reset)
   end
   -- Kept until the next window ends: it is that window's previous count.
-  local ttl = ceil0((2 * period - elapsed) / 1000)
-  if ttl < 1 then ttl = 1 end
-  redis.call('SET', key, string.format('%.0f %.0f %.0f', window, curr + cost, prev), 'PX',
-    ttl)
+  local value = pack('<Bddd', S, window, curr + cost, prev)
+  if current then
+    redis.call('SET', key, value, 'KEEPTTL')
+  else
+    set_px(key, value, (2 * period - elapsed) / 1000)
+  end
   return 1, floor0(limit - (estimated + cost)), 0, ceil0(2 * period - elapsed)
 end
 
+local rules = {}
 local out = {}
 for i = 1, #KEYS do
-  local base = (i - 1) * 5
-  local algorithm = ARGV[base + 1]
-  local limit = tonumber(ARGV[base + 2])
-  local period = tonumber(ARGV[base + 3])
-  local burst = tonumber(ARGV[base + 4])
-  local cost = tonumber(ARGV[base + 5])
-  local allowed, remaining, retry, reset
-  if algorithm == 'g' then
-    allowed, remaining, retry, reset = gcra(KEYS[i], limit, period, burst, cost)
-  elseif algorithm == 'f' then
-    allowed, remaining, retry, reset = fixed(KEYS[i], limit, period, cost)
-  else
-    allowed, remaining, retry, reset = sliding(KEYS[i], limit, period, cost)
+  local spec = ARGV[2 * i - 1]
+  local rule = rules[spec]
+  if not rule then
+    local a, l, p, b = string.match(spec, '^(%a) (%d+) (%d+) (%d+)$')
+    if a == 'g' then a = gcra elseif a == 'f' then a = fixed else a = sliding end
+    rule = {a, tonumber(l), tonumber(p), tonumber(b)}
+    rules[spec] = rule
   end
-  out[#out + 1] = allowed
-  out[#out + 1] = remaining
-  out[#out + 1] = retry
-  out[#out + 1] = reset
+  local cost = tonumber(ARGV[2 * i])
+  local allowed, remaining, retry, reset
+  if rule[1] == gcra then
+    allowed, remaining, retry, reset = gcra(KEYS[i], rule[2], rule[3], rule[4], cost)
+  else
+    allowed, remaining, retry, reset = rule[1](KEYS[i], rule[2], rule[3], cost)
+  end
+  out[4 * i - 3] = allowed
+  out[4 * i - 2] = remaining
+  out[4 * i - 1] = retry
+  out[4 * i] = reset
 end
 return out

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use self::algorithm::{Limits, Outcome};
 use self::memory::{Check, MemoryStore};
-use self::redis::RedisStore;
+use self::redis::{RedisStore, ScriptCheck};
 use self::shed::Shed;
 use crate::backend::{Backend, RedisBackend};
 use crate::config::{Descriptor, FailureMode, RateLimitConfig, RuleConfig};
@@ -268,6 +268,8 @@ impl RuleMetrics {
 struct Rule {
     index: usize,
     limits: Limits,
+    /// `limits` as `check.lua` takes them.
+    script_spec: Arc<str>,
     /// This instance's share of `limits`, for the insurance limiter.
     insurance_limits: Limits,
     failure_mode: FailureMode,
@@ -374,6 +376,7 @@ impl RateLimiter {
             rules.entry(r.name.clone()).or_insert_with(|| Rule {
                 index,
                 limits,
+                script_spec: limits.script_spec(),
                 insurance_limits,
                 failure_mode: r.failure_mode,
                 metrics: RuleMetrics::new(&r.name),
@@ -555,7 +558,14 @@ impl RateLimiter {
         let answered = if !ask_redis {
             None
         } else {
-            let checks = as_checks(pending.iter().map(|&i| &resolved[i]));
+            let checks: Vec<ScriptCheck<'_>> = pending
+                .iter()
+                .map(|&i| ScriptCheck {
+                    key: &resolved[i].key,
+                    spec: &resolved[i].rule.script_spec,
+                    cost: resolved[i].cost,
+                })
+                .collect();
             let timeout = self.inner.cfg.redis_timeout;
             let result = match tokio::time::timeout(timeout, redis.check_many(&checks)).await {
                 Ok(result) => result,

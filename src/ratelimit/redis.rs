@@ -5,8 +5,9 @@
 //! instance asks or on its clock. A call is sent with [`Retry::IfNotRun`]: a check whose
 //! reply was lost may have consumed, so it is not sent twice.
 
+use std::sync::Arc;
+
 use super::algorithm::Outcome;
-use super::memory::Check;
 use crate::backend::redis::batch::{Arg, Item, ScriptBatcher};
 use crate::backend::{BackendError, RedisBackend, Retry};
 
@@ -20,7 +21,7 @@ const CHECK_LUA: &str = include_str!("check.lua");
 /// them one after another, so each stays atomic and exact.
 pub(crate) struct RedisStore {
     backend: RedisBackend,
-    script: ScriptBatcher<1, 5>,
+    script: ScriptBatcher<1, 2>,
 }
 
 impl RedisStore {
@@ -35,19 +36,13 @@ impl RedisStore {
     /// Decides `checks` at one instant of Redis's clock.
     pub(crate) async fn check_many(
         &self,
-        checks: &[Check<'_>],
+        checks: &[ScriptCheck<'_>],
     ) -> Result<Vec<Outcome>, BackendError> {
         let items = checks
             .iter()
             .map(|c| Item {
                 keys: [Arg::Text(c.key.to_owned())],
-                args: [
-                    Arg::Static(c.limits.lua_code()),
-                    Arg::Int(c.limits.limit),
-                    Arg::Int(c.limits.period_us),
-                    Arg::Int(c.limits.burst),
-                    Arg::Int(c.cost),
-                ],
+                args: [Arg::Shared(c.spec.clone()), Arg::Int(c.cost)],
             })
             .collect();
         let values = self.script.call(items).await?;
@@ -66,4 +61,14 @@ impl RedisStore {
     pub(crate) fn backend(&self) -> &RedisBackend {
         &self.backend
     }
+}
+
+/// One check as the script takes it.
+pub(crate) struct ScriptCheck<'a> {
+    /// The full Redis key.
+    pub key: &'a str,
+    /// The rule's [`super::algorithm::Limits::script_spec`].
+    pub spec: &'a Arc<str>,
+    /// Units asked for.
+    pub cost: u64,
 }
