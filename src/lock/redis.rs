@@ -8,9 +8,9 @@
 //! name).
 //! An attempt that finds the lease held appends `!` to it (once), and only the release of a
 //! marked lease publishes, so an uncontended cycle is `INCR` + `SET NX PX`, then `GET` +
-//! `DEL`. Acquisitions and releases of concurrent callers share script calls
-//! ([`ScriptBatcher`]); a contended attempt also takes a fencing number, which leaves gaps
-//! but never lets the counter go back.
+//! `DEL`. Acquisitions and releases of concurrent callers share script calls, both kinds in
+//! the same call (`lua/leases.lua`, [`ScriptBatcher`]); a contended attempt also takes a
+//! fencing number, which leaves gaps but never lets the counter go back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +25,8 @@ use crate::backend::redis::px;
 use crate::backend::{BackendError, RedisBackend, Retry};
 
 /// Scripts, with their KEYS, ARGV and replies described in their headers.
-const ACQUIRE: &str = include_str!("lua/acquire.lua");
+const LEASES: &str = include_str!("lua/leases.lua");
 const EXTEND: &str = include_str!("lua/extend.lua");
-const RELEASE: &str = include_str!("lua/release.lua");
 
 /// The Redis store.
 pub(super) struct RedisLocks {
@@ -35,9 +34,9 @@ pub(super) struct RedisLocks {
     prefix: String,
     channel: Arc<str>,
     fence: Arc<str>,
-    acquire: ScriptBatcher<2, 2>,
+    /// Acquisitions and releases, in the same calls.
+    leases: ScriptBatcher<2, 3>,
     extend: Script,
-    release: ScriptBatcher<2, 2>,
     listener: tokio::task::JoinHandle<()>,
     subscribed: watch::Receiver<bool>,
 }
@@ -81,9 +80,8 @@ impl RedisLocks {
             channel,
             fence,
             // Not idempotent (INCR, SET): resent only when they certainly did not run.
-            acquire: ScriptBatcher::new(backend.clone(), ACQUIRE, 2, Retry::IfNotRun),
+            leases: ScriptBatcher::new(backend.clone(), LEASES, 2, Retry::IfNotRun),
             extend: Script::new(EXTEND),
-            release: ScriptBatcher::new(backend.clone(), RELEASE, 1, Retry::IfNotRun),
             listener,
             subscribed,
         }
@@ -107,9 +105,13 @@ impl RedisLocks {
     ) -> Result<Attempt, BackendError> {
         let item = Item {
             keys: [Arg::Text(self.key(name)), Arg::Shared(self.fence.clone())],
-            args: [Arg::Text(token.to_owned()), Arg::Int(px(ttl))],
+            args: [
+                Arg::Static("a"),
+                Arg::Text(token.to_owned()),
+                Arg::Int(px(ttl)),
+            ],
         };
-        let answer = self.acquire.call(vec![item]).await?;
+        let answer = self.leases.call(vec![item]).await?;
         Ok(if answer[0] == 1 {
             Attempt::Acquired(u64::try_from(answer[1]).unwrap_or_default())
         } else {
@@ -141,8 +143,12 @@ impl RedisLocks {
     pub(super) async fn release(&self, name: &str, token: &str) -> Result<bool, BackendError> {
         let item = Item {
             keys: [Arg::Text(self.key(name)), Arg::Shared(self.channel.clone())],
-            args: [Arg::Text(token.to_owned()), Arg::Text(name.to_owned())],
+            args: [
+                Arg::Static("r"),
+                Arg::Text(token.to_owned()),
+                Arg::Text(name.to_owned()),
+            ],
         };
-        Ok(self.release.call(vec![item]).await?[0] == 1)
+        Ok(self.leases.call(vec![item]).await?[0] == 1)
     }
 }
