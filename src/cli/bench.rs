@@ -24,6 +24,11 @@ pub struct BenchArgs {
     /// Operations in flight at once.
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
+    /// Tokio worker threads of the measuring client. One, like `redis-benchmark`, leaves
+    /// Redis a core of its own on a small machine and keeps the client's tasks from waking
+    /// each other across threads, which made ratios swing by a third from run to run.
+    #[arg(long, default_value_t = std::num::NonZeroUsize::MIN)]
+    threads: std::num::NonZeroUsize,
     /// Multiplexed connections in BlinkChamber's pool (`redis.poolSize`); the raw rows
     /// always use one connection.
     #[arg(long)]
@@ -32,6 +37,13 @@ pub struct BenchArgs {
     /// them).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Group>,
+}
+
+impl BenchArgs {
+    /// Worker threads the runtime running the benchmark should have.
+    pub fn threads(&self) -> usize {
+        self.threads.get()
+    }
 }
 
 /// Groups of rows.
@@ -87,9 +99,10 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     bench::cpu::watch_redis(client.get_multiplexed_async_connection().await?);
     let prefix = format!("blinkchamber:bench:{}:", std::process::id());
     eprintln!(
-        "measuring against {host}:{port}, {} in flight, pool of at most {}, {} rounds of {} \
-         per scenario",
+        "measuring against {host}:{port}, {} in flight on {} client thread(s), pool of at \
+         most {}, {} rounds of {} per scenario",
         args.concurrency,
+        args.threads,
         cfg_pool,
         args.rounds.max(1),
         duration::format(&args.duration)

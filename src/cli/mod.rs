@@ -70,10 +70,11 @@ pub struct ConfigArg {
 /// Parses arguments, runs the subcommand and maps failure to a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Bench(args) = &cli.command {
+        builder.worker_threads(args.threads());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
