@@ -16,11 +16,13 @@
 --   GCRA            'G' tat expires      (the arrival time; when the key's expiry is set)
 --   fixed window    'F' window count
 --   sliding window  'S' window count previous-count
--- A write keeps the key's expiry (KEEPTTL) while it is still late enough, so a TTL is
--- formatted only when the expiry has to move: once per window, and for GCRA when the
--- arrival time passes the expiry, which is then set one burst span beyond it. Values in
--- the text layout of earlier releases ("<tat>", "<window> <count> [<previous>]") are
--- still read.
+-- While the key's expiry is still late enough, a write overwrites the numbers in place
+-- (SETRANGE, which keeps the expiry), so a TTL is formatted only when the expiry has to
+-- move: once per window, and for GCRA when the arrival time passes the expiry, which is
+-- then set one burst span beyond it. Values in the text layout of earlier releases
+-- ("<tat>", "<window> <count> [<previous>]") are still read, and rewritten packed.
+--
+-- Functions used per check are locals: a global lookup per use cost a few percent.
 
 local EPOCH = 1735689600
 local G, F, S = 71, 70, 83
@@ -28,31 +30,32 @@ local G, F, S = 71, 70, 83
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) - EPOCH) * 1000000 + tonumber(t[2])
 local pack, unpack = struct.pack, struct.unpack
+local floor, ceil, byte, call = math.floor, math.ceil, string.byte, redis.call
 
 local function floor0(x)
   if x <= 0 then return 0 end
-  return math.floor(x)
+  return floor(x)
 end
 
 local function ceil0(x)
   if x <= 0 then return 0 end
-  return math.ceil(x)
+  return ceil(x)
 end
 
 -- `SET key value` expiring `ms` milliseconds from now (at least 1).
 local function set_px(key, value, ms)
   local ttl = ceil0(ms)
   if ttl < 1 then ttl = 1 end
-  redis.call('SET', key, value, 'PX', ttl)
+  call('SET', key, value, 'PX', ttl)
 end
 
 local function gcra(key, limit, period, burst, cost)
   local interval = period / limit
   local burst_span = burst * interval
   local tat, expires = now, 0
-  local stored = redis.call('GET', key)
+  local stored = call('GET', key)
   if stored then
-    if #stored == 17 and string.byte(stored) == G then
+    if #stored == 17 and byte(stored) == G then
       local stored_tat
       stored_tat, expires = unpack('<dd', stored, 2)
       if stored_tat > now then tat = stored_tat end
@@ -68,57 +71,58 @@ local function gcra(key, limit, period, burst, cost)
       ceil0(tat - now)
   end
   if new_tat <= expires then
-    redis.call('SET', key, pack('<Bdd', G, new_tat, expires), 'KEEPTTL')
+    call('SETRANGE', key, '1', pack('<dd', new_tat, expires))
   else
     local ttl = ceil0((new_tat + burst_span - now) / 1000)
     if ttl < 1 then ttl = 1 end
     -- Redis counts the expiry from its clock in whole milliseconds.
-    expires = (math.floor(now / 1000) + ttl) * 1000
-    redis.call('SET', key, pack('<Bdd', G, new_tat, expires), 'PX', ttl)
+    expires = (floor(now / 1000) + ttl) * 1000
+    call('SET', key, pack('<Bdd', G, new_tat, expires), 'PX', ttl)
   end
   return 1, floor0((now - allow_at) / interval), 0, ceil0(new_tat - now)
 end
 
 -- The counts of `window` and of the window before it (0 when the stored state is older),
--- and whether the stored state is `window`'s (its expiry is then already right).
+-- and whether the stored state is `window`'s in the packed layout (its expiry is then
+-- already right, and its numbers can be overwritten in place).
 local function counts(key, tag, window)
-  local stored = redis.call('GET', key)
+  local stored = call('GET', key)
   if not stored then return 0, 0, false end
   local w, n, p
-  if string.byte(stored) == tag then
+  if byte(stored) == tag then
     if tag == F and #stored == 17 then
       w, n = unpack('<dd', stored, 2)
     elseif tag == S and #stored == 25 then
       w, n, p = unpack('<ddd', stored, 2)
     end
+    if w == window then return n, p or 0, true end
   end
   if not w then
     w, n, p = string.match(stored, '^(%d+) (%d+) ?(%d*)$')
     w, n, p = tonumber(w), tonumber(n), tonumber(p)
   end
-  if w == window then return n, p or 0, true end
+  if w == window then return n, p or 0, false end
   if w == window - 1 then return 0, n, false end
   return 0, 0, false
 end
 
 local function fixed(key, limit, period, cost)
-  local window = math.floor(now / period)
+  local window = floor(now / period)
   local reset = ceil0((window + 1) * period - now)
   local count, _, current = counts(key, F, window)
   if count + cost > limit then
     return 0, floor0(limit - count), reset, reset
   end
-  local value = pack('<Bdd', F, window, count + cost)
   if current then
-    redis.call('SET', key, value, 'KEEPTTL')
+    call('SETRANGE', key, '1', pack('<dd', window, count + cost))
   else
-    set_px(key, value, reset / 1000)
+    set_px(key, pack('<Bdd', F, window, count + cost), reset / 1000)
   end
   return 1, limit - (count + cost), 0, reset
 end
 
 local function sliding(key, limit, period, cost)
-  local window = math.floor(now / period)
+  local window = floor(now / period)
   local elapsed = now - window * period
   local curr, prev, current = counts(key, S, window)
   local estimated = prev * (period - elapsed) / period + curr
@@ -126,11 +130,11 @@ local function sliding(key, limit, period, cost)
     local room = limit - curr - cost
     local retry
     if room >= 0 then
-      retry = math.floor(period - room * period / prev - elapsed) + 1
+      retry = floor(period - room * period / prev - elapsed) + 1
     else
       local wait = period - (limit - cost) * period / curr
       local extra = 0
-      if wait > 0 then extra = math.floor(wait) + 1 end
+      if wait > 0 then extra = floor(wait) + 1 end
       retry = period - elapsed + extra
     end
     local reset
@@ -140,11 +144,10 @@ local function sliding(key, limit, period, cost)
     return 0, floor0(limit - estimated), retry, ceil0(reset)
   end
   -- Kept until the next window ends: it is that window's previous count.
-  local value = pack('<Bddd', S, window, curr + cost, prev)
   if current then
-    redis.call('SET', key, value, 'KEEPTTL')
+    call('SETRANGE', key, '1', pack('<ddd', window, curr + cost, prev))
   else
-    set_px(key, value, (2 * period - elapsed) / 1000)
+    set_px(key, pack('<Bddd', S, window, curr + cost, prev), (2 * period - elapsed) / 1000)
   end
   return 1, floor0(limit - (estimated + cost)), 0, ceil0(2 * period - elapsed)
 end
