@@ -252,7 +252,8 @@ async fn batched_script_calls_answer_each_caller_once_even_when_some_are_cancell
     let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
         .await
         .unwrap();
-    let batcher = ScriptBatcher::new(backend, SCRIPT, 1, blinkchamber::Retry::IfNotRun);
+    let batcher: ScriptBatcher<1, 1> =
+        ScriptBatcher::new(backend, SCRIPT, 1, blinkchamber::Retry::IfNotRun);
     let tasks: Vec<_> = (0..400)
         .map(|i| {
             let batcher = batcher.clone();

@@ -449,8 +449,9 @@ async fn touch_renews_the_idle_deadline(f: &Fixture) {
         .create("hank", SessionKind::User, json!({}))
         .await
         .unwrap();
-    wait_for_async("200ms to pass", || async {
-        (SystemTime::now() > s.created_at + Duration::from_millis(200)).then_some(())
+    // Past the renewal step (at most a second): a touch within it writes nothing.
+    wait_for_async("1200ms to pass", || async {
+        (SystemTime::now() > s.created_at + Duration::from_millis(1200)).then_some(())
     })
     .await;
     // A plain read does not renew.
@@ -465,7 +466,7 @@ async fn touch_renews_the_idle_deadline(f: &Fixture) {
     );
     let touched = f.other.touch(&s.id).await.unwrap();
     assert!(
-        touched.idle_expires_at >= s.idle_expires_at + Duration::from_millis(150),
+        touched.idle_expires_at >= s.idle_expires_at + Duration::from_millis(1100),
         "{:?} -> {:?}",
         s.idle_expires_at,
         touched.idle_expires_at
@@ -706,6 +707,86 @@ async fn redis_idle_timeout_ends_an_untouched_session_and_prunes_the_index() {
         .query(&mut redis.conn())
         .unwrap();
     assert_eq!(members, vec![fresh.handle]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_touch_within_the_renewal_step_writes_nothing() {
+    // Idle timeout 10 minutes: the renewal step is its hundredth, capped at one second.
+    let f = fixture_with(
+        Store::Redis,
+        short(Duration::from_secs(3600), Duration::from_secs(600)),
+    )
+    .await;
+    let redis = f.redis.as_ref().unwrap();
+    let s = f
+        .sessions
+        .create("ola", SessionKind::User, json!({"n": 1}))
+        .await
+        .unwrap();
+    let key = format!("blinkchamber:session:s:{}", s.handle);
+    let redis_ms = || -> u64 {
+        let (secs, micros): (u64, u64) = ::redis::cmd("TIME").query(&mut redis.conn()).unwrap();
+        secs * 1000 + micros / 1000
+    };
+    // Writes `deadline` into the stored value (its offset in the layout) and answers what
+    // a touch then reports, with Redis's clock before and after.
+    let touch_with = |deadline: u64| {
+        let key = key.clone();
+        let sessions = f.sessions.clone();
+        let id = s.id.clone();
+        async move {
+            let _: i64 = ::redis::cmd("SETRANGE")
+                .arg(&key)
+                .arg(66)
+                .arg(format!("{deadline:013}"))
+                .query(&mut redis.conn())
+                .unwrap();
+            let touched = sessions.touch(&id).await.unwrap();
+            let ms = touched
+                .idle_expires_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            (ms, touched.data)
+        }
+    };
+    // Half a step short of a full renewal: answered as stored, unwritten. Only decided
+    // when Redis's clock moved less than half a step meanwhile.
+    wait_for_async("a touch within half a step of the clock", || async {
+        let before = redis_ms();
+        let stored = before + 600_000 - 500;
+        let (answered, data) = touch_with(stored).await;
+        if redis_ms() - before >= 500 {
+            return None;
+        }
+        assert_eq!(answered, stored, "a touch within the step wrote");
+        assert_eq!(data, json!({"n": 1}));
+        let value: Vec<u8> = ::redis::cmd("GET")
+            .arg(&key)
+            .query(&mut redis.conn())
+            .unwrap();
+        assert_eq!(&value[66..79], format!("{stored:013}").as_bytes());
+        Some(())
+    })
+    .await;
+    // Two steps short: renewed to a full idle timeout from now, and the PTTL with it.
+    let _: i64 = ::redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(10_000)
+        .query(&mut redis.conn())
+        .unwrap();
+    let before = redis_ms();
+    let (answered, data) = touch_with(before + 600_000 - 2000).await;
+    assert!(
+        answered >= before + 600_000,
+        "not renewed: {answered} < {before} + 10 min"
+    );
+    assert_eq!(data, json!({"n": 1}));
+    let pttl: u64 = ::redis::cmd("PTTL")
+        .arg(&key)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(pttl > 500_000, "the PTTL did not move: {pttl}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -319,6 +319,9 @@ impl Sessions {
     }
 
     /// The session `id`, its idle timeout renewed from now (capped by its absolute end).
+    /// On Redis a renewal within the renewal step (a hundredth of the idle timeout, at
+    /// most one second) of the stored deadline is skipped: the session is answered as
+    /// stored.
     ///
     /// # Errors
     /// [`SessionError::NotFound`]; Redis errors.

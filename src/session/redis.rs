@@ -14,8 +14,9 @@
 //! Every function here takes and answers handles where the scripts say "id".
 //!
 //! A plain read is one `GET` (the value carries its idle deadline), no script; a touch is
-//! one script that writes the value with its new deadline and PTTL in one `SET` and
-//! answers it; an update answers only the new header. A session stored by an earlier release as a hash is
+//! one script that writes the value with its new deadline and PTTL in one `SET` (unless
+//! the stored deadline is within the renewal step, see `lua/touch.lua`) and answers it,
+//! concurrent touches sharing calls; an update answers only the new header. A session stored by an earlier release as a hash is
 //! rewritten in the string layout by the first operation that meets it (`upgrade` in
 //! `lua/common.lua`; a plain `GET` answers `WRONGTYPE` and calls `lua/upgrade.lua`).
 //! Every script that needs the time reads Redis's clock (`TIME`), so instances with skewed
@@ -29,6 +30,8 @@
 
 use redis::Script;
 use serde_json::Value;
+
+use crate::backend::redis::batch::{Arg, Item, ScriptBatcher};
 
 use super::record::{self, Header, decode};
 use super::{
@@ -62,7 +65,8 @@ pub(super) struct RedisSessions {
     backend: RedisBackend,
     prefix: String,
     create: Script,
-    touch: Script,
+    /// Concurrent touches share script calls: one key per touch, one reply.
+    touch: ScriptBatcher<1, 0, redis::Value>,
     update: Script,
     rotate: Script,
     delete: Script,
@@ -74,10 +78,10 @@ pub(super) struct RedisSessions {
 impl RedisSessions {
     pub(super) fn new(backend: RedisBackend, prefix: &str) -> Self {
         Self {
-            backend,
+            backend: backend.clone(),
             prefix: prefix.to_owned(),
             create: script(include_str!("lua/create.lua")),
-            touch: Script::new(include_str!("lua/touch.lua")),
+            touch: ScriptBatcher::new(backend, include_str!("lua/touch.lua"), 1, Retry::Idempotent),
             update: Script::new(include_str!("lua/update.lua")),
             rotate: script(include_str!("lua/rotate.lua")),
             delete: script(include_str!("lua/delete.lua")),
@@ -187,29 +191,57 @@ impl RedisSessions {
         touch: bool,
     ) -> Result<Option<Session>, SessionError> {
         let key = self.session_key(id);
-        let value = match self.read_value(&key, touch).await {
-            Err(e) if wrong_type(&e) => {
-                self.upgrade(&key).await?;
-                self.read_value(&key, touch).await?
+        let value = if touch {
+            match self.touch_value(key).await? {
+                Touched::Value(value) => value,
+                Touched::Hash => {
+                    let key = self.session_key(id);
+                    self.upgrade(&key).await?;
+                    match self.touch_value(key).await? {
+                        Touched::Value(value) => value,
+                        Touched::Hash => {
+                            return Err(SessionError::Decode(format!(
+                                "session {id} is still stored as a hash after its upgrade"
+                            )));
+                        }
+                    }
+                }
             }
-            answer => answer?,
+        } else {
+            match self.get_value(&key).await {
+                Err(e) if wrong_type(&e) => {
+                    self.upgrade(&key).await?;
+                    self.get_value(&key).await?
+                }
+                answer => answer?,
+            }
         };
         value.map(|v| decode(id.to_owned(), &v)).transpose()
     }
 
-    /// The value at `key`: a `GET`, or the touch script (repeating a touch is harmless, so
-    /// it is idempotent).
-    async fn read_value(&self, key: &str, touch: bool) -> Result<Option<Vec<u8>>, BackendError> {
-        if touch {
-            let call = evalsha(&self.touch, key, 0);
-            return self
-                .backend
-                .query_with_script(Retry::Idempotent, &call, &self.touch)
-                .await;
-        }
+    /// The value at `key`, one `GET`.
+    async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         let mut get = redis::Cmd::with_capacity(2, 3 + key.len());
         get.arg("GET").arg(key);
         self.backend.query(&get).await
+    }
+
+    /// Touches the session at `key` (through the batched touch script; repeating a touch
+    /// is harmless, so it is idempotent) and answers its renewed value.
+    async fn touch_value(&self, key: String) -> Result<Touched, BackendError> {
+        let item = Item {
+            keys: [Arg::Text(key)],
+            args: [],
+        };
+        let answer = self.touch.call(vec![item]).await?.pop();
+        match answer {
+            Some(redis::Value::BulkString(value)) => Ok(Touched::Value(Some(value))),
+            Some(redis::Value::Nil | redis::Value::Boolean(false)) => Ok(Touched::Value(None)),
+            Some(redis::Value::Int(0)) => Ok(Touched::Hash),
+            other => Err(BackendError::MaybeRan(format!(
+                "unexpected answer to a touch: {other:?}"
+            ))),
+        }
     }
 
     /// Rewrites a session stored as a hash (by a release before the string layout) in the
@@ -325,6 +357,14 @@ fn parse(f: &[String]) -> Result<Session, SessionError> {
 }
 
 /// `EVALSHA` of `script` on `key`, with room for `args` more bytes of arguments.
+/// What the touch script found at a session's key.
+enum Touched {
+    /// The renewed value, or none when there is no live session.
+    Value(Option<Vec<u8>>),
+    /// A session stored as a hash by an earlier release: it needs an upgrade first.
+    Hash,
+}
+
 fn evalsha(script: &Script, key: &str, args: usize) -> redis::Cmd {
     let mut cmd = redis::Cmd::with_capacity(6, 60 + key.len() + args);
     cmd.arg("EVALSHA").arg(script.get_hash()).arg(1).arg(key);

@@ -1,7 +1,7 @@
 //! Coalescing calls of one Lua script from many concurrent callers.
 //!
 //! A script written to loop over items (a fixed number of `KEYS` and `ARGV` per item, a
-//! fixed number of integer replies per item) can decide many callers' items in one
+//! fixed number of replies per item, integers unless the batcher says otherwise) can decide many callers' items in one
 //! `EVALSHA`. [`ScriptBatcher`] keeps at most [`CALLS_IN_FLIGHT`] calls out; items that
 //! arrive meanwhile queue and go out together in the next call (at most [`MAX_ITEMS`] items,
 //! or one caller's items if that caller alone has more).
@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use redis::{RedisWrite, Script, ToRedisArgs};
+use redis::{FromRedisValue, RedisWrite, Script, ToRedisArgs};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::RedisBackend;
@@ -78,32 +78,43 @@ impl Arg {
     }
 }
 
-struct Pending<const K: usize, const A: usize> {
+struct Pending<const K: usize, const A: usize, R> {
     items: Vec<Item<K, A>>,
-    reply: oneshot::Sender<Result<Vec<i64>, BackendError>>,
+    reply: oneshot::Sender<Result<Vec<R>, BackendError>>,
 }
 
-struct Shared<const K: usize, const A: usize> {
+struct Shared<const K: usize, const A: usize, R> {
     backend: RedisBackend,
     script: Script,
     retry: Retry,
     replies_per_item: usize,
-    queue: Mutex<VecDeque<Pending<K, A>>>,
+    queue: Mutex<VecDeque<Pending<K, A, R>>>,
     slots: Arc<Semaphore>,
 }
 
-/// A script whose concurrent calls are coalesced. Cheap to clone.
+/// A script whose concurrent calls are coalesced, answering replies of type `R` (integers
+/// by default). Cheap to clone.
 ///
 /// There is no batching task: a caller queues its items, and whichever waiting caller gets
 /// a free call slot first sends everything queued (its own items or not) and hands each
 /// caller its replies. A caller whose items were taken by another simply waits for them.
-#[derive(Clone)]
-pub struct ScriptBatcher<const K: usize, const A: usize> {
-    shared: Arc<Shared<K, A>>,
+pub struct ScriptBatcher<const K: usize, const A: usize, R = i64> {
+    shared: Arc<Shared<K, A, R>>,
 }
 
-impl<const K: usize, const A: usize> ScriptBatcher<K, A> {
-    /// Batches calls of `source`, which answers `replies_per_item` integers per item, in
+impl<const K: usize, const A: usize, R> Clone for ScriptBatcher<K, A, R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<const K: usize, const A: usize, R> ScriptBatcher<K, A, R>
+where
+    R: FromRedisValue + Send + 'static,
+{
+    /// Batches calls of `source`, which answers `replies_per_item` replies per item, in
     /// item order. `retry` applies to a whole call.
     pub fn new(backend: RedisBackend, source: &str, replies_per_item: usize, retry: Retry) -> Self {
         Self {
@@ -124,7 +135,7 @@ impl<const K: usize, const A: usize> ScriptBatcher<K, A> {
     /// # Errors
     /// The backend's error for the whole call (as a message: one error is shared by every
     /// caller of the call).
-    pub async fn call(&self, items: Vec<Item<K, A>>) -> Result<Vec<i64>, BackendError> {
+    pub async fn call(&self, items: Vec<Item<K, A>>) -> Result<Vec<R>, BackendError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -189,21 +200,21 @@ impl Drop for FinishOnDrop {
     }
 }
 
-fn received(
-    replies: Result<Result<Vec<i64>, BackendError>, oneshot::error::RecvError>,
-) -> Result<Vec<i64>, BackendError> {
+fn received<R>(
+    replies: Result<Result<Vec<R>, BackendError>, oneshot::error::RecvError>,
+) -> Result<Vec<R>, BackendError> {
     replies.map_err(|_| BackendError::MaybeRan("script call abandoned".into()))?
 }
 
-impl<const K: usize, const A: usize> Shared<K, A> {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending<K, A>>> {
+impl<const K: usize, const A: usize, R> Shared<K, A, R> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending<K, A, R>>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queued callers, oldest first, up to [`MAX_ITEMS`] items (at least one caller).
     /// Items of callers that gave up waiting are dropped unsent: a cancelled request must
     /// not take a lock or use up a rate limit.
-    fn take_batch(&self) -> Vec<Pending<K, A>> {
+    fn take_batch(&self) -> Vec<Pending<K, A, R>> {
         let mut queue = self.queue();
         queue.retain(|p| !p.reply.is_closed());
         let mut batch = Vec::new();
@@ -219,10 +230,10 @@ impl<const K: usize, const A: usize> Shared<K, A> {
     }
 }
 
-async fn run<const K: usize, const A: usize>(
-    shared: &Shared<K, A>,
-    batch: &[Pending<K, A>],
-) -> Result<Vec<i64>, BackendError> {
+async fn run<const K: usize, const A: usize, R: FromRedisValue + Send>(
+    shared: &Shared<K, A, R>,
+    batch: &[Pending<K, A, R>],
+) -> Result<Vec<R>, BackendError> {
     let (script, replies_per_item) = (&shared.script, shared.replies_per_item);
     let items = || batch.iter().flat_map(|p| &p.items);
     let total = items().count();
@@ -240,7 +251,7 @@ async fn run<const K: usize, const A: usize>(
     for arg in items().flat_map(|i| &i.args) {
         call.arg(arg);
     }
-    let values: Vec<i64> = shared
+    let values: Vec<R> = shared
         .backend
         .query_with_script(shared.retry, &call, script)
         .await?;
@@ -254,9 +265,9 @@ async fn run<const K: usize, const A: usize>(
 }
 
 /// Hands every caller its slice of the replies, or the error.
-fn deliver<const K: usize, const A: usize>(
-    batch: Vec<Pending<K, A>>,
-    result: Result<Vec<i64>, BackendError>,
+fn deliver<const K: usize, const A: usize, R>(
+    batch: Vec<Pending<K, A, R>>,
+    result: Result<Vec<R>, BackendError>,
     replies_per_item: usize,
 ) {
     match result {
