@@ -288,6 +288,62 @@ async fn batched_script_calls_answer_each_caller_once_even_when_some_are_cancell
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_reads_answer_each_caller_its_own_key_and_share_a_frozen_redis_error() {
+    use blinkchamber::backend::redis::batch::GetBatcher;
+    let mut redis = RedisProc::start();
+    let mut cfg = RedisConfig::standalone("127.0.0.1", redis.port);
+    cfg.max_retries = 0;
+    let backend = RedisBackend::connect(cfg).await.unwrap();
+    let mut conn = redis.conn();
+    // Values with every byte, absent keys, and a key of another type (which `MGET`
+    // answers as nil, like an absent one).
+    for i in 0..300u32 {
+        if i % 3 != 0 {
+            let value: Vec<u8> = (0..=255u8).chain(i.to_le_bytes()).collect();
+            let _: () = redis::cmd("SET")
+                .arg(format!("k{i}"))
+                .arg(value)
+                .query(&mut conn)
+                .unwrap();
+        }
+    }
+    let _: () = redis::cmd("HSET")
+        .arg("k0")
+        .arg("f")
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
+    let reads = GetBatcher::new(backend);
+    let tasks: Vec<_> = (0..300u32)
+        .map(|i| {
+            let reads = reads.clone();
+            tokio::spawn(async move { reads.get(format!("k{i}")).await })
+        })
+        .collect();
+    for (i, task) in (0u32..).zip(tasks) {
+        let expected = (i % 3 != 0).then(|| (0..=255u8).chain(i.to_le_bytes()).collect::<Vec<_>>());
+        assert_eq!(task.await.unwrap().unwrap(), expected, "k{i}");
+    }
+    // A frozen Redis: every waiting caller gets an error (the response timeout), none hangs.
+    redis.pause();
+    let tasks: Vec<_> = (0..50u32)
+        .map(|i| {
+            let reads = reads.clone();
+            tokio::spawn(async move { reads.get(format!("k{i}")).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(
+            task.await.unwrap().is_err(),
+            "a read of a frozen Redis answered"
+        );
+    }
+    redis.resume();
+    let value = reads.get("k1".into()).await.unwrap().unwrap();
+    assert_eq!(&value[256..], 1u32.to_le_bytes());
+}
+
 #[tokio::test]
 async fn refusals_that_did_not_run_are_classified_as_not_run() {
     // NOREPLICAS: a master that requires a replica it does not have refuses writes.

@@ -13,7 +13,7 @@ pub use self::memory::{Full, MemoryBudget};
 pub use self::redis::{RedisBackend, Retry};
 
 /// Why a backend operation failed. Messages never carry secrets or values.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BackendError {
     /// Redis answered with an error or the connection failed.
     #[error("redis: {0}")]

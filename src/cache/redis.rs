@@ -34,6 +34,7 @@ use super::coherence::Coherence;
 use super::stored::{self, Read};
 use super::{CacheError, FrameError};
 use crate::backend::redis::SubscriptionEvent;
+use crate::backend::redis::batch::GetBatcher;
 use crate::backend::redis::px;
 use crate::backend::{RedisBackend, Retry};
 use crate::config::{CacheConfig, CompressionConfig, LocksConfig};
@@ -89,6 +90,8 @@ pub(super) enum LoadWrite {
 
 pub(super) struct RedisLevel {
     backend: RedisBackend,
+    /// Concurrent reads share `MGET`s (through `backend`, so within `l2Timeout`).
+    reads: GetBatcher,
     prefix: String,
     compression: CompressionConfig,
     max_value: usize,
@@ -137,10 +140,12 @@ impl RedisLevel {
         } else {
             (None, None)
         };
+        // Every Redis call of the cache ends by `l2Timeout`: the backend's own deadline (one
+        // timer per call), which the breaker counts like any failure.
+        let backend = backend.bounded(cfg.l2_timeout);
         Self {
-            // Every Redis call of the cache ends by `l2Timeout`: the backend's own deadline
-            // (one timer per call), which the breaker counts like any failure.
-            backend: backend.bounded(cfg.l2_timeout),
+            reads: GetBatcher::new(backend.clone()),
+            backend,
             prefix: cfg.key_prefix.clone(),
             compression: cfg.compression.clone(),
             max_value: cfg.max_value_bytes,
@@ -196,14 +201,13 @@ impl RedisLevel {
         self.breaker.is_open()
     }
 
-    /// The stored value or tombstone, in one `GET`. A value that cannot be read (corrupt,
-    /// or over `cache.maxValueBytes`) is deleted, counted, and reads as absent.
+    /// The stored value or tombstone, as a `GET` answers it (concurrent reads share an
+    /// `MGET`, which answers a key of another type as absent). A value that cannot be read
+    /// (corrupt, or over `cache.maxValueBytes`) is deleted, counted, and reads as absent.
     /// `full` is the Redis key, `{keyPrefix}{namespace}:{key}`.
     pub(super) async fn get_key(&self, full: &str) -> Result<Option<Read>, CacheError> {
         let admitted = self.breaker.start()?;
-        let mut cmd = redis::Cmd::with_capacity(2, 3 + full.len());
-        cmd.arg("GET").arg(full);
-        let stored = self.backend.query::<Option<Vec<u8>>>(&cmd).await;
+        let stored = self.reads.get(full.to_owned()).await;
         match admitted.finish(stored.map_err(CacheError::from))? {
             Some(bytes) => Ok(self.decode(full, bytes).await),
             None => Ok(None),

@@ -31,7 +31,7 @@
 use redis::Script;
 use serde_json::Value;
 
-use crate::backend::redis::batch::{Arg, Item, ScriptBatcher};
+use crate::backend::redis::batch::{Arg, GetBatcher, Item, ScriptBatcher};
 
 use super::record::{self, Header, decode};
 use super::{
@@ -67,6 +67,8 @@ pub(super) struct RedisSessions {
     create: Script,
     /// Concurrent touches share script calls: one key per touch, one reply.
     touch: ScriptBatcher<1, 0, redis::Value>,
+    /// Concurrent plain reads share `MGET`s.
+    reads: GetBatcher,
     update: Script,
     rotate: Script,
     delete: Script,
@@ -81,6 +83,7 @@ impl RedisSessions {
             backend: backend.clone(),
             prefix: prefix.to_owned(),
             create: script(include_str!("lua/create.lua")),
+            reads: GetBatcher::new(backend.clone()),
             touch: ScriptBatcher::new(backend, include_str!("lua/touch.lua"), 1, Retry::Idempotent),
             update: Script::new(include_str!("lua/update.lua")),
             rotate: script(include_str!("lua/rotate.lua")),
@@ -208,12 +211,20 @@ impl RedisSessions {
                 }
             }
         } else {
-            match self.get_value(&key).await {
-                Err(e) if wrong_type(&e) => {
-                    self.upgrade(&key).await?;
-                    self.get_value(&key).await?
+            match self.reads.get(key).await? {
+                Some(value) => Some(value),
+                // `MGET` answers nil for a key of another type too: a plain `GET` tells a
+                // session stored as a hash by an earlier release (`WRONGTYPE`) from none.
+                None => {
+                    let key = self.session_key(id);
+                    match self.get_value(&key).await {
+                        Err(e) if wrong_type(&e) => {
+                            self.upgrade(&key).await?;
+                            self.get_value(&key).await?
+                        }
+                        answer => answer?,
+                    }
                 }
-                answer => answer?,
             }
         };
         value.map(|v| decode(id.to_owned(), &v)).transpose()

@@ -1,15 +1,20 @@
-//! Coalescing calls of one Lua script from many concurrent callers.
+//! Coalescing calls of one Lua script, or plain reads, from many concurrent callers.
 //!
 //! A script written to loop over items (a fixed number of `KEYS` and `ARGV` per item, a
-//! fixed number of replies per item, integers unless the batcher says otherwise) can decide many callers' items in one
-//! `EVALSHA`. [`ScriptBatcher`] keeps at most [`CALLS_IN_FLIGHT`] calls out; items that
-//! arrive meanwhile queue and go out together in the next call (at most [`MAX_ITEMS`] items,
-//! or one caller's items if that caller alone has more).
-//! The script handles items one after another, so each stays atomic; what they share is the
-//! round trip and the script's fixed cost (invocation, `TIME`), which dominate a small
-//! script. An idle batcher sends a lone item at once. There is no batching task: the
-//! caller that gets a free call slot sends what is queued, so an item costs one task
-//! hand-off at most.
+//! fixed number of replies per item, integers unless the batcher says otherwise) can
+//! decide many callers' items in one `EVALSHA`. [`ScriptBatcher`] keeps at most
+//! [`CALLS_IN_FLIGHT`] calls out; items that arrive meanwhile queue and go out together in
+//! the next call (at most [`MAX_ITEMS`] items, or one caller's items if that caller alone
+//! has more). The script handles items one after another, so each stays atomic; what they
+//! share is the round trip and the script's fixed cost (invocation, `TIME`), which
+//! dominate a small script.
+//!
+//! [`GetBatcher`] does the same for plain reads, as one `MGET` of at most [`MAX_READS`]
+//! keys (no script): the fixed cost of a command on both sides (its reply, its hand-off to
+//! the connection) is shared, so a read costs the client less than a `GET` of its own.
+//!
+//! An idle batcher sends a lone item at once. There is no batching task: the caller that
+//! gets a free call slot sends what is queued, so an item costs one task hand-off at most.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -29,8 +34,12 @@ use crate::backend::{BackendError, Retry};
 /// 116 k checks/s, four 159 k, eight 140 k (88 k without coalescing).
 pub const CALLS_IN_FLIGHT: usize = 4;
 
-/// Most items in one call.
+/// Most items in one script call.
 pub const MAX_ITEMS: usize = 256;
+
+/// Most keys in one `MGET` of a [`GetBatcher`]: its callers all wait for the whole reply,
+/// and values can be large (a cache value up to `cache.maxValueBytes`).
+pub const MAX_READS: usize = 64;
 
 /// One item: its `K` keys and `A` arguments, as the script's layout says.
 #[derive(Clone, Debug)]
@@ -85,9 +94,12 @@ struct Pending<const K: usize, const A: usize, R> {
 
 struct Shared<const K: usize, const A: usize, R> {
     backend: RedisBackend,
-    script: Script,
+    /// The script called, or none for `MGET` of the items' keys.
+    script: Option<Script>,
     retry: Retry,
     replies_per_item: usize,
+    /// Most items in one call.
+    max_items: usize,
     queue: Mutex<VecDeque<Pending<K, A, R>>>,
     slots: Arc<Semaphore>,
 }
@@ -117,12 +129,24 @@ where
     /// Batches calls of `source`, which answers `replies_per_item` replies per item, in
     /// item order. `retry` applies to a whole call.
     pub fn new(backend: RedisBackend, source: &str, replies_per_item: usize, retry: Retry) -> Self {
+        let script = Some(Script::new(source));
+        Self::calling(backend, script, replies_per_item, MAX_ITEMS, retry)
+    }
+
+    fn calling(
+        backend: RedisBackend,
+        script: Option<Script>,
+        replies_per_item: usize,
+        max_items: usize,
+        retry: Retry,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 backend,
-                script: Script::new(source),
+                script,
                 retry,
                 replies_per_item,
+                max_items,
                 queue: Mutex::new(VecDeque::new()),
                 slots: Arc::new(Semaphore::new(CALLS_IN_FLIGHT)),
             }),
@@ -133,8 +157,7 @@ where
     /// replies, `replies_per_item` per item.
     ///
     /// # Errors
-    /// The backend's error for the whole call (as a message: one error is shared by every
-    /// caller of the call).
+    /// The backend's error for the whole call (every caller of the call gets a copy).
     pub async fn call(&self, items: Vec<Item<K, A>>) -> Result<Vec<R>, BackendError> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -211,7 +234,7 @@ impl<const K: usize, const A: usize, R> Shared<K, A, R> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queued callers, oldest first, up to [`MAX_ITEMS`] items (at least one caller).
+    /// Queued callers, oldest first, up to the batcher's most items (at least one caller).
     /// Items of callers that gave up waiting are dropped unsent: a cancelled request must
     /// not take a lock or use up a rate limit.
     fn take_batch(&self) -> Vec<Pending<K, A, R>> {
@@ -220,7 +243,7 @@ impl<const K: usize, const A: usize, R> Shared<K, A, R> {
         let mut batch = Vec::new();
         let mut count = 0;
         while let Some(next) = queue.front() {
-            if !batch.is_empty() && count + next.items.len() > MAX_ITEMS {
+            if !batch.is_empty() && count + next.items.len() > self.max_items {
                 break;
             }
             count += next.items.len();
@@ -234,9 +257,18 @@ async fn run<const K: usize, const A: usize, R: FromRedisValue + Send>(
     shared: &Shared<K, A, R>,
     batch: &[Pending<K, A, R>],
 ) -> Result<Vec<R>, BackendError> {
-    let (script, replies_per_item) = (&shared.script, shared.replies_per_item);
+    let replies_per_item = shared.replies_per_item;
     let items = || batch.iter().flat_map(|p| &p.items);
     let total = items().count();
+    let Some(script) = &shared.script else {
+        let mut call = redis::Cmd::with_capacity(1 + total, 8 + total * 64);
+        call.arg("MGET");
+        for key in items().flat_map(|i| &i.keys) {
+            call.arg(key);
+        }
+        let values: Vec<R> = shared.backend.query(&call).await?;
+        return check_count(values, total * replies_per_item, total);
+    };
     // `EVALSHA sha numkeys` then every item's keys, then every item's arguments: one
     // buffer, written once.
     let bytes: usize = items()
@@ -255,13 +287,46 @@ async fn run<const K: usize, const A: usize, R: FromRedisValue + Send>(
         .backend
         .query_with_script(shared.retry, &call, script)
         .await?;
-    if values.len() != total * replies_per_item {
+    check_count(values, total * replies_per_item, total)
+}
+
+fn check_count<R>(values: Vec<R>, expected: usize, items: usize) -> Result<Vec<R>, BackendError> {
+    if values.len() != expected {
         return Err(BackendError::MaybeRan(format!(
-            "script answered {} values for {total} items",
+            "Redis answered {} values for {items} items",
             values.len()
         )));
     }
     Ok(values)
+}
+
+/// Plain reads of concurrent callers coalesced into `MGET`s (see the module docs). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct GetBatcher {
+    batcher: ScriptBatcher<1, 0, Option<Vec<u8>>>,
+}
+
+impl GetBatcher {
+    /// Reads through `backend`.
+    pub fn new(backend: RedisBackend) -> Self {
+        Self {
+            batcher: ScriptBatcher::calling(backend, None, 1, MAX_READS, Retry::Idempotent),
+        }
+    }
+
+    /// The value at `key`, as a `GET` would answer it.
+    ///
+    /// # Errors
+    /// The backend's error for the whole `MGET` (every caller of it gets a copy).
+    pub async fn get(&self, key: String) -> Result<Option<Vec<u8>>, BackendError> {
+        let item = Item {
+            keys: [Arg::Text(key)],
+            args: [],
+        };
+        let mut values = self.batcher.call(vec![item]).await?;
+        Ok(values.pop().flatten())
+    }
 }
 
 /// Hands every caller its slice of the replies, or the error.
@@ -282,16 +347,10 @@ fn deliver<const K: usize, const A: usize, R>(
             }
         }
         Err(e) => {
-            // Shared by every caller as a message, keeping whether the call may have run.
-            let message = e.to_string();
-            let not_run = e.certainly_not_run();
+            // Every caller gets the error itself: whether the call may have run, a
+            // timeout and an unreachable Redis stay what they are.
             for pending in batch {
-                let shared = if not_run {
-                    BackendError::Unavailable(message.clone())
-                } else {
-                    BackendError::MaybeRan(message.clone())
-                };
-                let _ = pending.reply.send(Err(shared));
+                let _ = pending.reply.send(Err(e.clone()));
             }
         }
     }
