@@ -16,7 +16,7 @@
 //! A plain read is one `GET` (the value carries its idle deadline), no script; a touch is
 //! one script that writes the value with its new deadline and PTTL in one `SET` (unless
 //! the stored deadline is within the renewal step, see `lua/touch.lua`) and answers it,
-//! concurrent touches sharing calls; an update answers only the new header. A session stored by an earlier release as a hash is
+//! concurrent touches (and updates) sharing calls; an update answers only the new header. A session stored by an earlier release as a hash is
 //! rewritten in the string layout by the first operation that meets it (`upgrade` in
 //! `lua/common.lua`; a plain `GET` answers `WRONGTYPE` and calls `lua/upgrade.lua`).
 //! Every script that needs the time reads Redis's clock (`TIME`), so instances with skewed
@@ -69,7 +69,8 @@ pub(super) struct RedisSessions {
     touch: ScriptBatcher<1, 0, redis::Value>,
     /// Concurrent plain reads share `MGET`s.
     reads: GetBatcher,
-    update: Script,
+    /// Concurrent updates share script calls: one key and three arguments per update.
+    update: ScriptBatcher<1, 3, redis::Value>,
     rotate: Script,
     delete: Script,
     list: Script,
@@ -84,8 +85,13 @@ impl RedisSessions {
             prefix: prefix.to_owned(),
             create: script(include_str!("lua/create.lua")),
             reads: GetBatcher::new(backend.clone()),
-            touch: ScriptBatcher::new(backend, include_str!("lua/touch.lua"), 1, Retry::Idempotent),
-            update: Script::new(include_str!("lua/update.lua")),
+            touch: ScriptBatcher::new(
+                backend.clone(),
+                include_str!("lua/touch.lua"),
+                1,
+                Retry::Idempotent,
+            ),
+            update: ScriptBatcher::new(backend, include_str!("lua/update.lua"), 1, Retry::IfNotRun),
             rotate: script(include_str!("lua/rotate.lua")),
             delete: script(include_str!("lua/delete.lua")),
             list: script(include_str!("lua/list.lua")),
@@ -272,28 +278,33 @@ impl RedisSessions {
         data: Value,
         version: u64,
     ) -> Result<Updated, SessionError> {
-        let key = self.session_key(id);
         let text = data.to_string();
-        let mut call = evalsha(&self.update, &key, text.len() + 2 * 23);
-        call.arg(text)
-            .arg(record::version_field(version))
-            .arg(record::version_field(version.saturating_add(1)));
-        // Not idempotent: a resend after a lost reply would see its own write as a
-        // conflict.
-        let run = || {
-            self.backend
-                .query_with_script::<redis::Value>(Retry::IfNotRun, &call, &self.update)
+        let expected = record::version_field(version);
+        let next = record::version_field(version.saturating_add(1));
+        // Not idempotent (the batcher sends it only if it cannot have run): a resend after
+        // a lost reply would see its own write as a conflict.
+        let run = |key: String| {
+            let item = Item {
+                keys: [Arg::Text(key)],
+                args: [
+                    Arg::Text(text.clone()),
+                    Arg::Text(expected.clone()),
+                    Arg::Text(next.clone()),
+                ],
+            };
+            self.update.call(vec![item])
         };
-        let answer = match run().await {
-            Err(e) if wrong_type(&e) => {
-                self.upgrade(&key).await?;
-                run().await?
-            }
-            answer => answer?,
+        let mut answer = run(self.session_key(id)).await?.pop();
+        if answer == Some(redis::Value::Int(-1)) {
+            self.upgrade(&self.session_key(id)).await?;
+            answer = run(self.session_key(id)).await?.pop();
+        }
+        let Some(answer) = answer else {
+            return Err(SessionError::Decode("no answer to an update".into()));
         };
         Ok(match answer {
-            redis::Value::Nil => Updated::Missing,
-            redis::Value::Int(current) => Updated::Conflict(current.max(0) as u64),
+            redis::Value::Nil | redis::Value::Boolean(false) => Updated::Missing,
+            redis::Value::Int(current) if current >= 0 => Updated::Conflict(current as u64),
             redis::Value::BulkString(head) => {
                 let (header, _) = Header::split(&head)?;
                 Updated::Done(header.session(id.to_owned(), data))
