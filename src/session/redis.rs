@@ -13,12 +13,14 @@
 //!
 //! Every function here takes and answers handles where the scripts say "id".
 //!
-//! A plain read is one `GET` (the value carries its idle deadline), no script; a touch is
-//! one script that writes the value with its new deadline and PTTL in one `SET` (unless
-//! the stored deadline is within the renewal step, see `lua/touch.lua`) and answers it,
-//! concurrent touches (and updates) sharing calls; an update answers only the new header. A session stored by an earlier release as a hash is
-//! rewritten in the string layout by the first operation that meets it (`upgrade` in
-//! `lua/common.lua`; a plain `GET` answers `WRONGTYPE` and calls `lua/upgrade.lua`).
+//! A plain read is one `GET` (the value carries its idle deadline; concurrent reads share
+//! an `MGET`), no script; a touch is one script that writes the value with its new
+//! deadline and PTTL in one `SET` (unless the stored deadline is within the renewal step,
+//! see `lua/touch.lua`) and answers it; an update answers only the new header. Concurrent
+//! touches, and concurrent updates, share script calls. A session stored by an earlier
+//! release as a hash is rewritten in the string layout by the first operation that meets
+//! it (`upgrade` in `lua/common.lua`; the client calls `lua/upgrade.lua` when a `GET`
+//! answers `WRONGTYPE` or the touch or update script reports a hash).
 //! Every script that needs the time reads Redis's clock (`TIME`), so instances with skewed
 //! clocks agree on expiry. A script touches only the keys it is given in `KEYS`. The keys
 //! found through data (a session's index from its stored user: delete, rotate; an index's
