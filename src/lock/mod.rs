@@ -1,8 +1,8 @@
 //! Distributed locks: leases with an owner token and a fencing token.
 //!
 //! A lease names its owner by a random token; only that token can extend or release it.
-//! Every successful acquisition of a name gets a fencing token one higher than the last
-//! one handed out for that name, so a storage system that remembers the highest token it
+//! Every successful acquisition of a name gets a fencing token higher than every one handed
+//! out before it for that name, so a storage system that remembers the highest token it
 //! has seen can refuse a write from a holder whose lease expired while it was paused.
 //!
 //! With Redis the lease lives on the master only. Replication is asynchronous: if the

@@ -7,10 +7,11 @@
 //! stays one key however many names are used), channel `{prefix}released` (payload: the
 //! name).
 //! An attempt that finds the lease held appends `!` to it (once), and only the release of a
-//! marked lease publishes, so an uncontended cycle is `INCR` + `SET NX PX`, then `GET` +
-//! `DEL`. Acquisitions and releases of concurrent callers share script calls, both kinds in
-//! the same call (`lua/leases.lua`, [`ScriptBatcher`]); a contended attempt also takes a
-//! fencing number, which leaves gaps but never lets the counter go back.
+//! marked lease publishes, so an uncontended cycle is `SET NX PX`, then `GET` + `DEL`.
+//! Acquisitions and releases of concurrent callers share script calls, both kinds in the
+//! same call (`lua/leases.lua`, [`ScriptBatcher`]), and one `INCRBY` per call reserves the
+//! fencing numbers of all its acquisitions; a contended attempt also takes a fencing
+//! number, which leaves gaps but never lets the counter go back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +80,7 @@ impl RedisLocks {
             prefix: prefix.to_owned(),
             channel,
             fence,
-            // Not idempotent (INCR, SET): resent only when they certainly did not run.
+            // Not idempotent (INCRBY, SET): resent only when they certainly did not run.
             leases: ScriptBatcher::new(backend.clone(), LEASES, 2, Retry::IfNotRun),
             extend: Script::new(EXTEND),
             listener,
