@@ -55,6 +55,10 @@ fn wrong_type(e: &BackendError) -> bool {
         if e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE"))
 }
 
+/// What the touch and update scripts answer for a session still stored as a hash by an
+/// earlier release.
+const HASH: redis::Value = redis::Value::Int(-1);
+
 /// Strings per session in a script's answer: its id and its value.
 const FIELDS: usize = 2;
 
@@ -201,25 +205,28 @@ impl RedisSessions {
         id: &str,
         touch: bool,
     ) -> Result<Option<Session>, SessionError> {
-        let key = self.session_key(id);
         let value = if touch {
-            match self.touch_value(key).await? {
-                Touched::Value(value) => value,
-                Touched::Hash => {
-                    let key = self.session_key(id);
-                    self.upgrade(&key).await?;
-                    match self.touch_value(key).await? {
-                        Touched::Value(value) => value,
-                        Touched::Hash => {
-                            return Err(SessionError::Decode(format!(
-                                "session {id} is still stored as a hash after its upgrade"
-                            )));
-                        }
-                    }
+            // Repeating a touch is harmless, so the batcher may resend it.
+            let answer = self
+                .upgrading(id, |key| {
+                    let item = Item {
+                        keys: [Arg::Text(key)],
+                        args: [],
+                    };
+                    self.touch.call(vec![item])
+                })
+                .await?;
+            match answer {
+                Some(redis::Value::BulkString(value)) => Some(value),
+                Some(redis::Value::Nil | redis::Value::Boolean(false)) => None,
+                other => {
+                    return Err(SessionError::Decode(format!(
+                        "unexpected answer to a touch: {other:?}"
+                    )));
                 }
             }
         } else {
-            match self.reads.get(key).await? {
+            match self.reads.get(self.session_key(id)).await? {
                 Some(value) => Some(value),
                 // `MGET` answers nil for a key of another type too: a plain `GET` tells a
                 // session stored as a hash by an earlier release (`WRONGTYPE`) from none.
@@ -245,22 +252,24 @@ impl RedisSessions {
         self.backend.query(&get).await
     }
 
-    /// Touches the session at `key` (through the batched touch script; repeating a touch
-    /// is harmless, so it is idempotent) and answers its renewed value.
-    async fn touch_value(&self, key: String) -> Result<Touched, BackendError> {
-        let item = Item {
-            keys: [Arg::Text(key)],
-            args: [],
-        };
-        let answer = self.touch.call(vec![item]).await?.pop();
-        match answer {
-            Some(redis::Value::BulkString(value)) => Ok(Touched::Value(Some(value))),
-            Some(redis::Value::Nil | redis::Value::Boolean(false)) => Ok(Touched::Value(None)),
-            Some(redis::Value::Int(0)) => Ok(Touched::Hash),
-            other => Err(BackendError::MaybeRan(format!(
-                "unexpected answer to a touch: {other:?}"
-            ))),
+    /// Runs `call` (a batched script) on the key of session `id` and answers its reply;
+    /// when the script reports [`HASH`], rewrites the session in the current layout and
+    /// runs `call` once more.
+    async fn upgrading<F, Fut>(
+        &self,
+        id: &str,
+        call: F,
+    ) -> Result<Option<redis::Value>, BackendError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<Vec<redis::Value>, BackendError>>,
+    {
+        let mut answer = call(self.session_key(id)).await?.pop();
+        if answer == Some(HASH) {
+            self.upgrade(&self.session_key(id)).await?;
+            answer = call(self.session_key(id)).await?.pop();
         }
+        Ok(answer)
     }
 
     /// Rewrites a session stored as a hash (by a release before the string layout) in the
@@ -285,7 +294,7 @@ impl RedisSessions {
         let next = record::version_field(version.saturating_add(1));
         // Not idempotent (the batcher sends it only if it cannot have run): a resend after
         // a lost reply would see its own write as a conflict.
-        let run = |key: String| {
+        let answer = self.upgrading(id, |key| {
             let item = Item {
                 keys: [Arg::Text(key)],
                 args: [
@@ -295,13 +304,8 @@ impl RedisSessions {
                 ],
             };
             self.update.call(vec![item])
-        };
-        let mut answer = run(self.session_key(id)).await?.pop();
-        if answer == Some(redis::Value::Int(-1)) {
-            self.upgrade(&self.session_key(id)).await?;
-            answer = run(self.session_key(id)).await?.pop();
-        }
-        let Some(answer) = answer else {
+        });
+        let Some(answer) = answer.await? else {
             return Err(SessionError::Decode("no answer to an update".into()));
         };
         Ok(match answer {
@@ -381,14 +385,6 @@ fn parse(f: &[String]) -> Result<Session, SessionError> {
 }
 
 /// `EVALSHA` of `script` on `key`, with room for `args` more bytes of arguments.
-/// What the touch script found at a session's key.
-enum Touched {
-    /// The renewed value, or none when there is no live session.
-    Value(Option<Vec<u8>>),
-    /// A session stored as a hash by an earlier release: it needs an upgrade first.
-    Hash,
-}
-
 fn evalsha(script: &Script, key: &str, args: usize) -> redis::Cmd {
     let mut cmd = redis::Cmd::with_capacity(6, 60 + key.len() + args);
     cmd.arg("EVALSHA").arg(script.get_hash()).arg(1).arg(key);

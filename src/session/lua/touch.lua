@@ -12,7 +12,7 @@
 -- KEYS: the sessions
 -- ARGV: (none)
 -- Returns: per session, its value with its new deadline; false when there is no live
---          session; 0 when it is still stored as a hash by an earlier release (the caller
+--          session; -1 when it is still stored as a hash by an earlier release (the caller
 --          rewrites it, upgrade.lua, and touches again).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -24,7 +24,7 @@ local function touch(key)
     return false
   end
   if type(v) ~= 'string' then
-    return 0
+    return -1
   end
   local idle, deadline = tonumber(sub(v, 53, 65)), tonumber(sub(v, 67, 79))
   local expires = tonumber(sub(v, 39, 51))
