@@ -5,8 +5,10 @@
 --          "<algorithm> <limit> <period µs> <burst>" (algorithm 'g' gcra, 'f' fixedWindow,
 --          's' slidingWindow; burst is GCRA's) and the cost. A spec is parsed once per
 --          call however many checks share it.
--- Returns  four integers per check: allowed (1/0), remaining, retry_after_us,
---          reset_after_us.
+-- Returns  three integers per check: remaining (when the check was limited, -1 - remaining,
+--          so a negative first value means limited), retry_after_us, reset_after_us. Each
+--          integer in the reply costs Redis about as much as a third of a `GET`, so the
+--          verdict rides on the sign instead of a fourth.
 --
 -- Time is Redis's own clock (TIME), read once, in microseconds since EPOCH, so every
 -- instance checking the same key agrees whatever its local clock says.
@@ -22,7 +24,9 @@
 -- then set one burst span beyond it. Values in the text layout of earlier releases
 -- ("<tat>", "<window> <count> [<previous>]") are still read, and rewritten packed.
 --
--- Functions used per check are locals: a global lookup per use cost a few percent.
+-- Functions used per check are locals: a global lookup per use cost a few percent. The rule
+-- of the check being decided is in locals too (`limit` to `burst_span`), set once per run
+-- of checks sharing a spec, so the algorithms take only the key and the cost.
 
 local EPOCH = 1735689600
 local G, F, S = 71, 70, 83
@@ -31,6 +35,10 @@ local t = redis.call('TIME')
 local now = (tonumber(t[1]) - EPOCH) * 1000000 + tonumber(t[2])
 local pack, unpack = struct.pack, struct.unpack
 local floor, ceil, byte, call = math.floor, math.ceil, string.byte, redis.call
+
+-- The rule being applied: its limit and period (µs), and GCRA's emission interval and
+-- burst span (the rule's burst times the interval).
+local limit, period, interval, burst_span
 
 local function floor0(x)
   if x <= 0 then return 0 end
@@ -49,15 +57,14 @@ local function set_px(key, value, ms)
   call('SET', key, value, 'PX', ttl)
 end
 
-local function gcra(key, limit, period, burst, cost)
-  local interval = period / limit
-  local burst_span = burst * interval
+local function gcra(key, cost)
   local tat, expires = now, 0
   local stored = call('GET', key)
   if stored then
-    if #stored == 17 and byte(stored) == G then
-      local stored_tat
-      stored_tat, expires = unpack('<dd', stored, 2)
+    local tag, stored_tat, stored_expires
+    if #stored == 17 then tag, stored_tat, stored_expires = unpack('<Bdd', stored) end
+    if tag == G then
+      expires = stored_expires
       if stored_tat > now then tat = stored_tat end
     else
       local text = tonumber(stored)
@@ -67,7 +74,7 @@ local function gcra(key, limit, period, burst, cost)
   local new_tat = tat + interval * cost
   local allow_at = new_tat - burst_span
   if now < allow_at then
-    return 0, floor0((now - (tat - burst_span)) / interval), ceil0(allow_at - now),
+    return -1 - floor0((now - (tat - burst_span)) / interval), ceil0(allow_at - now),
       ceil0(tat - now)
   end
   if new_tat <= expires then
@@ -79,7 +86,8 @@ local function gcra(key, limit, period, burst, cost)
     expires = (floor(now / 1000) + ttl) * 1000
     call('SET', key, pack('<Bdd', G, new_tat, expires), 'PX', ttl)
   end
-  return 1, floor0((now - allow_at) / interval), 0, ceil0(new_tat - now)
+  -- Both are at least 0 here (now >= allow_at, new_tat >= now).
+  return floor((now - allow_at) / interval), 0, ceil(new_tat - now)
 end
 
 -- The counts of `window` and of the window before it (0 when the stored state is older),
@@ -106,22 +114,22 @@ local function counts(key, tag, window)
   return 0, 0, false
 end
 
-local function fixed(key, limit, period, cost)
+local function fixed(key, cost)
   local window = floor(now / period)
   local reset = ceil0((window + 1) * period - now)
   local count, _, current = counts(key, F, window)
   if count + cost > limit then
-    return 0, floor0(limit - count), reset, reset
+    return -1 - floor0(limit - count), reset, reset
   end
   if current then
     call('SETRANGE', key, '1', pack('<dd', window, count + cost))
   else
     set_px(key, pack('<Bdd', F, window, count + cost), reset / 1000)
   end
-  return 1, limit - (count + cost), 0, reset
+  return limit - (count + cost), 0, reset
 end
 
-local function sliding(key, limit, period, cost)
+local function sliding(key, cost)
   local window = floor(now / period)
   local elapsed = now - window * period
   local curr, prev, current = counts(key, S, window)
@@ -141,7 +149,7 @@ local function sliding(key, limit, period, cost)
     if curr > 0 then reset = 2 * period - elapsed else reset = period - elapsed end
     retry = ceil0(retry)
     if retry < 1 then retry = 1 end
-    return 0, floor0(limit - estimated), retry, ceil0(reset)
+    return -1 - floor0(limit - estimated), retry, ceil0(reset)
   end
   -- Kept until the next window ends: it is that window's previous count.
   if current then
@@ -149,30 +157,29 @@ local function sliding(key, limit, period, cost)
   else
     set_px(key, pack('<Bddd', S, window, curr + cost, prev), (2 * period - elapsed) / 1000)
   end
-  return 1, floor0(limit - (estimated + cost)), 0, ceil0(2 * period - elapsed)
+  return floor0(limit - (estimated + cost)), 0, ceil0(2 * period - elapsed)
 end
 
+-- Each spec is parsed once per call; consecutive checks of one rule skip even the lookup.
 local rules = {}
 local out = {}
+local spec, algorithm
 for i = 1, #KEYS do
-  local spec = ARGV[2 * i - 1]
-  local rule = rules[spec]
-  if not rule then
-    local a, l, p, b = string.match(spec, '^(%a) (%d+) (%d+) (%d+)$')
-    if a == 'g' then a = gcra elseif a == 'f' then a = fixed else a = sliding end
-    rule = {a, tonumber(l), tonumber(p), tonumber(b)}
-    rules[spec] = rule
+  if ARGV[2 * i - 1] ~= spec then
+    spec = ARGV[2 * i - 1]
+    local rule = rules[spec]
+    if not rule then
+      local a, l, p, b = string.match(spec, '^(%a) (%d+) (%d+) (%d+)$')
+      if a == 'g' then a = gcra elseif a == 'f' then a = fixed else a = sliding end
+      l, p, b = tonumber(l), tonumber(p), tonumber(b)
+      rule = {a, l, p, p / l, b * (p / l)}
+      rules[spec] = rule
+    end
+    algorithm, limit, period, interval, burst_span = rule[1], rule[2], rule[3], rule[4], rule[5]
   end
-  local cost = tonumber(ARGV[2 * i])
-  local allowed, remaining, retry, reset
-  if rule[1] == gcra then
-    allowed, remaining, retry, reset = gcra(KEYS[i], rule[2], rule[3], rule[4], cost)
-  else
-    allowed, remaining, retry, reset = rule[1](KEYS[i], rule[2], rule[3], cost)
-  end
-  out[4 * i - 3] = allowed
-  out[4 * i - 2] = remaining
-  out[4 * i - 1] = retry
-  out[4 * i] = reset
+  -- Nearly every check costs 1: comparing interned strings is cheaper than parsing.
+  local cost = ARGV[2 * i]
+  if cost == '1' then cost = 1 else cost = tonumber(cost) end
+  out[3 * i - 2], out[3 * i - 1], out[3 * i] = algorithm(KEYS[i], cost)
 end
 return out

@@ -29,7 +29,7 @@ impl RedisStore {
     pub(crate) fn new(backend: RedisBackend) -> Self {
         // A check whose reply was lost may have counted: resent only when it certainly did
         // not run.
-        let script = ScriptBatcher::new(backend.clone(), CHECK_LUA, 4, Retry::IfNotRun);
+        let script = ScriptBatcher::new(backend.clone(), CHECK_LUA, 3, Retry::IfNotRun);
         Self { backend, script }
     }
 
@@ -47,12 +47,13 @@ impl RedisStore {
             .collect();
         let values = self.script.call(items).await?;
         Ok(values
-            .chunks_exact(4)
+            .chunks_exact(3)
             .map(|v| Outcome {
-                allowed: v[0] == 1,
-                remaining: v[1].max(0) as u64,
-                retry_after_us: v[2].max(0) as u64,
-                reset_after_us: v[3].max(0) as u64,
+                // A limited check's remaining comes as `-1 - remaining`.
+                allowed: v[0] >= 0,
+                remaining: if v[0] >= 0 { v[0] } else { -1 - v[0] } as u64,
+                retry_after_us: v[1].max(0) as u64,
+                reset_after_us: v[2].max(0) as u64,
             })
             .collect())
     }
