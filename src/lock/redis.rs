@@ -9,9 +9,10 @@
 //! An attempt that finds the lease held appends `!` to it (once), and only the release of a
 //! marked lease publishes, so an uncontended cycle is `SET NX PX`, then `GET` + `DEL`.
 //! Acquisitions and releases of concurrent callers share script calls, both kinds in the
-//! same call (`lua/leases.lua`, [`ScriptBatcher`]), and one `INCRBY` per call reserves the
-//! fencing numbers of all its acquisitions; a contended attempt also takes a fencing
-//! number, which leaves gaps but never lets the counter go back.
+//! same call (`lua/leases.lua`, [`ScriptBatcher`], with the counter and the channel sent
+//! once per call as its [`Header`]), and one `INCRBY` per call reserves a fencing number
+//! for each of its acquisitions; the numbers contended attempts leave unused are gaps,
+//! which never let the counter go back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::{Attempt, WAKE_ALL};
 use crate::backend::redis::SubscriptionEvent;
-use crate::backend::redis::batch::{Arg, Item, ScriptBatcher};
+use crate::backend::redis::batch::{Arg, Header, Item, ScriptBatcher};
 use crate::backend::redis::px;
 use crate::backend::{BackendError, RedisBackend, Retry};
 
@@ -33,10 +34,8 @@ const EXTEND: &str = include_str!("lua/extend.lua");
 pub(super) struct RedisLocks {
     backend: RedisBackend,
     prefix: String,
-    channel: Arc<str>,
-    fence: Arc<str>,
     /// Acquisitions and releases, in the same calls.
-    leases: ScriptBatcher<2, 3>,
+    leases: ScriptBatcher<1, 2>,
     extend: Script,
     listener: tokio::task::JoinHandle<()>,
     subscribed: watch::Receiver<bool>,
@@ -55,7 +54,7 @@ impl RedisLocks {
         released: broadcast::Sender<String>,
     ) -> Self {
         let channel: Arc<str> = format!("{prefix}released").into();
-        let fence = format!("{prefix}fence").into();
+        let fence: Arc<str> = format!("{prefix}fence").into();
         let mut subscription = backend.subscribe(vec![channel.to_string()]);
         let (subscribed_tx, subscribed) = watch::channel(false);
         let listener = tokio::spawn(async move {
@@ -78,10 +77,17 @@ impl RedisLocks {
         Self {
             backend: backend.clone(),
             prefix: prefix.to_owned(),
-            channel,
-            fence,
             // Not idempotent (INCRBY, SET): resent only when they certainly did not run.
-            leases: ScriptBatcher::new(backend.clone(), LEASES, 2, Retry::IfNotRun),
+            leases: ScriptBatcher::with_header(
+                backend.clone(),
+                LEASES,
+                Header {
+                    keys: vec![Arg::Shared(fence)],
+                    args: vec![Arg::Shared(channel)],
+                },
+                1,
+                Retry::IfNotRun,
+            ),
             extend: Script::new(EXTEND),
             listener,
             subscribed,
@@ -105,20 +111,14 @@ impl RedisLocks {
         ttl: Duration,
     ) -> Result<Attempt, BackendError> {
         let item = Item {
-            keys: [Arg::Text(self.key(name)), Arg::Shared(self.fence.clone())],
-            args: [
-                Arg::Static("a"),
-                Arg::Text(token.to_owned()),
-                Arg::Int(px(ttl)),
-            ],
+            keys: [Arg::Text(self.key(name))],
+            args: [Arg::Text(token.to_owned()), Arg::Int(px(ttl))],
         };
-        let answer = self.leases.call(vec![item]).await?;
-        Ok(if answer[0] == 1 {
-            Attempt::Acquired(u64::try_from(answer[1]).unwrap_or_default())
-        } else {
-            // PTTL is -1 only for a key without expiry, which this module never writes, and
-            // -2 when the lease expired between the two commands: retry at once.
-            Attempt::Held(Duration::from_millis(u64::try_from(answer[1]).unwrap_or(0)))
+        let answer = self.leases.call(vec![item]).await?[0];
+        // A fencing token (at least 1), or -1 - the holder's remaining ms.
+        Ok(match u64::try_from(answer) {
+            Ok(fence) if fence > 0 => Attempt::Acquired(fence),
+            _ => Attempt::Held(Duration::from_millis((-1 - answer).max(0).unsigned_abs())),
         })
     }
 
@@ -143,12 +143,9 @@ impl RedisLocks {
 
     pub(super) async fn release(&self, name: &str, token: &str) -> Result<bool, BackendError> {
         let item = Item {
-            keys: [Arg::Text(self.key(name)), Arg::Shared(self.channel.clone())],
-            args: [
-                Arg::Static("r"),
-                Arg::Text(token.to_owned()),
-                Arg::Text(name.to_owned()),
-            ],
+            keys: [Arg::Text(self.key(name))],
+            // An empty lease asks for a release.
+            args: [Arg::Text(token.to_owned()), Arg::Static("")],
         };
         Ok(self.leases.call(vec![item]).await?[0] == 1)
     }

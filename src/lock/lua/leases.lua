@@ -4,67 +4,61 @@
 -- (once), so only the release of a contended lease publishes its name, and waiters on
 -- every instance try again.
 --
--- Per item n (KEYS at i = 2n - 1, ARGV at j = 3n - 2):
--- KEYS[i]      the lease: {prefix}lease:{name}
--- KEYS[i + 1]  acquire: the fencing counter {prefix}fence;
---              release: the release channel {prefix}released
--- ARGV[j]      'a' (acquire) or 'r' (release)
--- ARGV[j + 1]  the caller's token
--- ARGV[j + 2]  acquire: lease (ms); release: the lock's name (the message)
--- Fencing numbers come from one INCRBY per counter for all of a call's acquisitions,
--- handed out in item order: each is larger than every number handed out before it, and
--- a call costs one counter write however many callers it carries.
--- Returns, per item, two numbers. Acquire: 1 and the fencing token when acquired; 0 and
--- the lease's remaining ms when held by someone else. Release: 1 when released, 0 when
--- the caller did not hold it; then 0.
+-- KEYS[1]      the fencing counter {prefix}fence
+-- ARGV[1]      the release channel {prefix}released (the message is the lock's name, cut
+--              from the lease's key: what follows {prefix}lease:)
+-- Then per item n (KEYS at n + 1, ARGV at j = 2n):
+-- KEYS[n + 1]  the lease: {prefix}lease:{name}
+-- ARGV[j]      the caller's token
+-- ARGV[j + 1]  acquire: the lease (ms); release: an empty string
+-- One INCRBY reserves a fencing number for each of the call's acquisitions; they are
+-- handed out in item order to the acquisitions that succeed, so each is larger than every
+-- number handed out before it (the ones left unused are gaps), and a call costs one
+-- counter write however many callers it carries.
+-- Returns one number per item. Acquire: the fencing token (at least 1) when acquired;
+-- -1 - the lease's remaining ms (at most -1) when held by someone else. Release: 1 when
+-- released, 0 when the caller did not hold it.
 local call, find, byte = redis.call, string.find, string.byte
 
--- counter -> the next fencing number it hands out in this call
-local fences = {}
-local j = 1
-for i = 1, #KEYS, 2 do
-  if ARGV[j] == 'a' then
-    local counter = KEYS[i + 1]
-    fences[counter] = (fences[counter] or 0) + 1
-  end
-  j = j + 3
+local acquisitions = 0
+for j = 3, #ARGV, 2 do
+  if ARGV[j] ~= '' then acquisitions = acquisitions + 1 end
 end
-for counter, count in pairs(fences) do
-  fences[counter] = call('INCRBY', counter, count) - count + 1
+local fence = 0
+if acquisitions > 0 then
+  fence = call('INCRBY', KEYS[1], acquisitions) - acquisitions + 1
 end
 
 local out = {}
-j = 1
-for i = 1, #KEYS, 2 do
-  local lease, token = KEYS[i], ARGV[j + 1]
-  if ARGV[j] == 'a' then
-    local counter = KEYS[i + 1]
-    local fence = fences[counter]
-    fences[counter] = fence + 1
-    if call('SET', lease, token .. ':' .. fence, 'NX', 'PX', ARGV[j + 2]) then
-      out[i] = 1
-      out[i + 1] = fence
+local j = 2
+for n = 1, #KEYS - 1 do
+  local lease, token, ms = KEYS[n + 1], ARGV[j], ARGV[j + 1]
+  if ms ~= '' then
+    if call('SET', lease, token .. ':' .. fence, 'NX', 'PX', ms) then
+      out[n] = fence
+      fence = fence + 1
     else
       local held = call('GET', lease)
       if held and byte(held, -1) ~= 33 then
         call('APPEND', lease, '!')
       end
-      out[i] = 0
-      out[i + 1] = call('PTTL', lease)
+      -- PTTL is -2 if the lease expired in between: then 0 ms left.
+      local left = call('PTTL', lease)
+      if left < 0 then left = 0 end
+      out[n] = -1 - left
     end
   else
+    out[n] = 0
     local held = call('GET', lease)
-    out[i] = 0
-    out[i + 1] = 0
     -- Held by this token: the lease starts with it and a ':'.
     if held and find(held, token, 1, true) == 1 and byte(held, #token + 1) == 58 then
       call('DEL', lease)
       if byte(held, -1) == 33 then
-        call('PUBLISH', KEYS[i + 1], ARGV[j + 2])
+        call('PUBLISH', ARGV[1], lease:sub(#KEYS[1] + 2))
       end
-      out[i] = 1
+      out[n] = 1
     end
   end
-  j = j + 3
+  j = j + 2
 end
 return out
