@@ -24,10 +24,12 @@
 -- then set one burst span beyond it. Values in the text layout of earlier releases
 -- ("<tat>", "<window> <count> [<previous>]") are still read, and rewritten packed.
 --
--- Functions used per check are locals: a global lookup per use cost a few percent. The rule
+-- Functions used per check are locals, and so are KEYS and ARGV: a global lookup per use
+-- cost a few percent. The rule
 -- of the check being decided is in locals too (`limit` to `burst_span`), set once per run
 -- of checks sharing a spec, so the algorithms take only the key and the cost.
 
+local KEYS, ARGV = KEYS, ARGV
 local EPOCH = 1735689600
 local G, F, S = 71, 70, 83
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Instructions Redis runs per rate-limit check or per lock cycle, counted by callgrind on a
+# redis-server of its own: a figure that does not move with machine load, unlike the
+# timings of `blinkchamber bench` on a shared machine. Use it to compare two versions of
+# a script; `blinkchamber bench` stays the measure of speed.
+#
+#   scripts/script-cost.sh ratelimit [spec]   # default spec: GCRA, 1 000 000 per minute
+#   scripts/script-cost.sh locks
+#   scripts/script-cost.sh raw                # EVALSHA of a one-INCR script, per call
+#
+# Rate limits: calls of twelve checks over 2 000 keys, `redis-benchmark -P 16`. Locks: six
+# acquisitions of random names among 1 000 in one call, then their six releases
+# (python3). Each starts with an unmeasured warm-up, so the keys exist as they would.
+# Needs valgrind, redis-server, redis-cli and redis-benchmark.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what=${1:?usage: scripts/script-cost.sh ratelimit [spec] | locks | raw}
+port=${SCRIPT_COST_PORT:-6399}
+out=$(mktemp -d)
+trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
+
+valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" \
+  redis-server --port "$port" --save '' --appendonly no >/dev/null 2>&1 &
+vpid=$!
+until redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; do sleep 0.2; done
+load() { redis-cli -p "$port" SCRIPT LOAD "$(cat "$1")"; }
+
+case $what in
+ratelimit)
+  spec=${2:-g 1000000 60000000 1000000}
+  n=12
+  args=(EVALSHA "$(load src/ratelimit/check.lua)" $n)
+  for _ in $(seq $n); do args+=("rl:__rand_int__"); done
+  for _ in $(seq $n); do args+=("$spec" 1); done
+  run() { redis-benchmark -p "$port" -P 16 -c 1 -n "$1" -r 2000 "${args[@]}" >/dev/null; }
+  calls=2000 items=$n unit=check
+  ;;
+locks)
+  sha=$(load src/lock/lua/leases.lua)
+  run() {
+    python3 - "$port" "$sha" "$1" <<'EOF'
+import random, socket, sys
+port, sha, calls = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+conn = socket.create_connection(('127.0.0.1', port))
+replies = conn.makefile('rb')
+def command(args):
+    parts = [b'*%d\r\n' % len(args)]
+    for a in args:
+        a = str(a).encode()
+        parts.append(b'$%d\r\n%s\r\n' % (len(a), a))
+    return b''.join(parts)
+def skip():
+    line = replies.readline()
+    if line[:1] == b'-':
+        sys.exit(line.decode().strip())
+    if line[:1] == b'*':
+        for _ in range(int(line[1:])):
+            skip()
+    elif line[:1] == b'$' and int(line[1:]) >= 0:
+        replies.read(int(line[1:]) + 2)
+rng, p, pending = random.Random(1), 'blinkchamber:lock:', 0
+for i in range(calls):
+    names = [rng.randrange(1000) for _ in range(6)]
+    tokens = ['%032x' % rng.getrandbits(128) for _ in names]
+    head = ['EVALSHA', sha, 7, p + 'fence'] + [p + 'lease:%d' % n for n in names]
+    acquire = head + [p + 'released'] + [a for t in tokens for a in (t, 30000)]
+    release = head + [p + 'released'] + [a for t in tokens for a in (t, '')]
+    conn.sendall(command(acquire) + command(release))
+    pending += 2
+    while pending > 16:
+        skip()
+        pending -= 1
+while pending:
+    skip()
+    pending -= 1
+EOF
+  }
+  calls=1000 items=6 unit=cycle
+  ;;
+raw)
+  sha=$(redis-cli -p "$port" SCRIPT LOAD "return redis.call('INCR', KEYS[1])")
+  run() { redis-benchmark -p "$port" -P 16 -c 1 -n "$1" -r 2000 EVALSHA "$sha" 1 'k:__rand_int__' >/dev/null; }
+  calls=24000 items=1 unit=call
+  ;;
+*)
+  echo "unknown: $what (ratelimit, locks or raw)" >&2
+  exit 2
+  ;;
+esac
+
+run $((calls / 2 + 1))
+callgrind_control -z "$vpid" >/dev/null 2>&1
+run "$calls"
+callgrind_control -d "$vpid" >/dev/null 2>&1
+redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+wait "$vpid" || true
+total=$(grep -h '^totals:' "$out"/cg.*.1 | awk '{s += $2} END {print s}')
+echo "$what: $((total / (calls * items))) instructions per $unit"
