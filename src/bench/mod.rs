@@ -39,6 +39,9 @@ pub struct Row {
     pub cpu: Option<Duration>,
     /// CPU time of the measured Redis per operation.
     pub redis_cpu: Option<Duration>,
+    /// This row's ops/s over its baseline's, once [`median_rounds`] has compared them
+    /// round by round; [`table`] divides the two rows' ops/s when it is unset.
+    pub ratio: Option<f64>,
 }
 
 /// Runs `op` from `concurrency` tasks for `duration` and measures it.
@@ -105,6 +108,7 @@ impl Row {
             baseline: None,
             cpu: None,
             redis_cpu: None,
+            ratio: None,
         }
     }
 
@@ -115,14 +119,20 @@ impl Row {
     }
 }
 
-/// The median round of every row (by ops/s), in the order of the first round.
+/// The median round of every row (by ops/s), in the order of the first round, each with
+/// the median of its per-round ratios to its baseline.
 ///
 /// Runs are noisy on a shared machine; measuring every scenario in several interleaved
 /// rounds and keeping the median round of each keeps one slow moment from deciding a
-/// ratio.
+/// figure. A ratio compares a row with its baseline measured in the same round, seconds
+/// apart, so a machine that slows down between rounds moves both sides of it alike.
 pub fn median_rounds(rounds: &[Vec<Row>]) -> Vec<Row> {
     let Some(first) = rounds.first() else {
         return Vec::new();
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
     };
     first
         .iter()
@@ -132,13 +142,25 @@ pub fn median_rounds(rounds: &[Vec<Row>]) -> Vec<Row> {
                 .filter_map(|round| round.iter().find(|r| r.name == row.name))
                 .collect();
             same.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
-            same[same.len() / 2].clone()
+            let mut chosen = same[same.len() / 2].clone();
+            let ratios = rounds
+                .iter()
+                .filter_map(|round| {
+                    let this = round.iter().find(|r| r.name == row.name)?;
+                    let base = round
+                        .iter()
+                        .find(|r| Some(&r.name) == row.baseline.as_ref())?;
+                    Some(this.ops_per_sec / base.ops_per_sec)
+                })
+                .collect();
+            chosen.ratio = median(ratios);
+            chosen
         })
         .collect()
 }
 
-/// Renders rows as a Markdown table; ratios are ops/s divided by the baseline row's, and
-/// the last two columns are CPU time per operation of this process and of Redis
+/// Renders rows as a Markdown table; ratios are a row's own ([`Row::ratio`]) or else its
+/// ops/s divided by the baseline row's, and the last two columns are CPU time per operation of this process and of Redis
 /// ([`cpu`]).
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
@@ -152,7 +174,10 @@ pub fn table(rows: &[Row]) -> String {
             .and_then(|b| rows.iter().find(|r| &r.name == b))
             .map_or_else(
                 || "—".to_owned(),
-                |b| format!("{:.2} × {}", row.ops_per_sec / b.ops_per_sec, b.name),
+                |b| {
+                    let ratio = row.ratio.unwrap_or(row.ops_per_sec / b.ops_per_sec);
+                    format!("{ratio:.2} × {}", b.name)
+                },
             );
         let cpu = |d: Option<Duration>| {
             d.map_or_else(
@@ -210,5 +235,24 @@ mod tests {
         let median = median_rounds(&[scaled(3.0), scaled(1.0), scaled(2.0)]);
         assert_eq!(median.len(), 1);
         assert_eq!(median[0].ops_per_sec, fast.ops_per_sec * 2.0);
+
+        // Each round's ratio is taken within the round: the machine's speed, which moves
+        // both rows of a round alike, leaves the ratio alone.
+        let round = |speed: f64, ratio: f64| {
+            let base = Row {
+                ops_per_sec: fast.ops_per_sec * speed,
+                ..fast.clone()
+            };
+            let row = Row {
+                name: "slow".into(),
+                ops_per_sec: base.ops_per_sec * ratio,
+                ..fast.clone()
+            }
+            .against("fast");
+            vec![base, row]
+        };
+        let median = median_rounds(&[round(1.0, 0.8), round(3.0, 0.7), round(0.5, 0.9)]);
+        assert_eq!(median[1].ratio, Some(0.8));
+        assert!(table(&median).contains("0.80 × fast"), "{}", table(&median));
     }
 }
