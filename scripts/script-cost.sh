@@ -30,7 +30,7 @@ case $what in
 ratelimit)
   spec=${2:-g 1000000 60000000 1000000}
   n=12
-  args=(EVALSHA "$(load src/ratelimit/check.lua)" $n)
+  args=(EVALSHA "$(load src/ratelimit/check.lua)" "$n")
   for _ in $(seq $n); do args+=("rl:__rand_int__"); done
   for _ in $(seq $n); do args+=("$spec" 1); done
   run() { redis-benchmark -p "$port" -P 16 -c 1 -n "$1" -r 2000 "${args[@]}" >/dev/null; }
