@@ -442,3 +442,91 @@ async fn sigterm_lets_a_waiting_request_finish() {
         "the in-flight request was answered: {problem}"
     );
 }
+
+/// The lease script's answers, one integer per item, on a real Redis: a fencing token for
+/// an acquisition, `-1 - remaining ms` for a name held by someone else (which it marks),
+/// 1 or 0 for a release; numbers reserved for attempts that failed are skipped; and the
+/// release of a marked lease publishes the name, cut from the lease's key.
+#[test]
+fn the_lease_script_answers_one_integer_per_item() {
+    const LEASES: &str = include_str!("../src/lock/lua/leases.lua");
+    let redis = RedisProc::start();
+    let mut conn = redis.conn();
+    let (fence, channel) = ("t:fence", "t:released");
+    let lease = |name: &str| format!("t:lease:{name}");
+    let script = ::redis::Script::new(LEASES);
+    let call = |conn: &mut ::redis::Connection, items: &[(&str, &str, &str)]| -> Vec<i64> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(fence);
+        for (name, _, _) in items {
+            invocation.key(lease(name));
+        }
+        invocation.arg(channel);
+        for (_, token, ms) in items {
+            invocation.arg(*token).arg(*ms);
+        }
+        invocation.invoke(conn).unwrap()
+    };
+
+    let _: () = ::redis::cmd("SET")
+        .arg(lease("busy"))
+        .arg("other:1")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut conn)
+        .unwrap();
+    // Two acquisitions in one call: the free name gets the first reserved number, the held
+    // one answers how long it stays held; its number is a gap.
+    let answer = call(
+        &mut conn,
+        &[("free", "me", "30000"), ("busy", "me", "30000")],
+    );
+    assert_eq!(answer.len(), 2);
+    assert!(answer[0] >= 1, "{answer:?}");
+    let left: i64 = ::redis::cmd("PTTL")
+        .arg(lease("busy"))
+        .query(&mut conn)
+        .unwrap();
+    let held_for = -1 - answer[1];
+    assert!(
+        (left..=60_000).contains(&held_for),
+        "held for {held_for} ms, PTTL now {left}"
+    );
+    let counter: i64 = ::redis::cmd("GET").arg(fence).query(&mut conn).unwrap();
+    assert_eq!(
+        counter,
+        answer[0] + 1,
+        "one number per acquisition in the call"
+    );
+    let marked: String = ::redis::cmd("GET")
+        .arg(lease("busy"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(marked, "other:1!");
+    let next = call(&mut conn, &[("again", "me", "30000")]);
+    assert!(next[0] > counter, "{next:?} after {counter}");
+
+    // Releases: only the owner's counts; releasing the marked lease publishes its name.
+    let mut listener = redis.conn();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut pubsub = listener.as_pubsub();
+    pubsub.subscribe(channel).unwrap();
+    assert_eq!(
+        call(
+            &mut conn,
+            &[("free", "someone-else", ""), ("free", "me", "")]
+        ),
+        [0, 1]
+    );
+    assert_eq!(call(&mut conn, &[("busy", "other", "")]), [1]);
+    let message = pubsub.get_message().unwrap();
+    assert_eq!(message.get_payload::<String>().unwrap(), "busy");
+    let exists: i64 = ::redis::cmd("EXISTS")
+        .arg(lease("free"))
+        .arg(lease("busy"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 0);
+}
