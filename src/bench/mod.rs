@@ -160,8 +160,8 @@ pub fn median_rounds(rounds: &[Vec<Row>]) -> Vec<Row> {
 }
 
 /// Renders rows as a Markdown table; ratios are a row's own ([`Row::ratio`]) or else its
-/// ops/s divided by the baseline row's, and the last two columns are CPU time per operation of this process and of Redis
-/// ([`cpu`]).
+/// ops/s divided by the baseline row's, and the last two columns are CPU time per
+/// operation of this process and of Redis ([`cpu`]).
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
         "| scenario | ops/s | p50 | p99 | vs raw | CPU/op here | CPU/op Redis |\n\
