@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Instructions Redis runs per rate-limit check or per lock cycle, counted by callgrind on a
+# Instructions Redis runs per rate-limit check, per lock cycle or per session update,
+# counted by callgrind on a
 # redis-server of its own: a figure that does not move with machine load, unlike the
 # timings of `blinkchamber bench` on a shared machine. Use it to compare two versions of
 # a script; `blinkchamber bench` stays the measure of speed.
 #
 #   scripts/script-cost.sh ratelimit [spec]   # default spec: GCRA, 1 000 000 per minute
 #   scripts/script-cost.sh locks
+#   scripts/script-cost.sh update             # session compare-and-set, ~220 bytes of data
 #   scripts/script-cost.sh raw                # EVALSHA of a one-INCR script, per call
 #
 # Rate limits: calls of twelve checks over 2 000 keys, `redis-benchmark -P 16`. Locks: six
 # acquisitions of random names among 1 000 in one call, then their six releases
-# (python3). Each starts with an unmeasured warm-up, so the keys exist as they would.
+# (python3). Session updates: calls of twelve updates over 1 000 sessions, each at its
+# current version (python3). Each starts with an unmeasured warm-up, so the keys exist as they would.
 # Needs valgrind, redis-server, redis-cli and redis-benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-what=${1:?usage: scripts/script-cost.sh ratelimit [spec] | locks | raw}
+what=${1:?usage: scripts/script-cost.sh ratelimit [spec] | locks | update | raw}
 port=${SCRIPT_COST_PORT:-6399}
 out=$(mktemp -d)
 trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
@@ -78,13 +81,65 @@ EOF
   }
   calls=1000 items=6 unit=cycle
   ;;
+update)
+  sha=$(load src/session/lua/update.lua)
+  run() {
+    python3 - "$port" "$sha" "$1" "$out/versions" <<'EOF'
+import json, os, socket, sys
+port, sha, calls, state = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+conn = socket.create_connection(('127.0.0.1', port))
+replies = conn.makefile('rb')
+def command(args):
+    parts = [b'*%d\r\n' % len(args)]
+    for a in args:
+        a = str(a).encode()
+        parts.append(b'$%d\r\n%s\r\n' % (len(a), a))
+    return b''.join(parts)
+def reply():
+    line = replies.readline()
+    if line[:1] == b'-':
+        sys.exit(line.decode().strip())
+    if line[:1] == b'*':
+        return [reply() for _ in range(int(line[1:]))]
+    if line[:1] == b'$':
+        return replies.read(int(line[1:]) + 2) if int(line[1:]) >= 0 else None
+    return int(line[1:]) if line[:1] == b':' else line
+sessions, n = 1000, 12
+field = lambda v: 's1 %020d' % v
+data = json.dumps({'roles': ['viewer'], 'org': 'o-1', 'n': 0, 'note': 'x' * 150})
+if os.path.exists(state):
+    versions = json.load(open(state))
+else:
+    versions = [1] * sessions
+    for i in range(sessions):
+        head = ' %013d %013d %013d %013d u user-%d\n' % (
+            1, 9999999999999, 1800000, 9999999999999, i % 100)
+        conn.sendall(command(['SET', 'blinkchamber:session:s:%d' % i,
+                              field(1) + head + data, 'PX', 3600000]))
+        reply()
+at = 0
+for _ in range(calls):
+    picked = [(at + j) % sessions for j in range(n)]
+    at += n
+    args = ['EVALSHA', sha, n] + ['blinkchamber:session:s:%d' % i for i in picked]
+    for i in picked:
+        args += [data, field(versions[i]), field(versions[i] + 1)]
+        versions[i] += 1
+    conn.sendall(command(args))
+    if any(not isinstance(r, bytes) for r in reply()):
+        sys.exit('an update was not applied')
+json.dump(versions, open(state, 'w'))
+EOF
+  }
+  calls=1000 items=12 unit=update
+  ;;
 raw)
   sha=$(redis-cli -p "$port" SCRIPT LOAD "return redis.call('INCR', KEYS[1])")
   run() { redis-benchmark -p "$port" -P 16 -c 1 -n "$1" -r 2000 EVALSHA "$sha" 1 'k:__rand_int__' >/dev/null; }
   calls=24000 items=1 unit=call
   ;;
 *)
-  echo "unknown: $what (ratelimit, locks or raw)" >&2
+  echo "unknown: $what (ratelimit, locks, update or raw)" >&2
   exit 2
   ;;
 esac

@@ -311,7 +311,9 @@ impl RedisSessions {
         Ok(match answer {
             redis::Value::Nil | redis::Value::Boolean(false) => Updated::Missing,
             redis::Value::Int(current) if current >= 0 => Updated::Conflict(current as u64),
-            redis::Value::BulkString(head) => {
+            redis::Value::BulkString(rest) => {
+                let mut head = next.into_bytes();
+                head.extend_from_slice(&rest);
                 let (header, _) = Header::split(&head)?;
                 Updated::Done(header.session(id.to_owned(), data))
             }
