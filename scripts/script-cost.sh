@@ -35,7 +35,7 @@ ratelimit)
   n=12
   args=(EVALSHA "$(load src/ratelimit/check.lua)" "$n")
   for _ in $(seq $n); do args+=("rl:__rand_int__"); done
-  for _ in $(seq $n); do args+=("$spec" 1); done
+  for _ in $(seq $n); do args+=("$spec 1"); done
   run() { redis-benchmark -p "$port" -P 16 -c 1 -n "$1" -r 2000 "${args[@]}" >/dev/null; }
   calls=2000 items=$n unit=check
   ;;

@@ -37,15 +37,19 @@ impl Limits {
         }
     }
 
-    /// How `check.lua` is told this rule: `"<algorithm> <limit> <period µs> <burst>"`, with
-    /// the algorithm as `g` (GCRA), `f` (fixed window) or `s` (sliding window).
-    pub(crate) fn script_spec(&self) -> std::sync::Arc<str> {
+    /// How `check.lua` is told a check of this rule costing `cost`:
+    /// `"<algorithm> <limit> <period µs> <burst> <cost>"`, with the algorithm as `g` (GCRA),
+    /// `f` (fixed window) or `s` (sliding window).
+    pub(crate) fn script_spec(&self, cost: u64) -> String {
         let code = match self.algorithm {
             Algorithm::Gcra => "g",
             Algorithm::FixedWindow => "f",
             Algorithm::SlidingWindow => "s",
         };
-        format!("{code} {} {} {}", self.limit, self.period_us, self.burst).into()
+        format!(
+            "{code} {} {} {} {cost}",
+            self.limit, self.period_us, self.burst
+        )
     }
 }
 

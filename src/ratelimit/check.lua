@@ -1,10 +1,10 @@
 -- Rate-limit checks, mirroring src/ratelimit/algorithm.rs operation for operation.
 --
 -- KEYS[i]  the key of check i: {keyPrefix}{rule}:{key}, the only key it touches.
--- ARGV     two values per check, in KEYS order: the rule's spec
---          "<algorithm> <limit> <period µs> <burst>" (algorithm 'g' gcra, 'f' fixedWindow,
---          's' slidingWindow; burst is GCRA's) and the cost. A spec is parsed once per
---          call however many checks share it.
+-- ARGV[i]  check i's rule and cost, "<algorithm> <limit> <period µs> <burst> <cost>"
+--          (algorithm 'g' gcra, 'f' fixedWindow, 's' slidingWindow; burst is GCRA's). One
+--          argument per check, as each costs Redis about 1 k instructions; a spec is
+--          parsed once per call however many checks share it.
 -- Returns  three integers per check: remaining (when the check was limited, -1 - remaining,
 --          so a negative first value means limited), retry_after_us, reset_after_us. Each
 --          integer in the reply costs Redis about as much as a third of a `GET`, so the
@@ -26,8 +26,9 @@
 --
 -- Functions used per check are locals, and so are KEYS and ARGV: a global lookup per use
 -- cost a few percent. The rule
--- of the check being decided is in locals too (`limit` to `burst_span`), set once per run
--- of checks sharing a spec, so the algorithms take only the key and the cost.
+-- of the check being decided is in locals too (`limit` to `burst_span`, and the cost),
+-- set once per run of checks sharing a spec, so the algorithms take only the key and the
+-- cost.
 
 local KEYS, ARGV = KEYS, ARGV
 local EPOCH = 1735689600
@@ -162,26 +163,25 @@ local function sliding(key, cost)
   return floor0(limit - (estimated + cost)), 0, ceil0(2 * period - elapsed)
 end
 
--- Each spec is parsed once per call; consecutive checks of one rule skip even the lookup.
+-- Each spec is parsed once per call; consecutive checks of one rule and cost (comparing
+-- interned strings) skip even the lookup.
 local rules = {}
 local out = {}
-local spec, algorithm
+local spec, algorithm, cost
 for i = 1, #KEYS do
-  if ARGV[2 * i - 1] ~= spec then
-    spec = ARGV[2 * i - 1]
+  if ARGV[i] ~= spec then
+    spec = ARGV[i]
     local rule = rules[spec]
     if not rule then
-      local a, l, p, b = string.match(spec, '^(%a) (%d+) (%d+) (%d+)$')
+      local a, l, p, b, c = string.match(spec, '^(%a) (%d+) (%d+) (%d+) (%d+)$')
       if a == 'g' then a = gcra elseif a == 'f' then a = fixed else a = sliding end
       l, p, b = tonumber(l), tonumber(p), tonumber(b)
-      rule = {a, l, p, p / l, b * (p / l)}
+      rule = {a, l, p, p / l, b * (p / l), tonumber(c)}
       rules[spec] = rule
     end
-    algorithm, limit, period, interval, burst_span = rule[1], rule[2], rule[3], rule[4], rule[5]
+    algorithm, limit, period, interval, burst_span, cost =
+      rule[1], rule[2], rule[3], rule[4], rule[5], rule[6]
   end
-  -- Nearly every check costs 1: comparing interned strings is cheaper than parsing.
-  local cost = ARGV[2 * i]
-  if cost == '1' then cost = 1 else cost = tonumber(cost) end
   out[3 * i - 2], out[3 * i - 1], out[3 * i] = algorithm(KEYS[i], cost)
 end
 return out

@@ -268,7 +268,7 @@ impl RuleMetrics {
 struct Rule {
     index: usize,
     limits: Limits,
-    /// `limits` as `check.lua` takes them.
+    /// `limits` at a cost of 1 (nearly every check) as `check.lua` takes them.
     script_spec: Arc<str>,
     /// This instance's share of `limits`, for the insurance limiter.
     insurance_limits: Limits,
@@ -376,7 +376,7 @@ impl RateLimiter {
             rules.entry(r.name.clone()).or_insert_with(|| Rule {
                 index,
                 limits,
-                script_spec: limits.script_spec(),
+                script_spec: limits.script_spec(1).into(),
                 insurance_limits,
                 failure_mode: r.failure_mode,
                 metrics: RuleMetrics::new(&r.name),
@@ -563,6 +563,7 @@ impl RateLimiter {
                 .map(|&i| ScriptCheck {
                     key: &resolved[i].key,
                     spec: &resolved[i].rule.script_spec,
+                    limits: &resolved[i].rule.limits,
                     cost: resolved[i].cost,
                 })
                 .collect();

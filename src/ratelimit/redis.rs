@@ -21,7 +21,7 @@ const CHECK_LUA: &str = include_str!("check.lua");
 /// them one after another, so each stays atomic and exact.
 pub(crate) struct RedisStore {
     backend: RedisBackend,
-    script: ScriptBatcher<1, 2>,
+    script: ScriptBatcher<1, 1>,
 }
 
 impl RedisStore {
@@ -42,7 +42,11 @@ impl RedisStore {
             .iter()
             .map(|c| Item {
                 keys: [Arg::Text(c.key.to_owned())],
-                args: [Arg::Shared(c.spec.clone()), Arg::Int(c.cost)],
+                args: [if c.cost == 1 {
+                    Arg::Shared(c.spec.clone())
+                } else {
+                    Arg::Text(c.limits.script_spec(c.cost))
+                }],
             })
             .collect();
         let values = self.script.call(items).await?;
@@ -68,8 +72,10 @@ impl RedisStore {
 pub(crate) struct ScriptCheck<'a> {
     /// The full Redis key.
     pub key: &'a str,
-    /// The rule's [`super::algorithm::Limits::script_spec`].
+    /// The rule's [`super::algorithm::Limits::script_spec`] at a cost of 1.
     pub spec: &'a Arc<str>,
+    /// The rule, for the spec of any other cost.
+    pub limits: &'a super::algorithm::Limits,
     /// Units asked for.
     pub cost: u64,
 }
