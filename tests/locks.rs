@@ -123,8 +123,24 @@ async fn only_the_owner_extends_and_releases(f: &Fixture) {
         f.locks.acquire("owned", LONG, Duration::ZERO).await,
         Err(LockError::Busy { .. })
     ));
+    // The token is the owner (128 random bits, hex) and the fencing token it was issued
+    // with; a shortened owner holds nothing.
+    let (owner, fence) = lease.token.rsplit_once('.').unwrap();
+    assert_eq!(owner.len(), 32, "{}", lease.token);
+    assert!(owner.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(fence, lease.fencing_token.to_string());
+    let shortened = format!("{}.{fence}", &owner[..31]);
+    assert!(matches!(
+        f.locks.extend("owned", &shortened, LONG).await,
+        Err(LockError::NotHeld { .. })
+    ));
+    assert!(matches!(
+        f.locks.release("owned", &shortened).await,
+        Err(LockError::NotHeld { .. })
+    ));
     let extended = f.locks.extend("owned", &lease.token, LONG).await.unwrap();
     assert_eq!(extended.fencing_token, lease.fencing_token);
+    assert_eq!(extended.token, lease.token);
     f.locks.release("owned", &lease.token).await.unwrap();
     assert!(matches!(
         f.locks.release("owned", &lease.token).await,
@@ -353,7 +369,11 @@ async fn http_acquire_extend_release() {
     let (status, lease) = app.post_json(url, &json!({"ttl": "10s"})).await.parts();
     assert_eq!(status, StatusCode::CREATED, "{lease}");
     let token = lease["token"].as_str().unwrap().to_owned();
-    assert_eq!(token.len(), 32);
+    assert_eq!(
+        token,
+        format!("{}.1", &token[..32]),
+        "owner, then the fencing token"
+    );
     assert_eq!(lease["fencingToken"], 1);
     assert!(
         lease["expiresAt"].as_str().unwrap().ends_with('Z'),
@@ -447,6 +467,51 @@ async fn sigterm_lets_a_waiting_request_finish() {
 /// an acquisition, `-1 - remaining ms` for a name held by someone else (which it marks),
 /// 1 or 0 for a release; numbers reserved for attempts that failed are skipped; and the
 /// release of a marked lease publishes the name, cut from the lease's key.
+/// A lease holds its owner alone (the fencing token travels in the caller's token); a
+/// lease stored as `{owner}:{fence}` by an earlier release is still extended, answering
+/// its fence, and released by a token that is all owner, as that release issued them.
+#[tokio::test]
+async fn leases_hold_the_owner_alone_and_earlier_leases_still_work() {
+    let f = fixture(Store::Redis).await;
+    let mut conn = f.redis.as_ref().unwrap().conn();
+    let lease = f
+        .locks
+        .acquire("layout", LONG, Duration::ZERO)
+        .await
+        .unwrap();
+    let stored: String = ::redis::cmd("GET")
+        .arg("blinkchamber:lock:lease:layout")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(Some(stored.as_str()), lease.token.split('.').next());
+
+    let owner = "0123456789abcdef0123456789abcdef";
+    let _: () = ::redis::cmd("SET")
+        .arg("blinkchamber:lock:lease:earlier")
+        .arg(format!("{owner}:7"))
+        .arg("PX")
+        .arg(5_000)
+        .query(&mut conn)
+        .unwrap();
+    let extended = f.locks.extend("earlier", owner, LONG).await.unwrap();
+    assert_eq!(extended.fencing_token, 7);
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg("blinkchamber:lock:lease:earlier")
+        .query(&mut conn)
+        .unwrap();
+    assert!(ttl > 5_000, "extended to a minute from now: PTTL {ttl}");
+    assert!(matches!(
+        f.other.release("earlier", &owner[..31]).await,
+        Err(LockError::NotHeld { .. })
+    ));
+    f.other.release("earlier", owner).await.unwrap();
+    let exists: i64 = ::redis::cmd("EXISTS")
+        .arg("blinkchamber:lock:lease:earlier")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 0);
+}
+
 #[test]
 fn the_lease_script_answers_one_integer_per_item() {
     const LEASES: &str = include_str!("../src/lock/lua/leases.lua");
@@ -503,6 +568,11 @@ fn the_lease_script_answers_one_integer_per_item() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(marked, "other:1!");
+    let taken: String = ::redis::cmd("GET")
+        .arg(lease("free"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(taken, "me", "the lease is the owner's token alone");
     let next = call(&mut conn, &[("again", "me", "30000")]);
     assert!(next[0] > counter, "{next:?} after {counter}");
 

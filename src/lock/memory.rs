@@ -11,14 +11,14 @@ use super::Attempt;
 use crate::backend::memory::{Full, ITEM_OVERHEAD, MemoryBudget};
 
 struct Held {
-    token: String,
+    owner: String,
     fence: u64,
     expires: Instant,
 }
 
 /// The budget charge of a held lock.
 fn weight(name: &str, held: &Held) -> usize {
-    name.len() + held.token.len() + ITEM_OVERHEAD
+    name.len() + held.owner.len() + ITEM_OVERHEAD
 }
 
 #[derive(Default)]
@@ -67,7 +67,7 @@ impl MemoryLocks {
     pub(super) fn try_acquire(
         &self,
         name: &str,
-        token: &str,
+        owner: &str,
         ttl: Duration,
     ) -> Result<Attempt, Full> {
         let now = Instant::now();
@@ -78,7 +78,7 @@ impl MemoryLocks {
             return Ok(Attempt::Held(held.expires - now));
         }
         let held = Held {
-            token: token.to_owned(),
+            owner: owner.to_owned(),
             fence: state.fence + 1,
             expires: now + ttl,
         };
@@ -98,24 +98,24 @@ impl MemoryLocks {
         Ok(Attempt::Acquired(fence))
     }
 
-    pub(super) fn extend(&self, name: &str, token: &str, ttl: Duration) -> Option<u64> {
+    pub(super) fn extend(&self, name: &str, owner: &str, ttl: Duration) -> Option<u64> {
         let now = Instant::now();
         let mut state = self.state();
         let held = state.held.get_mut(name)?;
-        if held.token != token || held.expires <= now {
+        if held.owner != owner || held.expires <= now {
             return None;
         }
         held.expires = now + ttl;
         Some(held.fence)
     }
 
-    pub(super) fn release(&self, name: &str, token: &str) -> bool {
+    pub(super) fn release(&self, name: &str, owner: &str) -> bool {
         let now = Instant::now();
         let mut state = self.state();
         let owned = state
             .held
             .get(name)
-            .is_some_and(|h| h.token == token && h.expires > now);
+            .is_some_and(|h| h.owner == owner && h.expires > now);
         if owned {
             if let Some(old) = state.held.remove(name) {
                 self.budget.release(weight(name, &old));

@@ -48,6 +48,8 @@ pub struct Lease {
     /// The lock name.
     pub name: String,
     /// Proof of ownership for [`Locks::extend`] and [`Locks::release`]; keep it secret.
+    /// It is `{owner}.{fencing token}`: 128 random bits in hex that prove ownership, and
+    /// the fencing token it was issued with, which `extend` answers again.
     pub token: String,
     /// Strictly increasing per name across holders; pass it to the protected store.
     pub fencing_token: u64,
@@ -99,6 +101,16 @@ pub(crate) enum Attempt {
     Acquired(u64),
     /// Held by someone else for about this long.
     Held(Duration),
+}
+
+/// The answer of the Redis store to an extension.
+pub(crate) enum Extended {
+    /// The owner does not hold the lease.
+    NotHeld,
+    /// Extended; the lease (stored by an earlier release) names its fencing token.
+    Stored(u64),
+    /// Extended; the fencing token is the one the owner's token was issued with.
+    Issued,
 }
 
 enum Store {
@@ -219,7 +231,7 @@ impl Locks {
     ) -> Result<Lease, LockError> {
         check_name(name)?;
         let ttl = check_ttl(ttl)?;
-        let token = new_token();
+        let owner = new_owner();
         let started = Instant::now();
         let deadline = started + wait;
         // Subscribe before the first attempt so a release in between is not missed.
@@ -227,14 +239,14 @@ impl Locks {
         loop {
             // The lease starts no earlier than the request is sent.
             let sent = SystemTime::now();
-            match self.attempt(name, &token, ttl).await? {
+            match self.attempt(name, &owner, ttl).await? {
                 Attempt::Acquired(fencing_token) => {
                     let m = &self.inner.metrics;
                     m.acquired.increment(1);
                     m.wait.record(started.elapsed().as_secs_f64());
                     return Ok(Lease {
                         name: name.to_owned(),
-                        token,
+                        token: format!("{owner}.{fencing_token}"),
                         fencing_token,
                         expires_at: sent + ttl,
                     });
@@ -266,9 +278,16 @@ impl Locks {
         check_name(name)?;
         let ttl = check_ttl(ttl)?;
         let sent = SystemTime::now();
+        let (owner, issued) = owner_of(token);
         let fence = match &self.inner.store {
-            Store::Memory(m) => m.extend(name, token, ttl),
-            Store::Redis(r) => r.extend(name, token, ttl).await?,
+            Store::Memory(m) => m
+                .extend(name, owner, ttl)
+                .map(|stored| issued.unwrap_or(stored)),
+            Store::Redis(r) => match r.extend(name, owner, ttl).await? {
+                Extended::NotHeld => None,
+                Extended::Stored(fence) => Some(fence),
+                Extended::Issued => issued,
+            },
         };
         match fence {
             Some(fencing_token) => Ok(Lease {
@@ -289,9 +308,10 @@ impl Locks {
     /// [`LockError::NotHeld`] when `token` does not own `name`; Redis errors.
     pub async fn release(&self, name: &str, token: &str) -> Result<(), LockError> {
         check_name(name)?;
+        let (owner, _) = owner_of(token);
         let released = match &self.inner.store {
-            Store::Memory(m) => m.release(name, token),
-            Store::Redis(r) => r.release(name, token).await?,
+            Store::Memory(m) => m.release(name, owner),
+            Store::Redis(r) => r.release(name, owner).await?,
         };
         let m = &self.inner.metrics;
         if released { &m.released } else { &m.not_held }.increment(1);
@@ -406,10 +426,10 @@ impl Locks {
         }
     }
 
-    async fn attempt(&self, name: &str, token: &str, ttl: Duration) -> Result<Attempt, LockError> {
+    async fn attempt(&self, name: &str, owner: &str, ttl: Duration) -> Result<Attempt, LockError> {
         Ok(match &self.inner.store {
-            Store::Memory(m) => m.try_acquire(name, token, ttl)?,
-            Store::Redis(r) => r.try_acquire(name, token, ttl).await?,
+            Store::Memory(m) => m.try_acquire(name, owner, ttl)?,
+            Store::Redis(r) => r.try_acquire(name, owner, ttl).await?,
         })
     }
 }
@@ -529,7 +549,19 @@ fn check_ttl(ttl: Duration) -> Result<Duration, LockError> {
     Ok(ttl)
 }
 
-/// 128 random bits, hex.
-fn new_token() -> String {
+/// 128 random bits, hex: the part of a token that proves ownership.
+fn new_owner() -> String {
     crate::ids::random_hex128()
+}
+
+/// The owner part of a lease token and the fencing token it was issued with. A token
+/// without one (as earlier releases issued them) is all owner.
+fn owner_of(token: &str) -> (&str, Option<u64>) {
+    match token.rsplit_once('.') {
+        Some((owner, fence)) => match fence.parse() {
+            Ok(fence) => (owner, Some(fence)),
+            Err(_) => (token, None),
+        },
+        None => (token, None),
+    }
 }

@@ -1,5 +1,8 @@
-//! Locks in Redis: one string per held name, `{token}:{fence}` with a `PX` expiry, one
-//! fencing counter, and a release channel that wakes waiters on every instance.
+//! Locks in Redis: one string per held name, the owner part of its token with a `PX` expiry,
+//! one fencing counter, and a release channel that wakes waiters on every instance. The
+//! fencing token is not stored: the caller hands it out in the lease's token, and `extend`
+//! answers it from there (a lease stored by an earlier release, `{owner}:{fence}`, still
+//! names its own).
 //!
 //! Keys: `{prefix}lease:{name}` (the lease; no name can reach another key), `{prefix}fence`
 //! (the counter, shared by every name and kept without expiry: a token larger than every
@@ -7,7 +10,7 @@
 //! stays one key however many names are used), channel `{prefix}released` (payload: the
 //! name).
 //! An attempt that finds the lease held appends `!` to it (once), and only the release of a
-//! marked lease publishes, so an uncontended cycle is `SET NX PX`, then `GET` + `DEL`.
+//! marked lease publishes, so an uncontended cycle is `SET NX PX GET`, then `GET` + `DEL`.
 //! Acquisitions and releases of concurrent callers share script calls, both kinds in the
 //! same call (`lua/leases.lua`, [`ScriptBatcher`], with the counter and the channel sent
 //! once per call as its [`Header`]), and one `INCRBY` per call reserves a fencing number
@@ -20,7 +23,7 @@ use std::time::Duration;
 use redis::Script;
 use tokio::sync::{broadcast, watch};
 
-use super::{Attempt, WAKE_ALL};
+use super::{Attempt, Extended, WAKE_ALL};
 use crate::backend::redis::SubscriptionEvent;
 use crate::backend::redis::batch::{Arg, Header, Item, ScriptBatcher};
 use crate::backend::redis::px;
@@ -107,12 +110,12 @@ impl RedisLocks {
     pub(super) async fn try_acquire(
         &self,
         name: &str,
-        token: &str,
+        owner: &str,
         ttl: Duration,
     ) -> Result<Attempt, BackendError> {
         let item = Item {
             keys: [Arg::Text(self.key(name))],
-            args: [Arg::Text(token.to_owned()), Arg::Int(px(ttl))],
+            args: [Arg::Text(owner.to_owned()), Arg::Int(px(ttl))],
         };
         let answer = self.leases.call(vec![item]).await?[0];
         // A fencing token (at least 1), or -1 - the holder's remaining ms.
@@ -125,27 +128,31 @@ impl RedisLocks {
     pub(super) async fn extend(
         &self,
         name: &str,
-        token: &str,
+        owner: &str,
         ttl: Duration,
-    ) -> Result<Option<u64>, BackendError> {
+    ) -> Result<Extended, BackendError> {
         let key = self.key(name);
         let ms = px(ttl);
-        let fence: u64 = self
+        let answer: i64 = self
             .backend
             .run(Retry::Idempotent, |mut c| {
                 let mut call = self.extend.prepare_invoke();
-                call.key(&key).arg(token).arg(ms);
+                call.key(&key).arg(owner).arg(ms);
                 async move { call.invoke_async(&mut c).await }
             })
             .await?;
-        Ok((fence > 0).then_some(fence))
+        Ok(match u64::try_from(answer) {
+            Ok(0) => Extended::NotHeld,
+            Ok(fence) => Extended::Stored(fence),
+            Err(_) => Extended::Issued,
+        })
     }
 
-    pub(super) async fn release(&self, name: &str, token: &str) -> Result<bool, BackendError> {
+    pub(super) async fn release(&self, name: &str, owner: &str) -> Result<bool, BackendError> {
         let item = Item {
             keys: [Arg::Text(self.key(name))],
             // An empty lease asks for a release.
-            args: [Arg::Text(token.to_owned()), Arg::Static("")],
+            args: [Arg::Text(owner.to_owned()), Arg::Static("")],
         };
         Ok(self.leases.call(vec![item]).await?[0] == 1)
     }
