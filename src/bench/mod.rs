@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use raw::{RawBaselines, raw_rows};
+pub use raw::{RawBaselines, baselines, raw_rows};
 
 /// One measured scenario.
 #[derive(Clone, Debug)]
@@ -124,8 +124,11 @@ impl Row {
 ///
 /// Runs are noisy on a shared machine; measuring every scenario in several interleaved
 /// rounds and keeping the median round of each keeps one slow moment from deciding a
-/// figure. A ratio compares a row with its baseline measured in the same round, seconds
-/// apart, so a machine that slows down between rounds moves both sides of it alike.
+/// figure. A ratio compares a row with the nearest measurement of its baseline before it
+/// in the same round (raw rows are measured again right before the rows that compare
+/// with them, [`baselines`]), so a machine that slows down between rows moves both sides
+/// of it alike. A row measured several times in a round (a raw baseline) is shown once,
+/// as the median of all its measurements.
 pub fn median_rounds(rounds: &[Vec<Row>]) -> Vec<Row> {
     let Some(first) = rounds.first() else {
         return Vec::new();
@@ -134,23 +137,29 @@ pub fn median_rounds(rounds: &[Vec<Row>]) -> Vec<Row> {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
     };
-    first
-        .iter()
-        .map(|row| {
+    let mut names: Vec<&str> = Vec::new();
+    for row in first {
+        if !names.contains(&row.name.as_str()) {
+            names.push(&row.name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
             let mut same: Vec<&Row> = rounds
                 .iter()
-                .filter_map(|round| round.iter().find(|r| r.name == row.name))
+                .flat_map(|round| round.iter().filter(|r| r.name == name))
                 .collect();
             same.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
             let mut chosen = same[same.len() / 2].clone();
             let ratios = rounds
                 .iter()
-                .filter_map(|round| {
-                    let this = round.iter().find(|r| r.name == row.name)?;
-                    let base = round
-                        .iter()
-                        .find(|r| Some(&r.name) == row.baseline.as_ref())?;
-                    Some(this.ops_per_sec / base.ops_per_sec)
+                .flat_map(|round| {
+                    round.iter().enumerate().filter_map(move |(i, this)| {
+                        let wanted = this.baseline.as_ref().filter(|_| this.name == name)?;
+                        let base = round[..i].iter().rev().find(|r| &r.name == wanted)?;
+                        Some(this.ops_per_sec / base.ops_per_sec)
+                    })
                 })
                 .collect();
             chosen.ratio = median(ratios);
@@ -252,7 +261,31 @@ mod tests {
             vec![base, row]
         };
         let median = median_rounds(&[round(1.0, 0.8), round(3.0, 0.7), round(0.5, 0.9)]);
-        assert_eq!(median[1].ratio, Some(0.8));
+        // x · 0.8 / x is 0.8 only to within rounding.
+        let ratio = median[1].ratio.unwrap();
+        assert!((ratio - 0.8).abs() < 1e-9, "{ratio}");
         assert!(table(&median).contains("0.80 × fast"), "{}", table(&median));
+
+        // A baseline measured again within a round: a row is compared with the nearest
+        // measurement before it, and the baseline is shown once.
+        let at = |speed: f64| Row {
+            ops_per_sec: fast.ops_per_sec * speed,
+            ..fast.clone()
+        };
+        let compared = |base: &Row, ratio: f64| {
+            Row {
+                name: "slow".into(),
+                ops_per_sec: base.ops_per_sec * ratio,
+                ..fast.clone()
+            }
+            .against("fast")
+        };
+        let (early, late) = (at(1.0), at(2.0));
+        let round = vec![early.clone(), late.clone(), compared(&late, 0.6), at(1.5)];
+        let median = median_rounds(&[round]);
+        assert_eq!(median.len(), 2, "{median:?}");
+        assert_eq!(median[0].ops_per_sec, fast.ops_per_sec * 1.5);
+        let ratio = median[1].ratio.unwrap();
+        assert!((ratio - 0.6).abs() < 1e-9, "{ratio}");
     }
 }

@@ -27,6 +27,113 @@ impl RawBaselines {
 
 const SCRIPT: &str = "return redis.call('INCR', KEYS[1])";
 
+/// The keys and value the raw and pooled rows use.
+struct Fixture {
+    value: Vec<u8>,
+    key: String,
+    list: String,
+    counter: String,
+    prefix: String,
+}
+
+impl Fixture {
+    /// Names the keys under `prefix` and writes the one `GET` reads.
+    async fn new(raw: &MultiplexedConnection, prefix: &str) -> Self {
+        let fixture = Self {
+            value: vec![b'x'; 220],
+            key: format!("{prefix}get"),
+            list: format!("{prefix}list"),
+            counter: format!("{prefix}counter"),
+            prefix: prefix.to_owned(),
+        };
+        let _: () = redis::cmd("SET")
+            .arg(&fixture.key)
+            .arg(&fixture.value)
+            .query_async(&mut raw.clone())
+            .await
+            .unwrap_or(());
+        fixture
+    }
+
+    /// Deletes the keys.
+    async fn remove(self, raw: &MultiplexedConnection) {
+        let _: Result<i64, _> = redis::cmd("DEL")
+            .arg(&self.key)
+            .arg(&self.list)
+            .arg(&self.counter)
+            .query_async(&mut raw.clone())
+            .await;
+    }
+
+    /// The raw row named `name` (one of [`RawBaselines`]' names but `LPUSH`'s).
+    async fn raw_row(
+        &self,
+        name: &str,
+        raw: &MultiplexedConnection,
+        concurrency: usize,
+        duration: Duration,
+    ) -> Option<Row> {
+        let raw = raw.clone();
+        Some(match name {
+            RawBaselines::GET => {
+                let key = self.key.clone();
+                measure(name, concurrency, duration, move |_, _| {
+                    let (mut c, key) = (raw.clone(), key.clone());
+                    async move {
+                        let _: Option<Vec<u8>> = redis::cmd("GET")
+                            .arg(key)
+                            .query_async(&mut c)
+                            .await
+                            .unwrap_or(None);
+                    }
+                })
+                .await
+            }
+            RawBaselines::SET => {
+                let (value, prefix) = (self.value.clone(), self.prefix.clone());
+                measure(name, concurrency, duration, move |t, s| {
+                    let mut c = raw.clone();
+                    let cmd = set_cmd(&prefix, t, s, &value);
+                    async move {
+                        let _: Result<(), _> = cmd.query_async(&mut c).await;
+                    }
+                })
+                .await
+            }
+            RawBaselines::EVALSHA => {
+                let (script, counter) = (redis::Script::new(SCRIPT), self.counter.clone());
+                measure(name, concurrency, duration, move |_, _| {
+                    let (mut c, script, counter) = (raw.clone(), script.clone(), counter.clone());
+                    async move {
+                        let _: Result<i64, _> = script.key(counter).invoke_async(&mut c).await;
+                    }
+                })
+                .await
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The raw rows named in `names`, measured again right before the rows that compare with
+/// them, so that a ratio compares two measurements a second apart rather than the length
+/// of a whole round apart: this machine's speed moves over tens of seconds.
+pub async fn baselines(
+    names: &[&str],
+    raw: MultiplexedConnection,
+    concurrency: usize,
+    duration: Duration,
+    prefix: &str,
+) -> Vec<Row> {
+    let fixture = Fixture::new(&raw, prefix).await;
+    let mut rows = Vec::new();
+    for name in names {
+        rows.extend(fixture.raw_row(name, &raw, concurrency, duration).await);
+    }
+    fixture.remove(&raw).await;
+    rows
+}
+
 /// Measures the raw commands and the same commands through the backend's pool.
 pub async fn raw_rows(
     raw: MultiplexedConnection,
@@ -35,38 +142,14 @@ pub async fn raw_rows(
     duration: Duration,
     prefix: &str,
 ) -> Vec<Row> {
-    let value = vec![b'x'; 220];
-    let key = format!("{prefix}get");
-    let list = format!("{prefix}list");
-    let counter = format!("{prefix}counter");
-    let mut setup = raw.clone();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(&value)
-        .query_async(&mut setup)
-        .await
-        .unwrap_or(());
-    let script = redis::Script::new(SCRIPT);
-
+    let f = Fixture::new(&raw, prefix).await;
     let mut rows = Vec::new();
-    {
-        let (raw, key) = (raw.clone(), key.clone());
-        rows.push(
-            measure(RawBaselines::GET, concurrency, duration, move |_, _| {
-                let (mut c, key) = (raw.clone(), key.clone());
-                async move {
-                    let _: Option<Vec<u8>> = redis::cmd("GET")
-                        .arg(key)
-                        .query_async(&mut c)
-                        .await
-                        .unwrap_or(None);
-                }
-            })
+    rows.extend(
+        f.raw_row(RawBaselines::GET, &raw, concurrency, duration)
             .await,
-        );
-    }
+    );
     {
-        let (b, key) = (backend.clone(), key.clone());
+        let (b, key) = (backend.clone(), f.key.clone());
         rows.push(
             measure("pooled GET", concurrency, duration, move |_, _| {
                 let (b, key) = (b.clone(), key.clone());
@@ -79,21 +162,12 @@ pub async fn raw_rows(
             .against(RawBaselines::GET),
         );
     }
-    {
-        let (raw, value, prefix) = (raw.clone(), value.clone(), prefix.to_owned());
-        rows.push(
-            measure(RawBaselines::SET, concurrency, duration, move |t, s| {
-                let mut c = raw.clone();
-                let cmd = set_cmd(&prefix, t, s, &value);
-                async move {
-                    let _: Result<(), _> = cmd.query_async(&mut c).await;
-                }
-            })
+    rows.extend(
+        f.raw_row(RawBaselines::SET, &raw, concurrency, duration)
             .await,
-        );
-    }
+    );
     {
-        let (b, value, prefix) = (backend.clone(), value.clone(), prefix.to_owned());
+        let (b, value, prefix) = (backend.clone(), f.value.clone(), f.prefix.clone());
         rows.push(
             measure("pooled SET", concurrency, duration, move |t, s| {
                 let b = b.clone();
@@ -110,27 +184,23 @@ pub async fn raw_rows(
         lpush_row(
             RawBaselines::LPUSH,
             raw.clone(),
-            &list,
-            vec![value.clone()],
+            &f.list,
+            vec![f.value.clone()],
             concurrency,
             duration,
         )
         .await,
     );
-    {
-        let (raw, script, counter) = (raw.clone(), script.clone(), counter.clone());
-        rows.push(
-            measure(RawBaselines::EVALSHA, concurrency, duration, move |_, _| {
-                let (mut c, script, counter) = (raw.clone(), script.clone(), counter.clone());
-                async move {
-                    let _: Result<i64, _> = script.key(counter).invoke_async(&mut c).await;
-                }
-            })
+    rows.extend(
+        f.raw_row(RawBaselines::EVALSHA, &raw, concurrency, duration)
             .await,
-        );
-    }
+    );
     {
-        let (b, script, counter) = (backend.clone(), script.clone(), counter.clone());
+        let (b, script, counter) = (
+            backend.clone(),
+            redis::Script::new(SCRIPT),
+            f.counter.clone(),
+        );
         rows.push(
             measure("pooled EVALSHA", concurrency, duration, move |_, _| {
                 let (b, script, counter) = (b.clone(), script.clone(), counter.clone());
@@ -147,13 +217,7 @@ pub async fn raw_rows(
             .against(RawBaselines::EVALSHA),
         );
     }
-    let mut cleanup = raw;
-    let _: Result<i64, _> = redis::cmd("DEL")
-        .arg(&key)
-        .arg(&list)
-        .arg(&counter)
-        .query_async(&mut cleanup)
-        .await;
+    f.remove(&raw).await;
     rows
 }
 

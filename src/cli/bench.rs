@@ -6,7 +6,7 @@ use anyhow::Context;
 use redis::IntoConnectionInfo;
 
 use crate::backend::RedisBackend;
-use crate::bench;
+use crate::bench::{self, RawBaselines};
 use crate::config::{RedisConfig, types::duration};
 
 /// Arguments of `bench`.
@@ -119,6 +119,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .into_iter()
     .any(wanted);
     let (c, d) = (args.concurrency, args.duration);
+    // The raw rows a group compares with, measured again right before it.
+    let baselines =
+        |names: &'static [&'static str]| bench::baselines(names, raw.clone(), c, d, &prefix);
     let mut rounds = Vec::new();
     for _ in 0..args.rounds.max(1) {
         let mut rows = Vec::new();
@@ -126,18 +129,23 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rows.extend(bench::raw_rows(raw.clone(), backend.clone(), c, d, &prefix).await);
         }
         if wanted(Group::Cache) {
+            rows.extend(baselines(&[RawBaselines::GET]).await);
             rows.extend(bench::cache::cache_rows(backend.clone(), c, d, &prefix).await);
         }
         if wanted(Group::Ratelimit) {
+            rows.extend(baselines(&[RawBaselines::GET, RawBaselines::EVALSHA]).await);
             rows.extend(bench::ratelimit::ratelimit_rows(backend.clone(), c, d, &prefix).await);
         }
         if wanted(Group::Locks) {
+            rows.extend(baselines(&[RawBaselines::EVALSHA]).await);
             rows.extend(bench::locks::lock_rows(backend.clone(), c, d, &prefix).await);
         }
         if wanted(Group::Sessions) {
+            rows.extend(baselines(&[RawBaselines::GET, RawBaselines::SET]).await);
             rows.extend(bench::sessions::session_rows(backend.clone(), c, d, &prefix).await);
         }
         if wanted(Group::Tokens) {
+            rows.extend(baselines(&[RawBaselines::GET]).await);
             rows.extend(bench::tokens::token_rows(backend.clone(), c, d, &prefix).await);
         }
         if wanted(Group::Events) {
