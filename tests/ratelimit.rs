@@ -39,10 +39,14 @@ fn rule(name: &str, algorithm: Algorithm, limit: u64, period: Duration) -> RuleC
     }
 }
 
+/// Rules on a limiter that waits for Redis as long as it takes: on a loaded machine a
+/// script call can outlast the default `redisTimeout` (250 ms) without any fault, and the
+/// tests that stall Redis on purpose set their own.
 fn config(rules: Vec<RuleConfig>) -> RateLimitConfig {
     RateLimitConfig {
         key_prefix: "test:rl:".into(),
         rules,
+        redis_timeout: Duration::from_secs(10),
         ..RateLimitConfig::default()
     }
 }
@@ -441,24 +445,29 @@ async fn overlong_keys_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_never_lets_two_instances_over_admit() {
-    // Two instances share a fail-open limit of 100 a day (burst 100). The first uses it up;
-    // then Redis stalls (CLIENT PAUSE, longer than rateLimit.redisTimeout: connections
-    // stay open, nothing is answered) while 100 checks go to each instance.
+    // Two instances share a fail-open limit of 100 a day (burst 100), used up beforehand
+    // (through a third instance that waits for Redis as long as it takes: on a loaded
+    // machine a check can outlast 100 ms without any fault); then Redis stalls (CLIENT
+    // PAUSE, far longer than rateLimit.redisTimeout: connections stay open, nothing is
+    // answered) while 100 checks go to each instance.
     let redis = RedisProc::start();
     let mut cfg = config(vec![rule("open", Algorithm::Gcra, 100, DAY)]);
-    cfg.redis_timeout = Duration::from_millis(100);
     cfg.instances = std::num::NonZeroU32::new(2).unwrap();
     cfg.local_shed = false;
-    let a = RateLimiter::redis(&cfg, backend(&redis).await);
-    let b = RateLimiter::redis(&cfg, backend(&redis).await);
+    let setup = RateLimiter::redis(&cfg, backend(&redis).await);
     let mut admitted = 0;
     for _ in 0..100 {
-        admitted += u32::from(a.check("open", "k", 1).await.unwrap().allowed);
+        admitted += u32::from(setup.check("open", "k", 1).await.unwrap().allowed);
     }
     assert_eq!(admitted, 100);
+    cfg.redis_timeout = Duration::from_millis(100);
+    let a = RateLimiter::redis(&cfg, backend(&redis).await);
+    let b = RateLimiter::redis(&cfg, backend(&redis).await);
+    // Redis CLIENT UNPAUSE waits behind the pause itself, so the pause has a fixed length:
+    // long enough for all 200 checks to reach Redis while it lasts.
     let _: () = ::redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(1_000)
+        .arg(5_000)
         .arg("ALL")
         .query(&mut redis.conn())
         .unwrap();
