@@ -177,14 +177,16 @@ async fn an_expired_holder_cannot_release_or_extend(f: &Fixture) {
 }
 
 async fn a_renewing_holder_keeps_the_lock_across_several_ttls(f: &Fixture) {
-    let ttl = Duration::from_millis(1500);
+    // Renewed every ttl / 3: a loaded machine may stall the renewal for a second without
+    // the lease running out.
+    let ttl = Duration::from_secs(2);
     let busy_answers = Arc::new(AtomicUsize::new(0));
     let counted = busy_answers.clone();
     let locks = f.locks.clone();
     f.locks
         .with_lock("renewed", ttl, Duration::ZERO, |_| async move {
-            // Four TTLs pass while the holder works; nobody else gets the lock meanwhile.
-            let until = tokio::time::Instant::now() + ttl * 4;
+            // Three TTLs pass while the holder works; nobody else gets the lock meanwhile.
+            let until = tokio::time::Instant::now() + ttl * 3;
             while tokio::time::Instant::now() < until {
                 match locks.acquire("renewed", ttl, Duration::ZERO).await {
                     Err(LockError::Busy { .. }) => counted.fetch_add(1, Ordering::Relaxed),
@@ -195,7 +197,8 @@ async fn a_renewing_holder_keeps_the_lock_across_several_ttls(f: &Fixture) {
         })
         .await
         .unwrap();
-    assert!(busy_answers.load(Ordering::Relaxed) >= 8);
+    // About twelve attempts, one every ttl / 4; a slow machine makes fewer.
+    assert!(busy_answers.load(Ordering::Relaxed) >= 4);
     let after = f.locks.acquire("renewed", ttl, Duration::ZERO).await;
     assert!(after.is_ok(), "released after the work: {after:?}");
 }
