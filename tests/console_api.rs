@@ -286,8 +286,11 @@ async fn rules_are_listed_and_the_most_denied_keys_ranked() {
 #[tokio::test]
 async fn cache_reads_are_counted_per_namespace_and_level() {
     let redis = RedisProc::start();
-    let writer = App::redis(&redis, "").await;
-    let reader = App::redis(&redis, "").await;
+    // Exact counts: a read that outlasts the default l2Timeout on a loaded machine would
+    // count as a miss.
+    let patient = "cache:\n  l2Timeout: 10s\n";
+    let writer = App::redis(&redis, patient).await;
+    let reader = App::redis(&redis, patient).await;
     // L1 answers only while the backplane is followed.
     reader.runtime().cache().ready().await;
     assert_eq!(

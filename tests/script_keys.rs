@@ -154,10 +154,15 @@ fn undeclared(monitor: &str) -> (usize, Vec<String>) {
     (scripts, found)
 }
 
+// Deadlines far past the defaults: MONITOR slows Redis down, and a step whose call
+// outlasts its deadline fails the test without any fault.
 const CONFIG: &str = "\
 sessions:
   maxPerUser: 3
+cache:
+  l2Timeout: 10s
 rateLimit:
+  redisTimeout: 10s
   rules:
     - { name: g, descriptor: [user], algorithm: gcra, limit: 5, period: 1m }
     - { name: f, descriptor: [user], algorithm: fixedWindow, limit: 5, period: 1m }
