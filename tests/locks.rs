@@ -134,6 +134,11 @@ async fn only_the_owner_extends_and_releases(f: &Fixture) {
         f.locks.extend("owned", &shortened, LONG).await,
         Err(LockError::NotHeld { .. })
     ));
+    // The owner alone cannot be answered a fencing token, so it extends nothing.
+    assert!(matches!(
+        f.locks.extend("owned", owner, LONG).await,
+        Err(LockError::NotHeld { .. })
+    ));
     assert!(matches!(
         f.locks.release("owned", &shortened).await,
         Err(LockError::NotHeld { .. })
@@ -487,6 +492,19 @@ async fn leases_hold_the_owner_alone_and_earlier_leases_still_work() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(Some(stored.as_str()), lease.token.split('.').next());
+    // The owner alone is refused, and the lease is left as it was.
+    assert!(matches!(
+        f.locks.extend("layout", &stored, LONG * 10).await,
+        Err(LockError::NotHeld { .. })
+    ));
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg("blinkchamber:lock:lease:layout")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        (1..=60_000).contains(&ttl),
+        "not extended by the owner alone: PTTL {ttl}"
+    );
 
     let owner = "0123456789abcdef0123456789abcdef";
     let _: () = ::redis::cmd("SET")

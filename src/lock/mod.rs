@@ -279,11 +279,11 @@ impl Locks {
         let ttl = check_ttl(ttl)?;
         let sent = SystemTime::now();
         let (owner, issued) = owner_of(token);
+        // A lease is extended only when the answer's fencing token is known: from the token,
+        // or from a Redis lease of an earlier release, which stores it.
         let fence = match &self.inner.store {
-            Store::Memory(m) => m
-                .extend(name, owner, ttl)
-                .map(|stored| issued.unwrap_or(stored)),
-            Store::Redis(r) => match r.extend(name, owner, ttl).await? {
+            Store::Memory(m) => issued.and_then(|fence| m.extend(name, owner, ttl).map(|_| fence)),
+            Store::Redis(r) => match r.extend(name, owner, issued.is_some(), ttl).await? {
                 Extended::NotHeld => None,
                 Extended::Stored(fence) => Some(fence),
                 Extended::Issued => issued,

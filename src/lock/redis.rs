@@ -125,19 +125,22 @@ impl RedisLocks {
         })
     }
 
+    /// `issued`: whether the caller's token carries its fencing token.
     pub(super) async fn extend(
         &self,
         name: &str,
         owner: &str,
+        issued: bool,
         ttl: Duration,
     ) -> Result<Extended, BackendError> {
         let key = self.key(name);
         let ms = px(ttl);
+        let issued = if issued { "1" } else { "" };
         let answer: i64 = self
             .backend
             .run(Retry::Idempotent, |mut c| {
                 let mut call = self.extend.prepare_invoke();
-                call.key(&key).arg(owner).arg(ms);
+                call.key(&key).arg(owner).arg(ms).arg(issued);
                 async move { call.invoke_async(&mut c).await }
             })
             .await?;
