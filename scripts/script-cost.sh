@@ -29,66 +29,14 @@ vpid=$!
 until redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; do sleep 0.2; done
 load() { redis-cli -p "$port" SCRIPT LOAD "$(cat "$1")"; }
 
-case $what in
-ratelimit)
-  spec=${2:-g 1000000 60000000 1000000}
-  n=12
-  args=(EVALSHA "$(load src/ratelimit/check.lua)" "$n")
-  for _ in $(seq $n); do args+=("rl:__rand_int__"); done
-  for _ in $(seq $n); do args+=("$spec 1"); done
-  run() { redis-benchmark -p "$port" -P 16 -c 1 -n "$1" -r 2000 "${args[@]}" >/dev/null; }
-  calls=2000 items=$n unit=check
-  ;;
-locks)
-  sha=$(load src/lock/lua/leases.lua)
-  run() {
-    python3 - "$port" "$sha" "$1" <<'EOF'
-import random, socket, sys
-port, sha, calls = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-conn = socket.create_connection(('127.0.0.1', port))
-replies = conn.makefile('rb')
-def command(args):
-    parts = [b'*%d\r\n' % len(args)]
-    for a in args:
-        a = str(a).encode()
-        parts.append(b'$%d\r\n%s\r\n' % (len(a), a))
-    return b''.join(parts)
-def skip():
-    line = replies.readline()
-    if line[:1] == b'-':
-        sys.exit(line.decode().strip())
-    if line[:1] == b'*':
-        for _ in range(int(line[1:])):
-            skip()
-    elif line[:1] == b'$' and int(line[1:]) >= 0:
-        replies.read(int(line[1:]) + 2)
-rng, p, pending = random.Random(1), 'blinkchamber:lock:', 0
-for i in range(calls):
-    names = [rng.randrange(1000) for _ in range(6)]
-    tokens = ['%032x' % rng.getrandbits(128) for _ in names]
-    head = ['EVALSHA', sha, 7, p + 'fence'] + [p + 'lease:%d' % n for n in names]
-    acquire = head + [p + 'released'] + [a for t in tokens for a in (t, 30000)]
-    release = head + [p + 'released'] + [a for t in tokens for a in (t, '')]
-    conn.sendall(command(acquire) + command(release))
-    pending += 2
-    while pending > 16:
-        skip()
-        pending -= 1
-while pending:
-    skip()
-    pending -= 1
-EOF
-  }
-  calls=1000 items=6 unit=cycle
-  ;;
-update)
-  sha=$(load src/session/lua/update.lua)
-  run() {
-    python3 - "$port" "$sha" "$1" "$out/versions" <<'EOF'
-import json, os, socket, sys
-port, sha, calls, state = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
-conn = socket.create_connection(('127.0.0.1', port))
-replies = conn.makefile('rb')
+# The Python drivers' connection to Redis: commands out, replies back (RESP2).
+cat >"$out/resp.py" <<'EOF'
+import socket, sys
+def connect(port):
+    global replies
+    conn = socket.create_connection(('127.0.0.1', port))
+    replies = conn.makefile('rb')
+    return conn
 def command(args):
     parts = [b'*%d\r\n' % len(args)]
     for a in args:
@@ -102,8 +50,56 @@ def reply():
     if line[:1] == b'*':
         return [reply() for _ in range(int(line[1:]))]
     if line[:1] == b'$':
-        return replies.read(int(line[1:]) + 2) if int(line[1:]) >= 0 else None
+        return replies.read(int(line[1:]) + 2)[:-2] if int(line[1:]) >= 0 else None
     return int(line[1:]) if line[:1] == b':' else line
+EOF
+py() { PYTHONPATH="$out" python3 - "$@"; }
+
+case $what in
+ratelimit)
+  spec=${2:-g 1000000 60000000 1000000}
+  n=12
+  args=(EVALSHA "$(load src/ratelimit/check.lua)" "$n")
+  for _ in $(seq $n); do args+=("rl:__rand_int__"); done
+  for _ in $(seq $n); do args+=("$spec 1"); done
+  run() { redis-benchmark -p "$port" -P 16 -c 1 -n "$1" -r 2000 "${args[@]}" >/dev/null; }
+  calls=2000 items=$n unit=check
+  ;;
+locks)
+  sha=$(load src/lock/lua/leases.lua)
+  run() {
+    py "$port" "$sha" "$1" <<'EOF'
+import random, sys
+from resp import command, connect, reply
+port, sha, calls = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+conn = connect(port)
+rng, p, pending = random.Random(1), 'blinkchamber:lock:', 0
+for i in range(calls):
+    names = [rng.randrange(1000) for _ in range(6)]
+    tokens = ['%032x' % rng.getrandbits(128) for _ in names]
+    head = ['EVALSHA', sha, 7, p + 'fence'] + [p + 'lease:%d' % n for n in names]
+    acquire = head + [p + 'released'] + [a for t in tokens for a in (t, 30000)]
+    release = head + [p + 'released'] + [a for t in tokens for a in (t, '')]
+    conn.sendall(command(acquire) + command(release))
+    pending += 2
+    while pending > 16:
+        reply()
+        pending -= 1
+while pending:
+    reply()
+    pending -= 1
+EOF
+  }
+  calls=1000 items=6 unit=cycle
+  ;;
+update)
+  sha=$(load src/session/lua/update.lua)
+  run() {
+    py "$port" "$sha" "$1" "$out/versions" <<'EOF'
+import json, os, sys
+from resp import command, connect, reply
+port, sha, calls, state = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+conn = connect(port)
 sessions, n = 1000, 12
 field = lambda v: 's1 %020d' % v
 data = json.dumps({'roles': ['viewer'], 'org': 'o-1', 'n': 0, 'note': 'x' * 150})
