@@ -10,8 +10,8 @@
 #   scripts/script-cost.sh update             # session compare-and-set, ~220 bytes of data
 #   scripts/script-cost.sh raw                # EVALSHA of a one-INCR script, per call
 #
-# Rate limits: calls of twelve checks over 2 000 keys, `redis-benchmark -P 16`. Locks: six
-# acquisitions of random names among 1 000 in one call, then their six releases
+# Rate limits: calls of twelve checks over 2 000 keys, `redis-benchmark -P 16`. Locks: twelve
+# acquisitions of random names among 1 000 in one call, then their twelve releases
 # (python3). Session updates: calls of twelve updates over 1 000 sessions, each at its
 # current version (python3). Each starts with an unmeasured warm-up, so the keys exist as they would.
 # Needs valgrind, redis-server, redis-cli and redis-benchmark.
@@ -75,9 +75,9 @@ port, sha, calls = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 conn = connect(port)
 rng, p, pending = random.Random(1), 'blinkchamber:lock:', 0
 for i in range(calls):
-    names = [rng.randrange(1000) for _ in range(6)]
+    names = [rng.randrange(1000) for _ in range(12)]
     tokens = ['%032x' % rng.getrandbits(128) for _ in names]
-    head = ['EVALSHA', sha, 7, p + 'fence'] + [p + 'lease:%d' % n for n in names]
+    head = ['EVALSHA', sha, 13, p + 'fence'] + [p + 'lease:%d' % n for n in names]
     acquire = head + [p + 'released'] + [a for t in tokens for a in (t, 30000)]
     release = head + [p + 'released'] + [a for t in tokens for a in (t, '')]
     conn.sendall(command(acquire) + command(release))
@@ -90,7 +90,7 @@ while pending:
     pending -= 1
 EOF
   }
-  calls=1000 items=6 unit=cycle
+  calls=1000 items=12 unit=cycle
   ;;
 update)
   sha=$(load src/session/lua/update.lua)
