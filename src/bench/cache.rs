@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{RawBaselines, Row, measure};
+use super::{Raw, RawBaselines, Row, measure};
 use crate::backend::RedisBackend;
 use crate::cache::{Cache, SetOptions};
 use crate::config::CacheConfig;
@@ -16,6 +16,7 @@ pub const KEYS: u64 = 1000;
 /// read goes to Redis), and invalidation seen by a second instance.
 pub async fn cache_rows(
     backend: RedisBackend,
+    raw: &Raw,
     concurrency: usize,
     duration: Duration,
     prefix: &str,
@@ -34,7 +35,16 @@ pub async fn cache_rows(
     }
     let mut rows = Vec::new();
 
-    rows.push(get_row("cache get, L1 hit", cache.clone(), concurrency, duration).await);
+    rows.extend(
+        get_row(
+            "cache get, L1 hit",
+            cache.clone(),
+            raw,
+            concurrency,
+            duration,
+        )
+        .await,
+    );
     let no_l1 = CacheConfig {
         l1: crate::config::L1Config {
             max_entries: 0,
@@ -44,7 +54,7 @@ pub async fn cache_rows(
         ..cfg.clone()
     };
     let l2 = Cache::redis(&no_l1, backend.clone());
-    rows.push(get_row("cache get, L2 hit", l2, concurrency, duration).await);
+    rows.extend(get_row("cache get, L2 hit", l2, raw, concurrency, duration).await);
 
     // One writer, one reader instance: write, then read on the other until the new value
     // shows (its L1 copy was evicted by the backplane).
@@ -75,16 +85,27 @@ pub async fn cache_rows(
 }
 
 /// `get_json` of the preloaded keys, spread over [`KEYS`], against raw `GET`.
-async fn get_row(name: &str, cache: Cache, concurrency: usize, duration: Duration) -> Row {
+async fn get_row(
+    name: &str,
+    cache: Cache,
+    raw: &Raw,
+    concurrency: usize,
+    duration: Duration,
+) -> Vec<Row> {
     // Names made once: the row measures the cache, not `format!`.
     let keys: std::sync::Arc<[String]> = (0..KEYS).map(|i| format!("k{i}")).collect();
-    measure(name, concurrency, duration, move |task, seq| {
-        let (cache, keys) = (cache.clone(), keys.clone());
-        async move {
-            let key = &keys[((task as u64 * 7919 + seq) % KEYS) as usize];
-            let _ = cache.get_json("bench", key).await;
-        }
-    })
+    raw.against(
+        RawBaselines::GET,
+        name,
+        concurrency,
+        duration,
+        move |task, seq| {
+            let (cache, keys) = (cache.clone(), keys.clone());
+            async move {
+                let key = &keys[((task as u64 * 7919 + seq) % KEYS) as usize];
+                let _ = cache.get_json("bench", key).await;
+            }
+        },
+    )
     .await
-    .against(RawBaselines::GET)
 }

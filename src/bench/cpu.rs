@@ -39,19 +39,44 @@ impl Sample {
         }
     }
 
-    /// CPU time per operation between `self` and the later `after`: this process's and
-    /// Redis's.
-    pub fn per_op(&self, after: &Sample, ops: u64) -> (Option<Duration>, Option<Duration>) {
-        let per = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-            (Some(a), Some(b)) if ops > 0 => Some(Duration::from_secs_f64(
-                b.saturating_sub(a).as_secs_f64() / ops as f64,
-            )),
-            _ => None,
+    /// CPU time used between `before` and `self`.
+    pub fn since(&self, before: &Sample) -> Spent {
+        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+        Spent {
+            process: spent(before.process, self.process),
+            redis: spent(before.redis, self.redis),
+        }
+    }
+}
+
+/// CPU time used over one or more stretches of a row, by this process and by Redis.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spent {
+    process: Option<Duration>,
+    redis: Option<Duration>,
+}
+
+/// The sum of two stretches; a figure missing from either is missing from the sum.
+impl std::ops::Add for Spent {
+    type Output = Spent;
+
+    fn add(self, other: Spent) -> Spent {
+        let sum = |a: Option<Duration>, b: Option<Duration>| Some(a? + b?);
+        Spent {
+            process: sum(self.process, other.process),
+            redis: sum(self.redis, other.redis),
+        }
+    }
+}
+
+impl Spent {
+    /// CPU time per operation over `ops` operations: this process's and Redis's.
+    pub fn per_op(&self, ops: u64) -> (Option<Duration>, Option<Duration>) {
+        let per = |d: Option<Duration>| {
+            d.filter(|_| ops > 0)
+                .map(|d| Duration::from_secs_f64(d.as_secs_f64() / ops as f64))
         };
-        (
-            per(self.process, after.process),
-            per(self.redis, after.redis),
-        )
+        (per(self.process), per(self.redis))
     }
 }
 
@@ -112,12 +137,18 @@ mod tests {
             process: Some(Duration::from_millis(300)),
             redis: Some(Duration::from_secs(1)),
         };
+        let spent = after.since(&before);
         assert_eq!(
-            before.per_op(&after, 100_000),
+            spent.per_op(100_000),
             (Some(Duration::from_micros(2)), None)
         );
+        // Two stretches add up; Redis's time is missing from the sum as from one of them.
+        assert_eq!(
+            (spent + spent).per_op(100_000),
+            (Some(Duration::from_micros(4)), None)
+        );
         // More operations than a u32 holds are divided, not truncated.
-        let (per, _) = before.per_op(&after, 1 << 33);
+        let (per, _) = spent.per_op(1 << 33);
         assert!(per.unwrap() < Duration::from_nanos(1), "{per:?}");
     }
 }

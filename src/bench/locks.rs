@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{RawBaselines, Row, measure};
+use super::{Raw, RawBaselines, Row};
 use crate::backend::RedisBackend;
 use crate::config::LocksConfig;
 use crate::lock::Locks;
@@ -13,6 +13,7 @@ pub const NAMES: u64 = 1000;
 /// `acquire` then `release` of one of [`NAMES`] names per operation (two script calls).
 pub async fn lock_rows(
     backend: RedisBackend,
+    raw: &Raw,
     concurrency: usize,
     duration: Duration,
     prefix: &str,
@@ -23,7 +24,8 @@ pub async fn lock_rows(
     };
     let locks = Locks::redis(&cfg, backend);
     locks.ready().await;
-    let row = measure(
+    raw.against(
+        RawBaselines::EVALSHA,
         "lock acquire + release, 1000 names",
         concurrency,
         duration,
@@ -41,6 +43,5 @@ pub async fn lock_rows(
             }
         },
     )
-    .await;
-    vec![row.against(RawBaselines::EVALSHA)]
+    .await
 }

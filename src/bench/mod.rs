@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use raw::{RawBaselines, baselines, raw_rows};
+pub use raw::{Raw, RawBaselines, raw_rows};
 
 /// One measured scenario.
 #[derive(Clone, Debug)]
@@ -39,8 +39,9 @@ pub struct Row {
     pub cpu: Option<Duration>,
     /// CPU time of the measured Redis per operation.
     pub redis_cpu: Option<Duration>,
-    /// This row's ops/s over its baseline's, once [`median_rounds`] has compared them
-    /// round by round; [`table`] divides the two rows' ops/s when it is unset.
+    /// This row's ops/s over its baseline's: measured side by side ([`measure_against`]),
+    /// or the median of the rounds' ([`median_rounds`]); [`table`] divides the two rows'
+    /// ops/s when it is unset.
     pub ratio: Option<f64>,
 }
 
@@ -52,37 +53,123 @@ where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let op = Arc::new(op);
-    let cpu = cpu::Sample::now().await;
-    let deadline = Instant::now() + duration;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|task| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(4096);
-                let mut seq = 0u64;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    op(task, seq).await;
-                    latencies.push(t.elapsed().as_nanos() as u64);
-                    seq += 1;
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap_or_default());
+    let mut tally = Tally::new(concurrency);
+    tally.run(&Arc::new(op), duration).await;
+    tally.row(name)
+}
+
+/// Stretches a paired measurement ([`measure_against`]) gives each of its two sides.
+pub const PAIRED_STRETCHES: u32 = 4;
+
+/// Measures `op` beside `baseline` (a raw row's name and operation) in alternating
+/// stretches, baseline first and last (B R R B B R R B, [`PAIRED_STRETCHES`] each, over
+/// `duration` per side), and answers the baseline's row and `op`'s, compared with it.
+///
+/// A machine shared with other work changes speed from one second to the next, by a
+/// third at times; two rows measured one after the other then differ by as much,
+/// whatever they measure. Alternating short stretches gives both sides the same
+/// moments (a change of speed that lasts longer than a stretch moves both alike, and
+/// the mirrored order cancels a steady drift), so the ratio, each side's operations over
+/// the same total time, measures the row and not the machine.
+pub async fn measure_against<B, BFut, F, Fut>(
+    (base_name, baseline): (&str, B),
+    name: &str,
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+) -> [Row; 2]
+where
+    B: Fn(usize, u64) -> BFut + Send + Sync + 'static,
+    BFut: Future<Output = ()> + Send,
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let (baseline, op) = (Arc::new(baseline), Arc::new(op));
+    let stretch = duration / PAIRED_STRETCHES;
+    let (mut base, mut row) = (Tally::new(concurrency), Tally::new(concurrency));
+    for pair in 0..PAIRED_STRETCHES {
+        if pair % 2 == 0 {
+            base.run(&baseline, stretch).await;
+            row.run(&op, stretch).await;
+        } else {
+            row.run(&op, stretch).await;
+            base.run(&baseline, stretch).await;
+        }
     }
-    let count = all.len() as u64;
-    let elapsed = started.elapsed();
-    let (process, redis) = cpu.per_op(&cpu::Sample::now().await, count);
-    Row {
-        cpu: process,
-        redis_cpu: redis,
-        ..Row::from_latencies(name, count, elapsed, all)
+    let (base, mut row) = (base.row(base_name), row.row(name).against(base_name));
+    row.ratio = Some(row.ops_per_sec / base.ops_per_sec);
+    [base, row]
+}
+
+/// Operations, latencies and CPU time of one row over one or more stretches.
+struct Tally {
+    count: u64,
+    elapsed: Duration,
+    latencies: Vec<u64>,
+    /// CPU time of the stretches run so far (none before the first).
+    spent: Option<cpu::Spent>,
+    /// Each task's next sequence number: a task goes on where its last stretch ended.
+    seqs: Vec<u64>,
+}
+
+impl Tally {
+    fn new(concurrency: usize) -> Self {
+        Self {
+            count: 0,
+            elapsed: Duration::ZERO,
+            latencies: Vec::new(),
+            spent: None,
+            seqs: vec![0; concurrency],
+        }
+    }
+
+    /// Runs `op` from every task for `duration`, adding to the tally.
+    async fn run<F, Fut>(&mut self, op: &Arc<F>, duration: Duration)
+    where
+        F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let cpu = cpu::Sample::now().await;
+        let deadline = Instant::now() + duration;
+        let started = Instant::now();
+        let tasks: Vec<_> = self
+            .seqs
+            .iter()
+            .enumerate()
+            .map(|(task, &first)| {
+                let op = op.clone();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(4096);
+                    let mut seq = first;
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        op(task, seq).await;
+                        latencies.push(t.elapsed().as_nanos() as u64);
+                        seq += 1;
+                    }
+                    (latencies, seq)
+                })
+            })
+            .collect();
+        for (task, handle) in tasks.into_iter().enumerate() {
+            if let Ok((latencies, seq)) = handle.await {
+                self.count += latencies.len() as u64;
+                self.latencies.extend(latencies);
+                self.seqs[task] = seq;
+            }
+        }
+        self.elapsed += started.elapsed();
+        let spent = cpu::Sample::now().await.since(&cpu);
+        self.spent = Some(self.spent.map_or(spent, |before| before + spent));
+    }
+
+    fn row(self, name: &str) -> Row {
+        let (process, redis) = self.spent.unwrap_or_default().per_op(self.count);
+        Row {
+            cpu: process,
+            redis_cpu: redis,
+            ..Row::from_latencies(name, self.count, self.elapsed, self.latencies)
+        }
     }
 }
 
@@ -124,11 +211,10 @@ impl Row {
 ///
 /// Runs are noisy on a shared machine; measuring every scenario in several interleaved
 /// rounds and keeping the median round of each keeps one slow moment from deciding a
-/// figure. A ratio compares a row with the nearest measurement of its baseline before it
-/// in the same round (raw rows are measured again right before the rows that compare
-/// with them, [`baselines`]), so a machine that slows down between rows moves both sides
-/// of it alike. A row measured several times in a round (a raw baseline) is shown once,
-/// as the median of all its measurements.
+/// figure. A row measured beside its baseline ([`measure_against`]) brings its own ratio
+/// for the round; any other compares with the nearest measurement of its baseline before
+/// it in the same round. A row measured several times in a round (a raw baseline) is
+/// shown once, as the median of all its measurements.
 pub fn median_rounds(rounds: &[Vec<Row>]) -> Vec<Row> {
     let Some(first) = rounds.first() else {
         return Vec::new();
@@ -157,6 +243,9 @@ pub fn median_rounds(rounds: &[Vec<Row>]) -> Vec<Row> {
                 .flat_map(|round| {
                     round.iter().enumerate().filter_map(move |(i, this)| {
                         let wanted = this.baseline.as_ref().filter(|_| this.name == name)?;
+                        if let Some(paired) = this.ratio {
+                            return Some(paired);
+                        }
                         let base = round[..i].iter().rev().find(|r| &r.name == wanted)?;
                         Some(this.ops_per_sec / base.ops_per_sec)
                     })
@@ -287,5 +376,37 @@ mod tests {
         assert_eq!(median[0].ops_per_sec, fast.ops_per_sec * 1.5);
         let ratio = median[1].ratio.unwrap();
         assert!((ratio - 0.6).abs() < 1e-9, "{ratio}");
+    }
+
+    #[tokio::test]
+    async fn a_paired_row_keeps_its_own_ratio() {
+        let [base, row] = measure_against(
+            ("base", |_, _| async {}),
+            "row",
+            2,
+            Duration::from_millis(40),
+            |_, _| tokio::task::yield_now(),
+        )
+        .await;
+        assert_eq!(base.name, "base");
+        assert_eq!(
+            (row.name.as_str(), row.baseline.as_deref()),
+            ("row", Some("base"))
+        );
+        assert!(base.ops_per_sec > 0.0 && row.ops_per_sec > 0.0);
+        let paired = row.ratio.unwrap();
+        assert_eq!(paired, row.ops_per_sec / base.ops_per_sec);
+
+        // Another measurement of the baseline in the round, before the pair, does not
+        // replace the ratio measured side by side.
+        let earlier = Row {
+            ops_per_sec: base.ops_per_sec * 10.0,
+            ..base.clone()
+        };
+        let median = median_rounds(&[vec![earlier, base.clone(), row.clone()]]);
+        assert_eq!(median.len(), 2, "{median:?}");
+        assert_eq!(median[1].ratio, Some(paired));
+        let shown = format!("{paired:.2} × base");
+        assert!(table(&median).contains(&shown), "{}", table(&median));
     }
 }

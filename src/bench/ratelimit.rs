@@ -5,7 +5,7 @@ use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{RawBaselines, Row, measure};
+use super::{Raw, RawBaselines, Row};
 use crate::backend::RedisBackend;
 use crate::config::{Algorithm, Descriptor, FailureMode, RateLimitConfig, RuleConfig};
 use crate::ratelimit::RateLimiter;
@@ -17,6 +17,7 @@ const KEYS: u64 = 10_000;
 /// themselves (the shed row's one key is deleted at the end).
 pub async fn ratelimit_rows(
     backend: RedisBackend,
+    raw: &Raw,
     concurrency: usize,
     duration: Duration,
     prefix: &str,
@@ -47,8 +48,9 @@ pub async fn ratelimit_rows(
     let mut rows = Vec::new();
     {
         let limiter = limiter.clone();
-        rows.push(
-            measure(
+        rows.extend(
+            raw.against(
+                RawBaselines::EVALSHA,
                 "rate-limit check, 10k keys",
                 concurrency,
                 duration,
@@ -60,8 +62,7 @@ pub async fn ratelimit_rows(
                     }
                 },
             )
-            .await
-            .against(RawBaselines::EVALSHA),
+            .await,
         );
     }
     {
@@ -69,8 +70,9 @@ pub async fn ratelimit_rows(
         let _ = limiter.check("bench-shed", "hot", 1).await;
         let _ = limiter.check("bench-shed", "hot", 1).await;
         let limiter = limiter.clone();
-        rows.push(
-            measure(
+        rows.extend(
+            raw.against(
+                RawBaselines::GET,
                 "rate-limit over limit, shed locally",
                 concurrency,
                 duration,
@@ -81,8 +83,7 @@ pub async fn ratelimit_rows(
                     }
                 },
             )
-            .await
-            .against(RawBaselines::GET),
+            .await,
         );
     }
     let _: Result<i64, _> = backend

@@ -4,11 +4,13 @@
 //! capability would otherwise be compared with. The pooled rows go through
 //! [`RedisBackend::run`] with its retries, epochs and metrics.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
-use super::{Row, measure};
+use super::{Row, measure, measure_against};
 use crate::backend::{RedisBackend, Retry};
 
 /// Raw baseline row names, for capability rows to compare with.
@@ -27,151 +29,169 @@ impl RawBaselines {
 
 const SCRIPT: &str = "return redis.call('INCR', KEYS[1])";
 
-/// The keys and value the raw and pooled rows use.
+/// The raw connection and the keys and value its rows use: measures a raw row alone
+/// ([`Raw::row`]) or beside a row that compares with it ([`Raw::against`]). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Raw {
+    conn: MultiplexedConnection,
+    fixture: Arc<Fixture>,
+}
+
 struct Fixture {
     value: Vec<u8>,
     key: String,
     list: String,
     counter: String,
     prefix: String,
+    script: redis::Script,
 }
 
-impl Fixture {
+/// The raw commands rows compare with.
+#[derive(Clone, Copy)]
+enum Command {
+    Get,
+    Set,
+    Evalsha,
+}
+
+impl Command {
+    fn named(name: &str) -> Option<Self> {
+        match name {
+            RawBaselines::GET => Some(Self::Get),
+            RawBaselines::SET => Some(Self::Set),
+            RawBaselines::EVALSHA => Some(Self::Evalsha),
+            _ => None,
+        }
+    }
+}
+
+/// One raw command, as task `task` sends its `seq`th.
+async fn send(
+    f: Arc<Fixture>,
+    mut conn: MultiplexedConnection,
+    command: Command,
+    task: usize,
+    seq: u64,
+) {
+    let c = &mut conn;
+    match command {
+        Command::Get => {
+            let get = redis::cmd("GET").arg(&f.key).query_async(c).await;
+            let _: Option<Vec<u8>> = get.unwrap_or(None);
+        }
+        Command::Set => {
+            let cmd = set_cmd(&f.prefix, task, seq, &f.value);
+            let _: Result<(), _> = cmd.query_async(c).await;
+        }
+        Command::Evalsha => {
+            let _: Result<i64, _> = f.script.key(&f.counter).invoke_async(c).await;
+        }
+    }
+}
+
+impl Raw {
     /// Names the keys under `prefix` and writes the one `GET` reads.
-    async fn new(raw: &MultiplexedConnection, prefix: &str) -> Self {
-        let fixture = Self {
+    pub async fn new(conn: MultiplexedConnection, prefix: &str) -> Self {
+        let fixture = Fixture {
             value: vec![b'x'; 220],
             key: format!("{prefix}get"),
             list: format!("{prefix}list"),
             counter: format!("{prefix}counter"),
             prefix: prefix.to_owned(),
+            script: redis::Script::new(SCRIPT),
         };
         let _: () = redis::cmd("SET")
             .arg(&fixture.key)
             .arg(&fixture.value)
-            .query_async(&mut raw.clone())
+            .query_async(&mut conn.clone())
             .await
             .unwrap_or(());
-        fixture
+        Self {
+            conn,
+            fixture: Arc::new(fixture),
+        }
     }
 
     /// Deletes the keys.
-    async fn remove(self, raw: &MultiplexedConnection) {
+    pub async fn remove(&self) {
+        let f = &self.fixture;
         let _: Result<i64, _> = redis::cmd("DEL")
-            .arg(&self.key)
-            .arg(&self.list)
-            .arg(&self.counter)
-            .query_async(&mut raw.clone())
+            .arg(&f.key)
+            .arg(&f.list)
+            .arg(&f.counter)
+            .query_async(&mut self.conn.clone())
             .await;
     }
 
-    /// The raw row named `name` (one of [`RawBaselines`]' names but `LPUSH`'s).
-    async fn raw_row(
+    /// The raw row `name` (`GET`, `SET` or `EVALSHA` of [`RawBaselines`]) alone.
+    pub async fn row(&self, name: &str, concurrency: usize, duration: Duration) -> Option<Row> {
+        let (command, conn, f) = (
+            Command::named(name)?,
+            self.conn.clone(),
+            self.fixture.clone(),
+        );
+        let op = move |task, seq| send(f.clone(), conn.clone(), command, task, seq);
+        Some(measure(name, concurrency, duration, op).await)
+    }
+
+    /// `op`'s row named `name` beside the raw row `baseline` ([`measure_against`]): the
+    /// baseline's row, then `op`'s with its ratio. Only `op`'s row when `baseline` is not
+    /// one of `GET`, `SET` and `EVALSHA`.
+    pub async fn against<F, Fut>(
         &self,
+        baseline: &str,
         name: &str,
-        raw: &MultiplexedConnection,
         concurrency: usize,
         duration: Duration,
-    ) -> Option<Row> {
-        let raw = raw.clone();
-        Some(match name {
-            RawBaselines::GET => {
-                let key = self.key.clone();
-                measure(name, concurrency, duration, move |_, _| {
-                    let (mut c, key) = (raw.clone(), key.clone());
-                    async move {
-                        let _: Option<Vec<u8>> = redis::cmd("GET")
-                            .arg(key)
-                            .query_async(&mut c)
-                            .await
-                            .unwrap_or(None);
-                    }
-                })
-                .await
-            }
-            RawBaselines::SET => {
-                let (value, prefix) = (self.value.clone(), self.prefix.clone());
-                measure(name, concurrency, duration, move |t, s| {
-                    let mut c = raw.clone();
-                    let cmd = set_cmd(&prefix, t, s, &value);
-                    async move {
-                        let _: Result<(), _> = cmd.query_async(&mut c).await;
-                    }
-                })
-                .await
-            }
-            RawBaselines::EVALSHA => {
-                let (script, counter) = (redis::Script::new(SCRIPT), self.counter.clone());
-                measure(name, concurrency, duration, move |_, _| {
-                    let (mut c, script, counter) = (raw.clone(), script.clone(), counter.clone());
-                    async move {
-                        let _: Result<i64, _> = script.key(counter).invoke_async(&mut c).await;
-                    }
-                })
-                .await
-            }
-            _ => return None,
-        })
+        op: F,
+    ) -> Vec<Row>
+    where
+        F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let Some(command) = Command::named(baseline) else {
+            return vec![measure(name, concurrency, duration, op).await];
+        };
+        let (conn, f) = (self.conn.clone(), self.fixture.clone());
+        let base = move |task, seq| send(f.clone(), conn.clone(), command, task, seq);
+        measure_against((baseline, base), name, concurrency, duration, op)
+            .await
+            .into()
     }
-}
-
-/// The raw rows named in `names`, measured again right before the rows that compare with
-/// them, so that a ratio compares two measurements a second apart rather than the length
-/// of a whole round apart: this machine's speed moves over tens of seconds.
-pub async fn baselines(
-    names: &[&str],
-    raw: MultiplexedConnection,
-    concurrency: usize,
-    duration: Duration,
-    prefix: &str,
-) -> Vec<Row> {
-    let fixture = Fixture::new(&raw, prefix).await;
-    let mut rows = Vec::new();
-    for name in names {
-        rows.extend(fixture.raw_row(name, &raw, concurrency, duration).await);
-    }
-    fixture.remove(&raw).await;
-    rows
 }
 
 /// Measures the raw commands and the same commands through the backend's pool.
 pub async fn raw_rows(
-    raw: MultiplexedConnection,
+    raw: &Raw,
     backend: RedisBackend,
     concurrency: usize,
     duration: Duration,
-    prefix: &str,
 ) -> Vec<Row> {
-    let f = Fixture::new(&raw, prefix).await;
+    let f = raw.fixture.clone();
     let mut rows = Vec::new();
-    rows.extend(
-        f.raw_row(RawBaselines::GET, &raw, concurrency, duration)
-            .await,
-    );
+    rows.extend(raw.row(RawBaselines::GET, concurrency, duration).await);
     {
-        let (b, key) = (backend.clone(), f.key.clone());
+        let (b, f) = (backend.clone(), f.clone());
         rows.push(
             measure("pooled GET", concurrency, duration, move |_, _| {
-                let (b, key) = (b.clone(), key.clone());
+                let (b, f) = (b.clone(), f.clone());
                 async move {
                     let _: Option<Vec<u8>> =
-                        b.query(redis::cmd("GET").arg(key)).await.unwrap_or(None);
+                        b.query(redis::cmd("GET").arg(&f.key)).await.unwrap_or(None);
                 }
             })
             .await
             .against(RawBaselines::GET),
         );
     }
-    rows.extend(
-        f.raw_row(RawBaselines::SET, &raw, concurrency, duration)
-            .await,
-    );
+    rows.extend(raw.row(RawBaselines::SET, concurrency, duration).await);
     {
-        let (b, value, prefix) = (backend.clone(), f.value.clone(), f.prefix.clone());
+        let (b, f) = (backend.clone(), f.clone());
         rows.push(
             measure("pooled SET", concurrency, duration, move |t, s| {
                 let b = b.clone();
-                let cmd = set_cmd(&prefix, t, s, &value);
+                let cmd = set_cmd(&f.prefix, t, s, &f.value);
                 async move {
                     let _: Result<(), _> = b.query(&cmd).await;
                 }
@@ -183,7 +203,7 @@ pub async fn raw_rows(
     rows.push(
         lpush_row(
             RawBaselines::LPUSH,
-            raw.clone(),
+            raw.conn.clone(),
             &f.list,
             vec![f.value.clone()],
             concurrency,
@@ -191,23 +211,16 @@ pub async fn raw_rows(
         )
         .await,
     );
-    rows.extend(
-        f.raw_row(RawBaselines::EVALSHA, &raw, concurrency, duration)
-            .await,
-    );
+    rows.extend(raw.row(RawBaselines::EVALSHA, concurrency, duration).await);
     {
-        let (b, script, counter) = (
-            backend.clone(),
-            redis::Script::new(SCRIPT),
-            f.counter.clone(),
-        );
+        let b = backend.clone();
         rows.push(
             measure("pooled EVALSHA", concurrency, duration, move |_, _| {
-                let (b, script, counter) = (b.clone(), script.clone(), counter.clone());
+                let (b, f) = (b.clone(), f.clone());
                 async move {
                     let _: Result<i64, _> = b
                         .run(Retry::IfNotRun, |mut c| {
-                            let inv = script.key(&counter);
+                            let inv = f.script.key(&f.counter);
                             async move { inv.invoke_async(&mut c).await }
                         })
                         .await;
@@ -217,7 +230,6 @@ pub async fn raw_rows(
             .against(RawBaselines::EVALSHA),
         );
     }
-    f.remove(&raw).await;
     rows
 }
 

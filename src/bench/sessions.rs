@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{RawBaselines, Row, measure};
+use super::{Raw, RawBaselines, Row};
 use crate::backend::RedisBackend;
 use crate::config::SessionsConfig;
 use crate::session::{SessionKind, Sessions};
@@ -19,6 +19,7 @@ pub const SESSIONS: usize = 1000;
 /// `get`, `touch` and `update` rows.
 pub async fn session_rows(
     backend: RedisBackend,
+    raw: &Raw,
     concurrency: usize,
     duration: Duration,
     prefix: &str,
@@ -56,26 +57,32 @@ pub async fn session_rows(
     let mut rows = Vec::new();
     for (name, touch) in [("session get", false), ("session touch (renew idle)", true)] {
         let (sessions, ids) = (sessions.clone(), ids.clone());
-        rows.push(
-            measure(name, concurrency, duration, move |task, seq| {
-                let (sessions, id) = (sessions.clone(), ids[pick(task, seq)].clone());
-                async move {
-                    let _ = if touch {
-                        sessions.touch(&id).await
-                    } else {
-                        sessions.get(&id).await
-                    };
-                }
-            })
-            .await
-            .against(RawBaselines::GET),
+        rows.extend(
+            raw.against(
+                RawBaselines::GET,
+                name,
+                concurrency,
+                duration,
+                move |task, seq| {
+                    let (sessions, id) = (sessions.clone(), ids[pick(task, seq)].clone());
+                    async move {
+                        let _ = if touch {
+                            sessions.touch(&id).await
+                        } else {
+                            sessions.get(&id).await
+                        };
+                    }
+                },
+            )
+            .await,
         );
     }
     // Each task updates only its own sessions (index ≡ task mod concurrency), so it always
     // holds the current version and every update succeeds.
     let tasks = concurrency.max(1);
-    rows.push(
-        measure(
+    rows.extend(
+        raw.against(
+            RawBaselines::SET,
             "session update (compare-and-set)",
             concurrency,
             duration,
@@ -93,8 +100,7 @@ pub async fn session_rows(
                 }
             },
         )
-        .await
-        .against(RawBaselines::SET),
+        .await,
     );
     rows
 }

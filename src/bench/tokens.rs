@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::keys::SigningKey;
-use super::{RawBaselines, Row, measure};
+use super::{Raw, RawBaselines, Row};
 use crate::backend::RedisBackend;
 use crate::config::{SecretSource, TokensConfig};
 use crate::token::{Introspector, JwtVerifier};
@@ -55,6 +55,7 @@ async fn issuer(keys: Vec<Value>) -> Option<String> {
 /// Cached introspection (with and without L1) and ES256 verification rows.
 pub async fn token_rows(
     backend: RedisBackend,
+    raw: &Raw,
     concurrency: usize,
     duration: Duration,
     prefix: &str,
@@ -97,8 +98,9 @@ pub async fn token_rows(
     }
     {
         let (introspector, tokens) = (introspector.clone(), tokens.clone());
-        rows.push(
-            measure(
+        rows.extend(
+            raw.against(
+                RawBaselines::GET,
                 "token introspect, cached (L1 hit)",
                 concurrency,
                 duration,
@@ -109,8 +111,7 @@ pub async fn token_rows(
                     }
                 },
             )
-            .await
-            .against(RawBaselines::GET),
+            .await,
         );
     }
 
@@ -127,8 +128,9 @@ pub async fn token_rows(
             continue;
         }
         let verifier = verifier.clone();
-        rows.push(
-            measure(
+        rows.extend(
+            raw.against(
+                RawBaselines::GET,
                 &format!("JWT verify, {:?}, key set cached", key.alg),
                 concurrency,
                 duration,
@@ -139,8 +141,7 @@ pub async fn token_rows(
                     }
                 },
             )
-            .await
-            .against(RawBaselines::GET),
+            .await,
         );
     }
     rows

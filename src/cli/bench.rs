@@ -6,7 +6,7 @@ use anyhow::Context;
 use redis::IntoConnectionInfo;
 
 use crate::backend::RedisBackend;
-use crate::bench::{self, RawBaselines};
+use crate::bench;
 use crate::config::{RedisConfig, types::duration};
 
 /// Arguments of `bench`.
@@ -119,34 +119,33 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .into_iter()
     .any(wanted);
     let (c, d) = (args.concurrency, args.duration);
-    // The raw rows a group compares with, measured again right before it.
-    let baselines =
-        |names: &'static [&'static str]| bench::baselines(names, raw.clone(), c, d, &prefix);
+    // Rows that compare with a raw command measure it beside them (bench::Raw::against).
+    let raw_ops = bench::Raw::new(raw.clone(), &prefix).await;
     let mut rounds = Vec::new();
     for _ in 0..args.rounds.max(1) {
         let mut rows = Vec::new();
         if raw_needed {
-            rows.extend(bench::raw_rows(raw.clone(), backend.clone(), c, d, &prefix).await);
+            rows.extend(bench::raw_rows(&raw_ops, backend.clone(), c, d).await);
         }
         if wanted(Group::Cache) {
-            rows.extend(baselines(&[RawBaselines::GET]).await);
-            rows.extend(bench::cache::cache_rows(backend.clone(), c, d, &prefix).await);
+            let cache = bench::cache::cache_rows(backend.clone(), &raw_ops, c, d, &prefix);
+            rows.extend(cache.await);
         }
         if wanted(Group::Ratelimit) {
-            rows.extend(baselines(&[RawBaselines::GET, RawBaselines::EVALSHA]).await);
-            rows.extend(bench::ratelimit::ratelimit_rows(backend.clone(), c, d, &prefix).await);
+            let limits = bench::ratelimit::ratelimit_rows(backend.clone(), &raw_ops, c, d, &prefix);
+            rows.extend(limits.await);
         }
         if wanted(Group::Locks) {
-            rows.extend(baselines(&[RawBaselines::EVALSHA]).await);
-            rows.extend(bench::locks::lock_rows(backend.clone(), c, d, &prefix).await);
+            let locks = bench::locks::lock_rows(backend.clone(), &raw_ops, c, d, &prefix);
+            rows.extend(locks.await);
         }
         if wanted(Group::Sessions) {
-            rows.extend(baselines(&[RawBaselines::GET, RawBaselines::SET]).await);
-            rows.extend(bench::sessions::session_rows(backend.clone(), c, d, &prefix).await);
+            let sessions = bench::sessions::session_rows(backend.clone(), &raw_ops, c, d, &prefix);
+            rows.extend(sessions.await);
         }
         if wanted(Group::Tokens) {
-            rows.extend(baselines(&[RawBaselines::GET]).await);
-            rows.extend(bench::tokens::token_rows(backend.clone(), c, d, &prefix).await);
+            let tokens = bench::tokens::token_rows(backend.clone(), &raw_ops, c, d, &prefix);
+            rows.extend(tokens.await);
         }
         if wanted(Group::Events) {
             rows.extend(
@@ -159,6 +158,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         rounds.push(rows);
     }
+    raw_ops.remove().await;
     let mut table = bench::median_rounds(&rounds);
     // Before the dead-letter rows, whose million entries would skew used_memory.
     let memory = if wanted(Group::Events) {
