@@ -821,6 +821,58 @@ async fn redis_absolute_timeout_ends_a_touched_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_updates_of_any_length_keep_the_expiry_and_leave_no_stale_bytes() {
+    let f = fixture(Store::Redis).await;
+    let redis = f.redis.as_ref().unwrap();
+    let mut conn = redis.conn();
+    let s = f
+        .sessions
+        .create("quinn", SessionKind::User, json!({"note": "aaaa"}))
+        .await
+        .unwrap();
+    let key = format!("blinkchamber:session:s:{}", s.handle);
+    let value = |conn: &mut ::redis::Connection| -> String {
+        ::redis::cmd("GET").arg(&key).query(conn).unwrap()
+    };
+    let before = value(&mut conn);
+    // A short expiry, so a write that dropped it or set a new one shows.
+    let _: i64 = ::redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(600_000)
+        .query(&mut conn)
+        .unwrap();
+    // The same length (written in place), longer, then shorter than before.
+    let mut version = s.version;
+    for note in ["bbbb", "a much longer note than before", "c"] {
+        let data = json!({ "note": note });
+        let updated = f
+            .sessions
+            .update(&s.id, data.clone(), version)
+            .await
+            .unwrap();
+        version = updated.version;
+        let stored = value(&mut conn);
+        let (head, body) = stored.split_once('\n').unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(body).unwrap(),
+            data,
+            "{stored}"
+        );
+        assert_eq!(
+            head.split(' ').nth(1),
+            Some(format!("{version:020}").as_str())
+        );
+        assert_eq!(f.other.get(&s.id).await.unwrap().data, data);
+        let pttl: i64 = ::redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
+        assert!(
+            pttl > 0 && pttl <= 600_000,
+            "{note}: the expiry moved: {pttl}"
+        );
+    }
+    assert!(value(&mut conn).len() < before.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_keys_are_readable_and_hold_no_session_id() {
     let f = fixture(Store::Redis).await;
     let redis = f.redis.as_ref().unwrap();

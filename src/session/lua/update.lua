@@ -20,7 +20,7 @@
 local KEYS, ARGV = KEYS, ARGV
 local call, pcall, sub, find = redis.call, redis.pcall, string.sub, string.find
 
-local out = {}
+local out = KEYS
 local at = 0
 for i = 1, #KEYS do
   local key = KEYS[i]
@@ -33,7 +33,12 @@ for i = 1, #KEYS do
     out[i] = tonumber(sub(v, 4, 23))
   else
     local rest = sub(v, 24, find(v, '\n', 81, true))
-    call('SET', key, ARGV[at + 3] .. rest .. ARGV[at + 1], 'KEEPTTL')
+    local new = ARGV[at + 3] .. rest .. ARGV[at + 1]
+    if #new == #v then
+      call('SETRANGE', key, '0', new)
+    else
+      call('SET', key, new, 'KEEPTTL')
+    end
     out[i] = rest
   end
   at = at + 3
