@@ -18,9 +18,9 @@
 --   GCRA            'G' tat expires      (the arrival time; when the key's expiry is set)
 --   fixed window    'F' window count
 --   sliding window  'S' window count previous-count
--- While the key's expiry is still late enough, a write overwrites the numbers in place
--- (SETRANGE, which keeps the expiry), so a TTL is formatted only when the expiry has to
--- move: once per window, and for GCRA when the arrival time passes the expiry, which is
+-- While the key's expiry is still late enough, a write overwrites only the number that
+-- changed (the arrival time, the count), in place (SETRANGE, which keeps the expiry), so
+-- a TTL is formatted only when the expiry has to move: once per window, and for GCRA when the arrival time passes the expiry, which is
 -- then set one burst span beyond it. Values in the text layout of earlier releases
 -- ("<tat>", "<window> <count> [<previous>]") are still read, and rewritten packed.
 --
@@ -81,7 +81,8 @@ local function gcra(key, cost)
       ceil0(tat - now)
   end
   if new_tat <= expires then
-    call('SETRANGE', key, '1', pack('<dd', new_tat, expires))
+    -- The expiry stays: only the arrival time is overwritten.
+    call('SETRANGE', key, '1', pack('<d', new_tat))
   else
     local ttl = ceil0((new_tat + burst_span - now) / 1000)
     if ttl < 1 then ttl = 1 end
@@ -89,8 +90,9 @@ local function gcra(key, cost)
     expires = (floor(now / 1000) + ttl) * 1000
     call('SET', key, pack('<Bdd', G, new_tat, expires), 'PX', ttl)
   end
-  -- Both are at least 0 here (now >= allow_at, new_tat >= now).
-  return floor((now - allow_at) / interval), 0, ceil(new_tat - now)
+  -- Both are at least 0 here (now >= allow_at, new_tat >= now). Redis truncates a
+  -- number it answers, which for one at least 0 is floor: no call needed.
+  return (now - allow_at) / interval, 0, ceil(new_tat - now)
 end
 
 -- The counts of `window` and of the window before it (0 when the stored state is older),
@@ -125,7 +127,8 @@ local function fixed(key, cost)
     return -1 - floor0(limit - count), reset, reset
   end
   if current then
-    call('SETRANGE', key, '1', pack('<dd', window, count + cost))
+    -- Same window: only the count (after the tag and the window) is overwritten.
+    call('SETRANGE', key, '9', pack('<d', count + cost))
   else
     set_px(key, pack('<Bdd', F, window, count + cost), reset / 1000)
   end
@@ -156,7 +159,7 @@ local function sliding(key, cost)
   end
   -- Kept until the next window ends: it is that window's previous count.
   if current then
-    call('SETRANGE', key, '1', pack('<ddd', window, curr + cost, prev))
+    call('SETRANGE', key, '9', pack('<d', curr + cost))
   else
     set_px(key, pack('<Bddd', S, window, curr + cost, prev), (2 * period - elapsed) / 1000)
   end
