@@ -289,6 +289,57 @@ async fn batched_script_calls_answer_each_caller_once_even_when_some_are_cancell
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_items_may_answer_different_numbers_of_replies() {
+    use blinkchamber::backend::redis::batch::{Arg, Item, ScriptBatcher};
+    // An item answers its new count alone, or -1 and the count when it passed 3.
+    const SCRIPT: &str = r"
+        local out = {}
+        for i = 1, #KEYS do
+          local n = redis.call('INCRBY', KEYS[i], ARGV[i])
+          if n > 3 then out[#out + 1] = -1 end
+          out[#out + 1] = n
+        end
+        return out";
+    let redis = RedisProc::start();
+    let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    let batcher: ScriptBatcher<1, 1> = ScriptBatcher::counted_by(
+        backend,
+        SCRIPT,
+        |first| if *first < 0 { 2 } else { 1 },
+        blinkchamber::Retry::IfNotRun,
+    );
+    // Callers of one or two items, of both kinds, many sharing each call.
+    let tasks: Vec<_> = (0..300u64)
+        .map(|i| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move {
+                let item = |k: &str, by: u64| Item {
+                    keys: [Arg::Text(format!("{k}{i}"))],
+                    args: [Arg::Int(by)],
+                };
+                let items = match i % 3 {
+                    0 => vec![item("a", 1)],
+                    1 => vec![item("a", 5)],
+                    _ => vec![item("a", 2), item("b", 4)],
+                };
+                (i, batcher.call(items).await.unwrap())
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (i, replies) = task.await.unwrap();
+        let expected = match i % 3 {
+            0 => vec![1],
+            1 => vec![-1, 5],
+            _ => vec![2, -1, 4],
+        };
+        assert_eq!(replies, expected, "caller {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_reads_answer_each_caller_its_own_key_and_share_a_frozen_redis_error() {
     use blinkchamber::backend::redis::batch::GetBatcher;
     let mut redis = RedisProc::start();

@@ -5,10 +5,11 @@
 --          (algorithm 'g' gcra, 'f' fixedWindow, 's' slidingWindow; burst is GCRA's). One
 --          argument per check, as each costs Redis about 1 k instructions; a spec is
 --          parsed once per call however many checks share it.
--- Returns  three integers per check: remaining (when the check was limited, -1 - remaining,
---          so a negative first value means limited), retry_after_us, reset_after_us. Each
+-- Returns  per check, admitted: remaining, reset_after_us; limited: -1 - remaining (so a
+--          negative first value means limited), retry_after_us, reset_after_us. Each
 --          integer in the reply costs Redis about as much as a third of a `GET`, so the
---          verdict rides on the sign instead of a fourth.
+--          verdict rides on the sign instead of a further integer, and an admitted check,
+--          whose retry_after is 0, leaves it out.
 --
 -- Time is Redis's own clock (TIME), read once, in microseconds since EPOCH, so every
 -- instance checking the same key agrees whatever its local clock says.
@@ -170,6 +171,7 @@ end
 -- interned strings) skip even the lookup.
 local rules = {}
 local out = {}
+local n = 0
 local spec, algorithm, cost
 for i = 1, #KEYS do
   if ARGV[i] ~= spec then
@@ -185,6 +187,13 @@ for i = 1, #KEYS do
     algorithm, limit, period, interval, burst_span, cost =
       rule[1], rule[2], rule[3], rule[4], rule[5], rule[6]
   end
-  out[3 * i - 2], out[3 * i - 1], out[3 * i] = algorithm(KEYS[i], cost)
+  local remaining, retry, reset = algorithm(KEYS[i], cost)
+  if remaining >= 0 then
+    out[n + 1], out[n + 2] = remaining, reset
+    n = n + 2
+  else
+    out[n + 1], out[n + 2], out[n + 3] = remaining, retry, reset
+    n = n + 3
+  end
 end
 return out

@@ -29,7 +29,12 @@ impl RedisStore {
     pub(crate) fn new(backend: RedisBackend) -> Self {
         // A check whose reply was lost may have counted: resent only when it certainly did
         // not run.
-        let script = ScriptBatcher::new(backend.clone(), CHECK_LUA, 3, Retry::IfNotRun);
+        let script = ScriptBatcher::counted_by(
+            backend.clone(),
+            CHECK_LUA,
+            |first| if *first >= 0 { 2 } else { 3 },
+            Retry::IfNotRun,
+        );
         Self { backend, script }
     }
 
@@ -50,16 +55,44 @@ impl RedisStore {
             })
             .collect();
         let values = self.script.call(items).await?;
-        Ok(values
-            .chunks_exact(3)
-            .map(|v| Outcome {
-                // A limited check's remaining comes as `-1 - remaining`.
-                allowed: v[0] >= 0,
-                remaining: if v[0] >= 0 { v[0] } else { -1 - v[0] } as u64,
-                retry_after_us: v[1].max(0) as u64,
-                reset_after_us: v[2].max(0) as u64,
-            })
-            .collect())
+        // An admitted check answers remaining and reset_after; a limited one
+        // `-1 - remaining`, retry_after and reset_after (the batcher split them so).
+        let mut outcomes = Vec::with_capacity(checks.len());
+        let mut rest = values.as_slice();
+        loop {
+            let (outcome, used) = match rest {
+                [] => break,
+                [remaining, reset, ..] if *remaining >= 0 => (
+                    Outcome {
+                        allowed: true,
+                        remaining: *remaining as u64,
+                        retry_after_us: 0,
+                        reset_after_us: (*reset).max(0) as u64,
+                    },
+                    2,
+                ),
+                [limited, retry, reset, ..] if *limited < 0 => (
+                    Outcome {
+                        allowed: false,
+                        remaining: (-1 - limited) as u64,
+                        retry_after_us: (*retry).max(0) as u64,
+                        reset_after_us: (*reset).max(0) as u64,
+                    },
+                    3,
+                ),
+                _ => break,
+            };
+            outcomes.push(outcome);
+            rest = &rest[used..];
+        }
+        if outcomes.len() != checks.len() || !rest.is_empty() {
+            return Err(BackendError::MaybeRan(format!(
+                "rate-limit script answered {} values for {} checks",
+                values.len(),
+                checks.len()
+            )));
+        }
+        Ok(outcomes)
     }
 
     /// The Redis handle.

@@ -1,7 +1,8 @@
 //! Coalescing calls of one Lua script, or plain reads, from many concurrent callers.
 //!
 //! A script written to loop over items (a fixed number of `KEYS` and `ARGV` per item, a
-//! fixed number of replies per item, integers unless the batcher says otherwise) can
+//! fixed number of replies per item or one told by the item's first reply, integers
+//! unless the batcher says otherwise) can
 //! decide many callers' items in one `EVALSHA`. [`ScriptBatcher`] keeps at most
 //! [`CALLS_IN_FLIGHT`] calls out; items that arrive meanwhile queue and go out together in
 //! the next call (at most [`MAX_ITEMS`] items, or one caller's items if that caller alone
@@ -101,6 +102,24 @@ pub struct Header {
     pub args: Vec<Arg>,
 }
 
+/// How many of a call's replies are each item's.
+enum Replies<R> {
+    /// The same number for every item.
+    Each(usize),
+    /// Told by the item's first reply.
+    CountedBy(fn(&R) -> usize),
+}
+
+impl<R> Replies<R> {
+    /// The number of replies of the item whose replies start with `first`.
+    fn of(&self, first: Option<&R>) -> usize {
+        match self {
+            Replies::Each(n) => *n,
+            Replies::CountedBy(count) => first.map_or(0, count),
+        }
+    }
+}
+
 struct Pending<const K: usize, const A: usize, R> {
     items: Vec<Item<K, A>>,
     reply: oneshot::Sender<Result<Vec<R>, BackendError>>,
@@ -112,7 +131,7 @@ struct Shared<const K: usize, const A: usize, R> {
     script: Option<Script>,
     header: Header,
     retry: Retry,
-    replies_per_item: usize,
+    replies: Replies<R>,
     /// Most items in one call.
     max_items: usize,
     queue: Mutex<VecDeque<Pending<K, A, R>>>,
@@ -156,14 +175,37 @@ where
         retry: Retry,
     ) -> Self {
         let script = Some(Script::new(source));
-        Self::calling(backend, script, header, replies_per_item, MAX_ITEMS, retry)
+        let replies = Replies::Each(replies_per_item);
+        Self::calling(backend, script, header, replies, MAX_ITEMS, retry)
+    }
+
+    /// Like [`ScriptBatcher::new`], for a script whose items answer different numbers of
+    /// replies: `count` tells, from an item's first reply, how many are the item's (at
+    /// least one). A script can then leave out what its usual answer would only fill with
+    /// zeros; each integer in a reply costs Redis about a third of a `GET`.
+    pub fn counted_by(
+        backend: RedisBackend,
+        source: &str,
+        count: fn(&R) -> usize,
+        retry: Retry,
+    ) -> Self {
+        let script = Some(Script::new(source));
+        let replies = Replies::CountedBy(count);
+        Self::calling(
+            backend,
+            script,
+            Header::default(),
+            replies,
+            MAX_ITEMS,
+            retry,
+        )
     }
 
     fn calling(
         backend: RedisBackend,
         script: Option<Script>,
         header: Header,
-        replies_per_item: usize,
+        replies: Replies<R>,
         max_items: usize,
         retry: Retry,
     ) -> Self {
@@ -173,7 +215,7 @@ where
                 script,
                 header,
                 retry,
-                replies_per_item,
+                replies,
                 max_items,
                 queue: Mutex::new(VecDeque::new()),
                 slots: Arc::new(Semaphore::new(CALLS_IN_FLIGHT)),
@@ -182,7 +224,7 @@ where
     }
 
     /// Runs `items` (possibly in one call with other callers' items) and returns their
-    /// replies, `replies_per_item` per item.
+    /// replies, in item order.
     ///
     /// # Errors
     /// The backend's error for the whole call (every caller of the call gets a copy).
@@ -214,7 +256,7 @@ where
                         // The slot stays taken until the call is over, even if the caller
                         // that sent it was cancelled.
                         drop(permit);
-                        deliver(batch, result, shared.replies_per_item);
+                        deliver(batch, result, &shared.replies);
                     })))
                     .await;
                 }
@@ -285,7 +327,6 @@ async fn run<const K: usize, const A: usize, R: FromRedisValue + Send>(
     shared: &Shared<K, A, R>,
     batch: &[Pending<K, A, R>],
 ) -> Result<Vec<R>, BackendError> {
-    let replies_per_item = shared.replies_per_item;
     let items = || batch.iter().flat_map(|p| &p.items);
     let total = items().count();
     let Some(script) = &shared.script else {
@@ -295,7 +336,7 @@ async fn run<const K: usize, const A: usize, R: FromRedisValue + Send>(
             call.arg(key);
         }
         let values: Vec<R> = shared.backend.query(&call).await?;
-        return check_count(values, total * replies_per_item, total);
+        return check_count(values, &shared.replies, total);
     };
     // `EVALSHA sha numkeys`, the header's keys, every item's keys, the header's arguments,
     // every item's arguments: one buffer, written once.
@@ -317,10 +358,23 @@ async fn run<const K: usize, const A: usize, R: FromRedisValue + Send>(
         .backend
         .query_with_script(shared.retry, &call, script)
         .await?;
-    check_count(values, total * replies_per_item, total)
+    check_count(values, &shared.replies, total)
 }
 
-fn check_count<R>(values: Vec<R>, expected: usize, items: usize) -> Result<Vec<R>, BackendError> {
+fn check_count<R>(
+    values: Vec<R>,
+    replies: &Replies<R>,
+    items: usize,
+) -> Result<Vec<R>, BackendError> {
+    let mut expected = 0;
+    for _ in 0..items {
+        let n = replies.of(values.get(expected));
+        if n == 0 {
+            expected = usize::MAX;
+            break;
+        }
+        expected += n;
+    }
     if values.len() != expected {
         return Err(BackendError::MaybeRan(format!(
             "Redis answered {} values for {items} items",
@@ -345,7 +399,7 @@ impl GetBatcher {
                 backend,
                 None,
                 Header::default(),
-                1,
+                Replies::Each(1),
                 MAX_READS,
                 Retry::Idempotent,
             ),
@@ -370,16 +424,17 @@ impl GetBatcher {
 fn deliver<const K: usize, const A: usize, R>(
     batch: Vec<Pending<K, A, R>>,
     result: Result<Vec<R>, BackendError>,
-    replies_per_item: usize,
+    replies: &Replies<R>,
 ) {
     match result {
         Ok(values) => {
-            let mut rest = values.into_iter();
+            let mut rest = values.into_iter().peekable();
             for pending in batch {
-                let mine = rest
-                    .by_ref()
-                    .take(pending.items.len() * replies_per_item)
-                    .collect();
+                let mut mine = Vec::new();
+                for _ in 0..pending.items.len() {
+                    let n = replies.of(rest.peek());
+                    mine.extend(rest.by_ref().take(n));
+                }
                 let _ = pending.reply.send(Ok(mine));
             }
         }
