@@ -87,16 +87,21 @@ impl RedisProc {
             .iter()
             .position(|a| a == "--requirepass")
             .map(|i| args[i + 1].clone());
-        let mut proc = Self {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-            args,
-            sentinel: false,
-            password,
-        };
-        proc.spawn();
-        proc
+        // `free_port` hands a port out before anything binds it, so another test's process
+        // may take it first: then this one exits, and another port is tried.
+        loop {
+            let mut proc = Self {
+                port: free_port(),
+                dir: tempfile::tempdir().expect("tempdir"),
+                child: None,
+                args: args.clone(),
+                sentinel: false,
+                password: password.clone(),
+            };
+            if proc.spawn_inner(true) {
+                return proc;
+            }
+        }
     }
 
     /// A server listening only with TLS on its port (see [`tls::Pki`]).
@@ -123,7 +128,7 @@ impl RedisProc {
             sentinel: false,
             password: None,
         };
-        proc.spawn_inner(false);
+        assert!(proc.spawn_inner(false));
         wait_for("TLS redis to accept connections", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
@@ -132,33 +137,39 @@ impl RedisProc {
 
     /// A Sentinel monitoring `master_port` as `mymaster`, quorum 2.
     pub fn sentinel(master_port: u16) -> Self {
-        let mut proc = Self {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-            args: Vec::new(),
-            sentinel: true,
-            password: None,
-        };
+        // Another port when this one was taken first (see `start_with`).
+        loop {
+            let mut proc = Self {
+                port: free_port(),
+                dir: tempfile::tempdir().expect("tempdir"),
+                child: None,
+                args: Vec::new(),
+                sentinel: true,
+                password: None,
+            };
+            proc.write_sentinel_conf(master_port);
+            if proc.spawn_inner(true) {
+                return proc;
+            }
+        }
+    }
+
+    fn write_sentinel_conf(&self, master_port: u16) {
         let conf = format!(
             "port {port}\nbind 127.0.0.1\ndir {dir}\n\
              sentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds mymaster 1000\n\
              sentinel failover-timeout mymaster 10000\n\
              sentinel parallel-syncs mymaster 1\n",
-            port = proc.port,
-            dir = proc.dir.path().display(),
+            port = self.port,
+            dir = self.dir.path().display(),
         );
-        std::fs::write(proc.dir.path().join("sentinel.conf"), conf).expect("sentinel.conf");
-        proc.spawn();
-        proc
+        std::fs::write(self.dir.path().join("sentinel.conf"), conf).expect("sentinel.conf");
     }
 
-    fn spawn(&mut self) {
-        self.spawn_inner(true);
-    }
-
-    fn spawn_inner(&mut self, wait: bool) {
+    /// Starts the process and, with `wait`, waits until it answers on its port. False when
+    /// it exited first: another process holds the port.
+    fn spawn_inner(&mut self, wait: bool) -> bool {
         let dir = self.dir.path();
         let log = std::fs::File::create(dir.join("redis.log")).expect("log file");
         let mut cmd = if self.sentinel {
@@ -181,14 +192,22 @@ impl RedisProc {
             cmd.spawn()
                 .expect("redis-server is installed (bash scripts/test.sh installs it)"),
         );
-        if wait {
-            let port = self.port;
-            let password = self.password.clone();
-            wait_for(&format!("redis on port {port}"), || {
-                let mut conn = self.raw_client(password.as_deref()).get_connection().ok()?;
-                redis::cmd("PING").query::<String>(&mut conn).ok()
-            });
+        if !wait {
+            return true;
         }
+        let port = self.port;
+        let client = self.raw_client(self.password.as_deref());
+        let child = self.child.as_mut().expect("just spawned");
+        // The answer must come from this process, not from one that held the port first.
+        let pid = format!("process_id:{}", child.id());
+        wait_for(&format!("redis on port {port}"), || {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(false);
+            }
+            let mut conn = client.get_connection().ok()?;
+            let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+            info.lines().any(|l| l.trim() == pid).then_some(true)
+        })
     }
 
     fn raw_client(&self, password: Option<&str>) -> redis::Client {
@@ -242,7 +261,11 @@ impl RedisProc {
     /// Starts the process again on the same port, after [`RedisProc::kill`].
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        let port = self.port;
+        assert!(
+            self.spawn_inner(true),
+            "port {port} was taken before the restart"
+        );
     }
 
     /// The server's `ROLE` (`master`, `slave`, `sentinel`).
