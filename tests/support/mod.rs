@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Ports a process is tried on before its start fails (see [`RedisProc::start_with`]).
+const PORT_TRIES: usize = 20;
+
 /// Longest wait for any condition in a test; generous for a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -89,7 +92,7 @@ impl RedisProc {
             .map(|i| args[i + 1].clone());
         // `free_port` hands a port out before anything binds it, so another test's process
         // may take it first: then this one exits, and another port is tried.
-        loop {
+        for _ in 0..PORT_TRIES {
             let mut proc = Self {
                 port: free_port(),
                 dir: tempfile::tempdir().expect("tempdir"),
@@ -98,10 +101,11 @@ impl RedisProc {
                 sentinel: false,
                 password: password.clone(),
             };
-            if proc.spawn_inner(true) {
+            if proc.start_and_wait() {
                 return proc;
             }
         }
+        panic!("no free port in {PORT_TRIES} tries");
     }
 
     /// A server listening only with TLS on its port (see [`tls::Pki`]).
@@ -128,7 +132,7 @@ impl RedisProc {
             sentinel: false,
             password: None,
         };
-        assert!(proc.spawn_inner(false));
+        proc.spawn_process();
         wait_for("TLS redis to accept connections", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
@@ -138,7 +142,7 @@ impl RedisProc {
     /// A Sentinel monitoring `master_port` as `mymaster`, quorum 2.
     pub fn sentinel(master_port: u16) -> Self {
         // Another port when this one was taken first (see `start_with`).
-        loop {
+        for _ in 0..PORT_TRIES {
             let mut proc = Self {
                 port: free_port(),
                 dir: tempfile::tempdir().expect("tempdir"),
@@ -148,10 +152,11 @@ impl RedisProc {
                 password: None,
             };
             proc.write_sentinel_conf(master_port);
-            if proc.spawn_inner(true) {
+            if proc.start_and_wait() {
                 return proc;
             }
         }
+        panic!("no free port in {PORT_TRIES} tries");
     }
 
     fn write_sentinel_conf(&self, master_port: u16) {
@@ -167,9 +172,7 @@ impl RedisProc {
         std::fs::write(self.dir.path().join("sentinel.conf"), conf).expect("sentinel.conf");
     }
 
-    /// Starts the process and, with `wait`, waits until it answers on its port. False when
-    /// it exited first: another process holds the port.
-    fn spawn_inner(&mut self, wait: bool) -> bool {
+    fn spawn_process(&mut self) {
         let dir = self.dir.path();
         let log = std::fs::File::create(dir.join("redis.log")).expect("log file");
         let mut cmd = if self.sentinel {
@@ -192,22 +195,35 @@ impl RedisProc {
             cmd.spawn()
                 .expect("redis-server is installed (bash scripts/test.sh installs it)"),
         );
-        if !wait {
-            return true;
-        }
+    }
+
+    /// Starts the process and waits until it answers on its port. False when it exited
+    /// first because another process holds the port; any other exit fails the test with
+    /// the process's log.
+    fn start_and_wait(&mut self) -> bool {
+        self.spawn_process();
         let port = self.port;
         let client = self.raw_client(self.password.as_deref());
         let child = self.child.as_mut().expect("just spawned");
         // The answer must come from this process, not from one that held the port first.
         let pid = format!("process_id:{}", child.id());
-        wait_for(&format!("redis on port {port}"), || {
+        let ready = wait_for(&format!("redis on port {port}"), || {
             if let Ok(Some(_)) = child.try_wait() {
                 return Some(false);
             }
             let mut conn = client.get_connection().ok()?;
             let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
             info.lines().any(|l| l.trim() == pid).then_some(true)
-        })
+        });
+        if !ready {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+            assert!(
+                log.contains("Address already in use"),
+                "redis on port {port} exited:\n{log}"
+            );
+        }
+        ready
     }
 
     fn raw_client(&self, password: Option<&str>) -> redis::Client {
@@ -263,7 +279,7 @@ impl RedisProc {
         self.kill();
         let port = self.port;
         assert!(
-            self.spawn_inner(true),
+            self.start_and_wait(),
             "port {port} was taken before the restart"
         );
     }
