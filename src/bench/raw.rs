@@ -136,8 +136,8 @@ impl Raw {
     }
 
     /// `op`'s row named `name` beside the raw row `baseline` ([`measure_against`]): the
-    /// baseline's row, then `op`'s with its ratio. Only `op`'s row when `baseline` is not
-    /// one of `GET`, `SET` and `EVALSHA`.
+    /// baseline's row, then `op`'s with its ratio. `baseline` is `GET`, `SET` or `EVALSHA`
+    /// of [`RawBaselines`].
     pub async fn against<F, Fut>(
         &self,
         baseline: &str,
@@ -150,9 +150,7 @@ impl Raw {
         F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send,
     {
-        let Some(command) = Command::named(baseline) else {
-            return vec![measure(name, concurrency, duration, op).await];
-        };
+        let command = Command::named(baseline).expect("a row compares with GET, SET or EVALSHA");
         let (conn, f) = (self.conn.clone(), self.fixture.clone());
         let base = move |task, seq| send(f.clone(), conn.clone(), command, task, seq);
         measure_against((baseline, base), name, concurrency, duration, op)

@@ -29,12 +29,8 @@ impl RedisStore {
     pub(crate) fn new(backend: RedisBackend) -> Self {
         // A check whose reply was lost may have counted: resent only when it certainly did
         // not run.
-        let script = ScriptBatcher::counted_by(
-            backend.clone(),
-            CHECK_LUA,
-            |first| if *first >= 0 { 2 } else { 3 },
-            Retry::IfNotRun,
-        );
+        let script =
+            ScriptBatcher::counted_by(backend.clone(), CHECK_LUA, replies_of, Retry::IfNotRun);
         Self { backend, script }
     }
 
@@ -55,35 +51,28 @@ impl RedisStore {
             })
             .collect();
         let values = self.script.call(items).await?;
-        // An admitted check answers remaining and reset_after; a limited one
-        // `-1 - remaining`, retry_after and reset_after (the batcher split them so).
         let mut outcomes = Vec::with_capacity(checks.len());
         let mut rest = values.as_slice();
-        loop {
-            let (outcome, used) = match rest {
-                [] => break,
-                [remaining, reset, ..] if *remaining >= 0 => (
-                    Outcome {
-                        allowed: true,
-                        remaining: *remaining as u64,
-                        retry_after_us: 0,
-                        reset_after_us: (*reset).max(0) as u64,
-                    },
-                    2,
-                ),
-                [limited, retry, reset, ..] if *limited < 0 => (
-                    Outcome {
-                        allowed: false,
-                        remaining: (-1 - limited) as u64,
-                        retry_after_us: (*retry).max(0) as u64,
-                        reset_after_us: (*reset).max(0) as u64,
-                    },
-                    3,
-                ),
-                _ => break,
+        while let Some(first) = rest.first() {
+            let Some(check) = rest.get(..replies_of(first)) else {
+                break;
             };
-            outcomes.push(outcome);
-            rest = &rest[used..];
+            outcomes.push(match *check {
+                [remaining, reset] => Outcome {
+                    allowed: true,
+                    remaining: remaining as u64,
+                    retry_after_us: 0,
+                    reset_after_us: reset.max(0) as u64,
+                },
+                [limited, retry, reset] => Outcome {
+                    allowed: false,
+                    remaining: (-1 - limited) as u64,
+                    retry_after_us: retry.max(0) as u64,
+                    reset_after_us: reset.max(0) as u64,
+                },
+                _ => unreachable!("replies_of answers 2 or 3"),
+            });
+            rest = &rest[check.len()..];
         }
         if outcomes.len() != checks.len() || !rest.is_empty() {
             return Err(BackendError::MaybeRan(format!(
@@ -99,6 +88,13 @@ impl RedisStore {
     pub(crate) fn backend(&self) -> &RedisBackend {
         &self.backend
     }
+}
+
+/// How many of the script's replies are one check's, told by its first: an admitted check
+/// (first at least 0) answers remaining and reset_after, a limited one `-1 - remaining`,
+/// retry_after and reset_after.
+fn replies_of(first: &i64) -> usize {
+    if *first >= 0 { 2 } else { 3 }
 }
 
 /// One check as the script takes it.

@@ -366,20 +366,22 @@ fn check_count<R>(
     replies: &Replies<R>,
     items: usize,
 ) -> Result<Vec<R>, BackendError> {
-    let mut expected = 0;
-    for _ in 0..items {
-        let n = replies.of(values.get(expected));
-        if n == 0 {
-            expected = usize::MAX;
-            break;
-        }
-        expected += n;
-    }
-    if values.len() != expected {
-        return Err(BackendError::MaybeRan(format!(
+    let mismatch = || {
+        BackendError::MaybeRan(format!(
             "Redis answered {} values for {items} items",
             values.len()
-        )));
+        ))
+    };
+    let mut expected = 0;
+    for _ in 0..items {
+        // Nothing left to count an item's replies by: too few values.
+        match replies.of(values.get(expected)) {
+            0 => return Err(mismatch()),
+            n => expected += n,
+        }
+    }
+    if values.len() != expected {
+        return Err(mismatch());
     }
     Ok(values)
 }
