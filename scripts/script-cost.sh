@@ -10,11 +10,12 @@
 #   scripts/script-cost.sh update             # session compare-and-set, ~220 bytes of data
 #   scripts/script-cost.sh raw                # EVALSHA of a one-INCR script, per call
 #
-# Rate limits: calls of twelve checks over 2 000 keys, `redis-benchmark -P 16`. Locks: twelve
+# Rate limits: calls of twenty-four checks over 2 000 keys, sixteen calls in flight (python3),
+# as the bench's calls carry about that many with two calls in flight. Locks: twelve
 # acquisitions of random names among 1 000 in one call, then their twelve releases
 # (python3). Session updates: calls of twelve updates over 1 000 sessions, each at its
 # current version (python3). Each starts with an unmeasured warm-up, so the keys exist as they would.
-# Needs valgrind, redis-server, redis-cli and redis-benchmark.
+# Needs valgrind, redis-server, redis-cli, redis-benchmark and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +41,7 @@ def connect(port):
 def command(args):
     parts = [b'*%d\r\n' % len(args)]
     for a in args:
-        a = str(a).encode()
+        a = a if isinstance(a, bytes) else str(a).encode()
         parts.append(b'$%d\r\n%s\r\n' % (len(a), a))
     return b''.join(parts)
 def reply():
@@ -58,12 +59,29 @@ py() { PYTHONPATH="$out" python3 - "$@"; }
 case $what in
 ratelimit)
   spec=${2:-g 1000000 60000000 1000000}
-  n=12
-  args=(EVALSHA "$(load src/ratelimit/check.lua)" "$n")
-  for _ in $(seq $n); do args+=("rl:__rand_int__"); done
-  for _ in $(seq $n); do args+=("$spec 1"); done
-  run() { redis-benchmark -p "$port" -P 16 -c 1 -n "$1" -r 2000 "${args[@]}" >/dev/null; }
-  calls=2000 items=$n unit=check
+  sha=$(load src/ratelimit/check.lua)
+  run() {
+    py "$port" "$sha" "$1" "$spec" <<'EOF'
+import random, struct, sys
+from resp import command, connect, reply
+port, sha, calls, spec = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4].split()
+# The rule as src/ratelimit/algorithm.rs packs it, at a cost of 1.
+rule = spec[0].upper().encode() + struct.pack('<dddd', *map(float, spec[1:]), 1.0)
+conn = connect(port)
+rng, n, pending = random.Random(1), 24, 0
+for _ in range(calls):
+    keys = ['rl:%d' % rng.randrange(2000) for _ in range(n)]
+    conn.sendall(command(['EVALSHA', sha, n] + keys + [rule] * n))
+    pending += 1
+    while pending > 16:
+        reply()
+        pending -= 1
+while pending:
+    reply()
+    pending -= 1
+EOF
+  }
+  calls=1000 items=24 unit=check
   ;;
 locks)
   sha=$(load src/lock/lua/leases.lua)

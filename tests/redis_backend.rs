@@ -308,6 +308,7 @@ async fn batched_items_may_answer_different_numbers_of_replies() {
         backend,
         SCRIPT,
         |first| if *first < 0 { 2 } else { 1 },
+        blinkchamber::backend::redis::batch::FULLER_CALLS_IN_FLIGHT,
         blinkchamber::Retry::IfNotRun,
     );
     // Callers of one or two items, of both kinds, many sharing each call.

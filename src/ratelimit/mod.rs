@@ -269,7 +269,7 @@ struct Rule {
     index: usize,
     limits: Limits,
     /// `limits` at a cost of 1 (nearly every check) as `check.lua` takes them.
-    script_spec: Arc<str>,
+    script_spec: Arc<[u8]>,
     /// This instance's share of `limits`, for the insurance limiter.
     insurance_limits: Limits,
     failure_mode: FailureMode,

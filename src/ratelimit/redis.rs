@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::algorithm::Outcome;
-use crate::backend::redis::batch::{Arg, Item, ScriptBatcher};
+use crate::backend::redis::batch::{Arg, FULLER_CALLS_IN_FLIGHT, Item, ScriptBatcher};
 use crate::backend::{BackendError, RedisBackend, Retry};
 
 /// The script, loaded on first use on each connection (`invoke_async` answers `NOSCRIPT`
@@ -29,8 +29,13 @@ impl RedisStore {
     pub(crate) fn new(backend: RedisBackend) -> Self {
         // A check whose reply was lost may have counted: resent only when it certainly did
         // not run.
-        let script =
-            ScriptBatcher::counted_by(backend.clone(), CHECK_LUA, replies_of, Retry::IfNotRun);
+        let script = ScriptBatcher::counted_by(
+            backend.clone(),
+            CHECK_LUA,
+            replies_of,
+            FULLER_CALLS_IN_FLIGHT,
+            Retry::IfNotRun,
+        );
         Self { backend, script }
     }
 
@@ -44,9 +49,9 @@ impl RedisStore {
             .map(|c| Item {
                 keys: [Arg::Text(c.key.to_owned())],
                 args: [if c.cost == 1 {
-                    Arg::Shared(c.spec.clone())
+                    Arg::Bytes(c.spec.clone())
                 } else {
-                    Arg::Text(c.limits.script_spec(c.cost))
+                    Arg::Bytes(c.limits.script_spec(c.cost).into())
                 }],
             })
             .collect();
@@ -102,7 +107,7 @@ pub(crate) struct ScriptCheck<'a> {
     /// The full Redis key.
     pub key: &'a str,
     /// The rule's [`super::algorithm::Limits::script_spec`] at a cost of 1.
-    pub spec: &'a Arc<str>,
+    pub spec: &'a Arc<[u8]>,
     /// The rule, for the spec of any other cost.
     pub limits: &'a super::algorithm::Limits,
     /// Units asked for.

@@ -36,8 +36,16 @@ use crate::backend::{BackendError, Retry};
 /// Script calls in flight at once per batcher.
 ///
 /// Measured with the rate-limit script at 50 callers on 2 cores: two calls in flight gave
-/// 116 k checks/s, four 159 k, eight 140 k (88 k without coalescing).
+/// 116 k checks/s, four 159 k, eight 140 k (88 k without coalescing). Session touches, the
+/// cheapest script per call, lost a quarter at two.
 pub const CALLS_IN_FLIGHT: usize = 4;
+
+/// Calls in flight for a script whose fixed cost per call is large beside an item's: fewer,
+/// fuller calls. The rate-limit script costs Redis about 50 k instructions per call (its
+/// helper functions, `TIME`, its rules) against 18 k per check, so the 25 checks a call
+/// carries at 50 callers cost 19.2 k each, against 22.7 k for the 12 four calls carry
+/// (`scripts/script-cost.sh ratelimit`).
+pub const FULLER_CALLS_IN_FLIGHT: usize = 2;
 
 /// Most items in one script call.
 pub const MAX_ITEMS: usize = 256;
@@ -63,6 +71,8 @@ pub enum Arg {
     Text(String),
     /// Text shared by many items (a counter's key, a channel).
     Shared(Arc<str>),
+    /// Bytes shared by many items, or packed for one (a rate-limit rule).
+    Bytes(Arc<[u8]>),
     /// Text fixed in the program.
     Static(&'static str),
     /// A whole number.
@@ -74,6 +84,7 @@ impl ToRedisArgs for Arg {
         match self {
             Arg::Text(text) => text.write_redis_args(out),
             Arg::Shared(text) => text.as_bytes().write_redis_args(out),
+            Arg::Bytes(bytes) => bytes.write_redis_args(out),
             Arg::Static(text) => text.write_redis_args(out),
             Arg::Int(n) => n.write_redis_args(out),
         }
@@ -86,6 +97,7 @@ impl Arg {
         match self {
             Arg::Text(text) => text.len(),
             Arg::Shared(text) => text.len(),
+            Arg::Bytes(bytes) => bytes.len(),
             Arg::Static(text) => text.len(),
             Arg::Int(_) => 20,
         }
@@ -135,6 +147,7 @@ struct Shared<const K: usize, const A: usize, R> {
     /// Most items in one call.
     max_items: usize,
     queue: Mutex<VecDeque<Pending<K, A, R>>>,
+    /// Free call slots: at most this many calls out at once.
     slots: Arc<Semaphore>,
 }
 
@@ -176,37 +189,36 @@ where
     ) -> Self {
         let script = Some(Script::new(source));
         let replies = Replies::Each(replies_per_item);
-        Self::calling(backend, script, header, replies, MAX_ITEMS, retry)
+        let limits = (MAX_ITEMS, CALLS_IN_FLIGHT);
+        Self::calling(backend, script, header, replies, limits, retry)
     }
 
     /// Like [`ScriptBatcher::new`], for a script whose items answer different numbers of
     /// replies: `count` tells, from an item's first reply, how many are the item's (at
     /// least one). A script can then leave out what its usual answer would only fill with
-    /// zeros; each integer in a reply costs Redis about a third of a `GET`.
+    /// zeros; each integer in a reply costs Redis about a third of a `GET`. At most
+    /// `calls_in_flight` calls are out at once ([`CALLS_IN_FLIGHT`], or
+    /// [`FULLER_CALLS_IN_FLIGHT`] for a script with a large fixed cost per call).
     pub fn counted_by(
         backend: RedisBackend,
         source: &str,
         count: fn(&R) -> usize,
+        calls_in_flight: usize,
         retry: Retry,
     ) -> Self {
         let script = Some(Script::new(source));
         let replies = Replies::CountedBy(count);
-        Self::calling(
-            backend,
-            script,
-            Header::default(),
-            replies,
-            MAX_ITEMS,
-            retry,
-        )
+        let limits = (MAX_ITEMS, calls_in_flight.max(1));
+        Self::calling(backend, script, Header::default(), replies, limits, retry)
     }
 
+    /// `limits`: the most items in one call, and the most calls out at once.
     fn calling(
         backend: RedisBackend,
         script: Option<Script>,
         header: Header,
         replies: Replies<R>,
-        max_items: usize,
+        (max_items, calls_in_flight): (usize, usize),
         retry: Retry,
     ) -> Self {
         Self {
@@ -218,7 +230,7 @@ where
                 replies,
                 max_items,
                 queue: Mutex::new(VecDeque::new()),
-                slots: Arc::new(Semaphore::new(CALLS_IN_FLIGHT)),
+                slots: Arc::new(Semaphore::new(calls_in_flight)),
             }),
         }
     }
@@ -402,7 +414,7 @@ impl GetBatcher {
                 None,
                 Header::default(),
                 Replies::Each(1),
-                MAX_READS,
+                (MAX_READS, CALLS_IN_FLIGHT),
                 Retry::Idempotent,
             ),
         }
