@@ -410,7 +410,10 @@ mod tests {
             .collect();
         assert_eq!(numbers, [100.0, 60_000_000.0, 7.0, 3.0]);
         assert_eq!(limits(Algorithm::Gcra, 1, 1, 1).script_spec(1)[0], b'G');
-        assert_eq!(limits(Algorithm::FixedWindow, 1, 1, 1).script_spec(1)[0], b'F');
+        assert_eq!(
+            limits(Algorithm::FixedWindow, 1, 1, 1).script_spec(1)[0],
+            b'F'
+        );
     }
 
     #[test]
