@@ -110,33 +110,51 @@ impl RedisProc {
 
     /// A server listening only with TLS on its port (see [`tls::Pki`]).
     pub fn start_tls(pki: &tls::Pki) -> Self {
-        let port = free_port();
-        let mut proc = Self {
-            port,
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-            args: vec![
-                "--port".into(),
-                "0".into(),
-                "--tls-port".into(),
-                port.to_string(),
-                "--tls-cert-file".into(),
-                path(&pki.server_cert),
-                "--tls-key-file".into(),
-                path(&pki.server_key),
-                "--tls-ca-cert-file".into(),
-                path(&pki.ca_cert),
-                "--tls-auth-clients".into(),
-                "yes".into(),
-            ],
-            sentinel: false,
-            password: None,
-        };
-        proc.spawn_process();
-        wait_for("TLS redis to accept connections", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        proc
+        // Another port when this one was taken first (see `start_with`). Readiness is the
+        // server's own log line: a plain client cannot ask a TLS-only server for its pid.
+        for _ in 0..PORT_TRIES {
+            let port = free_port();
+            let mut proc = Self {
+                port,
+                dir: tempfile::tempdir().expect("tempdir"),
+                child: None,
+                args: vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    path(&pki.server_cert),
+                    "--tls-key-file".into(),
+                    path(&pki.server_key),
+                    "--tls-ca-cert-file".into(),
+                    path(&pki.ca_cert),
+                    "--tls-auth-clients".into(),
+                    "yes".into(),
+                ],
+                sentinel: false,
+                password: None,
+            };
+            proc.spawn_process();
+            let log_path = proc.dir.path().join("redis.log");
+            let child = proc.child.as_mut().expect("just spawned");
+            let ready = wait_for(&format!("TLS redis on port {port}"), || {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("Ready to accept connections") {
+                    return Some(true);
+                }
+                matches!(child.try_wait(), Ok(Some(_))).then_some(false)
+            });
+            if ready {
+                return proc;
+            }
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(
+                log.contains("Address already in use"),
+                "TLS redis on port {port} exited:\n{log}"
+            );
+        }
+        panic!("no free port in {PORT_TRIES} tries");
     }
 
     /// A Sentinel monitoring `master_port` as `mymaster`, quorum 2.
