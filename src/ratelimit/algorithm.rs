@@ -41,7 +41,7 @@ impl Limits {
     /// byte (`G` GCRA, `F` fixed window, `S` sliding window, as in its stored values), then
     /// the limit, the period in µs, the burst and the cost as little-endian doubles. Packed
     /// because parsing the same numbers from text cost Redis about 11 k instructions per
-    /// call, more than a whole check.
+    /// call, over half of what a check costs.
     pub(crate) fn script_spec(&self, cost: u64) -> Vec<u8> {
         let tag = match self.algorithm {
             Algorithm::Gcra => b'G',

@@ -41,8 +41,8 @@ use crate::backend::{BackendError, Retry};
 pub const CALLS_IN_FLIGHT: usize = 4;
 
 /// Calls in flight for a script whose fixed cost per call is large beside an item's: fewer,
-/// fuller calls. The rate-limit script costs Redis about 50 k instructions per call (its
-/// helper functions, `TIME`, its rules) against 18 k per check, so the 25 checks a call
+/// fuller calls. The rate-limit script costs Redis about 47 k instructions per call (its
+/// helper functions, `TIME`, its rules) against 17 k per check, so the 25 checks a call
 /// carries at 50 callers cost 19.2 k each, against 22.7 k for the 12 four calls carry
 /// (`scripts/script-cost.sh ratelimit`).
 pub const FULLER_CALLS_IN_FLIGHT: usize = 2;
