@@ -53,6 +53,17 @@ def reply():
     if line[:1] == b'$':
         return replies.read(int(line[1:]) + 2)[:-2] if int(line[1:]) >= 0 else None
     return int(line[1:]) if line[:1] == b':' else line
+def pipelined(conn, batches, depth=16):
+    # Sends each batch of commands at once, keeping at most `depth` replies unread.
+    pending = 0
+    for batch in batches:
+        conn.sendall(b''.join(command(c) for c in batch))
+        pending += len(batch)
+        while pending > depth:
+            reply()
+            pending -= 1
+    for _ in range(pending):
+        reply()
 EOF
 py() { PYTHONPATH="$out" python3 - "$@"; }
 
@@ -63,22 +74,15 @@ ratelimit)
   run() {
     py "$port" "$sha" "$1" "$spec" <<'EOF'
 import random, struct, sys
-from resp import command, connect, reply
+from resp import connect, pipelined
 port, sha, calls, spec = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4].split()
 # The rule as src/ratelimit/algorithm.rs packs it, at a cost of 1.
 rule = spec[0].upper().encode() + struct.pack('<dddd', *map(float, spec[1:]), 1.0)
-conn = connect(port)
-rng, n, pending = random.Random(1), 24, 0
-for _ in range(calls):
+rng, n = random.Random(1), 24
+def call():
     keys = ['rl:%d' % rng.randrange(2000) for _ in range(n)]
-    conn.sendall(command(['EVALSHA', sha, n] + keys + [rule] * n))
-    pending += 1
-    while pending > 16:
-        reply()
-        pending -= 1
-while pending:
-    reply()
-    pending -= 1
+    return [['EVALSHA', sha, n] + keys + [rule] * n]
+pipelined(connect(port), (call() for _ in range(calls)))
 EOF
   }
   calls=1000 items=24 unit=check
@@ -88,24 +92,17 @@ locks)
   run() {
     py "$port" "$sha" "$1" <<'EOF'
 import random, sys
-from resp import command, connect, reply
+from resp import connect, pipelined
 port, sha, calls = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-conn = connect(port)
-rng, p, pending = random.Random(1), 'blinkchamber:lock:', 0
-for i in range(calls):
+rng, p = random.Random(1), 'blinkchamber:lock:'
+def cycle():
     names = [rng.randrange(1000) for _ in range(12)]
     tokens = ['%032x' % rng.getrandbits(128) for _ in names]
     head = ['EVALSHA', sha, 13, p + 'fence'] + [p + 'lease:%d' % n for n in names]
     acquire = head + [p + 'released'] + [a for t in tokens for a in (t, 30000)]
     release = head + [p + 'released'] + [a for t in tokens for a in (t, '')]
-    conn.sendall(command(acquire) + command(release))
-    pending += 2
-    while pending > 16:
-        reply()
-        pending -= 1
-while pending:
-    reply()
-    pending -= 1
+    return [acquire, release]
+pipelined(connect(port), (cycle() for _ in range(calls)))
 EOF
   }
   calls=1000 items=12 unit=cycle
