@@ -81,7 +81,9 @@ rule = spec[0].upper().encode() + struct.pack('<dddd', *map(float, spec[1:]), 1.
 rng, n = random.Random(1), 24
 def call():
     keys = ['rl:%d' % rng.randrange(2000) for _ in range(n)]
-    return [['EVALSHA', sha, n] + keys + [rule] * n]
+    # The checks whose key an earlier check of the call has, as the batcher tells them.
+    repeats = b''.join(struct.pack('<I', i + 1) for i in range(n) if keys[i] in keys[:i])
+    return [['EVALSHA', sha, n] + keys + [repeats] + [rule] * n]
 pipelined(connect(port), (call() for _ in range(calls)))
 EOF
   }

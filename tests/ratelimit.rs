@@ -257,6 +257,24 @@ async fn redis_state_lives_as_long_as_it_matters_and_earlier_layouts_are_read() 
         reread.remaining, 9,
         "the fixed window's count was not read as a sliding one"
     );
+
+    // A key of another type under the prefix is an error in Redis, as a `GET` would make
+    // it (the check then fails closed: Redis answered), and is left as it is: the script
+    // reads keys with one `MGET`, which answers such a key as empty.
+    for rule in ["gcra", "fixed", "sliding"] {
+        let key = format!("test:rl:{rule}:hash");
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("field")
+            .arg("value")
+            .query(&mut admin)
+            .unwrap();
+        let refused = limiter.check(rule, "hash", 1).await.unwrap();
+        assert!(!refused.allowed, "{rule}: {refused:?}");
+        assert_eq!(refused.source, DecisionSource::FailClosed, "{rule}");
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut admin).unwrap();
+        assert_eq!(kind, "hash", "{rule}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -289,54 +289,74 @@ async fn batched_script_calls_answer_each_caller_once_even_when_some_are_cancell
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_items_may_answer_different_numbers_of_replies() {
+async fn items_of_a_script_reading_keys_first_see_earlier_items_writes() {
     use blinkchamber::backend::redis::batch::{Arg, Item, ScriptBatcher};
-    // An item answers its new count alone, or -1 and the count when it passed 3.
+    use std::collections::HashMap;
+    // Each item adds its argument to its key's number, read up front in one MGET, or read
+    // again when the batcher says an earlier item of the call has the same key; it answers
+    // the old number and the new one, packed.
     const SCRIPT: &str = r"
+        local again = {}
+        for j = 1, #ARGV[1], 4 do again[struct.unpack('<I4', ARGV[1], j)] = true end
+        local values = redis.call('MGET', unpack(KEYS))
         local out = {}
         for i = 1, #KEYS do
-          local n = redis.call('INCRBY', KEYS[i], ARGV[i])
-          if n > 3 then out[#out + 1] = -1 end
-          out[#out + 1] = n
+          local old = values[i]
+          if again[i] then old = redis.call('GET', KEYS[i]) end
+          old = tonumber(old) or 0
+          local new = old + tonumber(ARGV[i + 1])
+          redis.call('SET', KEYS[i], new)
+          out[#out + 1], out[#out + 2] = old, new
         end
-        return out";
+        return struct.pack('<' .. string.rep('d', #out), unpack(out))";
     let redis = RedisProc::start();
     let backend = RedisBackend::connect(RedisConfig::standalone("127.0.0.1", redis.port))
         .await
         .unwrap();
-    let batcher: ScriptBatcher<1, 1> = ScriptBatcher::counted_by(
-        backend,
+    let batcher: ScriptBatcher<1, 1, f64> = ScriptBatcher::reading_keys_first(
+        backend.clone(),
         SCRIPT,
-        |first| if *first < 0 { 2 } else { 1 },
+        2,
         blinkchamber::backend::redis::batch::FULLER_CALLS_IN_FLIGHT,
         blinkchamber::Retry::IfNotRun,
     );
-    // Callers of one or two items, of both kinds, many sharing each call.
+    // Five keys shared by 300 callers of one item or two (of the same key), so that most
+    // calls repeat keys.
     let tasks: Vec<_> = (0..300u64)
         .map(|i| {
             let batcher = batcher.clone();
             tokio::spawn(async move {
-                let item = |k: &str, by: u64| Item {
-                    keys: [Arg::Text(format!("{k}{i}"))],
-                    args: [Arg::Int(by)],
+                let key = format!("k{}", i % 5);
+                let item = || Item {
+                    keys: [Arg::Text(key.clone())],
+                    args: [Arg::Int(1)],
                 };
-                let items = match i % 3 {
-                    0 => vec![item("a", 1)],
-                    1 => vec![item("a", 5)],
-                    _ => vec![item("a", 2), item("b", 4)],
+                let items = if i % 2 == 0 {
+                    vec![item()]
+                } else {
+                    vec![item(), item()]
                 };
-                (i, batcher.call(items).await.unwrap())
+                (key, batcher.call(items).await.unwrap())
             })
         })
         .collect();
+    let mut olds: HashMap<String, Vec<f64>> = HashMap::new();
     for task in tasks {
-        let (i, replies) = task.await.unwrap();
-        let expected = match i % 3 {
-            0 => vec![1],
-            1 => vec![-1, 5],
-            _ => vec![2, -1, 4],
-        };
-        assert_eq!(replies, expected, "caller {i}");
+        let (key, replies) = task.await.unwrap();
+        assert!(matches!(replies.len(), 2 | 4), "{replies:?}");
+        for pair in replies.chunks(2) {
+            assert_eq!(pair[1], pair[0] + 1.0, "{key}: {replies:?}");
+            olds.entry(key.clone()).or_default().push(pair[0]);
+        }
+    }
+    // Every addition saw the one before it: each key's old numbers are 0, 1, 2, … with
+    // none read twice, and the key holds their count.
+    for (key, mut seen) in olds {
+        seen.sort_by(f64::total_cmp);
+        let expected: Vec<f64> = (0..seen.len()).map(|n| n as f64).collect();
+        assert_eq!(seen, expected, "{key}");
+        let stored: u64 = backend.query(redis::cmd("GET").arg(&key)).await.unwrap();
+        assert_eq!(stored, seen.len() as u64, "{key}");
     }
 }
 

@@ -96,11 +96,13 @@ pub enum Write {
     },
 }
 
-fn floor_u64(x: f64) -> u64 {
+/// `x` rounded down, and 0 when it is not above 0 (as `check.lua`'s answers are read).
+pub(crate) fn floor_u64(x: f64) -> u64 {
     if x <= 0.0 { 0 } else { x.floor() as u64 }
 }
 
-fn ceil_u64(x: f64) -> u64 {
+/// `x` rounded up, and 0 when it is not above 0.
+pub(crate) fn ceil_u64(x: f64) -> u64 {
     if x <= 0.0 { 0 } else { x.ceil() as u64 }
 }
 

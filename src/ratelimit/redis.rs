@@ -2,12 +2,13 @@
 //!
 //! The script reads Redis's clock (`TIME`) once and runs the algorithms of
 //! [`super::algorithm`] with the same arithmetic, so the answer does not depend on which
-//! instance asks or on its clock. A call is sent with [`Retry::IfNotRun`]: a check whose
-//! reply was lost may have consumed, so it is not sent twice.
+//! instance asks or on its clock. It answers each check's numbers unrounded, and
+//! [`outcome`] rounds them as the algorithms do. A call is sent with [`Retry::IfNotRun`]: a
+//! check whose reply was lost may have consumed, so it is not sent twice.
 
 use std::sync::Arc;
 
-use super::algorithm::Outcome;
+use super::algorithm::{Outcome, ceil_u64, floor_u64};
 use crate::backend::redis::batch::{Arg, FULLER_CALLS_IN_FLIGHT, Item, ScriptBatcher};
 use crate::backend::{BackendError, RedisBackend, Retry};
 
@@ -21,7 +22,7 @@ const CHECK_LUA: &str = include_str!("check.lua");
 /// them one after another, so each stays atomic and exact.
 pub(crate) struct RedisStore {
     backend: RedisBackend,
-    script: ScriptBatcher<1, 1>,
+    script: ScriptBatcher<1, 1, f64>,
 }
 
 impl RedisStore {
@@ -29,10 +30,10 @@ impl RedisStore {
     pub(crate) fn new(backend: RedisBackend) -> Self {
         // A check whose reply was lost may have counted: resent only when it certainly did
         // not run.
-        let script = ScriptBatcher::counted_by(
+        let script = ScriptBatcher::reading_keys_first(
             backend.clone(),
             CHECK_LUA,
-            replies_of,
+            3,
             FULLER_CALLS_IN_FLIGHT,
             Retry::IfNotRun,
         );
@@ -56,37 +57,14 @@ impl RedisStore {
             })
             .collect();
         let values = self.script.call(items).await?;
-        let mut outcomes = Vec::with_capacity(checks.len());
-        let mut rest = values.as_slice();
-        while let Some(first) = rest.first() {
-            let Some(check) = rest.get(..replies_of(first)) else {
-                break;
-            };
-            outcomes.push(match *check {
-                [remaining, reset] => Outcome {
-                    allowed: true,
-                    remaining: remaining as u64,
-                    retry_after_us: 0,
-                    reset_after_us: reset.max(0) as u64,
-                },
-                [limited, retry, reset] => Outcome {
-                    allowed: false,
-                    remaining: (-1 - limited) as u64,
-                    retry_after_us: retry.max(0) as u64,
-                    reset_after_us: reset.max(0) as u64,
-                },
-                _ => unreachable!("replies_of answers 2 or 3"),
-            });
-            rest = &rest[check.len()..];
-        }
-        if outcomes.len() != checks.len() || !rest.is_empty() {
+        if values.len() != checks.len() * 3 {
             return Err(BackendError::MaybeRan(format!(
                 "rate-limit script answered {} values for {} checks",
                 values.len(),
                 checks.len()
             )));
         }
-        Ok(outcomes)
+        Ok(values.chunks_exact(3).map(outcome).collect())
     }
 
     /// The Redis handle.
@@ -95,11 +73,21 @@ impl RedisStore {
     }
 }
 
-/// How many of the script's replies are one check's, told by its first: an admitted check
-/// (first at least 0) answers remaining and reset_after, a limited one `-1 - remaining`,
-/// retry_after and reset_after.
-fn replies_of(first: &i64) -> usize {
-    if *first >= 0 { 2 } else { 3 }
+/// A check's outcome from the script's three numbers, unrounded: remaining,
+/// retry_after_us (0 when admitted, above 0 when limited) and reset_after_us. Rounded as
+/// [`super::algorithm`] rounds them: remaining down, the times up, and a limited check's
+/// retry to at least 1 µs.
+fn outcome(numbers: &[f64]) -> Outcome {
+    let [remaining, retry, reset] = numbers else {
+        unreachable!("chunks of three");
+    };
+    let allowed = *retry <= 0.0;
+    Outcome {
+        allowed,
+        remaining: floor_u64(*remaining),
+        retry_after_us: if allowed { 0 } else { ceil_u64(*retry).max(1) },
+        reset_after_us: ceil_u64(*reset),
+    }
 }
 
 /// One check as the script takes it.

@@ -1,8 +1,7 @@
 //! Coalescing calls of one Lua script, or plain reads, from many concurrent callers.
 //!
 //! A script written to loop over items (a fixed number of `KEYS` and `ARGV` per item, a
-//! fixed number of replies per item or one told by the item's first reply, integers
-//! unless the batcher says otherwise) can
+//! fixed number of replies per item, integers unless the batcher says otherwise) can
 //! decide many callers' items in one `EVALSHA`. [`ScriptBatcher`] keeps at most
 //! [`CALLS_IN_FLIGHT`] calls out; items that arrive meanwhile queue and go out together in
 //! the next call (at most [`MAX_ITEMS`] items, or one caller's items if that caller alone
@@ -13,6 +12,12 @@
 //! Keys and arguments that are the same for every item (a counter, a channel) can be sent
 //! once per call as a [`Header`], ahead of the items': each argument Redis parses costs it
 //! about as much as a third of a `GET`.
+//!
+//! A script may also read every item's keys up front, in one `MGET`, and answer in one
+//! string of packed numbers ([`ScriptBatcher::reading_keys_first`]): a `redis.call` of its
+//! own per key, and an integer per reply value, cost Redis more. Such a script is told
+//! which items repeat a key of an earlier item in the same call, as the earlier item may
+//! have written it.
 //!
 //! [`GetBatcher`] does the same for plain reads, as one `MGET` of at most [`MAX_READS`]
 //! keys (no script): the fixed cost of a command on both sides (its reply, its hand-off to
@@ -41,10 +46,10 @@ use crate::backend::{BackendError, Retry};
 pub const CALLS_IN_FLIGHT: usize = 4;
 
 /// Calls in flight for a script whose fixed cost per call is large beside an item's: fewer,
-/// fuller calls. The rate-limit script costs Redis about 47 k instructions per call (its
-/// helper functions, `TIME`, its rules) against 17 k per check, so the 25 checks a call
-/// carries at 50 callers cost 19.2 k each, against 22.7 k for the 12 four calls carry
-/// (`scripts/script-cost.sh ratelimit`).
+/// fuller calls. The rate-limit script costs Redis about 56 k instructions per call
+/// (`TIME`, the `MGET` of every key, its rules, its packed answer) against 15 k per check,
+/// so the 25 checks a call carries at 50 callers cost 17.4 k each, against 19.8 k for the
+/// 12 four calls carry (`scripts/script-cost.sh ratelimit`).
 pub const FULLER_CALLS_IN_FLIGHT: usize = 2;
 
 /// Most items in one script call.
@@ -92,6 +97,17 @@ impl ToRedisArgs for Arg {
 }
 
 impl Arg {
+    /// The bytes Redis receives for this argument.
+    fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Arg::Text(text) => text.as_bytes().into(),
+            Arg::Shared(text) => text.as_bytes().into(),
+            Arg::Bytes(bytes) => bytes[..].into(),
+            Arg::Static(text) => text.as_bytes().into(),
+            Arg::Int(n) => n.to_string().into_bytes().into(),
+        }
+    }
+
     /// Bytes this argument takes at most once written (the capacity of a call's buffer).
     fn len(&self) -> usize {
         match self {
@@ -114,21 +130,24 @@ pub struct Header {
     pub args: Vec<Arg>,
 }
 
-/// How many of a call's replies are each item's.
-enum Replies<R> {
-    /// The same number for every item.
-    Each(usize),
-    /// Told by the item's first reply.
-    CountedBy(fn(&R) -> usize),
+/// Reads the values of a call answered as one string: `None` when the string is not
+/// whole values.
+type Unpack<R> = fn(&[u8]) -> Option<Vec<R>>;
+
+/// How a call's replies come back: each item's number of them, and whether they come as
+/// one string of packed numbers.
+struct Replies<R> {
+    /// Replies per item.
+    each: usize,
+    /// Reads the values of a call answered as one string; none when the call answers an
+    /// array of values.
+    unpack: Option<Unpack<R>>,
 }
 
 impl<R> Replies<R> {
-    /// The number of replies of the item whose replies start with `first`.
-    fn of(&self, first: Option<&R>) -> usize {
-        match self {
-            Replies::Each(n) => *n,
-            Replies::CountedBy(count) => first.map_or(0, count),
-        }
+    /// `each` replies per item, as an array.
+    fn each(each: usize) -> Self {
+        Self { each, unpack: None }
     }
 }
 
@@ -144,6 +163,9 @@ struct Shared<const K: usize, const A: usize, R> {
     header: Header,
     retry: Retry,
     replies: Replies<R>,
+    /// Whether the script is told which items repeat a key of an earlier item of the call
+    /// ([`ScriptBatcher::reading_keys_first`]).
+    tell_repeats: bool,
     /// Most items in one call.
     max_items: usize,
     queue: Mutex<VecDeque<Pending<K, A, R>>>,
@@ -188,28 +210,9 @@ where
         retry: Retry,
     ) -> Self {
         let script = Some(Script::new(source));
-        let replies = Replies::Each(replies_per_item);
+        let replies = Replies::each(replies_per_item);
         let limits = (MAX_ITEMS, CALLS_IN_FLIGHT);
         Self::calling(backend, script, header, replies, limits, retry)
-    }
-
-    /// Like [`ScriptBatcher::new`], for a script whose items answer different numbers of
-    /// replies: `count` tells, from an item's first reply, how many are the item's (at
-    /// least one). A script can then leave out what its usual answer would only fill with
-    /// zeros; each integer in a reply costs Redis about a third of a `GET`. At most
-    /// `calls_in_flight` calls are out at once ([`CALLS_IN_FLIGHT`], or
-    /// [`FULLER_CALLS_IN_FLIGHT`] for a script with a large fixed cost per call).
-    pub fn counted_by(
-        backend: RedisBackend,
-        source: &str,
-        count: fn(&R) -> usize,
-        calls_in_flight: usize,
-        retry: Retry,
-    ) -> Self {
-        let script = Some(Script::new(source));
-        let replies = Replies::CountedBy(count);
-        let limits = (MAX_ITEMS, calls_in_flight.max(1));
-        Self::calling(backend, script, Header::default(), replies, limits, retry)
     }
 
     /// `limits`: the most items in one call, and the most calls out at once.
@@ -227,6 +230,7 @@ where
                 script,
                 header,
                 retry,
+                tell_repeats: false,
                 replies,
                 max_items,
                 queue: Mutex::new(VecDeque::new()),
@@ -275,6 +279,69 @@ where
             }
         }
     }
+}
+
+impl<const K: usize, const A: usize> ScriptBatcher<K, A, f64> {
+    /// Batches calls of `source`, a script that reads every item's keys up front (one
+    /// `MGET`) and answers one string: `per_item` little-endian doubles per item, in item
+    /// order. At most `calls_in_flight` calls are out at once ([`CALLS_IN_FLIGHT`], or
+    /// [`FULLER_CALLS_IN_FLIGHT`] for a script with a large fixed cost per call).
+    ///
+    /// The script's first argument (after the header's, of which there are none here) is
+    /// the 1-based indices, as little-endian u32s, of the items one of whose keys an
+    /// earlier item of the same call also has: those must read their keys again, as the
+    /// earlier item may have written them since the `MGET`. Its items' arguments follow.
+    pub fn reading_keys_first(
+        backend: RedisBackend,
+        source: &str,
+        per_item: usize,
+        calls_in_flight: usize,
+        retry: Retry,
+    ) -> Self {
+        let script = Some(Script::new(source));
+        let replies = Replies {
+            each: per_item,
+            unpack: Some(unpack_doubles),
+        };
+        let limits = (MAX_ITEMS, calls_in_flight.max(1));
+        let mut batcher = Self::calling(backend, script, Header::default(), replies, limits, retry);
+        if let Some(shared) = Arc::get_mut(&mut batcher.shared) {
+            shared.tell_repeats = true;
+        }
+        batcher
+    }
+}
+
+/// Little-endian doubles, or `None` when `bytes` is not a whole number of them.
+fn unpack_doubles(bytes: &[u8]) -> Option<Vec<f64>> {
+    let doubles = bytes.chunks_exact(8);
+    if !doubles.remainder().is_empty() {
+        return None;
+    }
+    Some(
+        doubles
+            .map(|d| f64::from_le_bytes(d.try_into().unwrap_or_default()))
+            .collect(),
+    )
+}
+
+/// The 1-based indices of the items one of whose keys an earlier item also has, as
+/// little-endian u32s ([`ScriptBatcher::reading_keys_first`]).
+fn repeated_items<'a, const K: usize, const A: usize>(
+    items: impl Iterator<Item = &'a Item<K, A>>,
+) -> Vec<u8> {
+    let mut seen = std::collections::HashSet::new();
+    let mut repeats = Vec::new();
+    for (i, item) in items.enumerate() {
+        let mut repeated = false;
+        for key in &item.keys {
+            repeated |= !seen.insert(key.bytes());
+        }
+        if repeated {
+            repeats.extend_from_slice(&(i as u32 + 1).to_le_bytes());
+        }
+    }
+    repeats
 }
 
 /// A call led by one caller on behalf of others: if that caller is cancelled mid-call,
@@ -351,14 +418,18 @@ async fn run<const K: usize, const A: usize, R: FromRedisValue + Send>(
         return check_count(values, &shared.replies, total);
     };
     // `EVALSHA sha numkeys`, the header's keys, every item's keys, the header's arguments,
-    // every item's arguments: one buffer, written once.
+    // the repeated items if the script is told them, every item's arguments: one buffer,
+    // written once.
     let header = &shared.header;
+    let repeats = shared
+        .tell_repeats
+        .then(|| Arg::Bytes(repeated_items(items()).into()));
     let keys = || header.keys.iter().chain(items().flat_map(|i| &i.keys));
-    let args = || header.args.iter().chain(items().flat_map(|i| &i.args));
+    let args = || (header.args.iter().chain(&repeats)).chain(items().flat_map(|i| &i.args));
     let bytes: usize = keys().chain(args()).map(Arg::len).sum();
     let numkeys = header.keys.len() + total * K;
     let mut call =
-        redis::Cmd::with_capacity(3 + numkeys + header.args.len() + total * A, 64 + bytes);
+        redis::Cmd::with_capacity(3 + numkeys + 1 + header.args.len() + total * A, 64 + bytes);
     call.arg("EVALSHA").arg(script.get_hash()).arg(numkeys);
     for key in keys() {
         call.arg(key);
@@ -366,10 +437,25 @@ async fn run<const K: usize, const A: usize, R: FromRedisValue + Send>(
     for arg in args() {
         call.arg(arg);
     }
-    let values: Vec<R> = shared
-        .backend
-        .query_with_script(shared.retry, &call, script)
-        .await?;
+    let backend = &shared.backend;
+    let values: Vec<R> = match shared.replies.unpack {
+        None => {
+            backend
+                .query_with_script(shared.retry, &call, script)
+                .await?
+        }
+        Some(unpack) => {
+            let packed: Vec<u8> = backend
+                .query_with_script(shared.retry, &call, script)
+                .await?;
+            unpack(&packed).ok_or_else(|| {
+                BackendError::MaybeRan(format!(
+                    "Redis answered {} bytes, not a whole number of values",
+                    packed.len()
+                ))
+            })?
+        }
+    };
     check_count(values, &shared.replies, total)
 }
 
@@ -378,22 +464,11 @@ fn check_count<R>(
     replies: &Replies<R>,
     items: usize,
 ) -> Result<Vec<R>, BackendError> {
-    let mismatch = || {
-        BackendError::MaybeRan(format!(
+    if values.len() != items * replies.each {
+        return Err(BackendError::MaybeRan(format!(
             "Redis answered {} values for {items} items",
             values.len()
-        ))
-    };
-    let mut expected = 0;
-    for _ in 0..items {
-        // Nothing left to count an item's replies by: too few values.
-        match replies.of(values.get(expected)) {
-            0 => return Err(mismatch()),
-            n => expected += n,
-        }
-    }
-    if values.len() != expected {
-        return Err(mismatch());
+        )));
     }
     Ok(values)
 }
@@ -413,7 +488,7 @@ impl GetBatcher {
                 backend,
                 None,
                 Header::default(),
-                Replies::Each(1),
+                Replies::each(1),
                 (MAX_READS, CALLS_IN_FLIGHT),
                 Retry::Idempotent,
             ),
@@ -442,14 +517,10 @@ fn deliver<const K: usize, const A: usize, R>(
 ) {
     match result {
         Ok(values) => {
-            let mut rest = values.into_iter().peekable();
+            let mut rest = values.into_iter();
             for pending in batch {
-                let mut mine = Vec::new();
-                for _ in 0..pending.items.len() {
-                    let n = replies.of(rest.peek());
-                    mine.extend(rest.by_ref().take(n));
-                }
-                let _ = pending.reply.send(Ok(mine));
+                let mine = rest.by_ref().take(pending.items.len() * replies.each);
+                let _ = pending.reply.send(Ok(mine.collect()));
             }
         }
         Err(e) => {
@@ -459,5 +530,47 @@ fn deliver<const K: usize, const A: usize, R>(
                 let _ = pending.reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_repeating_an_earlier_items_key_are_told_by_their_one_based_index() {
+        let item = |key: &str| Item {
+            keys: [Arg::Text(key.into())],
+            args: [Arg::Int(1)],
+        };
+        let items = ["a", "b", "a", "c", "b", "a"].map(item);
+        let told: Vec<u32> = repeated_items(items.iter())
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(told, [3, 5, 6]);
+        // Keys are compared as Redis receives them, whatever their kind.
+        let mixed = [
+            Item {
+                keys: [Arg::Int(7)],
+                args: [],
+            },
+            Item {
+                keys: [Arg::Static("7")],
+                args: [],
+            },
+        ];
+        assert_eq!(repeated_items(mixed.iter()), 2u32.to_le_bytes());
+    }
+
+    #[test]
+    fn packed_answers_are_whole_little_endian_doubles() {
+        let bytes: Vec<u8> = [1.5f64, -2.0]
+            .iter()
+            .flat_map(|d| d.to_le_bytes())
+            .collect();
+        assert_eq!(unpack_doubles(&bytes), Some(vec![1.5, -2.0]));
+        assert_eq!(unpack_doubles(&bytes[..12]), None);
+        assert_eq!(unpack_doubles(&[]), Some(vec![]));
     }
 }
