@@ -870,6 +870,24 @@ async fn redis_updates_of_any_length_keep_the_expiry_and_leave_no_stale_bytes() 
         );
     }
     assert!(value(&mut conn).len() < before.len());
+
+    // A header longer than the script reads at first (a long user id) is read whole.
+    let user = "u".repeat(200);
+    let long = f
+        .sessions
+        .create(&user, SessionKind::User, json!({"note": "aaaa"}))
+        .await
+        .unwrap();
+    let data = json!({"note": "b"});
+    let updated = f
+        .sessions
+        .update(&long.id, data.clone(), long.version)
+        .await
+        .unwrap();
+    assert_eq!(updated.user_id, user);
+    assert_eq!(updated.version, long.version + 1);
+    let read = f.other.get(&long.id).await.unwrap();
+    assert_eq!((read.data, read.user_id), (data, user));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
