@@ -16,7 +16,8 @@
 //! A plain read is one `GET` (the value carries its idle deadline; concurrent reads share
 //! an `MGET`), no script; a touch is one script that writes the value with its new
 //! deadline and PTTL in one `SET` (unless the stored deadline is within the renewal step,
-//! see `lua/touch.lua`) and answers it; an update answers only the new header. Concurrent
+//! see `lua/touch.lua`) and answers it; an update reads only the header, writes the new
+//! version and data in place, and answers what it read (the header). Concurrent
 //! touches, and concurrent updates, share script calls. A session stored by an earlier
 //! release as a hash is rewritten in the string layout by the first operation that meets
 //! it (`upgrade` in `lua/common.lua`; the client calls `lua/upgrade.lua` when a `GET`
@@ -311,9 +312,11 @@ impl RedisSessions {
         Ok(match answer {
             redis::Value::Nil | redis::Value::Boolean(false) => Updated::Missing,
             redis::Value::Int(current) if current >= 0 => Updated::Conflict(current as u64),
-            redis::Value::BulkString(rest) => {
+            // What the script read of the value at the old version: its header is the new
+            // one once the new version replaces the old (the two are the same length).
+            redis::Value::BulkString(read) if read.len() > next.len() => {
                 let mut head = next.into_bytes();
-                head.extend_from_slice(&rest);
+                head.extend_from_slice(&read[head.len()..]);
                 let (header, _) = Header::split(&head)?;
                 Updated::Done(header.session(id.to_owned(), data))
             }

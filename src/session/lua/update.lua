@@ -5,31 +5,35 @@
 --
 -- Stands alone like touch.lua (see there); the offsets are those of the layout described
 -- in common.lua. The caller writes both version fields as they are stored (`s1 ` and 20
--- digits), so the script compares and joins text and formats nothing. Each string a
--- script makes costs Redis about as much as an argument, so the new value is made in one
--- join of three, and the version is compared where it stands: string.find from the
--- first byte makes no string, and finds the expected start there when it matches.
+-- digits), so the script compares text and formats nothing, and the version is compared
+-- where it stands: string.find from the first byte makes no string, and finds the
+-- expected start there when it matches.
 --
--- Only the header is read: GETRANGE of the first bytes (HEAD, to the last byte read), then
--- GET only when the header is longer (a long user id). Reading the data too cost Redis
--- about 12 instructions a byte, as Lua interns every string it is given, and the caller
--- has the new data anyway. Offsets go to Redis as strings: a number argument costs it
--- about 2 k instructions to format. The new value is written over the old with SETRANGE,
--- which keeps the expiry and, unlike SET, reuses the stored string; SETRANGE answers the
--- length of the result, and when that is longer than the new value (shorter data than
--- before), SET KEEPTTL writes the value again at its own length.
+-- Every string a script reads or makes costs Redis about 12 instructions a byte (Lua
+-- interns it), and every redis.call about 3 k; a number argument costs about 2 k to
+-- format. So:
+-- - Only the header is read: GETRANGE of the first bytes (HEAD, to the last byte read),
+--   then GET only when the header is longer (a long user id).
+-- - The new version and the new data are written where they stand, each with SETRANGE
+--   of the argument as it came (which keeps the expiry), instead of joining a new value:
+--   the header stays as it is. The data's offset, the header's length, goes as a string,
+--   made once per call for each length seen.
+-- - SETRANGE answers the length of the result: when that is longer than the new value
+--   (shorter data than before), SET KEEPTTL writes the value again at its own length.
+-- - The answer is the string read, which the caller cuts at the header's newline.
 -- KEYS: the sessions
 -- ARGV: per session: data, the value's start at the expected version, its start at the
 --       next version
--- Returns: per session, the rest of the new header (from the space after the version up
---          to and including its newline: the caller has the version and the data), false
---          when there is no session, the current version (an integer) when it is not the
---          expected one, or -1 when the session is still stored as a hash by an earlier
---          release (the caller rewrites it, upgrade.lua, and updates again).
+-- Returns: per session, what was read of the value (at least its header, at the old
+--          version: the caller has the new version and the data), false when there is no
+--          session (or a value with no header), the current version (an integer) when it
+--          is not the expected one, or -1 when the session is still stored as a hash by
+--          an earlier release (the caller rewrites it, upgrade.lua, and updates again).
 local KEYS, ARGV = KEYS, ARGV
 local HEAD = '127'
-local call, pcall, sub, find = redis.call, redis.pcall, string.sub, string.find
+local call, pcall, sub, find, tostring = redis.call, redis.pcall, string.sub, string.find, tostring
 
+local offsets = {}
 local out = KEYS
 local at = 0
 for i = 1, #KEYS do
@@ -48,12 +52,21 @@ for i = 1, #KEYS do
       v = call('GET', key)
       nl = find(v, '\n', 81, true)
     end
-    local rest = sub(v, 24, nl)
-    local new = ARGV[at + 3] .. rest .. ARGV[at + 1]
-    if call('SETRANGE', key, '0', new) > #new then
-      call('SET', key, new, 'KEEPTTL')
+    if not nl then
+      out[i] = false
+    else
+      local offset = offsets[nl]
+      if not offset then
+        offset = tostring(nl)
+        offsets[nl] = offset
+      end
+      local data, version = ARGV[at + 1], ARGV[at + 3]
+      call('SETRANGE', key, '0', version)
+      if call('SETRANGE', key, offset, data) > nl + #data then
+        call('SET', key, version .. sub(v, 24, nl) .. data, 'KEEPTTL')
+      end
+      out[i] = v
     end
-    out[i] = rest
   end
   at = at + 3
 end
