@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::{Attempt, Extended, WAKE_ALL};
 use crate::backend::redis::SubscriptionEvent;
-use crate::backend::redis::batch::{Arg, Header, Item, ScriptBatcher};
+use crate::backend::redis::batch::{Arg, FULLER_CALLS_IN_FLIGHT, Header, Item, ScriptBatcher};
 use crate::backend::redis::px;
 use crate::backend::{BackendError, RedisBackend, Retry};
 
@@ -89,6 +89,7 @@ impl RedisLocks {
                     args: vec![Arg::Shared(channel)],
                 },
                 1,
+                FULLER_CALLS_IN_FLIGHT,
                 Retry::IfNotRun,
             ),
             extend: Script::new(EXTEND),
