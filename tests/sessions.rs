@@ -888,6 +888,30 @@ async fn redis_updates_of_any_length_keep_the_expiry_and_leave_no_stale_bytes() 
     assert_eq!(updated.version, long.version + 1);
     let read = f.other.get(&long.id).await.unwrap();
     assert_eq!((read.data, read.user_id), (data, user));
+
+    // A value at the expected version but with no header is reported, not overwritten.
+    let broken = f
+        .sessions
+        .create("rae", SessionKind::User, json!({}))
+        .await
+        .unwrap();
+    let key = format!("blinkchamber:session:s:{}", broken.handle);
+    let stored = format!("s1 {:020} no header here", broken.version);
+    let _: () = ::redis::cmd("SET")
+        .arg(&key)
+        .arg(&stored)
+        .query(&mut conn)
+        .unwrap();
+    let refused = f
+        .sessions
+        .update(&broken.id, json!({"note": "x"}), broken.version)
+        .await;
+    assert!(
+        matches!(refused, Err(SessionError::Decode(_))),
+        "{refused:?}"
+    );
+    let after: String = ::redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    assert_eq!(after, stored);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -226,16 +226,19 @@ where
         let script = Some(Script::new(source));
         let replies = Replies::each(replies_per_item);
         let limits = (MAX_ITEMS, calls_in_flight.max(1));
-        Self::calling(backend, script, header, replies, limits, retry)
+        Self::calling(backend, script, header, replies, limits, false, retry)
     }
 
     /// `limits`: the most items in one call, and the most calls out at once.
+    /// `tell_repeats`: whether the script is told which items repeat an earlier item's key
+    /// ([`ScriptBatcher::reading_keys_first`]).
     fn calling(
         backend: RedisBackend,
         script: Option<Script>,
         header: Header,
         replies: Replies<R>,
         (max_items, calls_in_flight): (usize, usize),
+        tell_repeats: bool,
         retry: Retry,
     ) -> Self {
         Self {
@@ -244,7 +247,7 @@ where
                 script,
                 header,
                 retry,
-                tell_repeats: false,
+                tell_repeats,
                 replies,
                 max_items,
                 queue: Mutex::new(VecDeque::new()),
@@ -318,11 +321,8 @@ impl<const K: usize, const A: usize> ScriptBatcher<K, A, f64> {
             unpack: Some(unpack_doubles),
         };
         let limits = (MAX_ITEMS, calls_in_flight.max(1));
-        let mut batcher = Self::calling(backend, script, Header::default(), replies, limits, retry);
-        if let Some(shared) = Arc::get_mut(&mut batcher.shared) {
-            shared.tell_repeats = true;
-        }
-        batcher
+        let header = Header::default();
+        Self::calling(backend, script, header, replies, limits, true, retry)
     }
 }
 
@@ -504,6 +504,7 @@ impl GetBatcher {
                 Header::default(),
                 Replies::each(1),
                 (MAX_READS, CALLS_IN_FLIGHT),
+                false,
                 Retry::Idempotent,
             ),
         }

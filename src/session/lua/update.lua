@@ -24,10 +24,10 @@
 -- KEYS: the sessions
 -- ARGV: per session: data, the value's start at the expected version, its start at the
 --       next version
--- Returns: per session, what was read of the value (at least its header, at the old
---          version: the caller has the new version and the data), false when there is no
---          session (or a value with no header), the current version (an integer) when it
---          is not the expected one, or -1 when the session is still stored as a hash by
+-- Returns: per session, what was read of the value (its header, at the old version: the
+--          caller has the new version and the data; a value with no header is answered as
+--          read and left alone), false when there is no session, the current version (an
+--          integer) when it is not the expected one, or -1 when the session is still stored as a hash by
 --          an earlier release (the caller rewrites it, upgrade.lua, and updates again).
 local KEYS, ARGV = KEYS, ARGV
 local HEAD = '127'
@@ -53,7 +53,9 @@ for i = 1, #KEYS do
       nl = find(v, '\n', 81, true)
     end
     if not nl then
-      out[i] = false
+      -- Not a session value: nothing is written, and the caller, finding no header in
+      -- what was read, reports it as undecodable.
+      out[i] = v
     else
       local offset = offsets[nl]
       if not offset then
